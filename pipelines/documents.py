@@ -1,0 +1,311 @@
+"""Turning files into document text: discovery, reading, normalisation and hashing.
+
+Every source ends either as a :class:`SourceDocument` or as a :class:`DocumentError` that
+names the file and the reason; one bad file never stops the others.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import os
+import re
+import unicodedata
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.errors import DocumentError
+
+MEDIA_TYPES: dict[str, str] = {
+    ".txt": "text/plain",
+    ".text": "text/plain",
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".pdf": "application/pdf",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".json": "application/json",
+    ".jsonl": "application/x-ndjson",
+}
+
+#: Default cap on a single file's size.
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+#: A DOCX whose parts inflate past this is treated as a zip bomb.
+MAX_DOCX_UNCOMPRESSED = 200 * 1024 * 1024
+#: Share of control characters above which decoded "text" is really binary.
+_BINARY_RATIO = 0.05
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SPACES = re.compile(r"[ \t\f\v\u00a0]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    """One document's normalised text, ready to be stored and processed."""
+
+    source: str
+    media_type: str
+    size_bytes: int
+    text: str
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of the normalised text: the identity used for dedup and results."""
+        return content_hash(self.text)
+
+
+def content_hash(text: str) -> str:
+    """SHA-256 hex digest of ``text`` encoded as UTF-8."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def normalise(text: str) -> str:
+    """Normalise text so the same content hashes the same wherever it came from.
+
+    NFC, Unix newlines, no NUL or other control characters (PostgreSQL rejects NUL in
+    text), single spaces, at most one blank line in a row, no trailing whitespace.
+    """
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def discover(inputs: Iterable[str]) -> Iterator[Path | DocumentError]:
+    """Expand files, folders (recursively, in sorted order) and glob patterns into files.
+
+    Missing paths and unreadable folders come back as :class:`DocumentError`. Symlinked
+    folders are not followed, so a symlink loop cannot trap the walk.
+    """
+    seen: set[Path] = set()
+    for raw in inputs:
+        if _GLOB_CHARS.search(raw) and not os.path.exists(raw):
+            matches = sorted(glob.glob(raw, recursive=True))
+            if not matches:
+                yield DocumentError(raw, "the pattern matches no file", code="not_found")
+            candidates: Iterable[str] = matches
+        else:
+            candidates = [raw]
+        for candidate in candidates:
+            path = Path(candidate)
+            if path.is_dir():
+                yield from _walk(path, seen)
+            elif path.exists() or path.is_symlink():
+                if path not in seen:
+                    seen.add(path)
+                    yield path
+            else:
+                yield DocumentError(candidate, "no such file or folder", code="not_found")
+
+
+def _walk(root: Path, seen: set[Path]) -> Iterator[Path | DocumentError]:
+    errors: list[OSError] = []
+    for folder, dirs, files in os.walk(root, onerror=errors.append, followlinks=False):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            if path not in seen:
+                seen.add(path)
+                yield path
+    for error in errors:
+        yield DocumentError(str(error.filename), f"cannot list folder: {error.strerror}",
+                            code="unreadable")
+
+
+def read_source(
+    path: Path, *, text_field: str = "text", max_bytes: int = DEFAULT_MAX_BYTES
+) -> Iterator[SourceDocument | DocumentError]:
+    """Read one file into documents: one for most files, one per record for JSON/JSONL."""
+    source = str(path)
+    media_type = MEDIA_TYPES.get(path.suffix.lower())
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        yield DocumentError(source, f"cannot read: {exc.strerror}", code="unreadable")
+        return
+    if media_type is None:
+        yield DocumentError(
+            source,
+            f"unsupported file type {path.suffix or '(none)'!r}; supported: "
+            + ", ".join(sorted(MEDIA_TYPES)),
+            code="unsupported_type",
+        )
+        return
+    if size == 0:
+        yield DocumentError(source, "the file is empty (0 bytes)", code="empty_file")
+        return
+    if size > max_bytes:
+        yield DocumentError(
+            source, f"the file is {size} bytes, above the limit of {max_bytes}", code="too_large"
+        )
+        return
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        yield DocumentError(source, f"cannot read: {exc.strerror}", code="unreadable")
+        return
+    yield from read_bytes(source, data, media_type, text_field=text_field)
+
+
+def read_bytes(
+    source: str, data: bytes, media_type: str, *, text_field: str = "text"
+) -> Iterator[SourceDocument | DocumentError]:
+    """Parse ``data`` of ``media_type``; see :func:`read_source`."""
+    if media_type in ("application/json", "application/x-ndjson"):
+        yield from _read_records(source, data, media_type, text_field)
+        return
+    try:
+        if media_type == "application/pdf":
+            raw = _pdf_text(source, data)
+        elif media_type.endswith("wordprocessingml.document"):
+            raw = _docx_text(source, data)
+        elif media_type == "text/html":
+            raw = _html_text(decode_text(source, data))
+        else:
+            raw = decode_text(source, data)
+    except DocumentError as exc:
+        yield exc
+        return
+    yield _document(source, media_type, len(data), raw)
+
+
+def _document(source: str, media_type: str, size: int, raw: str) -> SourceDocument | DocumentError:
+    text = normalise(raw)
+    if not text:
+        return DocumentError(source, "no text left after extraction", code="no_text")
+    return SourceDocument(source=source, media_type=media_type, size_bytes=size, text=text)
+
+
+def decode_text(source: str, data: bytes) -> str:
+    """Decode bytes of unknown encoding; BOMs first, then UTF-8, then detection.
+
+    Raises:
+        DocumentError: ``binary_content`` when the bytes are not text in any encoding.
+    """
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"),
+                       (b"\xfe\xff", "utf-16")):
+        if data.startswith(bom):
+            return data.decode(codec, errors="replace")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data).best()
+        if best is None:
+            raise DocumentError(source, "the content is binary, not text",
+                                code="binary_content") from None
+        text = str(best)
+    controls = len(_CONTROL.findall(text)) + text.count("\ufffd")
+    if text and controls / len(text) > _BINARY_RATIO:
+        raise DocumentError(source, "the content is binary, not text", code="binary_content")
+    return text
+
+
+def _pdf_text(source: str, data: bytes) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise DocumentError(source, "the PDF is encrypted with a password",
+                                code="encrypted_pdf")
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except DocumentError:
+        raise
+    except PdfReadError as exc:
+        if "decrypt" in str(exc).lower() or "password" in str(exc).lower():
+            raise DocumentError(source, "the PDF is encrypted with a password",
+                                code="encrypted_pdf") from exc
+        raise DocumentError(source, f"not a readable PDF: {exc}", code="corrupt_file") from exc
+    except Exception as exc:  # pypdf documents that broken files raise arbitrary exceptions
+        raise DocumentError(source, f"not a readable PDF: {exc.__class__.__name__}: {exc}",
+                            code="corrupt_file") from exc
+    text = "\n\n".join(pages)
+    if not text.strip():
+        raise DocumentError(source, "the PDF has no text layer (scanned?)", code="no_text_layer")
+    return text
+
+
+def _docx_text(source: str, data: bytes) -> str:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except zipfile.BadZipFile as exc:
+        raise DocumentError(source, "not a readable DOCX (not a zip archive)",
+                            code="corrupt_file") from exc
+    if inflated > MAX_DOCX_UNCOMPRESSED:
+        raise DocumentError(source, f"the DOCX inflates to {inflated} bytes (zip bomb?)",
+                            code="too_large")
+    import docx
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors...
+        raise DocumentError(source, f"not a readable DOCX: {exc.__class__.__name__}",
+                            code="corrupt_file") from exc
+    parts = [p.text for p in document.paragraphs]
+    for table in document.tables:
+        for row in table.rows:
+            parts.append(" | ".join(cell.text for cell in row.cells))
+    return "\n".join(parts)
+
+
+def _html_text(markup: str) -> str:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(markup, "html.parser")
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    return soup.get_text("\n")
+
+
+def _read_records(
+    source: str, data: bytes, media_type: str, text_field: str
+) -> Iterator[SourceDocument | DocumentError]:
+    try:
+        text = decode_text(source, data)
+    except DocumentError as exc:
+        yield exc
+        return
+    if media_type == "application/json":
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield DocumentError(source, f"invalid JSON: {exc}", code="corrupt_file")
+            return
+        records = loaded if isinstance(loaded, list) else [loaded]
+        numbered: Iterable[tuple[int, object]] = enumerate(records, start=1)
+        for index, record in numbered:
+            yield _record(f"{source}#{index}", record, text_field, media_type)
+        return
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{source}#L{line_no}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield DocumentError(where, f"invalid JSON line: {exc.msg}", code="bad_record")
+            continue
+        yield _record(where, record, text_field, media_type)
+
+
+def _record(where: str, record: object, text_field: str, media_type: str
+            ) -> SourceDocument | DocumentError:
+    if not isinstance(record, dict):
+        return DocumentError(where, "the record is not a JSON object", code="bad_record")
+    value = record.get(text_field)
+    if not isinstance(value, str):
+        return DocumentError(
+            where, f"the record has no string field {text_field!r}", code="bad_record"
+        )
+    size = len(value.encode("utf-8"))
+    return _document(where, media_type, size, value)

@@ -1,0 +1,68 @@
+"""The Celery application: JSON only, late acks, one prefetched message, no result backend.
+
+Results live in docpipe's own tables, so Celery keeps none; the broker only carries item ids.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+
+from celery import Celery
+from kombu import Queue as KombuQueue
+
+from workers.settings import Settings, get_settings
+
+
+class Queue(StrEnum):
+    """One queue per kind of work, so nightly volume never delays live ingestion."""
+
+    LIVE = "docpipe.live"
+    NIGHTLY = "docpipe.nightly"
+    CONTROL = "docpipe.control"
+
+
+class TaskName(StrEnum):
+    """Stable task names: renaming a module never orphans queued messages."""
+
+    PROCESS_ITEM = "docpipe.items.process"
+    RECONCILE = "docpipe.runs.reconcile"
+
+
+def create_celery(settings: Settings) -> Celery:
+    """Build the Celery app from ``settings``."""
+    app = Celery("docpipe", broker=settings.effective_broker_url, include=["workers.tasks", "workers.signals"])
+    visibility = settings.visibility_timeout_seconds
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=[KombuQueue(q.value, routing_key=q.value) for q in Queue],
+        task_default_queue=Queue.LIVE.value,
+        task_routes={TaskName.RECONCILE.value: {"queue": Queue.CONTROL.value}},
+        task_soft_time_limit=settings.task_soft_time_limit_seconds,
+        task_time_limit=settings.task_time_limit_seconds,
+        broker_transport_options={"visibility_timeout": visibility},
+        visibility_timeout=visibility,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_concurrency=settings.worker_concurrency,
+        worker_pool=settings.worker_pool,
+        beat_schedule={
+            "reconcile": {"task": TaskName.RECONCILE.value, "schedule": timedelta(seconds=60)},
+        },
+    )
+    return app
+
+
+app = create_celery(get_settings())

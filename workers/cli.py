@@ -1,0 +1,475 @@
+"""The ``docpipe`` command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipelines import PipelineError, get_pipeline, list_pipelines
+from workers.errors import ConfigurationError
+from workers.settings import Settings, get_settings
+
+app = typer.Typer(help="docpipe: durable document pipelines on the OpenAI Responses API.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "documents"
+SIMULATOR_KEY = "sk-docpipe-simulator"
+EXIT_PAUSED = 3
+
+PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="Pipeline name.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def main() -> None:
+    """Entry point of the ``docpipe`` console script."""
+    try:
+        app()
+    except (ConfigurationError, PipelineError) as exc:
+        err.print(f"[red]docpipe:[/red] {exc}")
+        sys.exit(2)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:
+        err.print(f"[red]docpipe: invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _migrated(settings: Settings, *, auto: bool = False) -> None:
+    from workers.db.migrations import upgrade
+    from workers.db.session import ensure_migrated
+
+    if auto and settings.uses_default_database:
+        upgrade(settings.database_url)
+    ensure_migrated(settings.database_url)
+
+
+# -- db ---------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Apply the migrations to the configured database."""
+    from workers.db.migrations import current_revision, upgrade
+    from workers.db.session import get_engine
+
+    settings = _settings()
+    upgrade(settings.database_url, revision)
+    console.print(f"database at revision {current_revision(get_engine())}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's schema revision and the one this docpipe needs."""
+    from workers.db.migrations import current_revision, head_revision
+    from workers.db.session import get_engine
+
+    _settings()
+    console.print(f"current: {current_revision(get_engine())}  head: {head_revision()}")
+
+
+# -- pipelines --------------------------------------------------------------------------------
+
+
+@app.command("pipelines")
+def pipelines_cmd(as_json: JsonOpt = False) -> None:
+    """List the pipelines with their models and versions."""
+    rows = [{"name": p.name, "version": p.version, "model": p.model,
+             "max_output_tokens": p.max_output_tokens, "description": p.description}
+            for p in list_pipelines()]
+    if as_json:
+        console.print_json(data=rows)
+        return
+    table = Table("name", "version", "model", "description")
+    for row in rows:
+        table.add_row(row["name"], row["version"], row["model"], row["description"])
+    console.print(table)
+
+
+# -- ingest, worker, run ----------------------------------------------------------------------
+
+
+@app.command("ingest")
+def ingest_cmd(
+    paths: Annotated[list[str], typer.Argument(help="Files, folders or glob patterns.")],
+    pipeline: PipelineOpt = "summarise",
+    queue: Annotated[str, typer.Option(help="Queue for the run's items.")] = "docpipe.live",
+    as_json: JsonOpt = False,
+) -> None:
+    """Record documents and items for a new run and enqueue them; print the run id."""
+    settings = _settings()
+    _migrated(settings)
+    chosen = get_pipeline(pipeline)
+    from workers.ingest import ingest
+    from workers.tasks import send_items
+
+    report = ingest(paths, chosen, settings=settings, publish=send_items, queue=queue)
+    if as_json:
+        console.print_json(data=report.as_dict())
+    else:
+        console.print(f"run {report.run_id}: {report.items} items queued, {report.duplicates} "
+                      f"duplicates skipped, {report.unreadable} unreadable")
+
+
+@app.command("worker", context_settings={"allow_extra_args": True,
+                                         "ignore_unknown_options": True})
+def worker_cmd(
+    ctx: typer.Context,
+    queues: Annotated[str, typer.Option("--queues", "-Q", help="Queues to consume.")] =
+    "docpipe.live,docpipe.nightly,docpipe.control",
+) -> None:
+    """Run a Celery worker; extra options go to ``celery worker``."""
+    settings = _settings()
+    _migrated(settings)
+    from workers.celery_app import app as celery_app
+
+    argv = ["worker", "--pool", settings.worker_pool, "--concurrency",
+            str(settings.worker_concurrency), "-Q", queues, "-E", "--loglevel", "INFO",
+            *ctx.args]
+    celery_app.worker_main(argv)
+
+
+@app.command("run")
+def run_cmd(
+    paths: Annotated[list[str], typer.Argument(help="Files, folders or glob patterns.")],
+    pipeline: PipelineOpt = "summarise",
+    simulate: Annotated[bool, typer.Option(help="Answer with docpipe's simulator.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes to start.")] = 1,
+) -> None:
+    """Ingest, process and report in one go, on this machine."""
+    report = _run_foreground(paths, pipeline, simulate=simulate, workers=workers)
+    raise typer.Exit(0 if report.get("status") == "finished" else EXIT_PAUSED)
+
+
+@app.command("demo")
+def demo_cmd(
+    pipeline: PipelineOpt = "summarise",
+    path: Annotated[Path, typer.Option(help="Documents to run.")] = EXAMPLES,
+) -> None:
+    """Run the example documents through the simulator and show the results."""
+    if not path.exists():
+        err.print(f"[red]docpipe:[/red] no example documents at {path}; pass --path")
+        raise typer.Exit(2)
+    report = _run_foreground([str(path)], pipeline, simulate=True, workers=1)
+    from workers.db import repository as repo
+    from workers.db.session import session_scope
+
+    table = Table("document", "status", "result", title=f"run {report['run_id']}: {pipeline}",
+                  show_lines=True)
+    with session_scope() as session:
+        for row in repo.iter_item_results(session, report["run_id"]):
+            shown = _short_output(row.output) if row.output else \
+                f"[red]{row.error_code}[/red]: {row.error_message}"
+            table.add_row(Path(row.source.split("#")[0]).name + _record_suffix(row.source),
+                          row.status, shown)
+    console.print(table)
+    raise typer.Exit(0 if report.get("status") == "finished" else EXIT_PAUSED)
+
+
+def _record_suffix(source: str) -> str:
+    return "#" + source.split("#", 1)[1] if "#" in source else ""
+
+
+def _short_output(output: dict[str, Any]) -> str:
+    lines = []
+    for key, value in output.items():
+        if isinstance(value, list):
+            value = ", ".join(v.get("name", str(v)) if isinstance(v, dict) else str(v)
+                              for v in value[:4])
+        text = str(value)
+        lines.append(f"[bold]{key}[/bold]: {text[:160] + ('…' if len(text) > 160 else '')}")
+    return "\n".join(lines)
+
+
+def _run_foreground(paths: list[str], pipeline_name: str, *, simulate: bool, workers: int
+                    ) -> dict[str, Any]:
+    settings = _settings()
+    chosen = get_pipeline(pipeline_name)
+    if settings.openai_api_key is None and not simulate:
+        err.print("[red]docpipe:[/red] OPENAI_API_KEY is not set. Set it to call the OpenAI "
+                  "API, or pass --simulate to use docpipe's simulator (no real model).")
+        raise typer.Exit(2)
+    _migrated(settings, auto=True)
+    from workers.embedded import child, docpipe_command, embedded_redis, free_port
+
+    with ExitStack() as stack:
+        overrides: dict[str, str] = {}
+        if settings.broker_url is None:
+            overrides["DOCPIPE_BROKER_URL"] = stack.enter_context(embedded_redis())
+            console.print(f"[dim]embedded Redis at {overrides['DOCPIPE_BROKER_URL']}[/dim]")
+        if simulate:
+            port = free_port()
+            stack.enter_context(child(docpipe_command("simulator", "--port", str(port)),
+                                      port=port, what="simulator"))
+            overrides |= {"OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+                          "OPENAI_API_KEY": SIMULATOR_KEY}
+            console.print("[yellow]simulated: answers come from docpipe's Responses API "
+                          "simulator, not from a model[/yellow]")
+        stack.enter_context(_environ(overrides))
+        get_settings.cache_clear()
+        settings = _settings()
+        log_dir = Path(".docpipe")
+        log_dir.mkdir(exist_ok=True)
+        processes = [
+            stack.enter_context(child(
+                docpipe_command("worker", "--hostname", f"docpipe{i}@%h"), what="worker",
+                log_path=log_dir / "worker.log"))
+            for i in range(workers)
+        ]
+        from workers.ingest import ingest
+        from workers.tasks import send_items
+
+        report = ingest(paths, chosen, settings=settings, publish=send_items,
+                        queue="docpipe.live")
+        console.print(f"run {report.run_id}: {report.items} items, {report.duplicates} "
+                      f"duplicates, {report.unreadable} unreadable")
+        final = _follow(report.run_id, settings, processes)
+    _print_summary(final, simulated=simulate)
+    return final
+
+
+@contextmanager
+def _environ(overrides: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
+
+
+def _follow(run_id: int, settings: Settings, processes: list[Any]) -> dict[str, Any]:
+    """Show a progress bar until the run finishes or pauses; reconcile on the way."""
+    from workers import reconcile
+    from workers.db import repository as repo
+    from workers.db.session import session_scope
+    from workers.tasks import send_items
+
+    last_sweep = time.monotonic()
+    columns = (TextColumn("[bold]run {task.fields[run]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("run", total=None, run=run_id, detail="")
+        while True:
+            with session_scope() as session:
+                report = repo.run_report(session, run_id)
+            assert report is not None
+            detail = (f"failed {report.failed}  429s {report.rate_limited}  "
+                      f"${float(report.cost_usd):.4f}")
+            progress.update(task, total=report.total, completed=report.succeeded + report.failed,
+                            detail=detail)
+            if report.status in ("finished", "paused"):
+                return report.as_dict()
+            if not any(p.poll() is None for p in processes):
+                raise ConfigurationError(
+                    "every worker exited; see .docpipe/worker.log. The run is kept: "
+                    f"`docpipe resume {run_id}` continues it"
+                )
+            if time.monotonic() - last_sweep > 15:
+                reconcile.requeue(run_id, settings=settings, publish=send_items)
+                last_sweep = time.monotonic()
+            time.sleep(0.3)
+
+
+def _print_summary(report: dict[str, Any], *, simulated: bool) -> None:
+    table = Table(show_header=False, title=f"run {report['run_id']} {report['status']}")
+    for key in ("pipeline", "pipeline_version", "total", "succeeded", "failed", "reused",
+                "attempts", "rate_limited", "input_tokens", "cached_tokens", "output_tokens"):
+        table.add_row(key, str(report[key]))
+    table.add_row("cost_usd", f"{report['cost_usd']:.6f}")
+    for error, count in report["errors"].items():
+        table.add_row(f"error {error}", str(count))
+    if report.get("status_reason"):
+        table.add_row("paused because", report["status_reason"])
+    console.print(table)
+    if simulated:
+        console.print("[yellow]simulated: no model was called; costs are what the same "
+                      "tokens would cost[/yellow]")
+
+
+# -- status, results, replay, resume ----------------------------------------------------------
+
+
+@app.command("status")
+def status_cmd(
+    run_id: Annotated[int | None, typer.Argument(help="Run id; all recent runs if omitted.")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Progress, errors, tokens and cost of a run (or of recent runs)."""
+    settings = _settings()
+    _migrated(settings)
+    from workers.db import repository as repo
+    from workers.db.session import session_scope
+
+    with session_scope() as session:
+        ids = [run_id] if run_id is not None else [r.id for r in repo.list_runs(session)]
+        reports = [r.as_dict() for i in ids if (r := repo.run_report(session, i)) is not None]
+    if run_id is not None and not reports:
+        err.print(f"[red]docpipe:[/red] no run {run_id}")
+        raise typer.Exit(1)
+    if as_json:
+        console.print_json(data=reports[0] if run_id is not None else reports)
+        return
+    table = Table("run", "pipeline", "status", "total", "succeeded", "failed", "pending",
+                  "attempts", "429s", "tokens in/cached/out", "cost $")
+    for r in reports:
+        table.add_row(str(r["run_id"]), r["pipeline"], r["status"], str(r["total"]),
+                      str(r["succeeded"]), str(r["failed"]), str(r["pending"]),
+                      str(r["attempts"]), str(r["rate_limited"]),
+                      f"{r['input_tokens']}/{r['cached_tokens']}/{r['output_tokens']}",
+                      f"{r['cost_usd']:.4f}")
+    console.print(table)
+    for r in reports:
+        if r.get("status_reason"):
+            console.print(f"run {r['run_id']}: {r['status_reason']}")
+
+
+@app.command("results")
+def results_cmd(
+    run_id: Annotated[int, typer.Argument(help="Run id.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
+) -> None:
+    """Export every item of a run: its output, or its error."""
+    if fmt not in ("jsonl", "csv"):
+        err.print("[red]docpipe:[/red] --format must be jsonl or csv")
+        raise typer.Exit(2)
+    settings = _settings()
+    _migrated(settings)
+    from workers.db import repository as repo
+    from workers.db.session import session_scope
+
+    stream = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    try:
+        writer = csv.writer(stream) if fmt == "csv" else None
+        if writer:
+            writer.writerow(["item_id", "source", "content_hash", "status", "reused",
+                             "error_class", "error_code", "error_message", "output"])
+        with session_scope() as session:
+            for row in repo.iter_item_results(session, run_id):
+                if writer:
+                    writer.writerow([row.item_id, row.source, row.content_hash, row.status,
+                                     row.reused, row.error_class, row.error_code,
+                                     row.error_message,
+                                     json.dumps(row.output, ensure_ascii=False)
+                                     if row.output is not None else ""])
+                    continue
+                record: dict[str, Any] = {"item_id": row.item_id, "source": row.source,
+                                          "content_hash": row.content_hash,
+                                          "status": row.status, "reused": row.reused}
+                if row.output is not None:
+                    record["output"] = row.output
+                else:
+                    record["error"] = {"class": row.error_class, "code": row.error_code,
+                                       "message": row.error_message}
+                stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+    finally:
+        if output:
+            stream.close()
+
+
+@app.command("replay")
+def replay_cmd(
+    run_id: Annotated[int, typer.Argument(help="Run id.")],
+    status: Annotated[list[str], typer.Option(help="Item statuses to replay.")] = ["failed"],  # noqa: B006
+    as_json: JsonOpt = False,
+) -> None:
+    """Put a run's failed items back in the queue; succeeded items are never called again."""
+    settings = _settings()
+    _migrated(settings)
+    from workers.db import repository as repo
+    from workers.db.session import session_scope
+    from workers.tasks import send_items
+
+    with session_scope() as session:
+        run = repo.get_run(session, run_id)
+        if run is None:
+            err.print(f"[red]docpipe:[/red] no run {run_id}")
+            raise typer.Exit(1)
+        queue = run.queue
+        ids = repo.replay_items(session, run_id, status)
+    send_items(ids, queue=queue)
+    with session_scope() as session:
+        repo.touch_queued(session, ids)
+    if as_json:
+        console.print_json(data={"run_id": run_id, "replayed": len(ids)})
+    else:
+        console.print(f"run {run_id}: {len(ids)} items replayed")
+
+
+@app.command("resume")
+def resume_cmd(
+    run_id: Annotated[int, typer.Argument(help="Run id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue a paused run, and re-enqueue items that have no message in flight."""
+    settings = _settings()
+    _migrated(settings)
+    from workers import reconcile
+    from workers.db import repository as repo
+    from workers.db.session import session_scope
+    from workers.tasks import send_items
+
+    with session_scope() as session:
+        repo.resume_run(session, run_id)
+    count = reconcile.requeue(run_id, settings=settings, publish=send_items,
+                              queued_grace_seconds=0, immediate=True)
+    if as_json:
+        console.print_json(data={"run_id": run_id, "requeued": count})
+    else:
+        console.print(f"run {run_id}: {count} items re-enqueued")
+
+
+# -- simulator --------------------------------------------------------------------------------
+
+
+@app.command("simulator")
+def simulator_cmd(
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8700,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute limit.")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens per minute limit.")] = None,
+    latency_ms: Annotated[float, typer.Option(help="Median latency.")] = 50.0,
+    seed: Annotated[int, typer.Option(help="Random seed for latency and faults.")] = 0,
+    error_rate: Annotated[float, typer.Option(help="Share of 5xx answers.")] = 0.0,
+    rate_limit_rate: Annotated[float, typer.Option(help="Share of injected 429s.")] = 0.0,
+    timeout_rate: Annotated[float, typer.Option(help="Share of requests that hang.")] = 0.0,
+    reset_rate: Annotated[float, typer.Option(help="Share of connection resets.")] = 0.0,
+    refusal_rate: Annotated[float, typer.Option(help="Share of refusals.")] = 0.0,
+    truncate_rate: Annotated[float, typer.Option(help="Share of truncated outputs.")] = 0.0,
+    quota_exhausted: Annotated[bool, typer.Option(help="Answer insufficient_quota.")] = False,
+) -> None:
+    """Serve docpipe's Responses API simulator (a test tool, not a model)."""
+    from workers.simulator import SimulatorConfig, run
+
+    config = SimulatorConfig(
+        rpm=rpm, tpm=tpm, latency_ms=latency_ms, seed=seed, error_rate=error_rate,
+        rate_limit_rate=rate_limit_rate, timeout_rate=timeout_rate, reset_rate=reset_rate,
+        refusal_rate=refusal_rate, truncate_rate=truncate_rate, quota_exhausted=quota_exhausted,
+    )
+    err.print(f"docpipe simulator (not a real model) on http://{host}:{port}/v1")
+    run(config, host=host, port=port)

@@ -1,0 +1,200 @@
+"""SQLAlchemy 2.0 models. Alembic's migrations are the schema; these mirror them exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always UTC-aware in Python, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        # SQLite compares timestamps as text: store them all in one offset-free form.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base with constraint naming that Alembic can reproduce."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
+
+
+class ItemStatus:
+    """Item states. ``succeeded`` and ``failed`` are terminal."""
+
+    PENDING = "pending"  # written, message not yet sent
+    QUEUED = "queued"  # message sent
+    RUNNING = "running"  # claimed by a worker under a lease
+    RETRY = "retry"  # waiting until not_before
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    TERMINAL = (SUCCEEDED, FAILED)
+
+
+class RunStatus:
+    """Run states."""
+
+    INGESTING = "ingesting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+
+    ACTIVE = (INGESTING, RUNNING)
+
+
+class Document(Base):
+    """A unique piece of content; the same text from two files is one document."""
+
+    __tablename__ = "documents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[str] = mapped_column(Text)
+    media_type: Mapped[str] = mapped_column(String(128))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Run(Base):
+    """One pass of one pipeline version over a set of documents."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(100))
+    pipeline_version: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(100))
+    queue: Mapped[str] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    total_items: Mapped[int] = mapped_column(default=0)
+    #: Counters snapshotted when the run finishes; live counts come from items.
+    succeeded_items: Mapped[int] = mapped_column(default=0)
+    failed_items: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class Item(Base):
+    """One unit of work: one document (chunk) in one run."""
+
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("run_id", "document_id", "chunk_index"),
+        Index("ix_items_run_id_status", "run_id", "status"),
+        Index("ix_items_status_not_before", "status", "not_before"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"), index=True)
+    source: Mapped[str] = mapped_column(Text)
+    chunk_index: Mapped[int] = mapped_column(default=0)
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(default=0)
+    reused: Mapped[bool] = mapped_column(default=False)
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id"))
+    last_error_class: Mapped[str | None] = mapped_column(String(50))
+    last_error_code: Mapped[str | None] = mapped_column(String(100))
+    last_error_message: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[datetime | None]
+    not_before: Mapped[datetime | None]
+    queued_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class Attempt(Base):
+    """One HTTP call to the model API, successful or not, with what it cost."""
+
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(30))
+    http_status: Mapped[int | None]
+    error_code: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(100))
+    response_id: Mapped[str | None] = mapped_column(String(100))
+    started_at: Mapped[datetime]
+    latency_ms: Mapped[int]
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    cached_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 9), default=Decimal(0))
+
+
+class Result(Base):
+    """The validated output for one (content, pipeline version, chunk): never two."""
+
+    __tablename__ = "results"
+    __table_args__ = (UniqueConstraint("content_hash", "pipeline_version", "chunk_index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    pipeline_version: Mapped[str] = mapped_column(String(32))
+    chunk_index: Mapped[int] = mapped_column(default=0)
+    pipeline: Mapped[str] = mapped_column(String(100))
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"), index=True)
+    #: The item whose call produced this result (not a foreign key: items point here).
+    item_id: Mapped[int | None]
+    output: Mapped[dict[str, Any]]
+    model: Mapped[str] = mapped_column(String(100))
+    response_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

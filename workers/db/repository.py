@@ -1,0 +1,620 @@
+"""Every query docpipe runs. Callers pass a session from :func:`session_scope`.
+
+Writes that must happen once are conditional updates or insert-on-conflict, so a redelivered
+message, a replay and a race between workers all end in the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Insert, and_, case, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from workers.db.models import (
+    Attempt,
+    Document,
+    Item,
+    ItemStatus,
+    Result,
+    Run,
+    RunStatus,
+    utcnow,
+)
+
+#: Rows per statement in bulk writes.
+BATCH = 500
+#: A retry message may arrive this early against the database clock and still be honoured.
+CLOCK_SKEW = timedelta(seconds=2)
+
+
+def _insert(session: Session, model: type[Any]) -> Insert:
+    """An INSERT for ``model`` in the dialect of ``session`` (both have on_conflict_do_nothing)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(model)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(model)
+
+
+# -- documents and runs ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """A document to store: what ingest hands the repository."""
+
+    content_hash: str
+    source: str
+    media_type: str
+    size_bytes: int
+    text: str
+
+
+def upsert_documents(session: Session, documents: Sequence[NewDocument]) -> dict[str, int]:
+    """Store documents not seen before; return the id of every given content hash."""
+    ids: dict[str, int] = {}
+    for start in range(0, len(documents), BATCH):
+        chunk = documents[start : start + BATCH]
+        rows = [vars(doc) | {"created_at": utcnow()} for doc in chunk]
+        stmt = _insert(session, Document).values(rows)
+        session.execute(stmt.on_conflict_do_nothing(index_elements=["content_hash"]))
+        hashes = [doc.content_hash for doc in chunk]
+        found = session.execute(
+            select(Document.content_hash, Document.id).where(Document.content_hash.in_(hashes))
+        )
+        ids.update({h: i for h, i in found.tuples()})
+    return ids
+
+
+def create_run(session: Session, *, pipeline: str, version: str, model: str, queue: str) -> Run:
+    """A new run in ``ingesting`` state: workers may start, but it cannot finish yet."""
+    run = Run(
+        pipeline=pipeline,
+        pipeline_version=version,
+        model=model,
+        queue=queue,
+        status=RunStatus.INGESTING,
+        created_at=utcnow(),
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(session: Session, run_id: int) -> Run | None:
+    """The run with ``run_id``."""
+    return session.get(Run, run_id)
+
+
+def latest_run_id(session: Session) -> int | None:
+    """The id of the most recent run."""
+    return session.scalar(select(func.max(Run.id)))
+
+
+def list_runs(session: Session, limit: int = 20) -> list[Run]:
+    """The most recent runs, newest first."""
+    return list(session.scalars(select(Run).order_by(Run.id.desc()).limit(limit)))
+
+
+def add_items(session: Session, run_id: int, documents: Iterable[tuple[int, str]]) -> list[int]:
+    """Add one pending item per (document id, source); a document already in the run is skipped.
+
+    Returns the ids of the items created.
+    """
+    now = utcnow()
+    rows = [
+        {"run_id": run_id, "document_id": doc_id, "source": source, "chunk_index": 0,
+         "status": ItemStatus.PENDING, "created_at": now, "updated_at": now}
+        for doc_id, source in documents
+    ]
+    created: list[int] = []
+    for start in range(0, len(rows), BATCH):
+        stmt = (
+            _insert(session, Item)
+            .values(rows[start : start + BATCH])
+            .on_conflict_do_nothing(index_elements=["run_id", "document_id", "chunk_index"])
+            .returning(Item.id)
+        )
+        created.extend(session.scalars(stmt))
+    return created
+
+
+def add_failed_items(
+    session: Session, run_id: int, failures: Iterable[tuple[str, str, str]]
+) -> int:
+    """Record sources that could not be read as failed items: (source, code, message)."""
+    now = utcnow()
+    rows = [
+        {"run_id": run_id, "document_id": None, "source": source, "chunk_index": 0,
+         "status": ItemStatus.FAILED, "last_error_class": "document", "last_error_code": code,
+         "last_error_message": message, "created_at": now, "updated_at": now, "finished_at": now}
+        for source, code, message in failures
+    ]
+    if rows:
+        session.execute(_insert(session, Item).values(rows))
+    return len(rows)
+
+
+def mark_queued(session: Session, item_ids: Sequence[int]) -> None:
+    """Note that messages were sent for ``item_ids`` (only those still pending)."""
+    now = utcnow()
+    for start in range(0, len(item_ids), BATCH):
+        session.execute(
+            update(Item)
+            .where(Item.id.in_(item_ids[start : start + BATCH]), Item.status == ItemStatus.PENDING)
+            .values(status=ItemStatus.QUEUED, queued_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def start_run(session: Session, run_id: int) -> None:
+    """Ingest is complete: record the total and let the run finish when its items do."""
+    total = session.scalar(select(func.count()).where(Item.run_id == run_id)) or 0
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.INGESTING)
+        .values(status=RunStatus.RUNNING, total_items=total)
+    )
+
+
+def finish_run_if_done(session: Session, run_id: int) -> bool:
+    """Mark the run finished if it is running and no item is left to do. Safe to race."""
+    open_items = (
+        select(Item.id)
+        .where(Item.run_id == run_id, Item.status.not_in(ItemStatus.TERMINAL))
+        .exists()
+    )
+    counts = _status_counts(session, run_id)
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.RUNNING, ~open_items)
+        .values(
+            status=RunStatus.FINISHED,
+            finished_at=utcnow(),
+            succeeded_items=counts.get(ItemStatus.SUCCEEDED, 0),
+            failed_items=counts.get(ItemStatus.FAILED, 0),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def pause_run(session: Session, run_id: int, reason: str) -> None:
+    """Pause an active run; workers stop claiming its items until it is resumed."""
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_(RunStatus.ACTIVE))
+        .values(status=RunStatus.PAUSED, status_reason=reason)
+    )
+
+
+# -- claiming and completing items ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedItem:
+    """An item a worker holds under a lease, with what it needs to process it."""
+
+    id: int
+    run_id: int
+    attempts: int
+    chunk_index: int
+    pipeline: str
+    pipeline_version: str
+    model: str
+    document_id: int
+    content_hash: str
+    text: str
+
+
+def claim_item(session: Session, item_id: int, *, lease_seconds: int) -> ClaimedItem | None:
+    """Take the item under a lease if it is waiting and its run is active, else None.
+
+    One conditional UPDATE: of two workers given the same item, exactly one gets it.
+    """
+    now = utcnow()
+    claimable = or_(
+        Item.status.in_([ItemStatus.PENDING, ItemStatus.QUEUED]),
+        and_(
+            Item.status == ItemStatus.RETRY,
+            or_(Item.not_before.is_(None), Item.not_before <= now + CLOCK_SKEW),
+        ),
+        and_(Item.status == ItemStatus.RUNNING, Item.lease_expires_at < now),
+    )
+    run_active = (
+        select(Run.id).where(Run.id == Item.run_id, Run.status.in_(RunStatus.ACTIVE)).exists()
+    )
+    claimed = session.execute(
+        update(Item)
+        .where(Item.id == item_id, Item.document_id.is_not(None), claimable, run_active)
+        .values(
+            status=ItemStatus.RUNNING,
+            attempts=Item.attempts + 1,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            not_before=None,
+            updated_at=now,
+        )
+        .returning(Item.id)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    if claimed is None:
+        return None
+    row = session.execute(
+        select(
+            Item.id, Item.run_id, Item.attempts, Item.chunk_index, Run.pipeline,
+            Run.pipeline_version, Run.model, Document.id, Document.content_hash, Document.text,
+        )
+        .join(Run, Run.id == Item.run_id)
+        .join(Document, Document.id == Item.document_id)
+        .where(Item.id == item_id)
+    ).one()
+    return ClaimedItem(*row)
+
+
+def find_result_id(session: Session, content_hash: str, version: str, chunk: int) -> int | None:
+    """The id of the result for (content, pipeline version, chunk), if one exists."""
+    return session.scalar(
+        select(Result.id).where(
+            Result.content_hash == content_hash,
+            Result.pipeline_version == version,
+            Result.chunk_index == chunk,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One HTTP call, as stored in ``attempts``."""
+
+    item_id: int
+    run_id: int
+    model: str
+    outcome: str
+    started_at: datetime
+    latency_ms: int
+    http_status: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    request_id: str | None = None
+    response_id: str | None = None
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal = field(default_factory=Decimal)
+
+
+def record_attempt(session: Session, attempt: AttemptRecord) -> None:
+    """Store one call's outcome and usage."""
+    session.execute(_insert(session, Attempt).values(vars(attempt)))
+
+
+def save_result(
+    session: Session,
+    item: ClaimedItem,
+    *,
+    output: dict[str, Any],
+    model: str,
+    response_id: str | None,
+) -> int:
+    """Store the item's result (or find the one a racing worker stored) and complete it."""
+    session.execute(
+        _insert(session, Result)
+        .values(
+            content_hash=item.content_hash, pipeline_version=item.pipeline_version,
+            chunk_index=item.chunk_index, pipeline=item.pipeline, document_id=item.document_id,
+            item_id=item.id, output=output, model=model, response_id=response_id,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["content_hash", "pipeline_version", "chunk_index"])
+    )
+    result_id = find_result_id(session, item.content_hash, item.pipeline_version, item.chunk_index)
+    assert result_id is not None  # inserted above or by the racing writer
+    _complete(session, item.id, result_id, reused=False)
+    return result_id
+
+
+def reuse_result(session: Session, item_id: int, result_id: int) -> None:
+    """Complete an item with a result that already existed; no call was made."""
+    _complete(session, item_id, result_id, reused=True)
+
+
+def _complete(session: Session, item_id: int, result_id: int, *, reused: bool) -> None:
+    now = utcnow()
+    session.execute(
+        update(Item)
+        .where(Item.id == item_id)
+        .values(
+            status=ItemStatus.SUCCEEDED, result_id=result_id, reused=reused,
+            lease_expires_at=None, not_before=None, finished_at=now, updated_at=now,
+            last_error_class=None, last_error_code=None, last_error_message=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def schedule_retry(
+    session: Session, item_id: int, *, not_before: datetime, error_class: str, code: str,
+    message: str,
+) -> None:
+    """Park the item until ``not_before``; a message or the reconciler brings it back."""
+    session.execute(
+        update(Item)
+        .where(Item.id == item_id)
+        .values(
+            status=ItemStatus.RETRY, not_before=not_before, lease_expires_at=None,
+            last_error_class=error_class, last_error_code=code, last_error_message=message,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def fail_item(session: Session, item_id: int, *, error_class: str, code: str, message: str) -> None:
+    """Fail the item with its error; ``docpipe replay`` can bring it back."""
+    now = utcnow()
+    session.execute(
+        update(Item)
+        .where(Item.id == item_id)
+        .values(
+            status=ItemStatus.FAILED, lease_expires_at=None, not_before=None, finished_at=now,
+            last_error_class=error_class, last_error_code=code, last_error_message=message,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def release_item(session: Session, item_id: int, *, error_class: str, code: str, message: str
+                 ) -> None:
+    """Give a claimed item back untouched (its run was paused): the claim does not count."""
+    session.execute(
+        update(Item)
+        .where(Item.id == item_id)
+        .values(
+            status=ItemStatus.PENDING, attempts=Item.attempts - 1, lease_expires_at=None,
+            last_error_class=error_class, last_error_code=code, last_error_message=message,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+# -- replay, resume, reconcile ----------------------------------------------------------------
+
+
+def replay_items(session: Session, run_id: int, statuses: Sequence[str]) -> list[int]:
+    """Reset the run's items in ``statuses`` to pending and reopen the run.
+
+    Items without a document (unreadable sources) stay failed: nothing to call the API with.
+    Each item is reset by one caller only, so concurrent replays do not double the work.
+    """
+    now = utcnow()
+    ids = list(
+        session.scalars(
+            update(Item)
+            .where(Item.run_id == run_id, Item.status.in_(statuses),
+                   Item.document_id.is_not(None))
+            .values(
+                status=ItemStatus.PENDING, attempts=0, lease_expires_at=None, not_before=None,
+                finished_at=None, last_error_class=None, last_error_code=None,
+                last_error_message=None, updated_at=now,
+            )
+            .returning(Item.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if ids:
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status=RunStatus.RUNNING, status_reason=None, finished_at=None)
+        )
+    return ids
+
+
+def resume_run(session: Session, run_id: int) -> None:
+    """Reopen a paused run so its items can be claimed again."""
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.PAUSED)
+        .values(status=RunStatus.RUNNING, status_reason=None)
+    )
+
+
+def items_to_requeue(
+    session: Session, *, run_id: int | None = None, queued_before: datetime | None = None,
+    due_before: datetime | None = None,
+) -> dict[str, list[int]]:
+    """Items of active runs that need a (new) message, grouped by their run's queue.
+
+    Pending items never had one; retry items are due; running items lost their worker (lease
+    expired); queued items older than ``queued_before`` were probably lost by the broker.
+    ``due_before`` (default now) lets a periodic sweep leave alone pending and retry items
+    whose own message is still on its way.
+    """
+    now = utcnow()
+    due_before = due_before or now
+    due = or_(
+        and_(Item.status == ItemStatus.PENDING, Item.updated_at <= due_before),
+        and_(Item.status == ItemStatus.RETRY,
+             or_(Item.not_before.is_(None), Item.not_before <= due_before)),
+        and_(Item.status == ItemStatus.RUNNING, Item.lease_expires_at < now),
+    )
+    if queued_before is not None:
+        due = or_(due, and_(Item.status == ItemStatus.QUEUED, Item.queued_at < queued_before))
+    stmt = (
+        select(Item.id, Run.queue)
+        .join(Run, Run.id == Item.run_id)
+        .where(due, Run.status.in_(RunStatus.ACTIVE), Item.document_id.is_not(None))
+        .order_by(Item.id)
+    )
+    if run_id is not None:
+        stmt = stmt.where(Item.run_id == run_id)
+    by_queue: dict[str, list[int]] = {}
+    for item_id, queue in session.execute(stmt).tuples():
+        by_queue.setdefault(queue, []).append(item_id)
+    return by_queue
+
+
+def touch_queued(session: Session, item_ids: Sequence[int]) -> None:
+    """Record that new messages were sent for ``item_ids``."""
+    now = utcnow()
+    for start in range(0, len(item_ids), BATCH):
+        session.execute(
+            update(Item)
+            .where(Item.id.in_(item_ids[start : start + BATCH]),
+                   Item.status.in_([ItemStatus.PENDING, ItemStatus.QUEUED]))
+            .values(status=ItemStatus.QUEUED, queued_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
+# -- reporting --------------------------------------------------------------------------------
+
+
+def _status_counts(session: Session, run_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(Item.status, func.count()).where(Item.run_id == run_id).group_by(Item.status)
+    )
+    return {status: count for status, count in rows.tuples()}
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Progress, errors and spend of one run, from the database alone."""
+
+    run_id: int
+    pipeline: str
+    pipeline_version: str
+    model: str
+    status: str
+    status_reason: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    total: int
+    by_status: dict[str, int]
+    reused: int
+    attempts: int
+    rate_limited: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_usd: Decimal
+    errors: dict[str, int]
+
+    @property
+    def succeeded(self) -> int:
+        return self.by_status.get(ItemStatus.SUCCEEDED, 0)
+
+    @property
+    def failed(self) -> int:
+        return self.by_status.get(ItemStatus.FAILED, 0)
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.succeeded - self.failed
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form: what ``docpipe status --json`` prints."""
+        return {
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "pipeline_version": self.pipeline_version,
+            "model": self.model,
+            "status": self.status,
+            "status_reason": self.status_reason,
+            "created_at": self.created_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "total": self.total,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "pending": self.pending,
+            "by_status": self.by_status,
+            "reused": self.reused,
+            "attempts": self.attempts,
+            "rate_limited": self.rate_limited,
+            "input_tokens": self.input_tokens,
+            "cached_tokens": self.cached_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cost_usd": float(self.cost_usd),
+            "errors": self.errors,
+        }
+
+
+def run_report(session: Session, run_id: int) -> RunReport | None:
+    """Everything ``docpipe status`` shows for one run."""
+    run = session.get(Run, run_id)
+    if run is None:
+        return None
+    by_status = _status_counts(session, run_id)
+    reused = session.scalar(
+        select(func.count()).where(Item.run_id == run_id, Item.reused.is_(True))
+    ) or 0
+    usage = session.execute(
+        select(
+            func.count(Attempt.id),
+            func.coalesce(func.sum(case((Attempt.outcome == "rate_limited", 1), else_=0)), 0),
+            func.coalesce(func.sum(Attempt.input_tokens), 0),
+            func.coalesce(func.sum(Attempt.cached_tokens), 0),
+            func.coalesce(func.sum(Attempt.output_tokens), 0),
+            func.coalesce(func.sum(Attempt.reasoning_tokens), 0),
+            func.coalesce(func.sum(Attempt.cost_usd), 0),
+        ).where(Attempt.run_id == run_id)
+    ).one()
+    errors = session.execute(
+        select(Item.last_error_class, Item.last_error_code, func.count())
+        .where(Item.run_id == run_id, Item.status == ItemStatus.FAILED)
+        .group_by(Item.last_error_class, Item.last_error_code)
+    )
+    return RunReport(
+        run_id=run.id, pipeline=run.pipeline, pipeline_version=run.pipeline_version,
+        model=run.model, status=run.status, status_reason=run.status_reason,
+        created_at=run.created_at, finished_at=run.finished_at,
+        total=sum(by_status.values()), by_status=by_status, reused=reused,
+        attempts=int(usage[0]), rate_limited=int(usage[1]), input_tokens=int(usage[2]),
+        cached_tokens=int(usage[3]), output_tokens=int(usage[4]), reasoning_tokens=int(usage[5]),
+        cost_usd=Decimal(str(usage[6])),
+        errors={f"{cls}:{code}": n for cls, code, n in errors.tuples()},
+    )
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One line of ``docpipe results``."""
+
+    item_id: int
+    source: str
+    content_hash: str | None
+    status: str
+    reused: bool
+    output: dict[str, Any] | None
+    error_class: str | None
+    error_code: str | None
+    error_message: str | None
+
+
+def iter_item_results(session: Session, run_id: int) -> Iterator[ItemResult]:
+    """Every item of the run with its output or error, in item order, streamed."""
+    stmt = (
+        select(
+            Item.id, Item.source, Document.content_hash, Item.status, Item.reused, Result.output,
+            Item.last_error_class, Item.last_error_code, Item.last_error_message,
+        )
+        .outerjoin(Document, Document.id == Item.document_id)
+        .outerjoin(Result, Result.id == Item.result_id)
+        .where(Item.run_id == run_id)
+        .order_by(Item.id)
+        .execution_options(yield_per=500)
+    )
+    for row in session.execute(stmt):
+        yield ItemResult(*row)

@@ -1,0 +1,130 @@
+"""Engines (one per process, created after fork), the session scope and the schema check."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from workers.errors import DatabaseNotMigrated
+from workers.settings import get_settings
+
+_lock = threading.Lock()
+_engines: dict[tuple[int, str], Engine] = {}
+_makers: dict[Engine, sessionmaker[Session]] = {}
+
+
+def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """Create an engine for ``url`` with docpipe's connection policy.
+
+    PostgreSQL: pre-ping so a restarted server costs a reconnect, not a failed task.
+    SQLite: WAL, a generous busy timeout and ``BEGIN IMMEDIATE`` so concurrent writers wait
+    for the lock instead of failing with "database is locked".
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when a transaction begins.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for ``url`` (default: the settings' database) owned by this process.
+
+    Keyed by process id, so a forked child never uses its parent's pooled connections.
+    """
+    settings = get_settings()
+    url = url or settings.database_url
+    key = (os.getpid(), url)
+    engine = _engines.get(key)
+    if engine is None:
+        with _lock:
+            engine = _engines.get(key)
+            if engine is None:
+                engine = create_db_engine(url, pool_size=min(settings.worker_concurrency, 20))
+                _engines[key] = engine
+                _makers[engine] = sessionmaker(engine, expire_on_commit=False)
+    return engine
+
+
+def forget_inherited_engines() -> None:
+    """Drop engines inherited through fork without closing their parent's connections."""
+    with _lock:
+        for (pid, _url), engine in list(_engines.items()):
+            if pid != os.getpid():
+                engine.dispose(close=False)
+                del _engines[(pid, _url)]
+                _makers.pop(engine, None)
+
+
+def dispose_engines() -> None:
+    """Close every engine this process opened."""
+    with _lock:
+        for (pid, url), engine in list(_engines.items()):
+            if pid == os.getpid():
+                engine.dispose()
+                del _engines[(pid, url)]
+                _makers.pop(engine, None)
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session that commits when the block succeeds and rolls back when it raises."""
+    engine = get_engine(url)
+    session = _makers[engine]()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def ensure_migrated(url: str | None = None) -> None:
+    """Refuse to go on unless the database is at the migrations' head.
+
+    Raises:
+        DatabaseNotMigrated: with the current and expected revisions and the command to run.
+    """
+    from workers.db.migrations import current_revision, head_revision
+
+    url = url or get_settings().database_url
+    current = current_revision(get_engine(url))
+    head = head_revision()
+    if current != head:
+        state = "has no docpipe schema" if current is None else f"is at revision {current}"
+        raise DatabaseNotMigrated(
+            f"the database {make_url(url).render_as_string(hide_password=True)} {state}, "
+            f"this docpipe needs {head}: run `docpipe db upgrade`"
+        )

@@ -1,0 +1,156 @@
+"""docpipe's runtime error tree, split by what the worker must do.
+
+- :class:`RetryableError`: call again after a backoff (transient) or a wait (rate limited).
+- :class:`PauseRunError`: every item of the run would fail the same way (quota, bad key,
+  unknown model); pause the run until someone fixes it, never retry in a loop.
+- :class:`ItemFailedError`: this item cannot succeed (bad request, bad output, unreadable
+  document); fail it with its code and go on.
+
+Every error carries the item id, the API request id and the usage the failed call spent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage of one call, as the API reports it."""
+
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class DocpipeError(Exception):
+    """Base of every docpipe runtime error."""
+
+
+class ConfigurationError(DocpipeError):
+    """Settings or environment that docpipe cannot run with."""
+
+
+class DatabaseNotMigrated(ConfigurationError):
+    """The database schema is missing or older than this version of docpipe."""
+
+
+class ItemError(DocpipeError):
+    """A failure while processing one item.
+
+    Attributes:
+        error_class: What kind of failure (``transient``, ``rate_limited``, ``quota``, ...).
+        code: The API's error code or docpipe's own, e.g. ``rate_limit_exceeded``.
+        http_status: The HTTP status, when there was a response.
+        request_id: The API's ``x-request-id``, when there was a response.
+        usage: Tokens the failed call still spent (truncated output bills in full).
+    """
+
+    error_class = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        http_status: int | None = None,
+        request_id: str | None = None,
+        response_id: str | None = None,
+        usage: Usage | None = None,
+        item_id: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.error_class
+        self.http_status = http_status
+        self.request_id = request_id
+        self.response_id = response_id
+        self.usage = usage or Usage()
+        self.item_id = item_id
+
+
+class RetryableError(ItemError):
+    """Call again later; the item keeps its place."""
+
+    error_class = "retryable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        code: str | None = None,
+        http_status: int | None = None,
+        request_id: str | None = None,
+        usage: Usage | None = None,
+    ) -> None:
+        super().__init__(
+            message, code=code, http_status=http_status, request_id=request_id, usage=usage
+        )
+        #: Seconds the server asked us to wait, if it said.
+        self.retry_after = retry_after
+
+
+class TransientError(RetryableError):
+    """408, 409, 5xx, timeouts and connection errors: back off with full jitter."""
+
+    error_class = "transient"
+
+
+class RateLimitedError(RetryableError):
+    """429 ``rate_limit_exceeded``: wait as long as the API says."""
+
+    error_class = "rate_limited"
+
+
+class PauseRunError(ItemError):
+    """Every item would fail the same way: pause the run with a message that says what to fix."""
+
+    error_class = "pause"
+    hint = ""
+
+
+class QuotaExhaustedError(PauseRunError):
+    """Quota, credit or spend limit exhausted (429/403): never retried in a loop."""
+
+    error_class = "quota"
+    hint = "add credit or raise the spend limit, then `docpipe resume RUN`"
+
+
+class AuthenticationFailedError(PauseRunError):
+    """401: the API key is missing, wrong or revoked."""
+
+    error_class = "auth"
+    hint = "set a valid OPENAI_API_KEY, then `docpipe resume RUN`"
+
+
+class ModelNotFoundError(PauseRunError):
+    """404: the model does not exist or the key has no access to it."""
+
+    error_class = "model_not_found"
+    hint = "use a model this key can access, then `docpipe resume RUN`"
+
+
+class ItemFailedError(ItemError):
+    """This item cannot succeed; fail it with its code."""
+
+    error_class = "failed"
+
+
+class PermanentAPIError(ItemFailedError):
+    """400, 403, 422 and other 4xx: the request itself is wrong."""
+
+    error_class = "permanent"
+
+
+class BadOutputError(ItemFailedError):
+    """The model answered with a refusal, truncated output or JSON off the schema."""
+
+    error_class = "bad_output"
+
+
+class DocumentUnreadableError(ItemFailedError):
+    """The source could not be turned into text."""
+
+    error_class = "document"

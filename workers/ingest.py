@@ -1,0 +1,102 @@
+"""Ingest: turn paths into documents and items, write them, then enqueue their ids.
+
+Every item is committed before its message is sent (the broker never knows about work the
+database does not), and sources are streamed in batches so memory does not grow with the
+size of the folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from pipelines import DocumentError, Pipeline
+from pipelines.documents import SourceDocument, discover, read_source
+from workers.db import repository as repo
+from workers.db.session import session_scope
+from workers.settings import Settings
+
+log = logging.getLogger("docpipe.ingest")
+
+Publisher = Callable[..., None]
+#: Sources written and published per batch.
+BATCH_SIZE = 500
+
+
+@dataclass
+class IngestReport:
+    """What ``docpipe ingest`` did."""
+
+    run_id: int
+    items: int = 0
+    duplicates: int = 0
+    unreadable: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"run_id": self.run_id, "items": self.items, "duplicates": self.duplicates,
+                "unreadable": self.unreadable}
+
+
+def ingest(
+    paths: Iterable[str], pipeline: Pipeline, *, settings: Settings, publish: Publisher,
+    queue: str,
+) -> IngestReport:
+    """Create a run of ``pipeline`` over ``paths`` and enqueue its items on ``queue``."""
+    with session_scope() as session:
+        run = repo.create_run(session, pipeline=pipeline.name, version=pipeline.version,
+                              model=pipeline.model, queue=queue)
+        report = IngestReport(run_id=run.id)
+
+    documents: list[SourceDocument] = []
+    failures: list[DocumentError] = []
+
+    def flush() -> None:
+        _write_batch(report, documents, failures, publish=publish, queue=queue)
+        documents.clear()
+        failures.clear()
+
+    for found in discover(paths):
+        if isinstance(found, DocumentError):
+            failures.append(found)
+            continue
+        try:
+            for read in read_source(found, text_field=settings.json_text_field,
+                                    max_bytes=settings.max_file_bytes):
+                (failures if isinstance(read, DocumentError) else documents).append(read)  # type: ignore[arg-type]
+        except Exception as exc:  # a parser bug must not stop the rest of the run
+            log.exception("reading %s failed", found)
+            failures.append(DocumentError(str(found), f"{exc.__class__.__name__}: {exc}",
+                                          code="unreadable"))
+        if len(documents) + len(failures) >= BATCH_SIZE:
+            flush()
+    flush()
+
+    with session_scope() as session:
+        repo.start_run(session, report.run_id)
+        repo.finish_run_if_done(session, report.run_id)
+    return report
+
+
+def _write_batch(report: IngestReport, documents: Sequence[SourceDocument],
+                 failures: Sequence[DocumentError], *, publish: Publisher, queue: str) -> None:
+    if not documents and not failures:
+        return
+    with session_scope() as session:
+        ids = repo.upsert_documents(session, [
+            repo.NewDocument(content_hash=d.content_hash, source=d.source,
+                             media_type=d.media_type, size_bytes=d.size_bytes, text=d.text)
+            for d in documents
+        ])
+        created = repo.add_items(
+            session, report.run_id, [(ids[d.content_hash], d.source) for d in documents]
+        )
+        report.unreadable += repo.add_failed_items(
+            session, report.run_id, [(f.source, f.code, f.reason) for f in failures]
+        )
+    report.items += len(created)
+    report.duplicates += len(documents) - len(created)
+    if created:
+        publish(created, queue=queue)
+        with session_scope() as session:
+            repo.mark_queued(session, created)

@@ -1,0 +1,168 @@
+"""The Responses API client: one per process, SDK retries off, every call measured.
+
+docpipe decides about retries itself (:mod:`workers.llm.errors`), so the SDK's own retry
+loop, which retries ``insufficient_quota`` and sleeps inside the worker, is disabled.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import openai
+from openai.types.responses import Response
+
+from workers.db.models import utcnow
+from workers.errors import (
+    BadOutputError,
+    ConfigurationError,
+    ItemError,
+    PermanentAPIError,
+    TransientError,
+    Usage,
+)
+from workers.llm.errors import classify
+from workers.settings import Settings
+
+
+@dataclass
+class CallResult:
+    """What one HTTP call returned: the output text or the error, and what it cost."""
+
+    model: str
+    started_at: datetime
+    latency_ms: int
+    http_status: int | None = None
+    request_id: str | None = None
+    response_id: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    output_text: str | None = None
+    error: ItemError | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class ResponsesClient:
+    """Calls ``POST /v1/responses`` and turns every outcome into a :class:`CallResult`."""
+
+    def __init__(self, *, api_key: str, base_url: str | None, timeout: float) -> None:
+        self._client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+        )
+
+    def create(self, body: dict[str, Any]) -> CallResult:
+        """Send one request; never raises for API or network failures."""
+        started = utcnow()
+        clock = time.perf_counter()
+        model = str(body.get("model", ""))
+        try:
+            raw = self._client.responses.with_raw_response.create(**body)
+        except openai.OpenAIError as exc:
+            error = classify(exc)
+            return CallResult(
+                model=model, started_at=started, latency_ms=_ms_since(clock),
+                http_status=error.http_status, request_id=error.request_id, error=error,
+                headers=exc.response.headers if isinstance(exc, openai.APIStatusError) else {},
+            )
+        latency = _ms_since(clock)
+        response = raw.parse()
+        result = CallResult(
+            model=response.model or model, started_at=started, latency_ms=latency,
+            http_status=raw.status_code, request_id=raw.request_id, response_id=response.id,
+            usage=usage_of(response), headers=raw.headers,
+        )
+        try:
+            result.output_text = output_text(response)
+        except ItemError as exc:
+            exc.request_id, exc.response_id, exc.usage = result.request_id, response.id, result.usage
+            exc.http_status = raw.status_code
+            result.error = exc
+        return result
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+
+def _ms_since(clock: float) -> int:
+    return int((time.perf_counter() - clock) * 1000)
+
+
+def usage_of(response: Response) -> Usage:
+    """Token usage of a response; zeros where the API left a field out."""
+    usage = response.usage
+    if usage is None:
+        return Usage()
+    cached = getattr(usage.input_tokens_details, "cached_tokens", 0) or 0
+    reasoning = getattr(usage.output_tokens_details, "reasoning_tokens", 0) or 0
+    return Usage(
+        input_tokens=usage.input_tokens or 0,
+        cached_tokens=cached,
+        output_tokens=usage.output_tokens or 0,
+        reasoning_tokens=reasoning,
+    )
+
+
+def output_text(response: Response) -> str:
+    """The JSON text of a completed response.
+
+    Raises:
+        BadOutputError: refusal, truncation (``max_output_tokens``) or content filter.
+        TransientError: the response failed with a server error.
+        PermanentAPIError: the response failed for another reason.
+    """
+    if response.status == "failed":
+        error = response.error
+        code = str(error.code) if error else "failed"
+        message = error.message if error else "the response failed"
+        if code in ("server_error", "rate_limit_exceeded"):
+            raise TransientError(message, code=code)
+        raise PermanentAPIError(message, code=code)
+    if response.status == "incomplete":
+        reason = response.incomplete_details.reason if response.incomplete_details else None
+        if reason == "content_filter":
+            raise BadOutputError("the output was stopped by the content filter",
+                                 code="content_filter")
+        raise BadOutputError(
+            f"the output was cut off ({reason or 'incomplete'}); raise max_output_tokens",
+            code="truncated",
+        )
+    texts: list[str] = []
+    for item in response.output:
+        if item.type != "message":
+            continue
+        for part in item.content:
+            if part.type == "refusal":
+                raise BadOutputError(f"the model refused: {part.refusal}", code="refusal")
+            if part.type == "output_text":
+                texts.append(part.text)
+    return "".join(texts)
+
+
+_clients: dict[int, ResponsesClient] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client(settings: Settings) -> ResponsesClient:
+    """This process's client (one connection pool per process, shared by its threads)."""
+    pid = os.getpid()
+    client = _clients.get(pid)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(pid)
+            if client is None:
+                if settings.openai_api_key is None:
+                    raise ConfigurationError(
+                        "OPENAI_API_KEY is not set: workers cannot call the model API"
+                    )
+                client = ResponsesClient(
+                    api_key=settings.openai_api_key.get_secret_value(),
+                    base_url=settings.openai_base_url,
+                    timeout=settings.request_timeout_seconds,
+                )
+                _clients[pid] = client
+    return client

@@ -1,0 +1,122 @@
+"""The one place where OpenAI SDK exceptions become docpipe errors.
+
+Classification is by the error body's ``code`` first, then the HTTP status: a 429 can be a
+rate limit (wait and retry) or an exhausted quota (pause the run; retrying only burns
+requests), and only the body tells them apart.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import re
+import time
+from collections.abc import Mapping
+
+import openai
+
+from workers.errors import (
+    AuthenticationFailedError,
+    ItemError,
+    ModelNotFoundError,
+    PermanentAPIError,
+    QuotaExhaustedError,
+    RateLimitedError,
+    TransientError,
+)
+
+#: Error codes that mean money or quota ran out, not that we went too fast.
+QUOTA_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "credit_balance_exhausted",
+        "billing_hard_limit_reached",
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+        "organization_usage_limit_exceeded",
+        "project_usage_limit_exceeded",
+    }
+)
+_QUOTA_SUFFIXES = ("_spend_limit_exceeded", "_usage_limit_exceeded")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6,
+                 "ns": 1e-9}
+
+
+def is_quota_code(code: str | None) -> bool:
+    """True for the error codes of exhausted quota, credit or spend limits."""
+    return bool(code) and (code in QUOTA_CODES or str(code).endswith(_QUOTA_SUFFIXES))
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Seconds in a Go duration string (``6m0s``, ``20ms``, ``1.5s``), or None."""
+    if not value:
+        return None
+    parts = _DURATION.findall(value.strip())
+    if not parts or "".join(n + u for n, u in parts) != value.strip():
+        return None
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asks us to wait: ``retry-after-ms``, then ``retry-after``."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            value = float(ms) / 1000
+            return value if math.isfinite(value) and value >= 0 else None
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+        return value if math.isfinite(value) and value >= 0 else None
+    except ValueError:
+        parsed = email.utils.parsedate_tz(raw)
+        if parsed is None:
+            return None
+        return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+def classify(exc: openai.OpenAIError) -> ItemError:
+    """Map an SDK exception to the docpipe error that says what to do next."""
+    if isinstance(exc, openai.APITimeoutError):
+        return TransientError(f"request timed out: {exc}", code="timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return TransientError(f"connection failed: {cause.__class__.__name__}: {cause}",
+                              code="connection_error")
+    if not isinstance(exc, openai.APIStatusError):
+        return PermanentAPIError(f"{exc.__class__.__name__}: {exc}", code="client_error")
+
+    status = exc.status_code
+    code = exc.code or None
+    message = exc.message
+    request_id = exc.request_id
+    headers = exc.response.headers
+    if is_quota_code(code) or is_quota_code(exc.type):
+        return QuotaExhaustedError(
+            message, code=code or exc.type, http_status=status, request_id=request_id
+        )
+    if status == 429:
+        return RateLimitedError(
+            message, code=code or "rate_limit_exceeded", retry_after=parse_retry_after(headers),
+            http_status=status, request_id=request_id,
+        )
+    if status == 401:
+        return AuthenticationFailedError(
+            message, code=code or "invalid_api_key", http_status=status, request_id=request_id
+        )
+    if status == 404:
+        return ModelNotFoundError(
+            message, code=code or "not_found", http_status=status, request_id=request_id
+        )
+    if status in (408, 409) or status >= 500:
+        return TransientError(
+            message, code=code or f"http_{status}", retry_after=parse_retry_after(headers),
+            http_status=status, request_id=request_id,
+        )
+    return PermanentAPIError(
+        message, code=code or f"http_{status}", http_status=status, request_id=request_id
+    )

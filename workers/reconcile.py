@@ -1,0 +1,46 @@
+"""The reconciler: the database knows what is unfinished, so the broker may forget.
+
+Finds items with no message in flight (never sent, lost by the broker, due after a wait, or
+held by a worker that died) and publishes them again. Duplicates are harmless: a worker only
+processes an item it can claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from workers.db import repository as repo
+from workers.db.models import utcnow
+from workers.db.session import session_scope
+from workers.settings import Settings
+
+Publisher = Callable[..., None]
+
+#: How late a retry or a fresh item's own message may be before the sweep sends another.
+MESSAGE_GRACE = timedelta(seconds=30)
+
+
+def requeue(
+    run_id: int | None = None, *, settings: Settings, publish: Publisher,
+    queued_grace_seconds: float | None = None, immediate: bool = False,
+) -> int:
+    """Publish every item of active runs that needs a message; return how many.
+
+    Queued items count as lost only after ``queued_grace_seconds`` (default: the broker's
+    visibility timeout), since until then Redis may still deliver them. ``immediate`` (used
+    by ``resume``) skips the grace given to items whose own message may still be coming.
+    """
+    now = utcnow()
+    grace = settings.visibility_timeout_seconds if queued_grace_seconds is None \
+        else queued_grace_seconds
+    with session_scope() as session:
+        by_queue = repo.items_to_requeue(
+            session, run_id=run_id, queued_before=now - timedelta(seconds=grace),
+            due_before=now if immediate else now - MESSAGE_GRACE,
+        )
+    for queue, ids in by_queue.items():
+        publish(ids, queue=queue)
+        with session_scope() as session:
+            repo.touch_queued(session, ids)
+    return sum(len(ids) for ids in by_queue.values())

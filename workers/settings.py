@@ -1,0 +1,104 @@
+"""The one settings object, read by Celery, the database engine, Alembic and the CLI.
+
+Values come from the environment (``DOCPIPE_*``, plus the standard ``OPENAI_API_KEY`` and
+``OPENAI_BASE_URL``) or a ``.env`` file. Secrets are :class:`~pydantic.SecretStr`: they
+never appear in a repr, a log line, a task message or a database row.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal, Self
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./.docpipe/docpipe.db"
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+
+
+class ModelLimits(BaseModel):
+    """Requests and tokens per minute the account may spend on one model."""
+
+    rpm: int = Field(gt=0)
+    tpm: int = Field(gt=0)
+
+
+class Settings(BaseSettings):
+    """docpipe's configuration. Every field maps to ``DOCPIPE_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DOCPIPE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL; SQLite under ./.docpipe/ unless set.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Redis URL of the Celery broker. Unset: `docpipe run` starts an embedded "
+        "Redis; other commands use redis://127.0.0.1:6379/0.",
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "DOCPIPE_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "DOCPIPE_OPENAI_BASE_URL")
+    )
+
+    worker_concurrency: int = Field(default=32, ge=1, description="In-flight items per worker.")
+    worker_pool: Literal["threads", "prefork", "solo"] = Field(
+        default="threads",
+        description="Celery pool. Calls are I/O-bound, so threads keep many in flight per process.",
+    )
+    model_limits: dict[str, ModelLimits] = Field(
+        default_factory=dict,
+        description='Per-model budgets as JSON, e.g. {"gpt-4.1-mini": {"rpm": 500, "tpm": 200000}}.',
+    )
+
+    request_timeout_seconds: float = Field(default=120.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, description="API calls per item before it fails.")
+    retry_base_seconds: float = Field(default=1.0, gt=0)
+    retry_max_seconds: float = Field(default=60.0, gt=0)
+
+    visibility_timeout_seconds: int = Field(default=3600, gt=0)
+    task_soft_time_limit_seconds: int = Field(default=300, gt=0)
+    task_time_limit_seconds: int = Field(default=360, gt=0)
+    lease_seconds: int = Field(default=600, gt=0, description="How long a claimed item is held.")
+
+    json_text_field: str = Field(default="text", description="Field holding a JSON record's text.")
+    max_file_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _check_timings(self) -> Self:
+        # Redis redelivers any message unacked for visibility_timeout: a task or a retry delay
+        # that reaches it runs twice.
+        if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:
+            raise ValueError("task_soft_time_limit_seconds must be below task_time_limit_seconds")
+        limit = self.visibility_timeout_seconds
+        for name in ("task_time_limit_seconds", "retry_max_seconds", "lease_seconds"):
+            if getattr(self, name) >= limit:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be below visibility_timeout_seconds "
+                    f"({limit}), or Redis redelivers the task while it still runs"
+                )
+        if self.request_timeout_seconds >= self.task_soft_time_limit_seconds:
+            raise ValueError("request_timeout_seconds must be below task_soft_time_limit_seconds")
+        return self
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The broker URL to connect to."""
+        return self.broker_url or DEFAULT_BROKER_URL
+
+    @property
+    def uses_default_database(self) -> bool:
+        """True when the database is the embedded SQLite default."""
+        return self.database_url == DEFAULT_DATABASE_URL
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

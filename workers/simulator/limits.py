@@ -1,0 +1,86 @@
+"""Token buckets that behave like the API's per-minute limits, and their headers."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Bucket:
+    """A bucket of ``capacity`` units refilled continuously over a minute."""
+
+    capacity: float
+    level: float = field(init=False)
+    stamp: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.level = self.capacity
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.capacity / 60.0)
+        self.stamp = now
+
+    def seconds_until(self, amount: float) -> float:
+        """Seconds until ``amount`` units are available."""
+        missing = amount - self.level
+        return 0.0 if missing <= 0 else missing * 60.0 / self.capacity
+
+    def seconds_until_full(self) -> float:
+        return (self.capacity - self.level) * 60.0 / self.capacity
+
+
+@dataclass
+class Limits:
+    """Requests- and tokens-per-minute limits, charged at admission like the real API."""
+
+    rpm: int | None
+    tpm: int | None
+    requests: Bucket | None = field(init=False)
+    tokens: Bucket | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.requests = Bucket(self.rpm) if self.rpm else None
+        self.tokens = Bucket(self.tpm) if self.tpm else None
+
+    def admit(self, tokens: int) -> tuple[str, float] | None:
+        """Charge one request of ``tokens``; None if admitted, else (kind, seconds to wait)."""
+        now = time.monotonic()
+        for bucket in (self.requests, self.tokens):
+            if bucket:
+                bucket.refill(now)
+        if self.requests and self.requests.level < 1:
+            return "requests", self.requests.seconds_until(1)
+        if self.tokens and self.tokens.level < tokens:
+            if tokens > self.tokens.capacity:
+                return "tokens", math.inf
+            return "tokens", self.tokens.seconds_until(tokens)
+        if self.requests:
+            self.requests.level -= 1
+        if self.tokens:
+            self.tokens.level -= tokens
+        return None
+
+    def headers(self) -> dict[str, str]:
+        """The ``x-ratelimit-*`` headers for the current state."""
+        out: dict[str, str] = {}
+        for name, bucket in (("requests", self.requests), ("tokens", self.tokens)):
+            if bucket:
+                out[f"x-ratelimit-limit-{name}"] = str(int(bucket.capacity))
+                out[f"x-ratelimit-remaining-{name}"] = str(max(0, int(bucket.level)))
+                out[f"x-ratelimit-reset-{name}"] = go_duration(bucket.seconds_until_full())
+        return out
+
+
+def go_duration(seconds: float) -> str:
+    """Format seconds the way the API does, as a Go duration: ``20ms``, ``1.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{int(minutes)}m{round(secs, 3):g}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{int(hours)}h{int(minutes)}m{round(secs, 3):g}s"

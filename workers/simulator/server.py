@@ -1,0 +1,402 @@
+"""A Responses API simulator over real HTTP, for development, tests and load tests.
+
+It answers ``POST /v1/responses`` and ``POST /v1/responses/input_tokens`` closely enough that
+the unmodified openai SDK parses every reply: strict-schema output generated from the input
+text, usage, ``x-ratelimit-*`` headers, real 429 bodies, and injected faults. ``/_sim/config``
+changes faults at run time and ``/_sim/stats`` counts calls per document, so tests can prove
+what was (not) paid for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import random
+import secrets
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from aiohttp import web
+
+from pipelines.schema import strict_violations
+from pipelines.tokens import count_tokens, estimate_request_tokens
+from workers.simulator.generate import generate
+from workers.simulator.limits import Limits
+
+log = logging.getLogger("docpipe.simulator")
+
+#: Prefixes at least this long are cached, in steps of CACHE_STEP tokens (like the API).
+CACHE_MIN_TOKENS = 1024
+CACHE_STEP = 128
+
+
+@dataclass
+class SimulatorConfig:
+    """Behaviour of the simulator. Rates are probabilities per request."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    latency_ms: float = 50.0
+    latency_sigma: float = 0.5
+    seed: int = 0
+    error_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    timeout_rate: float = 0.0
+    timeout_seconds: float = 30.0
+    reset_rate: float = 0.0
+    refusal_rate: float = 0.0
+    truncate_rate: float = 0.0
+    quota_exhausted: bool = False
+    api_key: str | None = None
+
+
+def input_key(body: dict[str, Any]) -> str:
+    """Identity of a request's user input: how the stats count calls per document."""
+    texts: list[str] = []
+    value = body.get("input")
+    if isinstance(value, str):
+        texts.append(value)
+    elif isinstance(value, list):
+        for message in value:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+
+
+def _document_text(body: dict[str, Any]) -> str:
+    texts: list[str] = []
+    value = body.get("input")
+    if isinstance(value, str):
+        texts.append(value)
+    elif isinstance(value, list):
+        for message in value:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    text = "\n".join(texts)
+    start, end = text.find("<document>"), text.rfind("</document>")
+    if start != -1 and end > start:
+        return text[start + len("<document>") : end].strip()
+    return text
+
+
+def _error(status: int, message: str, type_: str, code: str | None, param: str | None = None,
+           headers: dict[str, str] | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+class Simulator:
+    """The simulator's state: config, rate-limit buckets, counters and the cache."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.limits = Limits(config.rpm, config.tpm)
+        self.stats: Counter[str] = Counter()
+        self.calls_by_input: Counter[str] = Counter()
+        self.ok_by_input: Counter[str] = Counter()
+        self.prefix_seen: dict[str, float] = {}
+
+    def reconfigure(self, changes: dict[str, Any]) -> None:
+        known = {f.name for f in fields(SimulatorConfig)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        for key, value in changes.items():
+            setattr(self.config, key, value)
+        if {"rpm", "tpm"} & changes.keys():
+            self.limits = Limits(self.config.rpm, self.config.tpm)
+        if "seed" in changes:
+            self.rng = random.Random(self.config.seed)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/responses", self.responses)
+        app.router.add_post("/v1/responses/input_tokens", self.input_tokens)
+        app.router.add_get("/_sim/stats", self.get_stats)
+        app.router.add_post("/_sim/config", self.post_config)
+        app.router.add_get("/_sim/health", self.health)
+        return app
+
+    # -- control endpoints -----------------------------------------------------------------
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "simulator": True})
+
+    async def get_stats(self, _request: web.Request) -> web.Response:
+        return web.json_response({
+            "counters": dict(self.stats),
+            "calls_by_input": dict(self.calls_by_input),
+            "ok_by_input": dict(self.ok_by_input),
+            "config": asdict(self.config) | {"api_key": None},
+        })
+
+    async def post_config(self, request: web.Request) -> web.Response:
+        try:
+            self.reconfigure(await request.json())
+        except (ValueError, TypeError) as exc:
+            return _error(400, str(exc), "invalid_request_error", "bad_config")
+        return web.json_response(asdict(self.config) | {"api_key": None})
+
+    # -- the API ---------------------------------------------------------------------------
+
+    def _check_auth(self, request: web.Request) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        key = header.removeprefix("Bearer ").strip()
+        if not key or (self.config.api_key and key != self.config.api_key):
+            shown = (key[:8] + "*****" + key[-4:]) if len(key) > 12 else "*****"
+            return _error(401, f"Incorrect API key provided: {shown}. You can find your API key "
+                          "at https://platform.openai.com/account/api-keys.",
+                          "invalid_request_error", "invalid_api_key")
+        return None
+
+    async def _body(self, request: web.Request) -> dict[str, Any] | web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "We could not parse the JSON body of your request.",
+                          "invalid_request_error", None)
+        if not isinstance(body, dict):
+            return _error(400, "The request body must be a JSON object.",
+                          "invalid_request_error", None)
+        return body
+
+    def _validate(self, body: dict[str, Any]) -> web.Response | None:
+        if "response_format" in body:
+            return _error(400, "Unsupported parameter: 'response_format'. In the Responses API, "
+                          "this parameter has moved to 'text.format'.", "invalid_request_error",
+                          "unsupported_parameter", "response_format")
+        for legacy, moved in (("max_tokens", None), ("reasoning_effort", "reasoning.effort")):
+            if legacy in body:
+                message = f"Unknown parameter: '{legacy}'." if moved is None else (
+                    f"Unsupported parameter: '{legacy}'. In the Responses API, this parameter "
+                    f"has moved to '{moved}'.")
+                return _error(400, message, "invalid_request_error", "unknown_parameter", legacy)
+        if not body.get("model"):
+            return _error(400, "Missing required parameter: 'model'.", "invalid_request_error",
+                          "missing_required_parameter", "model")
+        if not str(body["model"]).startswith(("gpt-", "o1", "o3", "o4", "sim-")):
+            return _error(404, f"The model `{body['model']}` does not exist or you do not have "
+                          "access to it.", "invalid_request_error", "model_not_found")
+        limit = body.get("max_output_tokens")
+        if limit is not None and (not isinstance(limit, int) or limit < 16):
+            return _error(400, "Invalid 'max_output_tokens': integer below minimum value. "
+                          f"Expected a value >= 16, but got {limit} instead.",
+                          "invalid_request_error", "integer_below_min_value", "max_output_tokens")
+        fmt = (body.get("text") or {}).get("format") or {}
+        if fmt.get("type") == "json_schema":
+            if "schema" not in fmt:
+                return _error(400, "Missing required parameter: 'text.format.schema'.",
+                              "invalid_request_error", "missing_required_parameter",
+                              "text.format.schema")
+            if fmt.get("strict"):
+                problems = strict_violations(fmt["schema"])
+                if problems:
+                    where, _, rule = problems[0].partition(": ")
+                    context = tuple(p for p in where.split("/") if p and p != "(root)")
+                    return _error(400, f"Invalid schema for response_format "
+                                  f"'{fmt.get('name', '')}': In context={context}, {rule}.",
+                                  "invalid_request_error", "invalid_json_schema",
+                                  "text.format.schema")
+        return None
+
+    async def input_tokens(self, request: web.Request) -> web.Response:
+        if (denied := self._check_auth(request)) is not None:
+            return denied
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        return web.json_response({"object": "response.input_tokens",
+                                  "input_tokens": estimate_request_tokens(body)})
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        self.stats["requests"] += 1
+        request_id = f"req_{secrets.token_hex(16)}"
+        base_headers = {"x-request-id": request_id, "openai-version": "2020-10-01",
+                        "x-docpipe-simulator": "1"}
+        response = await self._responses(request, base_headers)
+        self.stats[f"status_{response.status}"] += 1
+        return response
+
+    async def _responses(self, request: web.Request, headers: dict[str, str]
+                         ) -> web.StreamResponse:
+        config = self.config
+        if (denied := self._check_auth(request)) is not None:
+            denied.headers.update(headers)
+            return denied
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        key = input_key(body)
+        self.calls_by_input[key] += 1
+        if (invalid := self._validate(body)) is not None:
+            invalid.headers.update(headers)
+            return invalid
+        if config.quota_exhausted:
+            return _error(429, "You exceeded your current quota, please check your plan and "
+                          "billing details. For more information on this error, read the docs: "
+                          "https://platform.openai.com/docs/guides/error-codes/api-errors.",
+                          "insufficient_quota", "insufficient_quota", headers=headers)
+
+        input_tokens = estimate_request_tokens(body)
+        max_output = int(body.get("max_output_tokens") or 4096)
+        charge = math.ceil(len(json.dumps(body.get("input", ""))) / 4) + max_output
+        refused = self.limits.admit(charge)
+        if refused is None and config.rate_limit_rate and self.rng.random() < config.rate_limit_rate:
+            refused = ("requests", 0.2 + self.rng.random())
+        if refused is not None:
+            return self._rate_limited(body, refused, charge, headers)
+
+        roll = self.rng.random()
+        if roll < config.reset_rate:
+            self.stats["resets"] += 1
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("simulated connection reset")
+        roll -= config.reset_rate
+        if roll < config.timeout_rate:
+            self.stats["timeouts"] += 1
+            await asyncio.sleep(config.timeout_seconds)
+        roll -= config.timeout_rate
+        if roll < config.error_rate:
+            await self._latency()
+            status = self.rng.choice((500, 502, 503))
+            message = ("The server had an error while processing your request. Sorry about that!"
+                       if status == 500 else "The engine is currently overloaded, please try "
+                       "again later.")
+            headers |= self.limits.headers()
+            return _error(status, message, "server_error", None, headers=headers)
+
+        await self._latency()
+        payload = self._completed(body, input_tokens, max_output)
+        self.ok_by_input[key] += 1
+        headers |= self.limits.headers()
+        headers["openai-processing-ms"] = str(int(config.latency_ms))
+        return web.json_response(payload, headers=headers)
+
+    async def _latency(self) -> None:
+        median = self.config.latency_ms
+        if median > 0:
+            delay = median * math.exp(self.rng.gauss(0.0, self.config.latency_sigma))
+            await asyncio.sleep(min(delay, 60_000) / 1000)
+
+    def _rate_limited(self, body: dict[str, Any], refused: tuple[str, float], charge: int,
+                      headers: dict[str, str]) -> web.Response:
+        kind, wait = refused
+        self.stats["rate_limited"] += 1
+        model = body.get("model")
+        bucket = self.limits.requests if kind == "requests" else self.limits.tokens
+        limit = int(bucket.capacity) if bucket else 0
+        used = int(bucket.capacity - bucket.level) if bucket else 0
+        wait = wait if math.isfinite(wait) else 60.0
+        label = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
+        requested = 1 if kind == "requests" else charge
+        human = f"{wait * 1000:.0f}ms" if wait < 1 else f"{wait:.2f}s"
+        message = (f"Rate limit reached for {model} in organization org-simulator on {label}: "
+                   f"Limit {limit}, Used {used}, Requested {requested}. Please try again in "
+                   f"{human}. Visit https://platform.openai.com/account/rate-limits to learn more.")
+        headers = headers | self.limits.headers() | {
+            "retry-after": str(max(1, math.ceil(wait))),
+            "retry-after-ms": str(max(1, int(wait * 1000))),
+        }
+        return _error(429, message, kind, "rate_limit_exceeded", headers=headers)
+
+    def _completed(self, body: dict[str, Any], input_tokens: int, max_output: int
+                   ) -> dict[str, Any]:
+        config = self.config
+        fmt = (body.get("text") or {}).get("format") or {"type": "text"}
+        document = _document_text(body)
+        if fmt.get("type") == "json_schema":
+            text = json.dumps(generate(fmt["schema"], document), ensure_ascii=False)
+        else:
+            text = " ".join(document.split()[:60])
+        status, incomplete = "completed", None
+        part: dict[str, Any] = {"type": "output_text", "text": text, "annotations": [],
+                                "logprobs": []}
+        output_tokens = count_tokens(text)
+        roll = self.rng.random()
+        if roll < config.refusal_rate:
+            part = {"type": "refusal", "refusal": "I'm sorry, I cannot assist with that request."}
+            output_tokens = 11
+        elif roll < config.refusal_rate + config.truncate_rate or output_tokens > max_output:
+            status, incomplete = "incomplete", {"reason": "max_output_tokens"}
+            cut = max(1, len(text) * min(max_output, output_tokens) // max(output_tokens, 1) // 2)
+            part["text"] = text[:cut]
+            output_tokens = min(max_output, output_tokens)
+        cached = self._cached_tokens(body)
+        now = int(time.time())
+        return {
+            "id": f"resp_{secrets.token_hex(24)}",
+            "object": "response",
+            "created_at": now,
+            "completed_at": now,
+            "status": status,
+            "error": None,
+            "incomplete_details": incomplete,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": body["model"],
+            "output": [{
+                "id": f"msg_{secrets.token_hex(24)}",
+                "type": "message",
+                "status": "completed" if status == "completed" else "incomplete",
+                "role": "assistant",
+                "content": [part],
+            }],
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "reasoning": {"effort": None, "summary": None},
+            "service_tier": "default",
+            "store": bool(body.get("store", True)),
+            "temperature": body.get("temperature", 1.0),
+            "text": {"format": fmt, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": {
+                "input_tokens": input_tokens,
+                "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+                "output_tokens": output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": input_tokens + output_tokens,
+            },
+            "user": None,
+            "metadata": {},
+            "background": False,
+            "prompt_cache_key": body.get("prompt_cache_key"),
+            "safety_identifier": None,
+        }
+
+    def _cached_tokens(self, body: dict[str, Any]) -> int:
+        """Emulate prompt caching: a shared prefix of 1,024+ tokens seen recently is cached."""
+        fmt = (body.get("text") or {}).get("format") or {}
+        prefix = json.dumps([body.get("instructions"), fmt.get("schema")], sort_keys=True)
+        tokens = count_tokens(prefix)
+        if tokens < CACHE_MIN_TOKENS:
+            return 0
+        key = hashlib.sha256(f"{body.get('prompt_cache_key')}|{prefix}".encode()).hexdigest()
+        now = time.monotonic()
+        seen = self.prefix_seen.get(key)
+        self.prefix_seen[key] = now
+        if seen is None or now - seen > 600:
+            return 0
+        return (tokens // CACHE_STEP) * CACHE_STEP
+
+
+def run(config: SimulatorConfig, *, host: str = "127.0.0.1", port: int = 8700) -> None:
+    """Serve until interrupted."""
+    simulator = Simulator(config)
+    web.run_app(simulator.app(), host=host, port=port, print=None, access_log=None,
+                handle_signals=True)

@@ -1,0 +1,42 @@
+"""Celery tasks. Each is thin: load by id, call the service, re-publish if it says so."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from celery import Task
+
+from workers import processing, reconcile
+from workers.celery_app import Queue, TaskName, app
+from workers.llm.client import get_client
+from workers.settings import get_settings
+
+
+@app.task(name=TaskName.PROCESS_ITEM, bind=True, ignore_result=True)
+def process_item(self: Task, item_id: int) -> str:  # type: ignore[type-arg]
+    """Process one item by id; the message carries nothing else."""
+    settings = get_settings()
+    outcome = processing.process_item(item_id, settings=settings, client=get_client(settings))
+    if outcome.retry_in is not None:
+        queue = self.request.delivery_info.get("routing_key") or Queue.LIVE
+        send_items([item_id], queue=queue, countdown=outcome.retry_in)
+    return outcome.status
+
+
+@app.task(name=TaskName.RECONCILE, ignore_result=True)
+def reconcile_runs() -> int:
+    """Re-enqueue items the broker lost or whose worker died; run by beat."""
+    return reconcile.requeue(settings=get_settings(), publish=send_items)
+
+
+def send_items(item_ids: Sequence[int], *, queue: str = Queue.LIVE,
+               countdown: float | None = None) -> None:
+    """Publish one message per item id over a single producer connection."""
+    if not item_ids:
+        return
+    with app.producer_or_acquire() as producer:
+        for item_id in item_ids:
+            process_item.apply_async(
+                (item_id,), queue=queue, routing_key=queue, countdown=countdown,
+                producer=producer,
+            )
