@@ -192,20 +192,49 @@ def decode_text(source: str, data: bytes) -> str:
                        (b"\xfe\xff", "utf-16")):
         if data.startswith(bom):
             return data.decode(codec, errors="replace")
+    if (utf16 := _bomless_utf16(data)) is not None:
+        return data.decode(utf16, errors="replace")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        from charset_normalizer import from_bytes
-
-        best = from_bytes(data).best()
-        if best is None:
-            raise DocumentError(source, "the content is binary, not text",
-                                code="binary_content") from None
-        text = str(best)
-    controls = len(_CONTROL.findall(text)) + text.count("\ufffd")
+        text = _detect(source, data)
+    # Stray NULs are stripped later; other control characters mean binary content.
+    controls = len(_CONTROL.findall(text)) - text.count("\x00") + text.count("\ufffd")
     if text and controls / len(text) > _BINARY_RATIO:
         raise DocumentError(source, "the content is binary, not text", code="binary_content")
     return text
+
+
+#: Among equally plausible single-byte encodings, the most common one for Western text.
+_PREFERRED = ("cp1252", "utf_8", "latin_1")
+
+
+def _detect(source: str, data: bytes) -> str:
+    from charset_normalizer import from_bytes
+
+    matches = from_bytes(data)
+    best = matches.best()
+    if best is None:
+        raise DocumentError(source, "the content is binary, not text", code="binary_content")
+    tied = {m.encoding: m for m in matches
+            if m.chaos == best.chaos and m.coherence == best.coherence}
+    chosen = next((tied[name] for name in _PREFERRED if name in tied), best)
+    return str(chosen)
+
+
+def _bomless_utf16(data: bytes) -> str | None:
+    """``utf-16-le``/``-be`` when NULs sit on every other byte, as in ASCII-range UTF-16."""
+    sample = data[:4096]
+    half = len(sample) // 2
+    if half < 8 or b"\x00" not in sample:
+        return None
+    odd = sample[1::2].count(0)
+    even = sample[0::2].count(0)
+    if odd >= 0.4 * half and even <= 0.05 * half:
+        return "utf-16-le"
+    if even >= 0.4 * half and odd <= 0.05 * half:
+        return "utf-16-be"
+    return None
 
 
 def _pdf_text(source: str, data: bytes) -> str:

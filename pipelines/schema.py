@@ -33,9 +33,13 @@ def to_strict_schema(model: type[BaseModel]) -> dict[str, Any]:
     object, require every property, drop ``default``/``title`` noise and inline a ``$ref``
     that has sibling keys.
     """
-    schema = model.model_json_schema()
-    defs = schema.get("$defs", {})
-    return _strictify(schema, defs)
+    return strictify(model.model_json_schema())
+
+
+def strictify(schema: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite a JSON schema into strict form (see :func:`to_strict_schema`)."""
+    result: dict[str, Any] = _strictify(schema, schema.get("$defs", {}))
+    return result
 
 
 #: Keys whose value maps names to schemas (a property called "title" is not noise).

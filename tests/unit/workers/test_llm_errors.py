@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+
+from workers.llm.errors import is_quota_code, parse_duration, parse_retry_after
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("1s", 1.0), ("6m0s", 360.0), ("12ms", 0.012), ("51.189s", 51.189), ("1h2m3s", 3723.0),
+    ("250us", 0.00025),
+])
+def test_parse_go_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "5", "1x", None])
+def test_bad_durations_are_none(text: str | None) -> None:
+    assert parse_duration(text) is None
+
+
+def test_retry_after_prefers_milliseconds() -> None:
+    assert parse_retry_after({"retry-after-ms": "45190", "retry-after": "46"}) == 45.19
+    assert parse_retry_after({"retry-after": "3"}) == 3.0
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None
+
+
+def test_quota_codes() -> None:
+    for code in ("insufficient_quota", "credit_balance_exhausted",
+                 "project_spend_limit_exceeded", "organization_usage_limit_exceeded",
+                 "some_new_spend_limit_exceeded"):
+        assert is_quota_code(code)
+    assert not is_quota_code("rate_limit_exceeded")
+    assert not is_quota_code(None)

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from workers.errors import Usage
+from workers.pricing import cost_usd, price_for
+
+tokens = st.integers(min_value=0, max_value=10_000_000)
+
+
+def test_known_model_cost() -> None:
+    usage = Usage(input_tokens=1_000_000, cached_tokens=200_000, output_tokens=100_000)
+    # 800k uncached * 0.40 + 200k cached * 0.10 + 100k out * 1.60, per million
+    assert cost_usd("gpt-4.1-mini", usage) == Decimal("0.32") + Decimal("0.02") + Decimal("0.16")
+
+
+def test_snapshot_names_price_as_their_family() -> None:
+    assert price_for("gpt-4.1-mini-2025-04-14") == price_for("gpt-4.1-mini")
+    assert price_for("gpt-4.1-2025-04-14") == price_for("gpt-4.1")
+    assert price_for("unknown-model") is None
+    assert cost_usd("unknown-model", Usage(input_tokens=10)) == 0
+
+
+@given(tokens, tokens, tokens, st.integers(min_value=1, max_value=1000))
+def test_cost_grows_with_every_kind_of_token(inp: int, cached: int, out: int, more: int) -> None:
+    cached = min(cached, inp)
+    base = cost_usd("gpt-5-mini", Usage(input_tokens=inp, cached_tokens=cached, output_tokens=out))
+    assert base >= 0
+    assert cost_usd("gpt-5-mini", Usage(input_tokens=inp + more, cached_tokens=cached,
+                                        output_tokens=out)) > base
+    assert cost_usd("gpt-5-mini", Usage(input_tokens=inp, cached_tokens=cached,
+                                        output_tokens=out + more)) > base
+
+
+@given(tokens, tokens)
+def test_a_cached_token_never_costs_more_than_an_uncached_one(inp: int, cached: int) -> None:
+    cached = min(cached, inp)
+    full = cost_usd("gpt-4.1", Usage(input_tokens=inp))
+    assert cost_usd("gpt-4.1", Usage(input_tokens=inp, cached_tokens=cached)) <= full

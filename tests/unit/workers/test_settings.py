@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from workers.settings import DEFAULT_DATABASE_URL, Settings
+
+
+def test_defaults_are_the_embedded_ones() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.database_url == DEFAULT_DATABASE_URL and settings.uses_default_database
+    assert settings.broker_url is None
+    assert settings.effective_broker_url.startswith("redis://")
+
+
+def test_reads_openai_variables_without_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-1234567890")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("DOCPIPE_MODEL_LIMITS", '{"gpt-4.1-mini": {"rpm": 500, "tpm": 200000}}')
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.openai_api_key is not None
+    assert settings.openai_api_key.get_secret_value() == "sk-test-1234567890"
+    assert settings.openai_base_url == "http://127.0.0.1:9/v1"
+    assert settings.model_limits["gpt-4.1-mini"].tpm == 200000
+
+
+def test_the_key_never_shows_in_a_repr_or_dump(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret-value")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert "sk-very-secret-value" not in repr(settings)
+    assert "sk-very-secret-value" not in settings.model_dump_json()
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("task_time_limit_seconds", 4000),
+    ("retry_max_seconds", 3600),
+    ("lease_seconds", 7200),
+])
+def test_refuses_timings_that_reach_the_visibility_timeout(field: str, value: int) -> None:
+    with pytest.raises(ValidationError, match="visibility_timeout_seconds"):
+        Settings(_env_file=None, **{field: value})  # type: ignore[arg-type]
+
+
+def test_refuses_a_soft_limit_above_the_hard_limit() -> None:
+    with pytest.raises(ValidationError, match="soft"):
+        Settings(_env_file=None, task_soft_time_limit_seconds=400,  # type: ignore[call-arg]
+                 task_time_limit_seconds=300)
