@@ -69,7 +69,7 @@ def upsert_documents(session: Session, documents: Sequence[NewDocument]) -> dict
         found = session.execute(
             select(Document.content_hash, Document.id).where(Document.content_hash.in_(hashes))
         )
-        ids.update({h: i for h, i in found.tuples()})
+        ids.update({h: i for h, i in found})
     return ids
 
 
@@ -459,7 +459,7 @@ def items_to_requeue(
     if run_id is not None:
         stmt = stmt.where(Item.run_id == run_id)
     by_queue: dict[str, list[int]] = {}
-    for item_id, queue in session.execute(stmt).tuples():
+    for item_id, queue in session.execute(stmt):
         by_queue.setdefault(queue, []).append(item_id)
     return by_queue
 
@@ -484,7 +484,7 @@ def _status_counts(session: Session, run_id: int) -> dict[str, int]:
     rows = session.execute(
         select(Item.status, func.count()).where(Item.run_id == run_id).group_by(Item.status)
     )
-    return {status: count for status, count in rows.tuples()}
+    return {status: count for status, count in rows}
 
 
 @dataclass(frozen=True)
@@ -584,7 +584,7 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
         attempts=int(usage[0]), rate_limited=int(usage[1]), input_tokens=int(usage[2]),
         cached_tokens=int(usage[3]), output_tokens=int(usage[4]), reasoning_tokens=int(usage[5]),
         cost_usd=Decimal(str(usage[6])),
-        errors={f"{cls}:{code}": n for cls, code, n in errors.tuples()},
+        errors={f"{cls}:{code}": n for cls, code, n in errors},
     )
 
 

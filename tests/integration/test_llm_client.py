@@ -1,0 +1,94 @@
+"""Every failure the API can produce becomes the docpipe error that says what to do."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines import SUMMARISE
+from tests.support.services import SimulatorProcess
+from workers.embedded import free_port
+from workers.errors import (
+    AuthenticationFailedError,
+    BadOutputError,
+    ModelNotFoundError,
+    PermanentAPIError,
+    QuotaExhaustedError,
+    RateLimitedError,
+    TransientError,
+)
+from workers.llm.client import ResponsesClient
+
+TEXT = "Acme Widgets Ltd sold ten widgets to Globex Corporation for $500.00 on 3 May 2025."
+
+
+def client_for(simulator: SimulatorProcess, *, key: str = "sk-test", timeout: float = 10
+               ) -> ResponsesClient:
+    return ResponsesClient(api_key=key, base_url=simulator.base_url, timeout=timeout)
+
+
+def test_success_carries_usage_ids_and_latency(simulator: SimulatorProcess) -> None:
+    result = client_for(simulator).create(SUMMARISE.request(TEXT))
+    assert result.error is None and result.output_text
+    assert result.http_status == 200
+    assert result.request_id and result.response_id
+    assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0
+    assert result.latency_ms >= 0
+
+
+@pytest.mark.parametrize(("config", "error_type", "code"), [
+    ({"error_rate": 1.0}, TransientError, None),
+    ({"rate_limit_rate": 1.0}, RateLimitedError, "rate_limit_exceeded"),
+    ({"quota_exhausted": True}, QuotaExhaustedError, "insufficient_quota"),
+    ({"refusal_rate": 1.0}, BadOutputError, "refusal"),
+    ({"truncate_rate": 1.0}, BadOutputError, "truncated"),
+    ({"reset_rate": 1.0}, TransientError, "connection_error"),
+])
+def test_faults_are_classified_and_called_once(
+    simulator: SimulatorProcess, config: dict[str, object], error_type: type, code: str | None
+) -> None:
+    simulator.configure(**config)
+    result = client_for(simulator).create(SUMMARISE.request(TEXT))
+    assert isinstance(result.error, error_type), result.error
+    if code:
+        assert result.error.code == code
+    # max_retries=0: the SDK never retried on its own.
+    assert simulator.stats()["counters"]["requests"] == 1
+
+
+def test_rate_limited_carries_the_servers_wait(simulator: SimulatorProcess) -> None:
+    simulator.configure(rpm=1)
+    client = client_for(simulator)
+    assert client.create(SUMMARISE.request("one")).error is None
+    error = client.create(SUMMARISE.request("two")).error
+    assert isinstance(error, RateLimitedError)
+    assert error.retry_after is not None and 1 <= error.retry_after <= 61
+    assert error.request_id and error.http_status == 429
+
+
+def test_bad_output_keeps_the_usage_it_cost(simulator: SimulatorProcess) -> None:
+    simulator.configure(truncate_rate=1.0)
+    result = client_for(simulator).create(SUMMARISE.request(TEXT))
+    assert isinstance(result.error, BadOutputError)
+    assert result.error.usage.input_tokens > 0 and result.usage.output_tokens > 0
+
+
+def test_auth_model_and_bad_request(simulator: SimulatorProcess) -> None:
+    simulator.configure(api_key="sk-right")
+    assert isinstance(client_for(simulator, key="sk-wrong").create(SUMMARISE.request(TEXT)).error,
+                      AuthenticationFailedError)
+    simulator.configure(api_key=None)
+    client = client_for(simulator)
+    missing = client.create({**SUMMARISE.request(TEXT), "model": "no-such-model"}).error
+    assert isinstance(missing, ModelNotFoundError) and missing.code == "model_not_found"
+    bad = client.create({**SUMMARISE.request(TEXT), "max_output_tokens": 1}).error
+    assert isinstance(bad, PermanentAPIError) and bad.code == "integer_below_min_value"
+
+
+def test_timeout_and_refused_connection_are_transient(simulator: SimulatorProcess) -> None:
+    simulator.configure(timeout_rate=1.0, timeout_seconds=2)
+    slow = client_for(simulator, timeout=0.5).create(SUMMARISE.request(TEXT)).error
+    assert isinstance(slow, TransientError) and slow.code == "timeout"
+    nobody = ResponsesClient(api_key="sk", base_url=f"http://127.0.0.1:{free_port()}/v1",
+                             timeout=2)
+    refused = nobody.create(SUMMARISE.request(TEXT)).error
+    assert isinstance(refused, TransientError) and refused.code == "connection_error"

@@ -1,0 +1,158 @@
+"""The repository on SQLite and PostgreSQL: writes that must happen once, happen once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from pipelines.documents import content_hash
+from workers.db import repository as repo
+from workers.db.models import Item, ItemStatus, Result, RunStatus
+from workers.db.session import session_scope
+
+
+def new_run(texts: list[str], *, pipeline: str = "summarise", version: str = "v1"
+            ) -> tuple[int, list[int]]:
+    with session_scope() as s:
+        run = repo.create_run(s, pipeline=pipeline, version=version, model="gpt-4.1-mini",
+                              queue="docpipe.live")
+        docs = [repo.NewDocument(content_hash(t), f"src-{i}", "text/plain", len(t), t)
+                for i, t in enumerate(texts)]
+        ids = repo.upsert_documents(s, docs)
+        items = repo.add_items(s, run.id, [(ids[d.content_hash], d.source) for d in docs])
+        repo.start_run(s, run.id)
+        return run.id, items
+
+
+def race(workers: int, fn: Callable[[], Any]) -> list[Any]:
+    barrier = threading.Barrier(workers)
+
+    def go() -> Any:
+        barrier.wait()
+        return fn()
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda _: go(), range(workers)))
+
+
+class TestIngestRows:
+    def test_same_content_is_one_document_and_one_item_per_run(self, migrated_db: str) -> None:
+        run_id, items = new_run(["alpha", "beta", "alpha"])
+        assert len(items) == 2
+        with session_scope() as s:
+            report = repo.run_report(s, run_id)
+        assert report is not None and report.total == 2 and report.status == RunStatus.RUNNING
+
+    def test_unreadable_sources_are_failed_items_with_reasons(self, migrated_db: str) -> None:
+        run_id, _ = new_run(["alpha"])
+        with session_scope() as s:
+            repo.add_failed_items(s, run_id, [("bad.pdf", "encrypted_pdf", "needs a password")])
+        with session_scope() as s:
+            rows = list(repo.iter_item_results(s, run_id))
+        bad = [r for r in rows if r.source == "bad.pdf"][0]
+        assert (bad.status, bad.error_code, bad.error_message) == (
+            "failed", "encrypted_pdf", "needs a password")
+
+
+class TestClaim:
+    def test_exactly_one_of_many_racing_workers_claims_an_item(self, migrated_db: str) -> None:
+        _, (item_id,) = new_run(["only one"])
+
+        def claim() -> repo.ClaimedItem | None:
+            with session_scope() as s:
+                return repo.claim_item(s, item_id, lease_seconds=60)
+
+        claims = [c for c in race(8, claim) if c is not None]
+        assert len(claims) == 1 and claims[0].attempts == 1 and claims[0].text == "only one"
+
+    def test_items_of_a_paused_run_are_not_claimed(self, migrated_db: str) -> None:
+        run_id, (item_id,) = new_run(["paused"])
+        with session_scope() as s:
+            repo.pause_run(s, run_id, "quota")
+        with session_scope() as s:
+            assert repo.claim_item(s, item_id, lease_seconds=60) is None
+            repo.resume_run(s, run_id)
+        with session_scope() as s:
+            assert repo.claim_item(s, item_id, lease_seconds=60) is not None
+
+
+class TestResults:
+    def test_racing_writers_make_one_result_and_both_items_point_at_it(self, migrated_db: str
+                                                                      ) -> None:
+        _, (first,) = new_run(["shared text"])
+        _, (second,) = new_run(["shared text"])
+        claimed = []
+        for item_id in (first, second):
+            with session_scope() as s:
+                item = repo.claim_item(s, item_id, lease_seconds=60)
+                assert item is not None
+                claimed.append(item)
+
+        def save(index: int) -> int:
+            with session_scope() as s:
+                return repo.save_result(s, claimed[index], output={"n": index},
+                                        model="gpt-4.1-mini", response_id=f"resp_{index}")
+
+        with ThreadPoolExecutor(2) as pool:
+            result_ids = list(pool.map(save, (0, 1)))
+        assert result_ids[0] == result_ids[1]
+        with session_scope() as s:
+            assert s.scalar(select(func.count()).select_from(Result)) == 1
+            statuses = s.scalars(select(Item.status).where(Item.id.in_([first, second])))
+            assert set(statuses) == {ItemStatus.SUCCEEDED}
+
+    @settings(max_examples=15, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=8))
+    def test_saving_any_sequence_of_results_is_idempotent(self, migrated_db: str,
+                                                          texts: list[str]) -> None:
+        version = f"v-{len(texts)}-{'-'.join(texts)}"
+        _, items = new_run(sorted(set(texts)), version=version)
+        for item_id in items * 2:
+            with session_scope() as s:
+                item = repo.claim_item(s, item_id, lease_seconds=0)  # expires at once
+                if item is not None:
+                    repo.save_result(s, item, output={}, model="m", response_id=None)
+        with session_scope() as s:
+            count = s.scalar(select(func.count()).select_from(Result)
+                             .where(Result.pipeline_version == version))
+        assert count == len(set(texts))
+
+
+class TestReplay:
+    def test_concurrent_replays_reset_each_failed_item_once(self, migrated_db: str) -> None:
+        run_id, items = new_run([f"doc {i}" for i in range(30)])
+        with session_scope() as s:
+            for item_id in items:
+                repo.fail_item(s, item_id, error_class="transient", code="connection_error",
+                               message="down")
+            repo.finish_run_if_done(s, run_id)
+
+        def replay() -> list[int]:
+            with session_scope() as s:
+                return repo.replay_items(s, run_id, [ItemStatus.FAILED])
+
+        batches = race(4, replay)
+        replayed = [i for batch in batches for i in batch]
+        assert sorted(replayed) == sorted(items)
+        with session_scope() as s:
+            run = repo.get_run(s, run_id)
+            assert run is not None and run.status == RunStatus.RUNNING
+
+    def test_finish_waits_for_every_item(self, migrated_db: str) -> None:
+        run_id, (a, b) = new_run(["x", "y"])
+        with session_scope() as s:
+            repo.fail_item(s, a, error_class="permanent", code="http_400", message="bad")
+            assert not repo.finish_run_if_done(s, run_id)
+            repo.fail_item(s, b, error_class="permanent", code="http_400", message="bad")
+            assert repo.finish_run_if_done(s, run_id)
+        with session_scope() as s:
+            report = repo.run_report(s, run_id)
+        assert report is not None and report.status == "finished" and report.failed == 2
+        assert report.errors == {"permanent:http_400": 2}

@@ -1,0 +1,140 @@
+"""The simulator over real HTTP, called through the unmodified openai SDK."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from pipelines import EXTRACT, SUMMARISE
+from tests.support.services import SimulatorProcess
+from workers.simulator import input_key
+
+INVOICE = ("Invoice 77 from Acme Widgets Ltd to Globex Corporation. Date: 14 March 2025. "
+           "Consulting services: $1,200.00. Amount due: $1,200.00. Contact Jane Smith.")
+
+
+@pytest.fixture
+def client(simulator: SimulatorProcess) -> openai.OpenAI:
+    return openai.OpenAI(api_key="sk-test", base_url=simulator.base_url, max_retries=0)
+
+
+class TestResponses:
+    def test_output_fits_the_strict_schema_and_comes_from_the_text(self, client: openai.OpenAI
+                                                                   ) -> None:
+        raw = client.responses.with_raw_response.create(**EXTRACT.request(INVOICE))
+        response = raw.parse()
+        assert response.status == "completed"
+        output = EXTRACT.validate_output(response.output_text)
+        assert output["document_type"] == "invoice"
+        assert output["date"] == "2025-03-14"
+        names = {p["name"] for p in output["parties"]}
+        assert {"Acme Widgets Ltd", "Globex Corporation", "Jane Smith"} <= names
+        assert all(p["name"] in INVOICE for p in output["parties"])
+        assert [a["value"] for a in output["amounts"]] == [1200.0, 1200.0]
+        assert raw.request_id and raw.request_id.startswith("req_")
+        assert response.id.startswith("resp_")
+
+    def test_summary_is_extractive_and_deterministic(self, client: openai.OpenAI) -> None:
+        first = SUMMARISE.validate_output(
+            client.responses.create(**SUMMARISE.request(INVOICE)).output_text)
+        second = SUMMARISE.validate_output(
+            client.responses.create(**SUMMARISE.request(INVOICE)).output_text)
+        assert first == second
+        assert first["summary"] and first["summary"][:20] in INVOICE
+        assert first["language"] == "en"
+
+    def test_usage_is_plausible(self, client: openai.OpenAI) -> None:
+        response = client.responses.create(**SUMMARISE.request(INVOICE))
+        usage = response.usage
+        assert usage is not None
+        assert usage.input_tokens > 50
+        assert usage.output_tokens == pytest.approx(len(response.output_text) / 4, rel=0.6)
+        assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+        assert usage.input_tokens_details.cached_tokens == 0
+
+    def test_input_tokens_endpoint(self, client: openai.OpenAI) -> None:
+        counted = client.responses.input_tokens.count(**{
+            k: v for k, v in SUMMARISE.request(INVOICE).items()
+            if k in ("model", "input", "instructions", "text")})
+        assert counted.input_tokens > 50
+
+    def test_rate_limit_headers_on_success(self, simulator: SimulatorProcess,
+                                           client: openai.OpenAI) -> None:
+        simulator.configure(rpm=100, tpm=1_000_000)
+        raw = client.responses.with_raw_response.create(**SUMMARISE.request("hello there"))
+        assert raw.headers["x-ratelimit-limit-requests"] == "100"
+        assert int(raw.headers["x-ratelimit-remaining-requests"]) == 99
+        assert raw.headers["x-ratelimit-reset-requests"].endswith(("ms", "s"))
+
+
+class TestErrors:
+    def test_rpm_limit_answers_429_with_the_real_body_and_headers(
+        self, simulator: SimulatorProcess, client: openai.OpenAI
+    ) -> None:
+        simulator.configure(rpm=2)
+        client.responses.create(**SUMMARISE.request("a"))
+        client.responses.create(**SUMMARISE.request("b"))
+        with pytest.raises(openai.RateLimitError) as info:
+            client.responses.create(**SUMMARISE.request("c"))
+        error = info.value
+        assert error.code == "rate_limit_exceeded" and error.type == "requests"
+        assert "on requests per min (RPM): Limit 2" in error.message
+        assert int(error.response.headers["retry-after"]) >= 1
+        assert float(error.response.headers["retry-after-ms"]) > 0
+
+    def test_quota_exhausted_has_no_retry_after(self, simulator: SimulatorProcess,
+                                                client: openai.OpenAI) -> None:
+        simulator.configure(quota_exhausted=True)
+        with pytest.raises(openai.RateLimitError) as info:
+            client.responses.create(**SUMMARISE.request("a"))
+        assert info.value.code == "insufficient_quota"
+        assert "retry-after" not in info.value.response.headers
+
+    def test_response_format_is_not_a_responses_parameter(self, client: openai.OpenAI) -> None:
+        with pytest.raises(openai.BadRequestError) as info:
+            client.post("/responses", cast_to=object, body={
+                "model": "gpt-4.1-mini", "input": "x", "response_format": {"type": "json_object"}})
+        assert info.value.code == "unsupported_parameter"
+        assert "moved to 'text.format'" in info.value.message
+
+    def test_a_non_strict_schema_is_rejected_like_the_api_does(self, client: openai.OpenAI
+                                                               ) -> None:
+        body = SUMMARISE.request("x")
+        body["text"]["format"]["schema"] = {"type": "object", "properties": {
+            "a": {"type": "string"}}, "required": ["a"]}
+        with pytest.raises(openai.BadRequestError) as info:
+            client.responses.create(**body)
+        assert info.value.code == "invalid_json_schema"
+        assert "'additionalProperties' must be supplied and be false" in info.value.message
+
+    def test_unknown_model_and_bad_key(self, simulator: SimulatorProcess) -> None:
+        client = openai.OpenAI(api_key="sk-test", base_url=simulator.base_url, max_retries=0)
+        with pytest.raises(openai.NotFoundError) as info:
+            client.responses.create(**{**SUMMARISE.request("x"), "model": "nope-model"})
+        assert info.value.code == "model_not_found"
+        simulator.configure(api_key="sk-right")
+        with pytest.raises(openai.AuthenticationError):
+            client.responses.create(**SUMMARISE.request("x"))
+
+    def test_refusal_and_truncation(self, simulator: SimulatorProcess, client: openai.OpenAI
+                                    ) -> None:
+        simulator.configure(refusal_rate=1.0)
+        refused = client.responses.create(**SUMMARISE.request(INVOICE))
+        assert refused.output_text == ""
+        assert refused.output[0].content[0].type == "refusal"  # type: ignore[union-attr]
+        simulator.configure(refusal_rate=0.0, truncate_rate=1.0)
+        cut = client.responses.create(**SUMMARISE.request(INVOICE))
+        assert cut.status == "incomplete"
+        assert cut.incomplete_details is not None
+        assert cut.incomplete_details.reason == "max_output_tokens"
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(cut.output_text)
+
+    def test_stats_count_calls_per_document(self, simulator: SimulatorProcess,
+                                            client: openai.OpenAI) -> None:
+        body = SUMMARISE.request("count me")
+        client.responses.create(**body)
+        client.responses.create(**body)
+        assert simulator.stats()["calls_by_input"][input_key(body)] == 2
