@@ -74,6 +74,8 @@ def ingest(
 
     with session_scope() as session:
         repo.start_run(session, report.run_id)
+    # After start_run commits (see workers.processing._finish_run_if_done for why).
+    with session_scope() as session:
         repo.finish_run_if_done(session, report.run_id)
     return report
 

@@ -64,8 +64,9 @@ def process_item(item_id: int, *, settings: Settings, client: ResponsesClient) -
         )
         if existing is not None:
             repo.reuse_result(session, item.id, existing)
-            repo.finish_run_if_done(session, item.run_id)
-            return Outcome("reused")
+    if existing is not None:
+        _finish_run_if_done(item.run_id)
+        return Outcome("reused")
 
     call = client.create(pipeline.request(item.text))
     error = call.error
@@ -84,7 +85,7 @@ def process_item(item_id: int, *, settings: Settings, client: ResponsesClient) -
             repo.record_attempt(session, attempt)
             repo.save_result(session, item, output=output, model=call.model,
                              response_id=call.response_id)
-            repo.finish_run_if_done(session, item.run_id)
+        _finish_run_if_done(item.run_id)
         log.info("item succeeded", extra={"item_id": item.id, "run_id": item.run_id,
                                           "request_id": call.request_id})
         return Outcome("succeeded")
@@ -125,8 +126,16 @@ def _fail(item: repo.ClaimedItem, error: ItemError,
             repo.record_attempt(session, attempt)
         repo.fail_item(session, item.id, error_class=error.error_class, code=error.code,
                        message=_clip(error.message))
-        repo.finish_run_if_done(session, item.run_id)
+    _finish_run_if_done(item.run_id)
     return Outcome("failed")
+
+
+def _finish_run_if_done(run_id: int) -> None:
+    # In its own transaction, after the item's commit: of items finishing concurrently, the
+    # last to commit then sees all the others terminal. Checked inside the item's own
+    # transaction, each would still see the others open and the run would never finish.
+    with session_scope() as session:
+        repo.finish_run_if_done(session, run_id)
 
 
 def _attempt_record(item: repo.ClaimedItem, call: CallResult,

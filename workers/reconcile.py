@@ -43,4 +43,14 @@ def requeue(
         publish(ids, queue=queue)
         with session_scope() as session:
             repo.touch_queued(session, ids)
+    finish_done_runs(run_id)
     return sum(len(ids) for ids in by_queue.values())
+
+
+def finish_done_runs(run_id: int | None = None) -> None:
+    """Mark finished every running run (or just ``run_id``) whose items are all terminal."""
+    with session_scope() as session:
+        ids = [run_id] if run_id is not None else repo.running_run_ids(session)
+    for one in ids:
+        with session_scope() as session:
+            repo.finish_run_if_done(session, one)

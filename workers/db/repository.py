@@ -186,6 +186,11 @@ def finish_run_if_done(session: Session, run_id: int) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def running_run_ids(session: Session) -> list[int]:
+    """Ids of runs in ``running`` state."""
+    return list(session.scalars(select(Run.id).where(Run.status == RunStatus.RUNNING)))
+
+
 def pause_run(session: Session, run_id: int, reason: str) -> None:
     """Pause an active run; workers stop claiming its items until it is resumed."""
     session.execute(
