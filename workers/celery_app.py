@@ -31,7 +31,11 @@ class TaskName(StrEnum):
 
 def create_celery(settings: Settings) -> Celery:
     """Build the Celery app from ``settings``."""
-    app = Celery("docpipe", broker=settings.effective_broker_url, include=["workers.tasks", "workers.signals"])
+    app = Celery(
+        "docpipe",
+        broker=settings.effective_broker_url,
+        include=["workers.tasks", "workers.signals"],
+    )
     visibility = settings.visibility_timeout_seconds
     app.conf.update(
         task_serializer="json",

@@ -100,7 +100,7 @@ def pipelines_cmd(as_json: JsonOpt = False) -> None:
         return
     table = Table("name", "version", "model", "description")
     for row in rows:
-        table.add_row(row["name"], row["version"], row["model"], row["description"])
+        table.add_row(*(str(row[k]) for k in ("name", "version", "model", "description")))
     console.print(table)
 
 
@@ -327,7 +327,8 @@ def status_cmd(
 
     with session_scope() as session:
         ids = [run_id] if run_id is not None else [r.id for r in repo.list_runs(session)]
-        reports = [r.as_dict() for i in ids if (r := repo.run_report(session, i)) is not None]
+        found = [repo.run_report(session, i) for i in ids]
+        reports = [report.as_dict() for report in found if report is not None]
     if run_id is not None and not reports:
         err.print(f"[red]docpipe:[/red] no run {run_id}")
         raise typer.Exit(1)
@@ -363,7 +364,7 @@ def results_cmd(
     from workers.db import repository as repo
     from workers.db.session import session_scope
 
-    stream = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    stream = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout
     try:
         writer = csv.writer(stream) if fmt == "csv" else None
         if writer:

@@ -96,7 +96,7 @@ def docpipe_command(*args: str) -> list[str]:
 def child(argv: Sequence[str], *, env: dict[str, str] | None = None, port: int | None = None,
           what: str, log_path: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` for the duration of the block; wait for ``port`` if given."""
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(list(argv), env={**os.environ, **(env or {})}, stdout=log,
                                stderr=subprocess.STDOUT)
     try:

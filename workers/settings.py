@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     )
     model_limits: dict[str, ModelLimits] = Field(
         default_factory=dict,
-        description='Per-model budgets as JSON, e.g. {"gpt-4.1-mini": {"rpm": 500, "tpm": 200000}}.',
+        description="Per-model budgets as JSON, "
+        'e.g. {"gpt-4.1-mini": {"rpm": 500, "tpm": 200000}}.',
     )
 
     request_timeout_seconds: float = Field(default=120.0, gt=0)

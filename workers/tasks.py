@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Task
 
@@ -18,7 +19,8 @@ def process_item(self: Task, item_id: int) -> str:  # type: ignore[type-arg]
     settings = get_settings()
     outcome = processing.process_item(item_id, settings=settings, client=get_client(settings))
     if outcome.retry_in is not None:
-        queue = self.request.delivery_info.get("routing_key") or Queue.LIVE
+        delivery = self.request.delivery_info or {}
+        queue = delivery.get("routing_key") or Queue.LIVE
         send_items([item_id], queue=queue, countdown=outcome.retry_in)
     return outcome.status
 
@@ -34,9 +36,9 @@ def send_items(item_ids: Sequence[int], *, queue: str = Queue.LIVE,
     """Publish one message per item id over a single producer connection."""
     if not item_ids:
         return
+    options: dict[str, Any] = {"queue": queue, "routing_key": queue}
+    if countdown is not None:
+        options["countdown"] = countdown
     with app.producer_or_acquire() as producer:
         for item_id in item_ids:
-            process_item.apply_async(
-                (item_id,), queue=queue, routing_key=queue, countdown=countdown,
-                producer=producer,
-            )
+            process_item.apply_async((item_id,), producer=producer, **options)

@@ -32,7 +32,7 @@ class SimulatorProcess:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             docpipe_argv("simulator", "--port", str(self.port), "--latency-ms", "5", *self.args),
             stdout=log, stderr=subprocess.STDOUT,
@@ -93,7 +93,7 @@ class WorkerProcess:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             docpipe_argv("worker", "--hostname", f"{self.name}@%h", "--without-gossip",
                          "--without-mingle"),

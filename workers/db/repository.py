@@ -12,7 +12,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Insert, and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from workers.db.models import (
@@ -32,14 +36,10 @@ BATCH = 500
 CLOCK_SKEW = timedelta(seconds=2)
 
 
-def _insert(session: Session, model: type[Any]) -> Insert:
+def _insert(session: Session, model: type[Any]) -> PostgresInsert | SqliteInsert:
     """An INSERT for ``model`` in the dialect of ``session`` (both have on_conflict_do_nothing)."""
     if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(model)
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
+        return postgres_insert(model)
     return sqlite_insert(model)
 
 
@@ -69,7 +69,7 @@ def upsert_documents(session: Session, documents: Sequence[NewDocument]) -> dict
         found = session.execute(
             select(Document.content_hash, Document.id).where(Document.content_hash.in_(hashes))
         )
-        ids.update({h: i for h, i in found})
+        ids.update(dict(found.all()))
     return ids
 
 
@@ -254,13 +254,14 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int) -> Claimed
     row = session.execute(
         select(
             Item.id, Item.run_id, Item.attempts, Item.chunk_index, Run.pipeline,
-            Run.pipeline_version, Run.model, Document.id, Document.content_hash, Document.text,
+            Run.pipeline_version, Run.model, Document.id.label("document_id"),
+            Document.content_hash, Document.text,
         )
         .join(Run, Run.id == Item.run_id)
         .join(Document, Document.id == Item.document_id)
         .where(Item.id == item_id)
     ).one()
-    return ClaimedItem(*row)
+    return ClaimedItem(**row._asdict())
 
 
 def find_result_id(session: Session, content_hash: str, version: str, chunk: int) -> int | None:
@@ -489,7 +490,7 @@ def _status_counts(session: Session, run_id: int) -> dict[str, int]:
     rows = session.execute(
         select(Item.status, func.count()).where(Item.run_id == run_id).group_by(Item.status)
     )
-    return {status: count for status, count in rows}
+    return dict(rows.all())
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,8 @@ class ResponsesClient:
         try:
             result.output_text = output_text(response)
         except ItemError as exc:
-            exc.request_id, exc.response_id, exc.usage = result.request_id, response.id, result.usage
-            exc.http_status = raw.status_code
+            exc.request_id, exc.response_id = result.request_id, response.id
+            exc.usage, exc.http_status = result.usage, raw.status_code
             result.error = exc
         return result
 

@@ -21,8 +21,9 @@ _NAME = re.compile(rf"\b({_CAP}(?:[ \t]+(?:(?:of|and|&|de|van|von)[ \t]+)?{_CAP}
 _NOT_NAMES = {"The", "This", "That", "These", "Those", "A", "An", "In", "On", "At", "For",
               "Dear", "Contact", "Bill", "Date", "Invoice", "Subject", "From", "To", "Re",
               "Amount", "Total", "Payment", "Please", "Our", "Your", "We", "If", "As", "By"}
-_ORG_MARKERS = ("Inc", "Ltd", "LLC", "GmbH", "Corp", "Company", "Corporation", "Bank", "University", "Group",
-                "AG", "SA", "plc", "Institute", "Agency", "Foundation", "Partners", "Holdings")
+_ORG_MARKERS = ("Inc", "Ltd", "LLC", "GmbH", "Corp", "Company", "Corporation", "Bank",
+                "University", "Group", "AG", "SA", "plc", "Institute", "Agency", "Foundation",
+                "Partners", "Holdings")
 _PLACE_WORDS = {"London", "Paris", "Berlin", "New York", "Tokyo", "Madrid", "Rome", "Amsterdam",
                 "San Francisco", "Los Angeles", "Chicago", "Boston", "Munich", "Vienna", "Zurich"}
 _MONTHS = {m: i for i, m in enumerate(

@@ -253,7 +253,8 @@ class Simulator:
         max_output = int(body.get("max_output_tokens") or 4096)
         charge = math.ceil(len(json.dumps(body.get("input", ""))) / 4) + max_output
         refused = self.limits.admit(charge)
-        if refused is None and config.rate_limit_rate and self.rng.random() < config.rate_limit_rate:
+        injected = config.rate_limit_rate and self.rng.random() < config.rate_limit_rate
+        if refused is None and injected:
             refused = ("requests", 0.2 + self.rng.random())
         if refused is not None:
             return self._rate_limited(body, refused, charge, headers)
