@@ -61,6 +61,17 @@ _DOC_TYPES = (
 )
 
 
+#: Longest sentence the simulator repeats; a model writes points, not paragraphs.
+MAX_SENTENCE = 240
+
+
+def _clip(sentence: str) -> str:
+    if len(sentence) <= MAX_SENTENCE:
+        return sentence
+    cut = sentence[:MAX_SENTENCE].rsplit(" ", 1)[0]
+    return cut.rstrip(",;:") + "…"
+
+
 @dataclass
 class TextFacts:
     """What the simulator can read off a text without a model."""
@@ -75,9 +86,9 @@ class TextFacts:
                 if not line.lstrip().startswith("#")
                 and (len(line) > 80 or line.rstrip().endswith((".", "!", "?", ":", ";")))]
         flat = re.sub(r"\s+", " ", " ".join(body) or self.text).strip()
-        parts = [s.strip() for s in _SENTENCE.split(flat)]
+        parts = [_clip(s.strip()) for s in _SENTENCE.split(flat)]
         good = [s for s in parts if len(s) >= 20]
-        return good or ([flat[:300]] if flat else [])
+        return good or ([_clip(flat)] if flat else [])
 
     @cached_property
     def title(self) -> str | None:
