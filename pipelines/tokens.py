@@ -64,3 +64,16 @@ def _messages(value: Any) -> list[str]:
                 str(part.get("text", "")) for part in content if isinstance(part, dict)
             )
     return texts
+
+
+def admission_tokens(body: dict[str, Any]) -> int:
+    """What a request is charged against the TPM limit before it runs.
+
+    The larger of the tokenizer's count and the API's character-based estimate
+    (``chars / 4``), plus ``max_output_tokens``: the API reserves the whole output budget.
+    """
+    import json
+    import math
+
+    by_chars = math.ceil(len(json.dumps(body.get("input", ""))) / 4)
+    return max(estimate_request_tokens(body), by_chars) + int(body.get("max_output_tokens") or 0)

@@ -63,9 +63,14 @@ def create_celery(settings: Settings) -> Celery:
         worker_concurrency=settings.worker_concurrency,
         worker_pool=settings.worker_pool,
         beat_schedule={
-            "reconcile": {"task": TaskName.RECONCILE.value, "schedule": timedelta(seconds=60)},
+            "reconcile": {"task": TaskName.RECONCILE.value,
+                          "schedule": timedelta(seconds=settings.reconcile_interval_seconds)},
         },
     )
+    if settings.celery_task_rate_limit:
+        app.conf.task_annotations = {
+            TaskName.PROCESS_ITEM.value: {"rate_limit": settings.celery_task_rate_limit}
+        }
     return app
 
 

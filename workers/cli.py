@@ -135,14 +135,21 @@ def worker_cmd(
     ctx: typer.Context,
     queues: Annotated[str, typer.Option("--queues", "-Q", help="Queues to consume.")] =
     "docpipe.live,docpipe.nightly,docpipe.control",
+    beat: Annotated[bool, typer.Option(
+        help="Also run beat (the reconciler) in this worker: for one-machine setups. "
+        "Run exactly one beat per fleet.")] = False,
 ) -> None:
     """Run a Celery worker; extra options go to ``celery worker``."""
     settings = _settings()
     _migrated(settings)
     from workers.celery_app import app as celery_app
 
+    if beat:
+        Path(".docpipe").mkdir(exist_ok=True)
     argv = ["worker", "--pool", settings.worker_pool, "--concurrency",
             str(settings.worker_concurrency), "-Q", queues, "-E", "--loglevel", "INFO",
+            *(["--beat", "--schedule", str(Path(".docpipe") / "celerybeat-schedule")]
+              if beat else []),
             *ctx.args]
     celery_app.worker_main(argv)
 
@@ -347,6 +354,40 @@ def status_cmd(
     for r in reports:
         if r.get("status_reason"):
             console.print(f"run {r['run_id']}: {r['status_reason']}")
+    if run_id is not None:
+        r = reports[0]
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r["attempts_by_outcome"].items()))
+        console.print(f"attempts by class: {outcomes or 'none'}")
+        console.print(f"waited for budget: {r['budget_wait_seconds']:.1f}s   last minute: "
+                      f"{r['requests_last_minute']} requests, {r['tokens_last_minute']} tokens")
+        for error, count in sorted(r["errors"].items()):
+            console.print(f"failed {error}: {count}")
+
+
+@app.command("limits")
+def limits_cmd(as_json: JsonOpt = False) -> None:
+    """The fleet's rate-limit budgets, levels, cooldowns and circuit breakers."""
+    settings = _settings()
+    import redis
+
+    from workers.throttle import get_throttle
+
+    try:
+        snapshot = get_throttle(settings).snapshot()
+    except redis.RedisError as exc:
+        raise ConfigurationError(
+            f"cannot read the limiter from the broker at {settings.redacted_broker_url}: {exc}"
+        ) from exc
+    if as_json:
+        console.print_json(data=snapshot.as_dict())
+        return
+    table = Table("key", "rpm", "tpm", "source", "requests left", "tokens left", "cooldown s")
+    for row in snapshot.limits:
+        table.add_row(row.key, str(row.rpm or "-"), str(row.tpm or "-"), row.source,
+                      str(row.requests_available), str(row.tokens_available),
+                      str(row.cooldown_seconds))
+    console.print(table)
+    console.print(f"breaker for {snapshot.endpoint}: {snapshot.breaker}")
 
 
 @app.command("results")
@@ -454,23 +495,32 @@ def simulator_cmd(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     rpm: Annotated[int | None, typer.Option(help="Requests per minute limit.")] = None,
     tpm: Annotated[int | None, typer.Option(help="Tokens per minute limit.")] = None,
-    latency_ms: Annotated[float, typer.Option(help="Median latency.")] = 50.0,
+    latency_ms: Annotated[str, typer.Option(
+        help="Median latency in ms, or MEDIAN,P99 for a heavy (log-normal) tail.")] = "50",
     seed: Annotated[int, typer.Option(help="Random seed for latency and faults.")] = 0,
-    error_rate: Annotated[float, typer.Option(help="Share of 5xx answers.")] = 0.0,
+    fail_rate: Annotated[float, typer.Option(
+        "--fail-rate", "--error-rate", help="Share of 5xx answers.")] = 0.0,
     rate_limit_rate: Annotated[float, typer.Option(help="Share of injected 429s.")] = 0.0,
     timeout_rate: Annotated[float, typer.Option(help="Share of requests that hang.")] = 0.0,
-    reset_rate: Annotated[float, typer.Option(help="Share of connection resets.")] = 0.0,
-    refusal_rate: Annotated[float, typer.Option(help="Share of refusals.")] = 0.0,
+    reset_rate: Annotated[float, typer.Option(
+        "--reset-rate", "--reset", help="Share of connection resets.")] = 0.0,
+    refuse_rate: Annotated[float, typer.Option(
+        "--refuse-rate", "--refusal-rate", help="Share of refusals.")] = 0.0,
     truncate_rate: Annotated[float, typer.Option(help="Share of truncated outputs.")] = 0.0,
     quota_exhausted: Annotated[bool, typer.Option(help="Answer insufficient_quota.")] = False,
+    quota_after: Annotated[int | None, typer.Option(
+        help="Answer insufficient_quota after N admitted calls.")] = None,
 ) -> None:
     """Serve docpipe's Responses API simulator (a test tool, not a model)."""
     from workers.simulator import SimulatorConfig, run
+    from workers.simulator.server import parse_latency
 
+    median, sigma = parse_latency(latency_ms)
     config = SimulatorConfig(
-        rpm=rpm, tpm=tpm, latency_ms=latency_ms, seed=seed, error_rate=error_rate,
-        rate_limit_rate=rate_limit_rate, timeout_rate=timeout_rate, reset_rate=reset_rate,
-        refusal_rate=refusal_rate, truncate_rate=truncate_rate, quota_exhausted=quota_exhausted,
+        rpm=rpm, tpm=tpm, latency_ms=median, latency_sigma=sigma, seed=seed,
+        error_rate=fail_rate, rate_limit_rate=rate_limit_rate, timeout_rate=timeout_rate,
+        reset_rate=reset_rate, refusal_rate=refuse_rate, truncate_rate=truncate_rate,
+        quota_exhausted=quota_exhausted, quota_after=quota_after,
     )
     err.print(f"docpipe simulator (not a real model) on http://{host}:{port}/v1")
     run(config, host=host, port=port)

@@ -108,6 +108,7 @@ class PauseRunError(ItemError):
     """Every item would fail the same way: pause the run with a message that says what to fix."""
 
     error_class = "pause"
+    #: What the user should do; ``{run}`` becomes the run id.
     hint = ""
 
 
@@ -115,21 +116,21 @@ class QuotaExhaustedError(PauseRunError):
     """Quota, credit or spend limit exhausted (429/403): never retried in a loop."""
 
     error_class = "quota"
-    hint = "add credit or raise the spend limit, then `docpipe resume RUN`"
+    hint = "add credit or raise the spend limit, then `docpipe resume {run}`"
 
 
 class AuthenticationFailedError(PauseRunError):
     """401: the API key is missing, wrong or revoked."""
 
     error_class = "auth"
-    hint = "set a valid OPENAI_API_KEY, then `docpipe resume RUN`"
+    hint = "set a valid OPENAI_API_KEY, then `docpipe resume {run}`"
 
 
 class ModelNotFoundError(PauseRunError):
     """404: the model does not exist or the key has no access to it."""
 
     error_class = "model_not_found"
-    hint = "use a model this key can access, then `docpipe resume RUN`"
+    hint = "use a model this key can access, then `docpipe resume {run}`"
 
 
 class ItemFailedError(ItemError):

@@ -20,28 +20,35 @@ from workers.errors import (
     ItemError,
     ItemFailedError,
     PauseRunError,
+    PermanentAPIError,
+    RateLimitedError,
     RetryableError,
 )
 from workers.llm.client import CallResult, ResponsesClient
 from workers.pricing import cost_usd
+from workers.ratelimit import cooldown_seconds
 from workers.retry import retry_delay
 from workers.settings import Settings
+from workers.throttle import Park, Throttle, TooLarge
 
 log = logging.getLogger("docpipe.items")
 
 #: Longest error message stored on an item or attempt.
 MAX_MESSAGE = 2000
+#: A truncation repair doubles max_output_tokens, up to this.
+MAX_REPAIR_OUTPUT_TOKENS = 32_768
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What happened to an item in one delivery, and when to try again if at all."""
 
-    status: str  # skipped | reused | succeeded | retry | failed | paused
+    status: str  # skipped | reused | succeeded | retry | waiting | failed | paused
     retry_in: float | None = None
 
 
-def process_item(item_id: int, *, settings: Settings, client: ResponsesClient) -> Outcome:
+def process_item(item_id: int, *, settings: Settings, client: ResponsesClient,
+                 throttle: Throttle) -> Outcome:
     """Process one item. Safe to call for the same id any number of times, concurrently."""
     with session_scope() as session:
         item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds)
@@ -68,7 +75,28 @@ def process_item(item_id: int, *, settings: Settings, client: ResponsesClient) -
         _finish_run_if_done(item.run_id)
         return Outcome("reused")
 
-    call = client.create(pipeline.request(item.text))
+    body = pipeline.request(item.text)
+    repairing = item.last_error_class == BadOutputError.error_class
+    if repairing and item.last_error_code == "truncated":
+        body["max_output_tokens"] = min(2 * int(body["max_output_tokens"]),
+                                        MAX_REPAIR_OUTPUT_TOKENS)
+
+    admission = throttle.before_call(body)
+    if isinstance(admission, Park):
+        with session_scope() as session:
+            repo.park_item(session, item.id,
+                           waited_ms=int(admission.seconds * 1000)
+                           if admission.reason == "budget" else 0,
+                           not_before=utcnow() + timedelta(seconds=admission.seconds),
+                           message_sent=admission.seconds <= settings.max_countdown_seconds)
+        return Outcome("waiting", retry_in=admission.seconds)
+    if isinstance(admission, TooLarge):
+        return _fail(item, PermanentAPIError(
+            f"the request needs about {admission.estimate} tokens, above the limit of "
+            f"{admission.tpm} tokens per minute", code="request_too_large"))
+
+    call = client.create(body)
+    throttle.after_call(admission, call)
     error = call.error
     output = None
     if error is None:
@@ -83,6 +111,7 @@ def process_item(item_id: int, *, settings: Settings, client: ResponsesClient) -
         assert output is not None
         with session_scope() as session:
             repo.record_attempt(session, attempt)
+            repo.add_budget_wait(session, item.id, int(admission.waited * 1000))
             repo.save_result(session, item, output=output, model=call.model,
                              response_id=call.response_id)
         _finish_run_if_done(item.run_id)
@@ -94,6 +123,31 @@ def process_item(item_id: int, *, settings: Settings, client: ResponsesClient) -
     log.warning("item call failed: %s %s", error.error_class, error.code,
                 extra={"item_id": item.id, "run_id": item.run_id,
                        "request_id": error.request_id, "attempt": item.attempts})
+    if isinstance(error, BadOutputError) and not repairing and \
+            item.attempts < settings.max_attempts:
+        # One repair: ask again (with room to finish, if it was cut off); a second bad answer
+        # fails the item.
+        with session_scope() as session:
+            repo.record_attempt(session, attempt)
+            repo.schedule_retry(session, item.id, not_before=utcnow(),
+                                error_class=error.error_class, code=error.code,
+                                message=_clip(error.message), message_sent=True)
+        return Outcome("retry", retry_in=0.0)
+    if isinstance(error, RateLimitedError):
+        # The fleet's cooldown is already set; the 429 is not this item's fault, so it costs
+        # no attempt, up to a cap that stops a request the API always refuses from looping.
+        wait = cooldown_seconds(call.headers, error.retry_after)
+        with session_scope() as session:
+            repo.record_attempt(session, attempt)
+            limited = repo.count_attempts(session, item.id, outcome=RateLimitedError.error_class)
+            if limited < settings.max_rate_limited_attempts:
+                repo.park_item(session, item.id, not_before=utcnow() + timedelta(seconds=wait),
+                               message_sent=wait <= settings.max_countdown_seconds)
+                return Outcome("retry", retry_in=wait)
+        error.message = f"still rate limited after {limited} attempts: {error.message}"
+        return _fail(item, error)
+    if isinstance(error, BadOutputError) and repairing:
+        error.message = f"{error.message} (after one repair attempt)"
     if isinstance(error, RetryableError) and item.attempts < settings.max_attempts:
         delay = retry_delay(item.attempts, base=settings.retry_base_seconds,
                             cap=settings.retry_max_seconds, retry_after=error.retry_after)
@@ -101,12 +155,13 @@ def process_item(item_id: int, *, settings: Settings, client: ResponsesClient) -
             repo.record_attempt(session, attempt)
             repo.schedule_retry(session, item.id, not_before=utcnow() + timedelta(seconds=delay),
                                 error_class=error.error_class, code=error.code,
-                                message=_clip(error.message))
+                                message=_clip(error.message),
+                                message_sent=delay <= settings.max_countdown_seconds)
         return Outcome("retry", retry_in=delay)
     if isinstance(error, PauseRunError):
         reason = f"{error.error_class} ({error.code}): {_clip(error.message, 500)}"
         if error.hint:
-            reason += f" To continue: {error.hint}."
+            reason += f" To continue: {error.hint.format(run=item.run_id)}."
         with session_scope() as session:
             repo.record_attempt(session, attempt)
             repo.release_item(session, item.id, error_class=error.error_class, code=error.code,

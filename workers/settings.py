@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Literal, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,10 +59,36 @@ class Settings(BaseSettings):
         'e.g. {"gpt-4.1-mini": {"rpm": 500, "tpm": 200000}}.',
     )
 
+    ratelimit_enabled: bool = Field(
+        default=True, description="Pace calls with the fleet-wide Redis limiter.")
+    ratelimit_burst_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="Budget a quiet key may spend at once, in seconds.")
+    max_inline_wait_seconds: float = Field(
+        default=5.0, ge=0, description="Longest wait for budget inside a task; longer waits "
+        "park the item in the database.")
+    breaker_window: int = Field(default=20, ge=1, description="Recent calls the breaker judges.")
+    breaker_failure_ratio: float = Field(default=0.8, gt=0, le=1)
+    breaker_min_calls: int = Field(default=10, ge=1)
+    breaker_open_seconds: float = Field(default=5.0, gt=0)
+    breaker_max_open_seconds: float = Field(default=120.0, gt=0)
+    celery_task_rate_limit: str | None = Field(
+        default=None, description="Celery's own per-worker rate_limit (e.g. '100/m'); only "
+        "for comparison, since it does not add up across workers.")
+
     request_timeout_seconds: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, description="API calls per item before it fails.")
+    max_rate_limited_attempts: int = Field(
+        default=20, ge=1, description="429 rate_limit_exceeded answers an item may get before "
+        "it fails; they do not count against max_attempts.")
     retry_base_seconds: float = Field(default=1.0, gt=0)
     retry_max_seconds: float = Field(default=60.0, gt=0)
+
+    max_countdown_seconds: float = Field(
+        default=30.0, ge=0, description="Longest wait handed to the broker as a countdown. "
+        "Longer waits (retries, breaker, budget) stay in the database, where the reconciler "
+        "finds them: an ETA message is held unacked in a worker's memory.")
+    reconcile_interval_seconds: float = Field(
+        default=15.0, gt=0, description="How often beat runs the reconciler.")
 
     visibility_timeout_seconds: int = Field(default=3600, gt=0)
     task_soft_time_limit_seconds: int = Field(default=300, gt=0)
@@ -78,20 +105,32 @@ class Settings(BaseSettings):
         if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:
             raise ValueError("task_soft_time_limit_seconds must be below task_time_limit_seconds")
         limit = self.visibility_timeout_seconds
-        for name in ("task_time_limit_seconds", "retry_max_seconds", "lease_seconds"):
+        for name in ("task_time_limit_seconds", "retry_max_seconds", "lease_seconds",
+                     "breaker_max_open_seconds", "max_countdown_seconds"):
             if getattr(self, name) >= limit:
                 raise ValueError(
                     f"{name} ({getattr(self, name)}) must be below visibility_timeout_seconds "
                     f"({limit}), or Redis redelivers the task while it still runs"
                 )
-        if self.request_timeout_seconds >= self.task_soft_time_limit_seconds:
-            raise ValueError("request_timeout_seconds must be below task_soft_time_limit_seconds")
+        if self.request_timeout_seconds + self.max_inline_wait_seconds >= \
+                self.task_soft_time_limit_seconds:
+            raise ValueError("request_timeout_seconds + max_inline_wait_seconds must be below "
+                             "task_soft_time_limit_seconds")
         return self
 
     @property
     def effective_broker_url(self) -> str:
         """The broker URL to connect to."""
         return self.broker_url or DEFAULT_BROKER_URL
+
+    @property
+    def redacted_broker_url(self) -> str:
+        """The broker URL with any password masked, for messages."""
+        parts = urlsplit(self.effective_broker_url)
+        if parts.password is None:
+            return self.effective_broker_url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
 
     @property
     def uses_default_database(self) -> bool:

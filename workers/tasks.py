@@ -11,14 +11,17 @@ from workers import processing, reconcile
 from workers.celery_app import Queue, TaskName, app
 from workers.llm.client import get_client
 from workers.settings import get_settings
+from workers.throttle import get_throttle
 
 
 @app.task(name=TaskName.PROCESS_ITEM, bind=True, ignore_result=True)
 def process_item(self: Task, item_id: int) -> str:  # type: ignore[type-arg]
     """Process one item by id; the message carries nothing else."""
     settings = get_settings()
-    outcome = processing.process_item(item_id, settings=settings, client=get_client(settings))
-    if outcome.retry_in is not None:
+    outcome = processing.process_item(item_id, settings=settings, client=get_client(settings),
+                                      throttle=get_throttle(settings))
+    # Longer waits stay parked in the database until the reconciler sends them.
+    if outcome.retry_in is not None and outcome.retry_in <= settings.max_countdown_seconds:
         delivery = self.request.delivery_info or {}
         queue = delivery.get("routing_key") or Queue.LIVE
         send_items([item_id], queue=queue, countdown=outcome.retry_in)

@@ -40,10 +40,11 @@ class Stack:
         }
         return docpipe_env(**(values | self.settings))
 
-    def start_workers(self, count: int = 1) -> None:
-        for _ in range(count):
+    def start_workers(self, count: int = 1, *, beat: bool = False) -> None:
+        for i in range(count):
             worker = WorkerProcess(f"w{len(self.workers)}", self.env,
-                                   self.tmp / f"worker{len(self.workers)}.log")
+                                   self.tmp / f"worker{len(self.workers)}.log",
+                                   beat=beat and i == 0)
             worker.start()
             self.workers.append(worker)
 

@@ -116,7 +116,9 @@ def test_replay_after_a_stopped_simulator_pays_nothing_twice(stack: Stack, tmp_p
                                                              ) -> None:
     write_corpus(tmp_path / "corpus", 40)
     stack.simulator.configure(latency_ms=150, latency_sigma=0.1)
-    stack.settings = {"worker_concurrency": 2, "max_attempts": 3}
+    # The breaker would park the items while the endpoint is down (tested on its own); this
+    # test needs them to fail so that it can replay them.
+    stack.settings = {"worker_concurrency": 2, "max_attempts": 3, "breaker_min_calls": 10_000}
     stack.start_workers(1)
     run_id = stack.ingest(tmp_path / "corpus")["run_id"]
 
@@ -199,7 +201,7 @@ def test_refusals_and_truncated_output_fail_with_their_own_codes(stack: Stack, t
     stack.simulator.configure(refusal_rate=0.0, truncate_rate=1.0)
     truncated = stack.wait_for(stack.ingest(tmp_path / "a", pipeline="extract")["run_id"])
     assert truncated.errors == {"bad_output:truncated": 3}
-    assert truncated.attempts == 3  # no retry loop on bad output
+    assert truncated.attempts == 6  # one repair each, then no retry loop on bad output
     assert truncated.output_tokens > 0  # truncated calls still cost tokens
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +14,7 @@ from sqlalchemy import func, select
 
 from pipelines.documents import content_hash
 from workers.db import repository as repo
-from workers.db.models import Item, ItemStatus, Result, RunStatus
+from workers.db.models import Item, ItemStatus, Result, RunStatus, utcnow
 from workers.db.session import session_scope
 
 
@@ -156,3 +157,42 @@ class TestReplay:
             report = repo.run_report(s, run_id)
         assert report is not None and report.status == "finished" and report.failed == 2
         assert report.errors == {"permanent:http_400": 2}
+
+
+class TestWaiting:
+    def test_a_parked_item_keeps_its_attempt_and_is_due_when_its_wait_ends(
+            self, migrated_db: str) -> None:
+        _, (with_message, without) = new_run(["sent", "kept"])
+        now = utcnow()
+        with session_scope() as s:
+            for item_id in (with_message, without):
+                assert repo.claim_item(s, item_id, lease_seconds=60) is not None
+            repo.park_item(s, with_message, not_before=now - timedelta(seconds=1),
+                           waited_ms=1000, message_sent=True)
+            repo.park_item(s, without, not_before=now - timedelta(seconds=1), waited_ms=500,
+                           message_sent=False)
+        with session_scope() as s:
+            rows = {i.id: i for i in s.scalars(select(Item))}
+            # The countdown message may still come: the sweep gives it a grace period. The item
+            # parked without one is due as soon as its wait is over.
+            due = repo.items_to_requeue(s, due_before=now - timedelta(seconds=30))
+        assert due == {"docpipe.live": [without]}
+        assert rows[with_message].attempts == rows[without].attempts == 0
+        assert (rows[with_message].budget_wait_ms, rows[without].budget_wait_ms) == (1000, 500)
+
+    def test_rate_limited_attempts_are_counted_apart(self, migrated_db: str) -> None:
+        run_id, (item_id,) = new_run(["limited"])
+        with session_scope() as s:
+            claimed = repo.claim_item(s, item_id, lease_seconds=60)
+            assert claimed is not None
+            for outcome in ("rate_limited", "rate_limited", "transient"):
+                repo.record_attempt(s, repo.AttemptRecord(
+                    item_id=item_id, run_id=run_id, model="gpt-4.1-mini", outcome=outcome,
+                    started_at=utcnow(), latency_ms=5))
+        with session_scope() as s:
+            assert repo.count_attempts(s, item_id) == 3
+            assert repo.count_attempts(s, item_id, outcome="rate_limited") == 2
+            report = repo.run_report(s, run_id)
+        assert report is not None
+        assert report.attempts_by_outcome == {"rate_limited": 2, "transient": 1}
+        assert report.last_minute_requests == 3

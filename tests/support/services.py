@@ -91,13 +91,16 @@ class WorkerProcess:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    #: Run beat (the reconciler) inside this worker.
+    beat: bool = False
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             docpipe_argv("worker", "--hostname", f"{self.name}@%h", "--without-gossip",
-                         "--without-mingle"),
+                         "--without-mingle", *(["--beat"] if self.beat else [])),
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=self.log_path.parent,
         )
 
     def stop(self) -> None:

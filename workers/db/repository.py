@@ -217,6 +217,9 @@ class ClaimedItem:
     document_id: int
     content_hash: str
     text: str
+    #: The error of the previous attempt: a repair follows a ``bad_output``.
+    last_error_class: str | None = None
+    last_error_code: str | None = None
 
 
 def claim_item(session: Session, item_id: int, *, lease_seconds: int) -> ClaimedItem | None:
@@ -255,7 +258,7 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int) -> Claimed
         select(
             Item.id, Item.run_id, Item.attempts, Item.chunk_index, Run.pipeline,
             Run.pipeline_version, Run.model, Document.id.label("document_id"),
-            Document.content_hash, Document.text,
+            Document.content_hash, Document.text, Item.last_error_class, Item.last_error_code,
         )
         .join(Run, Run.id == Item.run_id)
         .join(Document, Document.id == Item.document_id)
@@ -300,6 +303,14 @@ class AttemptRecord:
 def record_attempt(session: Session, attempt: AttemptRecord) -> None:
     """Store one call's outcome and usage."""
     session.execute(_insert(session, Attempt).values(vars(attempt)))
+
+
+def count_attempts(session: Session, item_id: int, *, outcome: str | None = None) -> int:
+    """How many calls were made for an item (with ``outcome``, if given)."""
+    stmt = select(func.count()).select_from(Attempt).where(Attempt.item_id == item_id)
+    if outcome is not None:
+        stmt = stmt.where(Attempt.outcome == outcome)
+    return int(session.scalar(stmt) or 0)
 
 
 def save_result(
@@ -348,14 +359,20 @@ def _complete(session: Session, item_id: int, result_id: int, *, reused: bool) -
 
 def schedule_retry(
     session: Session, item_id: int, *, not_before: datetime, error_class: str, code: str,
-    message: str,
+    message: str, message_sent: bool = True,
 ) -> None:
-    """Park the item until ``not_before``; a message or the reconciler brings it back."""
+    """Park the item until ``not_before``; a message or the reconciler brings it back.
+
+    ``message_sent`` says whether a countdown message is on its way. Without one,
+    ``queued_at`` is cleared and the reconciler sends the item as soon as it is due.
+    """
+    now = utcnow()
     session.execute(
         update(Item)
         .where(Item.id == item_id)
         .values(
             status=ItemStatus.RETRY, not_before=not_before, lease_expires_at=None,
+            queued_at=now if message_sent else None,
             last_error_class=error_class, last_error_code=code, last_error_message=message,
             updated_at=utcnow(),
         )
@@ -376,6 +393,36 @@ def fail_item(session: Session, item_id: int, *, error_class: str, code: str, me
         )
         .execution_options(synchronize_session=False)
     )
+
+
+def park_item(session: Session, item_id: int, *, not_before: datetime, waited_ms: int = 0,
+              message_sent: bool = True) -> None:
+    """Put a claimed item back until ``not_before`` without using up an attempt.
+
+    For waits that are nobody's fault (no budget yet, breaker open); errors are untouched so a
+    pending repair stays a repair. ``message_sent`` as for :func:`schedule_retry`.
+    """
+    session.execute(
+        update(Item)
+        .where(Item.id == item_id)
+        .values(
+            status=ItemStatus.RETRY, not_before=not_before, lease_expires_at=None,
+            queued_at=utcnow() if message_sent else None,
+            attempts=Item.attempts - 1, budget_wait_ms=Item.budget_wait_ms + waited_ms,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def add_budget_wait(session: Session, item_id: int, waited_ms: int) -> None:
+    """Add time an item's call waited for budget before it was sent."""
+    if waited_ms > 0:
+        session.execute(
+            update(Item).where(Item.id == item_id)
+            .values(budget_wait_ms=Item.budget_wait_ms + waited_ms)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def release_item(session: Session, item_id: int, *, error_class: str, code: str, message: str
@@ -441,7 +488,8 @@ def items_to_requeue(
 ) -> dict[str, list[int]]:
     """Items of active runs that need a (new) message, grouped by their run's queue.
 
-    Pending items never had one; retry items are due; running items lost their worker (lease
+    Pending items never had one; retry items are due (at once if no countdown message was
+    sent for them, else after ``due_before``); running items lost their worker (lease
     expired); queued items older than ``queued_before`` were probably lost by the broker.
     ``due_before`` (default now) lets a periodic sweep leave alone pending and retry items
     whose own message is still on its way.
@@ -451,7 +499,9 @@ def items_to_requeue(
     due = or_(
         and_(Item.status == ItemStatus.PENDING, Item.updated_at <= due_before),
         and_(Item.status == ItemStatus.RETRY,
-             or_(Item.not_before.is_(None), Item.not_before <= due_before)),
+             or_(Item.not_before.is_(None), Item.not_before <= due_before,
+                 # Parked with no message on its way: due the moment its wait is over.
+                 and_(Item.queued_at.is_(None), Item.not_before <= now))),
         and_(Item.status == ItemStatus.RUNNING, Item.lease_expires_at < now),
     )
     if queued_before is not None:
@@ -516,6 +566,11 @@ class RunReport:
     reasoning_tokens: int
     cost_usd: Decimal
     errors: dict[str, int]
+    attempts_by_outcome: dict[str, int] = field(default_factory=dict)
+    budget_wait_seconds: float = 0.0
+    #: Calls started, and tokens they used, in the last 60 seconds.
+    last_minute_requests: int = 0
+    last_minute_tokens: int = 0
 
     @property
     def succeeded(self) -> int:
@@ -554,6 +609,10 @@ class RunReport:
             "reasoning_tokens": self.reasoning_tokens,
             "cost_usd": float(self.cost_usd),
             "errors": self.errors,
+            "attempts_by_outcome": self.attempts_by_outcome,
+            "budget_wait_seconds": round(self.budget_wait_seconds, 3),
+            "requests_last_minute": self.last_minute_requests,
+            "tokens_last_minute": self.last_minute_tokens,
         }
 
 
@@ -582,7 +641,21 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
         .where(Item.run_id == run_id, Item.status == ItemStatus.FAILED)
         .group_by(Item.last_error_class, Item.last_error_code)
     )
+    by_outcome = session.execute(
+        select(Attempt.outcome, func.count()).where(Attempt.run_id == run_id)
+        .group_by(Attempt.outcome)
+    )
+    waited_ms = session.scalar(
+        select(func.coalesce(func.sum(Item.budget_wait_ms), 0)).where(Item.run_id == run_id)
+    ) or 0
+    recent = session.execute(
+        select(func.count(Attempt.id),
+               func.coalesce(func.sum(Attempt.input_tokens + Attempt.output_tokens), 0))
+        .where(Attempt.run_id == run_id, Attempt.started_at >= utcnow() - timedelta(minutes=1))
+    ).one()
     return RunReport(
+        attempts_by_outcome=dict(by_outcome.all()), budget_wait_seconds=int(waited_ms) / 1000,
+        last_minute_requests=int(recent[0]), last_minute_tokens=int(recent[1]),
         run_id=run.id, pipeline=run.pipeline, pipeline_version=run.pipeline_version,
         model=run.model, status=run.status, status_reason=run.status_reason,
         created_at=run.created_at, finished_at=run.finished_at,

@@ -46,13 +46,33 @@ class SimulatorConfig:
     seed: int = 0
     error_rate: float = 0.0
     rate_limit_rate: float = 0.0
+    #: retry-after of injected 429s, in ms (None: 200 to 1200 ms at random).
+    rate_limit_retry_ms: float | None = None
     timeout_rate: float = 0.0
     timeout_seconds: float = 30.0
     reset_rate: float = 0.0
     refusal_rate: float = 0.0
     truncate_rate: float = 0.0
     quota_exhausted: bool = False
+    #: Answer insufficient_quota once this many requests were admitted (None: never).
+    quota_after: int | None = None
+    #: Every request answered with this error: {"status", "code", "type", "message"}.
+    force_error: dict[str, Any] | None = None
+    #: Truncate any output whose request allows fewer max_output_tokens than this.
+    truncate_below_tokens: int = 0
     api_key: str | None = None
+
+
+def parse_latency(value: str) -> tuple[float, float]:
+    """``"500"`` or ``"500,4000"`` (median, p99 in ms) to (median, log-normal sigma)."""
+    median_text, _, p99_text = value.partition(",")
+    median = float(median_text)
+    if not p99_text:
+        return median, 0.5
+    p99 = float(p99_text)
+    if median <= 0 or p99 < median:
+        raise ValueError("latency must be MEDIAN or MEDIAN,P99 with P99 >= MEDIAN > 0")
+    return median, math.log(p99 / median) / 2.3263  # z of the 99th percentile
 
 
 def input_key(body: dict[str, Any]) -> str:
@@ -243,7 +263,14 @@ class Simulator:
         if (invalid := self._validate(body)) is not None:
             invalid.headers.update(headers)
             return invalid
-        if config.quota_exhausted:
+        if config.force_error:
+            forced = config.force_error
+            return _error(int(forced.get("status", 400)), str(forced.get("message", "forced")),
+                          str(forced.get("type", "invalid_request_error")), forced.get("code"),
+                          forced.get("param"), headers=headers)
+        admitted = self.stats["admitted"]
+        if config.quota_exhausted or (config.quota_after is not None
+                                      and admitted >= config.quota_after):
             return _error(429, "You exceeded your current quota, please check your plan and "
                           "billing details. For more information on this error, read the docs: "
                           "https://platform.openai.com/docs/guides/error-codes/api-errors.",
@@ -255,10 +282,12 @@ class Simulator:
         refused = self.limits.admit(charge)
         injected = config.rate_limit_rate and self.rng.random() < config.rate_limit_rate
         if refused is None and injected:
-            refused = ("requests", 0.2 + self.rng.random())
+            refused = ("requests", config.rate_limit_retry_ms / 1000
+                       if config.rate_limit_retry_ms else 0.2 + self.rng.random())
         if refused is not None:
             return self._rate_limited(body, refused, charge, headers)
 
+        self.stats["admitted"] += 1
         roll = self.rng.random()
         if roll < config.reset_rate:
             self.stats["resets"] += 1
@@ -281,6 +310,13 @@ class Simulator:
 
         await self._latency()
         payload = self._completed(body, input_tokens, max_output)
+        usage = payload["usage"]
+        # True the admission charge up (or down) to what the call really used.
+        if (bucket := self.limits.tokens) is not None:
+            refund = charge - (usage["input_tokens"] + usage["output_tokens"])
+            bucket.level = min(bucket.capacity, bucket.level + refund)
+        self.stats["ok"] += 1
+        self.stats["ok_tokens"] += usage["input_tokens"] + usage["output_tokens"]
         self.ok_by_input[key] += 1
         headers |= self.limits.headers()
         headers["openai-processing-ms"] = str(int(config.latency_ms))
@@ -330,7 +366,8 @@ class Simulator:
         if roll < config.refusal_rate:
             part = {"type": "refusal", "refusal": "I'm sorry, I cannot assist with that request."}
             output_tokens = 11
-        elif roll < config.refusal_rate + config.truncate_rate or output_tokens > max_output:
+        elif (roll < config.refusal_rate + config.truncate_rate or output_tokens > max_output
+              or max_output < config.truncate_below_tokens):
             status, incomplete = "incomplete", {"reason": "max_output_tokens"}
             cut = max(1, len(text) * min(max_output, output_tokens) // max(output_tokens, 1) // 2)
             part["text"] = text[:cut]

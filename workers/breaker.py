@@ -1,0 +1,112 @@
+"""A circuit breaker per endpoint, shared by every worker through Redis.
+
+When most of an endpoint's recent calls failed with transient errors (5xx, timeouts, resets),
+workers stop calling it. After ``open_seconds`` one worker at a time may send a probe. A
+successful probe closes the breaker; a failed one reopens it for twice as long, up to
+``max_open_seconds``. Rate limits and client errors do not count: the endpoint is answering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+_ALLOW = """
+local key = KEYS[1]
+local probe_ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local open_until = tonumber(redis.call('HGET', key, 'open_until')) or 0
+if open_until == 0 then return {1, '0'} end
+if now < open_until then return {0, tostring(open_until - now)} end
+local probe_until = tonumber(redis.call('HGET', key, 'probe_until')) or 0
+if now < probe_until then return {0, tostring(probe_until - now)} end
+redis.call('HSET', key, 'probe_until', tostring(now + probe_ttl))
+return {2, '0'}
+"""
+
+_RECORD = """
+local key, window = KEYS[1], KEYS[2]
+local ok, size, ratio, min_calls = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4])
+local base, max_open, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local open_until = tonumber(redis.call('HGET', key, 'open_until')) or 0
+if open_until > 0 then
+  if ok == 1 then
+    redis.call('DEL', key, window)
+    return 'closed'
+  end
+  if now < open_until then return 'open' end
+  local interval = math.min(max_open, (tonumber(redis.call('HGET', key, 'interval')) or base) * 2)
+  redis.call('HSET', key, 'open_until', tostring(now + interval), 'interval', tostring(interval),
+             'probe_until', '0')
+  return 'open'
+end
+redis.call('LPUSH', window, ok)
+redis.call('LTRIM', window, 0, size - 1)
+redis.call('EXPIRE', window, 3600)
+local outcomes = redis.call('LRANGE', window, 0, -1)
+local failures = 0
+for _, v in ipairs(outcomes) do if v == '0' then failures = failures + 1 end end
+if #outcomes >= min_calls and failures >= ratio * #outcomes then
+  redis.call('HSET', key, 'open_until', tostring(now + base), 'interval', tostring(base),
+             'probe_until', '0')
+  redis.call('EXPIRE', key, 86400)
+  redis.call('DEL', window)
+  return 'open'
+end
+return 'closed'
+"""
+
+
+@dataclass(frozen=True)
+class BreakerDecision:
+    """``allowed``: call now (``probe`` when this call tests a tripped endpoint); else wait."""
+
+    allowed: bool
+    wait: float = 0.0
+    probe: bool = False
+
+
+class CircuitBreaker:
+    """Fleet-wide breaker state per endpoint."""
+
+    def __init__(self, client: redis.Redis, *, window: int = 20, failure_ratio: float = 0.8,
+                 min_calls: int = 10, open_seconds: float = 5.0,
+                 max_open_seconds: float = 120.0) -> None:
+        self.redis = client
+        self.window, self.failure_ratio, self.min_calls = window, failure_ratio, min_calls
+        self.open_seconds, self.max_open_seconds = open_seconds, max_open_seconds
+        self._allow = client.register_script(_ALLOW)
+        self._record = client.register_script(_RECORD)
+
+    @staticmethod
+    def key(endpoint: str) -> str:
+        return f"docpipe:breaker:{endpoint}"
+
+    def allow(self, endpoint: str, *, now: float | None = None) -> BreakerDecision:
+        """May this worker call ``endpoint`` now?"""
+        status, wait = self._allow(keys=[self.key(endpoint)],
+                                   args=[self.open_seconds, -1 if now is None else now])
+        status = int(status)
+        return BreakerDecision(allowed=status > 0, wait=float(wait), probe=status == 2)
+
+    def record(self, endpoint: str, *, ok: bool, now: float | None = None) -> str:
+        """Record one call's outcome; returns the breaker state after it."""
+        state = self._record(
+            keys=[self.key(endpoint), self.key(endpoint) + ":window"],
+            args=[1 if ok else 0, self.window, self.failure_ratio, self.min_calls,
+                  self.open_seconds, self.max_open_seconds, -1 if now is None else now],
+        )
+        return state.decode() if isinstance(state, bytes) else str(state)
+
+    def state(self, endpoint: str) -> dict[str, float]:
+        raw = self.redis.hgetall(self.key(endpoint))
+        return {k.decode(): float(v) for k, v in raw.items()}  # type: ignore[union-attr]

@@ -1,0 +1,189 @@
+"""Admission to the model API: the circuit breaker, then the fleet-wide rate limit.
+
+:meth:`Throttle.before_call` either admits a call, after an inline wait of at most
+``max_inline_wait_seconds``, or tells the caller to park the item for longer. Parking does not
+hold a Celery slot. :meth:`Throttle.after_call` feeds what the API said back into the limiter
+and the breaker.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from pipelines.tokens import admission_tokens
+from workers.breaker import CircuitBreaker
+from workers.errors import RateLimitedError, TransientError
+from workers.llm.client import CallResult
+from workers.ratelimit import Budget, RateLimiter, cooldown_seconds, limit_key, redis_client
+from workers.settings import Settings
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """An admitted call: what it reserved, and how long it waited for that."""
+
+    key: str | None
+    endpoint: str
+    budget: Budget
+    estimate: int
+    waited: float
+
+
+@dataclass(frozen=True)
+class Park:
+    """Not now: come back in ``seconds``. ``reason`` is ``budget`` or ``circuit_open``."""
+
+    seconds: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class TooLarge:
+    """The request alone needs more tokens than the per-minute limit allows."""
+
+    estimate: int
+    tpm: int | None
+
+
+def endpoint_of(base_url: str | None) -> str:
+    """A stable name for the API endpoint, e.g. ``api.openai.com/v1``."""
+    parts = urlsplit(base_url or "https://api.openai.com/v1")
+    return f"{parts.netloc}{parts.path.rstrip('/')}"
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """One (endpoint, model) budget as the fleet sees it now."""
+
+    key: str
+    rpm: int | None
+    tpm: int | None
+    #: ``settings`` when configured, ``headers`` when learned from ``x-ratelimit-limit-*``.
+    source: str
+    requests_available: float
+    tokens_available: float
+    cooldown_seconds: float
+
+
+@dataclass(frozen=True)
+class ThrottleState:
+    """Everything ``docpipe limits`` shows: budgets, levels, cooldowns, the breaker."""
+
+    endpoint: str
+    limits: list[LimitState]
+    breaker: str
+    breaker_open_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Throttle:
+    """Breaker and limiter, for one process."""
+
+    def __init__(self, settings: Settings, limiter: RateLimiter, breaker: CircuitBreaker) -> None:
+        self.settings = settings
+        self.limiter = limiter
+        self.breaker = breaker
+        self.endpoint = endpoint_of(settings.openai_base_url)
+
+    def budget(self, model: str) -> Budget:
+        limits = self.settings.model_limits.get(model)
+        return Budget(rpm=limits.rpm, tpm=limits.tpm) if limits else Budget()
+
+    def snapshot(self) -> ThrottleState:
+        """The fleet's limiter and breaker state, read from Redis."""
+        now = time.time()
+        rows = []
+        for key in self.limiter.keys():
+            state = self.limiter.state(key)
+            configured = self.budget(key.rsplit(":", 1)[-1])
+            learned_rpm, learned_tpm = state.get("lrpm"), state.get("ltpm")
+            rows.append(LimitState(
+                key=key,
+                rpm=configured.rpm or (int(learned_rpm) if learned_rpm else None),
+                tpm=configured.tpm or (int(learned_tpm) if learned_tpm else None),
+                source="settings" if configured.rpm or configured.tpm else "headers",
+                requests_available=round(state.get("r", 0.0), 2),
+                tokens_available=round(state.get("t", 0.0)),
+                cooldown_seconds=round(max(0.0, state.get("cool", 0.0) - now), 2),
+            ))
+        breaker = self.breaker.state(self.endpoint)
+        open_for = max(0.0, breaker.get("open_until", 0.0) - now)
+        status = "open" if open_for > 0 else ("half-open" if breaker.get("open_until")
+                                              else "closed")
+        return ThrottleState(self.endpoint, rows, status, round(open_for, 2))
+
+    def before_call(self, body: dict[str, Any]) -> Ticket | Park | TooLarge:
+        """Admit a call of ``body``, waiting briefly if needed, or say how long to park."""
+        decision = self.breaker.allow(self.endpoint)
+        if not decision.allowed:
+            return Park(decision.wait + random.uniform(0, 1), "circuit_open")
+        model = str(body.get("model", ""))
+        budget = self.budget(model)
+        estimate = admission_tokens(body)
+        if not self.settings.ratelimit_enabled:
+            return Ticket(None, self.endpoint, budget, estimate, 0.0)
+        key = limit_key(self.endpoint, model)
+        deadline = time.monotonic() + self.settings.max_inline_wait_seconds
+        waited = 0.0
+        while True:
+            max_wait = max(0.0, deadline - time.monotonic())
+            grant = self.limiter.acquire(key, tokens=estimate, budget=budget, max_wait=max_wait)
+            if grant.too_large:
+                return TooLarge(estimate, budget.tpm)
+            if not grant.reserved:
+                # The limiter spaces reserved calls; a little jitter spreads the parked ones.
+                return Park(grant.wait * random.uniform(1.0, 1.1), "budget")
+            if grant.wait <= 0:
+                return Ticket(key, self.endpoint, budget, estimate, waited)
+            time.sleep(grant.wait)
+            waited += grant.wait
+            # A 429 elsewhere in the fleet while this call slept voids the slot: queue again
+            # behind the cooldown rather than call into it.
+            if self.limiter.epoch(key) == grant.epoch:
+                return Ticket(key, self.endpoint, budget, estimate, waited)
+
+    def after_call(self, ticket: Ticket, call: CallResult) -> None:
+        """Correct the reservation with the real usage, and learn from headers and errors."""
+        if ticket.key is not None:
+            used = call.usage.input_tokens + call.usage.output_tokens
+            delta = used - ticket.estimate if used else 0  # no usage: the API keeps the charge
+            self.limiter.settle(ticket.key, budget=ticket.budget, token_delta=delta,
+                                headers=call.headers)
+            if isinstance(call.error, RateLimitedError):
+                self.limiter.cooldown(ticket.key,
+                                      cooldown_seconds(call.headers, call.error.retry_after),
+                                      budget=ticket.budget)
+        self.breaker.record(self.endpoint, ok=not isinstance(call.error, TransientError))
+
+
+_throttles: dict[int, Throttle] = {}
+_lock = threading.Lock()
+
+
+def get_throttle(settings: Settings) -> Throttle:
+    """This process's throttle, on the broker's Redis."""
+    throttle = _throttles.get(os.getpid())
+    if throttle is None:
+        with _lock:
+            client = redis_client(settings.effective_broker_url)
+            throttle = Throttle(
+                settings,
+                RateLimiter(client, burst_seconds=settings.ratelimit_burst_seconds),
+                CircuitBreaker(
+                    client, window=settings.breaker_window,
+                    failure_ratio=settings.breaker_failure_ratio,
+                    min_calls=settings.breaker_min_calls,
+                    open_seconds=settings.breaker_open_seconds,
+                    max_open_seconds=settings.breaker_max_open_seconds,
+                ),
+            )
+            _throttles[os.getpid()] = throttle
+    return throttle
