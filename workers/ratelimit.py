@@ -19,14 +19,13 @@ Corrections keep the two in step:
 from __future__ import annotations
 
 import math
-import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
 
 from workers.llm.errors import parse_duration
+from workers.process_local import PerProcess
 
 #: Reserve a slot and report when it starts. Returns {status, wait, epoch}:
 #: status 1 = reserved (start after wait), 0 = not reserved (wait > max_wait), -1 = too big.
@@ -264,19 +263,10 @@ def cooldown_seconds(headers: Mapping[str, str], retry_after: float | None) -> f
     return min(max(known), 60.0) if known else 1.0
 
 
-_clients: dict[tuple[int, str], redis.Redis] = {}
-_lock = threading.Lock()
+_clients: PerProcess[str, redis.Redis] = PerProcess()
 
 
 def redis_client(url: str) -> redis.Redis:
     """A Redis client for ``url`` owned by this process."""
-    key = (os.getpid(), url)
-    client = _clients.get(key)
-    if client is None:
-        with _lock:
-            client = _clients.get(key)
-            if client is None:
-                client = redis.Redis.from_url(url, health_check_interval=30,
-                                              socket_timeout=10, socket_connect_timeout=5)
-                _clients[key] = client
-    return client
+    return _clients.get(url, lambda: redis.Redis.from_url(
+        url, health_check_interval=30, socket_timeout=10, socket_connect_timeout=5))

@@ -8,9 +8,7 @@ and the breaker.
 
 from __future__ import annotations
 
-import os
 import random
-import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,6 +18,7 @@ from pipelines.tokens import admission_tokens
 from workers.breaker import CircuitBreaker
 from workers.errors import RateLimitedError, TransientError
 from workers.llm.client import CallResult
+from workers.process_local import PerProcess
 from workers.ratelimit import Budget, RateLimiter, cooldown_seconds, limit_key, redis_client
 from workers.settings import Settings
 
@@ -164,26 +163,23 @@ class Throttle:
         self.breaker.record(self.endpoint, ok=not isinstance(call.error, TransientError))
 
 
-_throttles: dict[int, Throttle] = {}
-_lock = threading.Lock()
+_throttles: PerProcess[None, Throttle] = PerProcess()
 
 
 def get_throttle(settings: Settings) -> Throttle:
     """This process's throttle, on the broker's Redis."""
-    throttle = _throttles.get(os.getpid())
-    if throttle is None:
-        with _lock:
-            client = redis_client(settings.effective_broker_url)
-            throttle = Throttle(
-                settings,
-                RateLimiter(client, burst_seconds=settings.ratelimit_burst_seconds),
-                CircuitBreaker(
-                    client, window=settings.breaker_window,
-                    failure_ratio=settings.breaker_failure_ratio,
-                    min_calls=settings.breaker_min_calls,
-                    open_seconds=settings.breaker_open_seconds,
-                    max_open_seconds=settings.breaker_max_open_seconds,
-                ),
-            )
-            _throttles[os.getpid()] = throttle
-    return throttle
+    return _throttles.get(None, lambda: _make_throttle(settings))
+
+
+def _make_throttle(settings: Settings) -> Throttle:
+    client = redis_client(settings.effective_broker_url)
+    return Throttle(
+        settings,
+        RateLimiter(client, burst_seconds=settings.ratelimit_burst_seconds),
+        CircuitBreaker(
+            client, window=settings.breaker_window,
+            failure_ratio=settings.breaker_failure_ratio, min_calls=settings.breaker_min_calls,
+            open_seconds=settings.breaker_open_seconds,
+            max_open_seconds=settings.breaker_max_open_seconds,
+        ),
+    )

@@ -80,6 +80,9 @@ def test_429_cools_the_whole_fleet_down_and_costs_no_attempt(stack: Stack, tmp_p
     assert_one_attempt_row_per_call(stack, run_id)
     status = stack.cli("status", str(run_id), "--json")
     assert status["attempts_by_outcome"] == {"ok": 20, "rate_limited": report.rate_limited}
+    shown = stack.cli("status", str(run_id)).stdout
+    assert f"attempts by class: ok 20, rate_limited {report.rate_limited}" in shown
+    assert "waited for budget:" in shown and f"{calls(stack)} requests" in shown
     assert status["requests_last_minute"] == calls(stack)
     assert status["tokens_last_minute"] == report.input_tokens + report.output_tokens > 0
 
@@ -141,17 +144,18 @@ def test_billing_errors_pause_the_run(stack: Stack, tmp_path: Path, status: int,
     assert paused.failed == 0 and calls(stack) <= 8
 
 
-def test_server_errors_back_off_then_fail_with_the_last_error(stack: Stack, tmp_path: Path
-                                                              ) -> None:
+@pytest.mark.parametrize("status", [503, 408, 409])
+def test_server_errors_back_off_then_fail_with_the_last_error(stack: Stack, tmp_path: Path,
+                                                              status: int) -> None:
     write_corpus(tmp_path / "corpus", 4)
-    stack.simulator.configure(force_error={"status": 503, "type": "server_error",
+    stack.simulator.configure(force_error={"status": status, "type": "server_error",
                                            "message": "The engine is currently overloaded."})
     # The breaker is tested below; here every item must meet the errors itself.
     stack.settings = {"max_attempts": 3, "retry_base_seconds": 0.2, "retry_max_seconds": 1,
                       "breaker_min_calls": 10_000}
     stack.start_workers(1)
     report = stack.wait_for(stack.ingest(tmp_path / "corpus")["run_id"], timeout=60)
-    assert report.errors == {"transient:http_503": 4}
+    assert report.errors == {f"transient:http_{status}": 4}
     for item in items_of(stack, report.run_id):
         assert item.attempts == 3
         assert item.last_error_message is not None
@@ -159,7 +163,7 @@ def test_server_errors_back_off_then_fail_with_the_last_error(stack: Stack, tmp_
         assert "overloaded" in item.last_error_message
     attempts = attempts_of(stack, report.run_id)
     assert len(attempts) == 12 and {a.outcome for a in attempts} == {"transient"}
-    assert all(a.http_status == 503 and a.request_id for a in attempts)
+    assert all(a.http_status == status and a.request_id for a in attempts)
     assert_one_attempt_row_per_call(stack, report.run_id)
 
 
@@ -173,6 +177,22 @@ def test_connection_resets_are_retried_until_they_succeed(stack: Stack, tmp_path
     resets = stack.simulator.stats()["counters"]["resets"]
     assert resets > 0
     assert report.attempts_by_outcome == {"ok": 30, "transient": resets}
+    assert_one_attempt_row_per_call(stack, report.run_id)
+
+
+def test_timeouts_are_retried_until_they_succeed(stack: Stack, tmp_path: Path) -> None:
+    write_corpus(tmp_path / "corpus", 20)
+    stack.simulator.configure(timeout_rate=0.2, timeout_seconds=30, seed=4)
+    stack.settings = {"max_attempts": 10, "request_timeout_seconds": 1,
+                      "breaker_min_calls": 10_000}
+    stack.start_workers(1)
+    report = stack.wait_for(stack.ingest(tmp_path / "corpus")["run_id"], timeout=90)
+    assert report.succeeded == 20 and report.failed == 0
+    timeouts = stack.simulator.stats()["counters"]["timeouts"]
+    attempts = attempts_of(stack, report.run_id)
+    assert timeouts > 0
+    assert sum(a.error_code == "timeout" for a in attempts) == timeouts
+    assert all(a.latency_ms >= 1000 for a in attempts if a.error_code == "timeout")
     assert_one_attempt_row_per_call(stack, report.run_id)
 
 

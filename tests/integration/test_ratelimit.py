@@ -77,6 +77,7 @@ def test_never_grants_more_than_the_api_allows(
     t = T0
     for gap, estimate, delta, latency in calls:
         t += gap
+        delta = max(delta, -estimate)  # a call cannot use fewer than zero tokens
         heapq.heappush(events, (t, next(order), "ask", estimate, delta, latency))
     for at, seconds in cooldowns:
         heapq.heappush(events, (T0 + at, next(order), "429", 0, 0, seconds))

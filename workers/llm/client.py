@@ -6,8 +6,6 @@ loop, which retries ``insufficient_quota`` and sleeps inside the worker, is disa
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from workers.errors import (
     Usage,
 )
 from workers.llm.errors import classify
+from workers.process_local import PerProcess
 from workers.settings import Settings
 
 
@@ -143,26 +142,14 @@ def output_text(response: Response) -> str:
     return "".join(texts)
 
 
-_clients: dict[int, ResponsesClient] = {}
-_clients_lock = threading.Lock()
+_clients: PerProcess[None, ResponsesClient] = PerProcess()
 
 
 def get_client(settings: Settings) -> ResponsesClient:
     """This process's client (one connection pool per process, shared by its threads)."""
-    pid = os.getpid()
-    client = _clients.get(pid)
-    if client is None:
-        with _clients_lock:
-            client = _clients.get(pid)
-            if client is None:
-                if settings.openai_api_key is None:
-                    raise ConfigurationError(
-                        "OPENAI_API_KEY is not set: workers cannot call the model API"
-                    )
-                client = ResponsesClient(
-                    api_key=settings.openai_api_key.get_secret_value(),
-                    base_url=settings.openai_base_url,
-                    timeout=settings.request_timeout_seconds,
-                )
-                _clients[pid] = client
-    return client
+    if settings.openai_api_key is None:
+        raise ConfigurationError("OPENAI_API_KEY is not set: workers cannot call the model API")
+    key = settings.openai_api_key.get_secret_value()
+    return _clients.get(None, lambda: ResponsesClient(
+        api_key=key, base_url=settings.openai_base_url,
+        timeout=settings.request_timeout_seconds))
