@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from functools import lru_cache
 from typing import Any, Protocol, cast
 
@@ -72,8 +74,5 @@ def admission_tokens(body: dict[str, Any]) -> int:
     The larger of the tokenizer's count and the API's character-based estimate
     (``chars / 4``), plus ``max_output_tokens``: the API reserves the whole output budget.
     """
-    import json
-    import math
-
     by_chars = math.ceil(len(json.dumps(body.get("input", ""))) / 4)
     return max(estimate_request_tokens(body), by_chars) + int(body.get("max_output_tokens") or 0)
