@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
+import multiprocessing
+import time
 import uuid
+from multiprocessing.queues import Queue
 
 import pytest
 import redis
@@ -117,6 +121,43 @@ def test_never_grants_more_than_the_api_allows(
             api_tokens.advance(when)
             api_tokens.level -= delta  # the API trues up to the real usage...
             limiter.settle(key, budget=budget, token_delta=delta, now=when)  # ...and so do we
+
+
+def _worker(url: str, key: str, rpm: int, seconds: float, out: Queue[list[float]]) -> None:
+    """One worker process: reserve, wait for the slot, call; for ``seconds``."""
+    limiter = RateLimiter(redis.Redis.from_url(url))
+    starts: list[float] = []
+    end = time.time() + seconds
+    while time.time() < end:
+        grant = limiter.acquire(key, tokens=1, budget=Budget(rpm=rpm), max_wait=5)
+        time.sleep(grant.wait)
+        if grant.reserved:
+            starts.append(time.time())
+    out.put(starts)
+
+
+def test_worker_processes_share_one_budget_fairly(broker_url: str) -> None:
+    rate, seconds, workers = 20.0, 4.0, 4  # 1,200 RPM
+    ctx = multiprocessing.get_context("spawn")
+    out: Queue[list[float]] = ctx.Queue()
+    key = fresh_key()
+    procs = [ctx.Process(target=_worker, args=(broker_url, key, int(rate * 60), seconds, out))
+             for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    per_worker = [out.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=10)
+    starts = sorted(t for one in per_worker for t in one)
+    # Never above the rate plus the one-second burst, in any one-second window or overall.
+    for i, start in enumerate(starts):
+        in_window = bisect.bisect_right(starts, start + 1.0) - i
+        assert in_window <= 2 * rate + 1
+    assert len(starts) <= rate * (starts[-1] - starts[0]) + rate + 1
+    # All of it is used, and shared evenly: slots go first come, first served.
+    assert len(starts) >= rate * (seconds - 1.5)
+    counts = [len(one) for one in per_worker]
+    assert min(counts) >= 0.7 * sum(counts) / workers, counts
 
 
 def test_smooth_start_no_minute_long_burst(client: redis.Redis) -> None:
