@@ -53,7 +53,14 @@ def create_celery(settings: Settings) -> Celery:
         task_routes={TaskName.RECONCILE.value: {"queue": Queue.CONTROL.value}},
         task_soft_time_limit=settings.task_soft_time_limit_seconds,
         task_time_limit=settings.task_time_limit_seconds,
-        broker_transport_options={"visibility_timeout": visibility},
+        # kombu sweeps the unacked set only every interval x throttle seconds (100 s by
+        # default), so a killed worker's messages would linger long after the visibility
+        # timeout. One cheap sweep every few seconds brings them back on time.
+        broker_transport_options={
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": max(1, min(10, visibility // 4)),
+            "unacked_restore_throttle": 1,
+        },
         visibility_timeout=visibility,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

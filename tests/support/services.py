@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -106,6 +107,20 @@ class WorkerProcess:
     def stop(self) -> None:
         if self.process is not None:
             stop(self.process, timeout=30)
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL the worker and every process it started (its own process group)."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
+    def terminate(self) -> None:
+        """SIGTERM: Celery's warm shutdown. Returns once the worker has exited."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
             self.process = None
 
     def log(self) -> str:

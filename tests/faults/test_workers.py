@@ -1,0 +1,70 @@
+"""Worker processes killed or stopped in the middle of a run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from tests.conftest import wait_until
+from tests.e2e.conftest import Stack
+from tests.e2e.test_pipeline import input_keys, write_corpus
+from tests.faults.conftest import assert_accounted_for
+from workers.db.models import Item, ItemStatus
+from workers.db.session import session_scope
+
+
+def item_ids(stack: Stack, run_id: int, status: str) -> list[int]:
+    with session_scope(stack.database_url) as s:
+        return list(s.scalars(select(Item.id).where(Item.run_id == run_id,
+                                                    Item.status == status)))
+
+
+def test_kill_9_of_the_whole_worker_mid_run_then_a_restart(stack: Stack, tmp_path: Path
+                                                           ) -> None:
+    write_corpus(tmp_path / "corpus", 60)
+    stack.simulator.configure(latency_ms=400, latency_sigma=0.1)
+    stack.settings |= {"worker_concurrency": 8}
+    stack.start_workers(1)
+    run_id = stack.ingest(tmp_path / "corpus")["run_id"]
+    wait_until(lambda: stack.report(run_id).succeeded >= 10, timeout=60, what="10 successes")
+
+    stack.workers[0].kill()
+    done_before = item_ids(stack, run_id, ItemStatus.SUCCEEDED)
+    in_flight = item_ids(stack, run_id, ItemStatus.RUNNING)
+    assert in_flight, "the kill should have caught calls in flight"
+
+    # The killed worker's messages sit in Redis's unacked set until the visibility timeout;
+    # the reconciler does not wait for them: it re-sends items whose lease expired.
+    stack.workers.clear()
+    stack.start_workers(1, beat=True)
+    report = stack.wait_for(run_id, timeout=90)
+    assert report.succeeded == 60 and report.failed == 0
+    assert_accounted_for(stack, run_id)
+
+    # Nothing finished before the kill was paid for again.
+    paid = stack.simulator.stats()["ok_by_input"]
+    assert all(paid[key] == 1 for key in input_keys(stack, done_before, "summarise").values())
+
+
+def test_sigterm_hands_back_prefetched_messages_at_once(stack: Stack, tmp_path: Path) -> None:
+    write_corpus(tmp_path / "corpus", 30)
+    stack.simulator.configure(latency_ms=300, latency_sigma=0.1)
+    stack.settings |= {"worker_concurrency": 2}
+    stack.start_workers(1)
+    run_id = stack.ingest(tmp_path / "corpus")["run_id"]
+    wait_until(lambda: stack.report(run_id).succeeded >= 4, timeout=60, what="4 successes")
+
+    stack.workers[0].terminate()  # warm shutdown: running calls finish, the rest go back
+    assert not item_ids(stack, run_id, ItemStatus.RUNNING)
+    stack.workers.clear()
+
+    # No beat, no reconciler: the returned messages alone must finish the run, before the
+    # visibility timeout (12 s) would have brought them back.
+    started = time.monotonic()
+    stack.start_workers(1)
+    report = stack.wait_for(run_id, timeout=60)
+    assert report.succeeded == 30 and report.failed == 0
+    assert time.monotonic() - started < 12
+    assert_accounted_for(stack, run_id)
