@@ -81,6 +81,19 @@ def _pg_bin(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
+#: How to stop (``-m immediate``) and start the session's PostgreSQL, for the faults layer.
+PG_CONTROL: dict[str, list[str]] = {}
+
+
+def restart_postgres(down_seconds: float = 1.0) -> None:
+    """Crash-stop the session's PostgreSQL server and start it again."""
+    if not PG_CONTROL:
+        pytest.skip("PostgreSQL is external (DOCPIPE_TEST_POSTGRES_URL): cannot restart it")
+    subprocess.run(PG_CONTROL["stop"], check=True, capture_output=True)
+    time.sleep(down_seconds)
+    subprocess.run(PG_CONTROL["start"], check=True, capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """URL of a PostgreSQL server (``postgres`` maintenance database)."""
@@ -102,8 +115,11 @@ def postgres_server() -> Iterator[str]:
                     "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
     options = (f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
                "-c max_connections=200 -c full_page_writes=off")
-    subprocess.run([*prefix, pg_ctl, "-D", datadir, "-o", options, "-l",
-                    os.path.join(workdir, "log"), "-w", "start"], check=True, capture_output=True)
+    start = [*prefix, pg_ctl, "-D", datadir, "-o", options, "-l", os.path.join(workdir, "log"),
+             "-w", "start"]
+    subprocess.run(start, check=True, capture_output=True)
+    PG_CONTROL.update(start=start, stop=[*prefix, pg_ctl, "-D", datadir, "-m", "immediate",
+                                         "stop"])
     try:
         yield f"postgresql+psycopg://docpipe@127.0.0.1:{port}/postgres"
     finally:
@@ -116,9 +132,11 @@ def postgres_server() -> Iterator[str]:
 def postgres_url(postgres_server: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test."""
     from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
 
     name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    # No pool: a faults test may restart the server between CREATE and DROP.
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
