@@ -151,6 +151,12 @@ class BadOutputError(ItemFailedError):
     error_class = "bad_output"
 
 
+class QuarantinedError(ItemFailedError):
+    """Workers were lost again and again while holding the item: a poison document."""
+
+    error_class = "dead"
+
+
 class DocumentUnreadableError(ItemFailedError):
     """The source could not be turned into text."""
 

@@ -21,6 +21,7 @@ from workers.errors import (
     ItemFailedError,
     PauseRunError,
     PermanentAPIError,
+    QuarantinedError,
     RateLimitedError,
     RetryableError,
 )
@@ -55,6 +56,12 @@ def process_item(item_id: int, *, settings: Settings, client: ResponsesClient,
     if item is None:
         # Done, held by another worker, not yet due, or its run is paused: nothing to do.
         return Outcome("skipped")
+
+    if item.worker_losses >= settings.max_worker_losses:
+        return _fail(item, QuarantinedError(
+            f"quarantined: its worker was lost {item.worker_losses} times while processing it "
+            "(killed, out of memory or past its time limit); the document may be poison",
+            code="worker_lost"))
 
     try:
         pipeline = pipelines.get_pipeline(item.pipeline)

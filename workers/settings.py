@@ -77,6 +77,9 @@ class Settings(BaseSettings):
 
     request_timeout_seconds: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, description="API calls per item before it fails.")
+    max_worker_losses: int = Field(
+        default=3, ge=1, description="Times a worker may be lost (killed, out of memory, past "
+        "its time limit) while holding one item before the item is quarantined as dead.")
     max_rate_limited_attempts: int = Field(
         default=20, ge=1, description="429 rate_limit_exceeded answers an item may get before "
         "it fails; they do not count against max_attempts.")

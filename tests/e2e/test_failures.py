@@ -183,7 +183,7 @@ def test_connection_resets_are_retried_until_they_succeed(stack: Stack, tmp_path
 def test_timeouts_are_retried_until_they_succeed(stack: Stack, tmp_path: Path) -> None:
     write_corpus(tmp_path / "corpus", 20)
     stack.simulator.configure(timeout_rate=0.2, timeout_seconds=30, seed=4)
-    stack.settings = {"max_attempts": 10, "request_timeout_seconds": 1,
+    stack.settings = {"max_attempts": 10, "request_timeout_seconds": 3,
                       "breaker_min_calls": 10_000}
     stack.start_workers(1)
     report = stack.wait_for(stack.ingest(tmp_path / "corpus")["run_id"], timeout=90)
@@ -191,8 +191,10 @@ def test_timeouts_are_retried_until_they_succeed(stack: Stack, tmp_path: Path) -
     timeouts = stack.simulator.stats()["counters"]["timeouts"]
     attempts = attempts_of(stack, report.run_id)
     assert timeouts > 0
-    assert sum(a.error_code == "timeout" for a in attempts) == timeouts
-    assert all(a.latency_ms >= 1000 for a in attempts if a.error_code == "timeout")
+    # Every injected hang timed out (a loaded machine may time out a slow normal call too).
+    timed_out = [a for a in attempts if a.error_code == "timeout"]
+    assert len(timed_out) >= timeouts
+    assert all(a.outcome == "transient" and a.latency_ms >= 3000 for a in timed_out)
     assert_one_attempt_row_per_call(stack, report.run_id)
 
 

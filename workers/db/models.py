@@ -146,6 +146,9 @@ class Item(Base):
     reused: Mapped[bool] = mapped_column(default=False)
     #: Time spent waiting for rate-limit budget or an open breaker, inline or parked.
     budget_wait_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: Claims that found the item still running under an expired lease: its worker was lost
+    #: (killed, out of memory, past its time limit) while holding it.
+    worker_losses: Mapped[int] = mapped_column(default=0, server_default="0")
     result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id"))
     last_error_class: Mapped[str | None] = mapped_column(String(50))
     last_error_code: Mapped[str | None] = mapped_column(String(100))

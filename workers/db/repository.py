@@ -220,6 +220,8 @@ class ClaimedItem:
     #: The error of the previous attempt: a repair follows a ``bad_output``.
     last_error_class: str | None = None
     last_error_code: str | None = None
+    #: How often a worker was lost while holding this item (see ``Item.worker_losses``).
+    worker_losses: int = 0
 
 
 def claim_item(session: Session, item_id: int, *, lease_seconds: int) -> ClaimedItem | None:
@@ -245,6 +247,8 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int) -> Claimed
         .values(
             status=ItemStatus.RUNNING,
             attempts=Item.attempts + 1,
+            worker_losses=Item.worker_losses
+            + case((Item.status == ItemStatus.RUNNING, 1), else_=0),
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             not_before=None,
             updated_at=now,
@@ -259,6 +263,7 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int) -> Claimed
             Item.id, Item.run_id, Item.attempts, Item.chunk_index, Run.pipeline,
             Run.pipeline_version, Run.model, Document.id.label("document_id"),
             Document.content_hash, Document.text, Item.last_error_class, Item.last_error_code,
+            Item.worker_losses,
         )
         .join(Run, Run.id == Item.run_id)
         .join(Document, Document.id == Item.document_id)

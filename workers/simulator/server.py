@@ -58,6 +58,8 @@ class SimulatorConfig:
     quota_after: int | None = None
     #: Every request answered with this error: {"status", "code", "type", "message"}.
     force_error: dict[str, Any] | None = None
+    #: Hang (like a timeout) on any request whose document contains this text.
+    hang_on: str | None = None
     #: Truncate any output whose request allows fewer max_output_tokens than this.
     truncate_below_tokens: int = 0
     api_key: str | None = None
@@ -295,7 +297,8 @@ class Simulator:
                 request.transport.abort()
             raise ConnectionResetError("simulated connection reset")
         roll -= config.reset_rate
-        if roll < config.timeout_rate:
+        if roll < config.timeout_rate or (config.hang_on and config.hang_on in
+                                           _document_text(body)):
             self.stats["timeouts"] += 1
             await asyncio.sleep(config.timeout_seconds)
         roll -= config.timeout_rate

@@ -1,0 +1,64 @@
+"""A poison document: whenever a worker takes it, the worker dies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from tests.conftest import wait_until
+from tests.e2e.conftest import Stack
+from tests.e2e.test_pipeline import write_corpus
+from tests.faults.conftest import assert_accounted_for
+from workers.db.models import Item, ItemStatus
+from workers.db.session import session_scope
+
+POISON = "This memo is poison for whoever processes it."
+
+
+def test_a_document_that_kills_its_worker_is_quarantined(stack: Stack, tmp_path: Path) -> None:
+    # The simulator holds the poison document's call open, and the test kills the worker
+    # holding it, every time: what the kernel's OOM killer does to a worker that blows its
+    # memory on one document. The other documents must not suffer.
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, 20)
+    (corpus / "poison.txt").write_text(POISON)
+    stack.simulator.configure(hang_on="poison for whoever", timeout_seconds=30)
+    stack.settings |= {"worker_concurrency": 4, "max_worker_losses": 2}
+    stack.start_workers(1, beat=True)
+    run_id = stack.ingest(corpus)["run_id"]
+
+    def poison_item() -> Item:
+        with session_scope(stack.database_url) as s:
+            item = s.scalars(select(Item).where(Item.run_id == run_id,
+                                                Item.source.like("%poison.txt"))).one()
+            s.expunge(item)
+            return item
+
+    kills, claims = 0, 0
+
+    def taken_again_or_quarantined() -> bool:
+        item = poison_item()
+        return item.status == ItemStatus.FAILED or (
+            item.status == ItemStatus.RUNNING and item.attempts > claims)
+
+    while True:
+        wait_until(taken_again_or_quarantined, timeout=60, what="the poison item to be taken")
+        item = poison_item()
+        if item.status == ItemStatus.FAILED:
+            break
+        assert kills < 2, "the poison item must be quarantined after two lost workers"
+        claims = item.attempts
+        stack.workers[0].kill()
+        kills += 1
+        stack.workers.clear()
+        stack.start_workers(1, beat=True)
+
+    report = stack.wait_for(run_id, timeout=90)
+    assert kills == 2
+    assert report.succeeded == 20 and report.errors == {"dead:worker_lost": 1}
+    item = poison_item()
+    assert item.worker_losses == 2
+    assert item.last_error_message is not None
+    assert item.last_error_message.startswith("quarantined: its worker was lost 2 times")
+    assert_accounted_for(stack, run_id)
