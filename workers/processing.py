@@ -7,6 +7,8 @@ tests) on its own. The task only re-publishes the item when the outcome asks for
 from __future__ import annotations
 
 import logging
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -48,9 +50,22 @@ class Outcome:
     retry_in: float | None = None
 
 
+#: Items whose worker was lost before run one at a time in each process: if one of them is a
+#: poison document, the others are not lost with it again and again.
+_suspects = threading.Lock()
+
+
 def process_item(item_id: int, *, settings: Settings, client: ResponsesClient,
                  throttle: Throttle) -> Outcome:
     """Process one item. Safe to call for the same id any number of times, concurrently."""
+    with session_scope() as session:
+        suspected = repo.suspected_losses(session, item_id) > 0
+    with _suspects if suspected else nullcontext():
+        return _process(item_id, settings=settings, client=client, throttle=throttle)
+
+
+def _process(item_id: int, *, settings: Settings, client: ResponsesClient, throttle: Throttle
+             ) -> Outcome:
     with session_scope() as session:
         item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds)
     if item is None:

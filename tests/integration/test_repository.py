@@ -196,3 +196,16 @@ class TestWaiting:
         assert report is not None
         assert report.attempts_by_outcome == {"rate_limited": 2, "transient": 1}
         assert report.last_minute_requests == 3
+
+    def test_a_claim_over_an_expired_lease_counts_a_lost_worker(self, migrated_db: str) -> None:
+        _, (item_id,) = new_run(["lost"])
+        with session_scope() as s:
+            assert repo.suspected_losses(s, item_id) == 0
+            assert repo.claim_item(s, item_id, lease_seconds=0) is not None
+        with session_scope() as s:
+            # Its worker died holding it: the lease ran out with the item still running.
+            assert repo.suspected_losses(s, item_id) == 1
+            again = repo.claim_item(s, item_id, lease_seconds=60)
+        assert again is not None and again.worker_losses == 1 and again.attempts == 2
+        with session_scope() as s:
+            assert repo.suspected_losses(s, item_id) == 1  # held, lease valid: no new loss

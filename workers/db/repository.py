@@ -272,6 +272,14 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int) -> Claimed
     return ClaimedItem(**row._asdict())
 
 
+def suspected_losses(session: Session, item_id: int) -> int:
+    """How often workers were lost holding the item, counting a loss not yet claimed over."""
+    lost_now = and_(Item.status == ItemStatus.RUNNING, Item.lease_expires_at < utcnow())
+    return int(session.scalar(
+        select(Item.worker_losses + case((lost_now, 1), else_=0)).where(Item.id == item_id)
+    ) or 0)
+
+
 def find_result_id(session: Session, content_hash: str, version: str, chunk: int) -> int | None:
     """The id of the result for (content, pipeline version, chunk), if one exists."""
     return session.scalar(
