@@ -26,7 +26,8 @@ app = typer.Typer(help="docpipe: durable document pipelines on the OpenAI Respon
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()
-err = Console(stderr=True)
+# Messages name paths and commands to copy: never break a line inside them.
+err = Console(stderr=True, soft_wrap=True)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "documents"
 SIMULATOR_KEY = "sk-docpipe-simulator"

@@ -51,7 +51,9 @@ def test_kill_9_of_the_whole_worker_mid_run_then_a_restart(stack: Stack, tmp_pat
 def test_sigterm_hands_back_prefetched_messages_at_once(stack: Stack, tmp_path: Path) -> None:
     write_corpus(tmp_path / "corpus", 30)
     stack.simulator.configure(latency_ms=300, latency_sigma=0.1)
-    stack.settings |= {"worker_concurrency": 2}
+    # A long visibility timeout, so that finishing well inside it proves the messages came
+    # back at once rather than through Redis's sweep.
+    stack.settings |= {"worker_concurrency": 2, "visibility_timeout_seconds": 60}
     stack.start_workers(1)
     run_id = stack.ingest(tmp_path / "corpus")["run_id"]
     wait_until(lambda: stack.report(run_id).succeeded >= 4, timeout=60, what="4 successes")
@@ -60,11 +62,11 @@ def test_sigterm_hands_back_prefetched_messages_at_once(stack: Stack, tmp_path: 
     assert not item_ids(stack, run_id, ItemStatus.RUNNING)
     stack.workers.clear()
 
-    # No beat, no reconciler: the returned messages alone must finish the run, before the
-    # visibility timeout (12 s) would have brought them back.
+    # No beat, no reconciler: the returned messages alone must finish the run, long before
+    # the visibility timeout (60 s) would have brought them back.
     started = time.monotonic()
     stack.start_workers(1)
     report = stack.wait_for(run_id, timeout=60)
     assert report.succeeded == 30 and report.failed == 0
-    assert time.monotonic() - started < 12
+    assert time.monotonic() - started < 40
     assert_accounted_for(stack, run_id)
