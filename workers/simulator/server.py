@@ -58,6 +58,9 @@ class SimulatorConfig:
     quota_after: int | None = None
     #: Every request answered with this error: {"status", "code", "type", "message"}.
     force_error: dict[str, Any] | None = None
+    #: Play a model that obeys injected instructions: for a document containing this text,
+    #: answer off the schema, with an extra field that leaks the request's instructions.
+    obey_injection: str | None = None
     #: Hang (like a timeout) on any request whose document contains this text.
     hang_on: str | None = None
     #: Truncate any output whose request allows fewer max_output_tokens than this.
@@ -358,7 +361,10 @@ class Simulator:
         fmt = (body.get("text") or {}).get("format") or {"type": "text"}
         document = _document_text(body)
         if fmt.get("type") == "json_schema":
-            text = json.dumps(generate(fmt["schema"], document), ensure_ascii=False)
+            answer = generate(fmt["schema"], document)
+            if config.obey_injection and config.obey_injection in document:
+                answer["leaked_instructions"] = body.get("instructions")
+            text = json.dumps(answer, ensure_ascii=False)
         else:
             text = " ".join(document.split()[:60])
         status, incomplete = "completed", None
