@@ -34,15 +34,17 @@ def requeue(
     now = utcnow()
     grace = settings.visibility_timeout_seconds if queued_grace_seconds is None \
         else queued_grace_seconds
+    # Take and mark the items in one transaction, then publish: concurrent reconcilers split
+    # the work. If publishing fails, the items wait as queued until the next sweep that
+    # counts them lost (after the visibility timeout).
     with session_scope() as session:
         by_queue = repo.items_to_requeue(
             session, run_id=run_id, queued_before=now - timedelta(seconds=grace),
-            due_before=now if immediate else now - MESSAGE_GRACE,
+            due_before=now if immediate else now - MESSAGE_GRACE, lock=True,
         )
+        repo.mark_requeued(session, [i for ids in by_queue.values() for i in ids])
     for queue, ids in by_queue.items():
         publish(ids, queue=queue)
-        with session_scope() as session:
-            repo.touch_queued(session, ids)
     finish_done_runs(run_id)
     return sum(len(ids) for ids in by_queue.values())
 

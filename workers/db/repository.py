@@ -497,7 +497,7 @@ def resume_run(session: Session, run_id: int) -> None:
 
 def items_to_requeue(
     session: Session, *, run_id: int | None = None, queued_before: datetime | None = None,
-    due_before: datetime | None = None,
+    due_before: datetime | None = None, lock: bool = False,
 ) -> dict[str, list[int]]:
     """Items of active runs that need a (new) message, grouped by their run's queue.
 
@@ -505,7 +505,9 @@ def items_to_requeue(
     sent for them, else after ``due_before``); running items lost their worker (lease
     expired); queued items older than ``queued_before`` were probably lost by the broker.
     ``due_before`` (default now) lets a periodic sweep leave alone pending and retry items
-    whose own message is still on its way.
+    whose own message is still on its way. ``lock`` takes the rows for this transaction
+    (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's write lock serializes anyway), so
+    reconcilers running at once split the items instead of sending each twice.
     """
     now = utcnow()
     due_before = due_before or now
@@ -527,10 +529,32 @@ def items_to_requeue(
     )
     if run_id is not None:
         stmt = stmt.where(Item.run_id == run_id)
+    if lock:
+        stmt = stmt.with_for_update(skip_locked=True, of=Item)
     by_queue: dict[str, list[int]] = {}
     for item_id, queue in session.execute(stmt):
         by_queue.setdefault(queue, []).append(item_id)
     return by_queue
+
+
+def mark_requeued(session: Session, item_ids: Sequence[int]) -> None:
+    """Record that the reconciler is sending ``item_ids`` again.
+
+    They become queued, so a later sweep leaves them alone. An item still running under an
+    expired lease was lost with its worker: that counts as a lost worker here, since no claim
+    will see it running any more.
+    """
+    now = utcnow()
+    for start in range(0, len(item_ids), BATCH):
+        session.execute(
+            update(Item)
+            .where(Item.id.in_(item_ids[start : start + BATCH]))
+            .values(status=ItemStatus.QUEUED, queued_at=now, updated_at=now,
+                    lease_expires_at=None,
+                    worker_losses=Item.worker_losses
+                    + case((Item.status == ItemStatus.RUNNING, 1), else_=0))
+            .execution_options(synchronize_session=False)
+        )
 
 
 def touch_queued(session: Session, item_ids: Sequence[int]) -> None:
