@@ -370,6 +370,7 @@ def limits_cmd(as_json: JsonOpt = False) -> None:
     """The fleet's rate-limit budgets, levels, cooldowns and circuit breakers."""
     settings = _settings()
     import redis
+    from kombu.utils.url import maybe_sanitize_url
 
     from workers.throttle import get_throttle
 
@@ -377,7 +378,8 @@ def limits_cmd(as_json: JsonOpt = False) -> None:
         snapshot = get_throttle(settings).snapshot()
     except redis.RedisError as exc:
         raise ConfigurationError(
-            f"cannot read the limiter from the broker at {settings.redacted_broker_url}: {exc}"
+            "cannot read the limiter from the broker at "
+            f"{maybe_sanitize_url(settings.effective_broker_url)}: {exc}"
         ) from exc
     if as_json:
         console.print_json(data=snapshot.as_dict())

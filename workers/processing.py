@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,7 +28,6 @@ from workers.errors import (
 )
 from workers.llm.client import CallResult, ResponsesClient
 from workers.pricing import cost_usd
-from workers.ratelimit import cooldown_seconds
 from workers.retry import retry_delay
 from workers.settings import Settings
 from workers.throttle import Park, Throttle, TooLarge
@@ -47,7 +45,18 @@ class Outcome:
     """What happened to an item in one delivery, and when to try again if at all."""
 
     status: str  # skipped | reused | succeeded | retry | waiting | failed | paused
+    #: Send a message with this countdown. None: no message; a longer wait stays in the
+    #: database until the reconciler sends the item.
     retry_in: float | None = None
+
+
+def _countdown(settings: Settings, seconds: float) -> float | None:
+    """The countdown to send for a wait of ``seconds``, or None to leave it to the reconciler.
+
+    Redis holds a countdown message unacked in a worker's memory, so only short waits go
+    to the broker.
+    """
+    return seconds if seconds <= settings.max_countdown_seconds else None
 
 
 #: Items whose worker was lost before run one at a time in each process: if one of them is a
@@ -59,18 +68,25 @@ def process_item(item_id: int, *, settings: Settings, client: ResponsesClient,
                  throttle: Throttle) -> Outcome:
     """Process one item. Safe to call for the same id any number of times, concurrently."""
     with session_scope() as session:
-        suspected = repo.suspected_losses(session, item_id) > 0
-    with _suspects if suspected else nullcontext():
-        return _process(item_id, settings=settings, client=client, throttle=throttle)
-
-
-def _process(item_id: int, *, settings: Settings, client: ResponsesClient, throttle: Throttle
-             ) -> Outcome:
+        item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds,
+                               suspects=False)
+    if item is not None:
+        return _process(item, settings=settings, client=client, throttle=throttle)
+    # Not claimed: done, held by another worker, not yet due, its run paused, or a suspect.
+    # A suspect is claimed only under the lock, so the claim is not lost with another one.
     with session_scope() as session:
-        item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds)
-    if item is None:
-        # Done, held by another worker, not yet due, or its run is paused: nothing to do.
-        return Outcome("skipped")
+        if repo.suspected_losses(session, item_id) == 0:
+            return Outcome("skipped")
+    with _suspects:
+        with session_scope() as session:
+            item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds)
+        if item is None:
+            return Outcome("skipped")
+        return _process(item, settings=settings, client=client, throttle=throttle)
+
+
+def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesClient,
+             throttle: Throttle) -> Outcome:
 
     if item.worker_losses >= settings.max_worker_losses:
         return _fail(item, QuarantinedError(
@@ -105,20 +121,21 @@ def _process(item_id: int, *, settings: Settings, client: ResponsesClient, throt
 
     admission = throttle.before_call(body)
     if isinstance(admission, Park):
+        countdown = _countdown(settings, admission.seconds)
         with session_scope() as session:
             repo.park_item(session, item.id,
                            waited_ms=int(admission.seconds * 1000)
                            if admission.reason == "budget" else 0,
                            not_before=utcnow() + timedelta(seconds=admission.seconds),
-                           message_sent=admission.seconds <= settings.max_countdown_seconds)
-        return Outcome("waiting", retry_in=admission.seconds)
+                           message_sent=countdown is not None)
+        return Outcome("waiting", retry_in=countdown)
     if isinstance(admission, TooLarge):
         return _fail(item, PermanentAPIError(
             f"the request needs about {admission.estimate} tokens, above the limit of "
             f"{admission.tpm} tokens per minute", code="request_too_large"))
 
     call = client.create(body)
-    throttle.after_call(admission, call)
+    cooldown = throttle.after_call(admission, call)
     error = call.error
     output = None
     if error is None:
@@ -158,14 +175,15 @@ def _process(item_id: int, *, settings: Settings, client: ResponsesClient, throt
     if isinstance(error, RateLimitedError):
         # The fleet's cooldown is already set; the 429 is not this item's fault, so it costs
         # no attempt, up to a cap that stops a request the API always refuses from looping.
-        wait = cooldown_seconds(call.headers, error.retry_after)
+        wait = cooldown or 0.0
+        countdown = _countdown(settings, wait)
         with session_scope() as session:
             repo.record_attempt(session, attempt)
             limited = repo.count_attempts(session, item.id, outcome=RateLimitedError.error_class)
             if limited < settings.max_rate_limited_attempts:
                 repo.park_item(session, item.id, not_before=utcnow() + timedelta(seconds=wait),
-                               message_sent=wait <= settings.max_countdown_seconds)
-                return Outcome("retry", retry_in=wait)
+                               message_sent=countdown is not None)
+                return Outcome("retry", retry_in=countdown)
         error.message = f"still rate limited after {limited} attempts: {error.message}"
         return _fail(item, error)
     if isinstance(error, BadOutputError) and repairing:
@@ -173,13 +191,13 @@ def _process(item_id: int, *, settings: Settings, client: ResponsesClient, throt
     if isinstance(error, RetryableError) and item.attempts < settings.max_attempts:
         delay = retry_delay(item.attempts, base=settings.retry_base_seconds,
                             cap=settings.retry_max_seconds, retry_after=error.retry_after)
+        countdown = _countdown(settings, delay)
         with session_scope() as session:
             repo.record_attempt(session, attempt)
             repo.schedule_retry(session, item.id, not_before=utcnow() + timedelta(seconds=delay),
                                 error_class=error.error_class, code=error.code,
-                                message=_clip(error.message),
-                                message_sent=delay <= settings.max_countdown_seconds)
-        return Outcome("retry", retry_in=delay)
+                                message=_clip(error.message), message_sent=countdown is not None)
+        return Outcome("retry", retry_in=countdown)
     if isinstance(error, PauseRunError):
         reason = f"{error.error_class} ({error.code}): {_clip(error.message, 500)}"
         if error.hint:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Literal, Self
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -125,15 +124,6 @@ class Settings(BaseSettings):
     def effective_broker_url(self) -> str:
         """The broker URL to connect to."""
         return self.broker_url or DEFAULT_BROKER_URL
-
-    @property
-    def redacted_broker_url(self) -> str:
-        """The broker URL with any password masked, for messages."""
-        parts = urlsplit(self.effective_broker_url)
-        if parts.password is None:
-            return self.effective_broker_url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
 
     @property
     def uses_default_database(self) -> bool:

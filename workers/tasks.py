@@ -20,8 +20,7 @@ def process_item(self: Task, item_id: int) -> str:  # type: ignore[type-arg]
     settings = get_settings()
     outcome = processing.process_item(item_id, settings=settings, client=get_client(settings),
                                       throttle=get_throttle(settings))
-    # Longer waits stay parked in the database until the reconciler sends them.
-    if outcome.retry_in is not None and outcome.retry_in <= settings.max_countdown_seconds:
+    if outcome.retry_in is not None:
         delivery = self.request.delivery_info or {}
         queue = delivery.get("routing_key") or Queue.LIVE
         send_items([item_id], queue=queue, countdown=outcome.retry_in)

@@ -149,18 +149,23 @@ class Throttle:
             if self.limiter.epoch(key) == grant.epoch:
                 return Ticket(key, self.endpoint, budget, estimate, waited)
 
-    def after_call(self, ticket: Ticket, call: CallResult) -> None:
-        """Correct the reservation with the real usage, and learn from headers and errors."""
+    def after_call(self, ticket: Ticket, call: CallResult) -> float | None:
+        """Correct the reservation with the real usage, and learn from headers and errors.
+
+        Returns how long a 429 asks the fleet to cool down, or None for any other outcome.
+        """
+        cooldown = None
+        if isinstance(call.error, RateLimitedError):
+            cooldown = cooldown_seconds(call.headers, call.error.retry_after)
         if ticket.key is not None:
             used = call.usage.input_tokens + call.usage.output_tokens
             delta = used - ticket.estimate if used else 0  # no usage: the API keeps the charge
             self.limiter.settle(ticket.key, budget=ticket.budget, token_delta=delta,
                                 headers=call.headers)
-            if isinstance(call.error, RateLimitedError):
-                self.limiter.cooldown(ticket.key,
-                                      cooldown_seconds(call.headers, call.error.retry_after),
-                                      budget=ticket.budget)
+            if cooldown is not None:
+                self.limiter.cooldown(ticket.key, cooldown, budget=ticket.budget)
         self.breaker.record(self.endpoint, ok=not isinstance(call.error, TransientError))
+        return cooldown
 
 
 _throttles: PerProcess[None, Throttle] = PerProcess()

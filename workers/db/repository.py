@@ -224,10 +224,13 @@ class ClaimedItem:
     worker_losses: int = 0
 
 
-def claim_item(session: Session, item_id: int, *, lease_seconds: int) -> ClaimedItem | None:
+def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: bool = True
+               ) -> ClaimedItem | None:
     """Take the item under a lease if it is waiting and its run is active, else None.
 
-    One conditional UPDATE: of two workers given the same item, exactly one gets it.
+    One conditional UPDATE: of two workers given the same item, exactly one gets it. With
+    ``suspects=False`` an item whose worker was lost before (see :func:`suspected_losses`)
+    is left alone.
     """
     now = utcnow()
     claimable = or_(
@@ -238,6 +241,8 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int) -> Claimed
         ),
         and_(Item.status == ItemStatus.RUNNING, Item.lease_expires_at < now),
     )
+    if not suspects:
+        claimable = and_(claimable, Item.worker_losses == 0, Item.status != ItemStatus.RUNNING)
     run_active = (
         select(Run.id).where(Run.id == Item.run_id, Run.status.in_(RunStatus.ACTIVE)).exists()
     )
@@ -659,9 +664,12 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
     if run is None:
         return None
     by_status = _status_counts(session, run_id)
-    reused = session.scalar(
-        select(func.count()).where(Item.run_id == run_id, Item.reused.is_(True))
-    ) or 0
+    reused, waited_ms = session.execute(
+        select(func.coalesce(func.sum(case((Item.reused.is_(True), 1), else_=0)), 0),
+               func.coalesce(func.sum(Item.budget_wait_ms), 0))
+        .where(Item.run_id == run_id)
+    ).one()
+    recent = Attempt.started_at >= utcnow() - timedelta(minutes=1)
     usage = session.execute(
         select(
             func.count(Attempt.id),
@@ -671,6 +679,9 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
             func.coalesce(func.sum(Attempt.output_tokens), 0),
             func.coalesce(func.sum(Attempt.reasoning_tokens), 0),
             func.coalesce(func.sum(Attempt.cost_usd), 0),
+            func.coalesce(func.sum(case((recent, 1), else_=0)), 0),
+            func.coalesce(func.sum(case(
+                (recent, Attempt.input_tokens + Attempt.output_tokens), else_=0)), 0),
         ).where(Attempt.run_id == run_id)
     ).one()
     errors = session.execute(
@@ -682,21 +693,13 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
         select(Attempt.outcome, func.count()).where(Attempt.run_id == run_id)
         .group_by(Attempt.outcome)
     )
-    waited_ms = session.scalar(
-        select(func.coalesce(func.sum(Item.budget_wait_ms), 0)).where(Item.run_id == run_id)
-    ) or 0
-    recent = session.execute(
-        select(func.count(Attempt.id),
-               func.coalesce(func.sum(Attempt.input_tokens + Attempt.output_tokens), 0))
-        .where(Attempt.run_id == run_id, Attempt.started_at >= utcnow() - timedelta(minutes=1))
-    ).one()
     return RunReport(
         attempts_by_outcome=dict(by_outcome.all()), budget_wait_seconds=int(waited_ms) / 1000,
-        last_minute_requests=int(recent[0]), last_minute_tokens=int(recent[1]),
+        last_minute_requests=int(usage[7]), last_minute_tokens=int(usage[8]),
         run_id=run.id, pipeline=run.pipeline, pipeline_version=run.pipeline_version,
         model=run.model, status=run.status, status_reason=run.status_reason,
         created_at=run.created_at, finished_at=run.finished_at,
-        total=sum(by_status.values()), by_status=by_status, reused=reused,
+        total=sum(by_status.values()), by_status=by_status, reused=int(reused),
         attempts=int(usage[0]), rate_limited=int(usage[1]), input_tokens=int(usage[2]),
         cached_tokens=int(usage[3]), output_tokens=int(usage[4]), reasoning_tokens=int(usage[5]),
         cost_usd=Decimal(str(usage[6])),
