@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import stat
 import unicodedata
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -37,6 +38,12 @@ MEDIA_TYPES: dict[str, str] = {
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 #: A DOCX whose parts inflate past this is treated as a zip bomb.
 MAX_DOCX_UNCOMPRESSED = 200 * 1024 * 1024
+#: A PDF stream that inflates past this is treated as a decompression bomb. Real pages'
+#: content streams are kilobytes to a few megabytes; scans keep their pixels in images,
+#: which text extraction never inflates.
+MAX_PDF_STREAM_BYTES = 32 * 1024 * 1024
+#: Extracted text longer than this (about 12M tokens) is refused rather than held in memory.
+MAX_EXTRACTED_CHARS = 50_000_000
 #: Share of control characters above which decoded "text" is really binary.
 _BINARY_RATIO = 0.05
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -125,10 +132,16 @@ def read_source(
     source = str(path)
     media_type = MEDIA_TYPES.get(path.suffix.lower())
     try:
-        size = path.stat().st_size
+        status = path.stat()
     except OSError as exc:
         yield DocumentError(source, f"cannot read: {exc.strerror}", code="unreadable")
         return
+    if not stat.S_ISREG(status.st_mode):
+        # Reading a FIFO or a device would block or never end.
+        yield DocumentError(source, "not a regular file (a pipe, socket or device)",
+                            code="unreadable")
+        return
+    size = status.st_size
     if media_type is None:
         yield DocumentError(
             source,
@@ -238,17 +251,41 @@ def _bomless_utf16(data: bytes) -> str | None:
 
 
 def _pdf_text(source: str, data: bytes) -> str:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf import PdfReader, apply_configuration
+    from pypdf.errors import LimitReachedError, PdfReadError
 
+    limit = MAX_PDF_STREAM_BYTES
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise DocumentError(source, "the PDF is encrypted with a password",
-                                code="encrypted_pdf")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        with apply_configuration(zlib_maximum_output_length=limit,
+                                 lzw_maximum_output_length=limit,
+                                 run_length_maximum_output_length=limit):
+            reader = PdfReader(io.BytesIO(data))
+            if reader.is_encrypted and not reader.decrypt(""):
+                raise DocumentError(source, "the PDF is encrypted with a password",
+                                    code="encrypted_pdf")
+            pages: list[str] = []
+            length = 0
+            for number, page in enumerate(reader.pages, start=1):
+                # Inflate the page's content first: pypdf's text extraction would swallow
+                # a bomb's LimitReachedError and report an empty page.
+                try:
+                    page.get_contents()
+                except LimitReachedError as exc:
+                    raise DocumentError(
+                        source, f"page {number} has a stream that inflates past {limit} bytes "
+                        "(a decompression bomb?)", code="decompression_bomb") from exc
+                text = page.extract_text() or ""
+                length += len(text)
+                if length > MAX_EXTRACTED_CHARS:
+                    raise DocumentError(
+                        source, f"the PDF's text passes {MAX_EXTRACTED_CHARS} characters by "
+                        f"page {number}", code="too_large")
+                pages.append(text)
     except DocumentError:
         raise
+    except LimitReachedError as exc:
+        raise DocumentError(source, f"the PDF passes a safety limit: {exc}",
+                            code="decompression_bomb") from exc
     except PdfReadError as exc:
         if "decrypt" in str(exc).lower() or "password" in str(exc).lower():
             raise DocumentError(source, "the PDF is encrypted with a password",

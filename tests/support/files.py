@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 
 
 def make_pdf(text: str, *, pages: int = 1) -> bytes:
@@ -31,6 +32,11 @@ def make_pdf(text: str, *, pages: int = 1) -> bytes:
         )
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    return _pdf_file(objects)
+
+
+def _pdf_file(objects: list[bytes]) -> bytes:
+    """A PDF of numbered ``objects`` (object 1 is the catalog), with its xref table."""
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n")
     offsets = []
@@ -44,6 +50,28 @@ def make_pdf(text: str, *, pages: int = 1) -> bytes:
     out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
               .encode())
     return out.getvalue()
+
+
+def make_pdf_bomb(inflated_mb: int) -> bytes:
+    """A one-page PDF whose content stream inflates to ``inflated_mb`` MiB of zeros.
+
+    Built without compressing gigabytes: after a full flush a deflate stream's state is
+    reset, so the block for one MiB of zeros can be repeated as often as needed.
+    """
+    chunk = b"\0" * (1 << 20)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = deflate.compress(chunk) + deflate.flush(zlib.Z_FULL_FLUSH)
+    checksum = 1
+    for _ in range(inflated_mb):
+        checksum = zlib.adler32(chunk, checksum)
+    stream = b"\x78\xda" + block * inflated_mb + deflate.flush() + checksum.to_bytes(4, "big")
+    return _pdf_file([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream
+        + b"\nendstream",
+    ])
 
 
 def make_encrypted_pdf(text: str, password: str = "secret") -> bytes:

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from pipelines import DocumentError
 from pipelines.documents import SourceDocument, discover, normalise, read_bytes, read_source
-from tests.support.files import make_docx, make_encrypted_pdf, make_pdf, make_zip_bomb_docx
+from tests.support.files import (
+    make_docx,
+    make_encrypted_pdf,
+    make_pdf,
+    make_pdf_bomb,
+    make_zip_bomb_docx,
+)
 
 
 def read_one(path: Path, **kw: object) -> SourceDocument | DocumentError:
@@ -100,6 +106,33 @@ class TestBadInput:
         (tmp_path / "bad.docx").write_bytes(b"PK\x03\x04 not really a zip")
         failed(read_one(tmp_path / "bomb.docx"), "too_large")
         failed(read_one(tmp_path / "bad.docx"), "corrupt_file")
+
+    def test_pdf_decompression_bomb_is_refused_quickly(self, tmp_path: Path) -> None:
+        # A 1 MB file whose one content stream inflates to a gigabyte. pypdf's own text
+        # extraction would swallow the limit and call the page empty ("no text layer").
+        (tmp_path / "bomb.pdf").write_bytes(make_pdf_bomb(1024))
+        error = failed(read_one(tmp_path / "bomb.pdf"), "decompression_bomb")
+        assert "page 1" in error.message and "inflates past" in error.message
+
+    def test_a_fifo_is_refused_without_blocking(self, tmp_path: Path) -> None:
+        os.mkfifo(tmp_path / "pipe.txt")
+        failed(read_one(tmp_path / "pipe.txt"), "unreadable")
+
+    def test_a_file_without_read_permission_is_unreadable(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        # chmod 000 does not stop root, and CI runs as root: raise what the kernel would.
+        (tmp_path / "secret.txt").write_text("no entry")
+
+        def denied(self: Path) -> bytes:
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "read_bytes", denied)
+        error = failed(read_one(tmp_path / "secret.txt"), "unreadable")
+        assert "Permission denied" in error.message
+
+    def test_a_dangling_symlink_is_unreadable(self, tmp_path: Path) -> None:
+        os.symlink(tmp_path / "gone.txt", tmp_path / "link.txt")
+        failed(read_one(tmp_path / "link.txt"), "unreadable")
 
     def test_file_above_the_size_limit(self, tmp_path: Path) -> None:
         (tmp_path / "big.txt").write_text("a" * 2000)
