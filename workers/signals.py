@@ -5,10 +5,25 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    task_received,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
+from celery.worker import state as worker_state
 
-from workers.db.session import dispose_engines, ensure_migrated, forget_inherited_engines
+from workers import liveness, memory
+from workers.db import repository as repo
+from workers.db.session import (
+    dispose_engines,
+    ensure_migrated,
+    forget_inherited_engines,
+    session_scope,
+)
 from workers.errors import ConfigurationError
+from workers.ratelimit import redis_client
 from workers.settings import get_settings
 
 log = logging.getLogger("docpipe.worker")
@@ -29,10 +44,54 @@ def check_before_start(**_: Any) -> None:
              settings.openai_base_url or "https://api.openai.com/v1")
 
 
+_activity = liveness.Activity()
+
+
+@task_received.connect
+def on_received(**_: Any) -> None:
+    _activity.received()
+
+
+@worker_ready.connect
+def watch_liveness(sender: Any = None, **_: Any) -> None:
+    """Start the check that restarts this worker if it stops consuming (see liveness)."""
+    settings = get_settings()
+    if not settings.worker_liveness_seconds or sender is None:
+        return
+    queues = sorted(sender.app.amqp.queues.consume_from)
+    client = redis_client(settings.effective_broker_url)
+
+    def backlog() -> int | None:
+        try:
+            return sum(int(client.llen(q)) for q in queues)
+        except Exception:  # broker down: the consumer is reconnecting, not stalled
+            return None
+
+    def stop() -> None:
+        # The warm shutdown that Celery's own SIGHUP restart requests.
+        worker_state.should_stop = 0  # type: ignore[assignment]
+
+    window = settings.worker_liveness_seconds
+    check = liveness.LivenessCheck(
+        window=window, concurrency=settings.worker_concurrency, activity=_activity,
+        probe=liveness.Probe(backlog=backlog, active=lambda: len(worker_state.active_requests)))
+    liveness.start(check, interval=min(5.0, window / 4), on_stall=lambda: liveness.restart_in_place(
+        stop, grace=settings.task_time_limit_seconds + 10))
+
+
 @worker_process_init.connect
 def after_fork(**_: Any) -> None:
-    """A forked pool child builds its own engine instead of sharing its parent's sockets."""
+    """A forked pool child builds its own engine, and watches its memory if limited."""
     forget_inherited_engines()
+    limit = get_settings().worker_max_memory_mb
+    if limit is not None:
+        memory.start_watchdog(limit, _record_memory_loss)
+
+
+def _record_memory_loss(call: memory.Call, message: str) -> None:
+    with session_scope() as session:
+        repo.close_lost_attempts(session, call.item_id, attempt_id=call.attempt_id,
+                                 code="memory_limit", message=message)
 
 
 @worker_process_shutdown.connect

@@ -28,10 +28,6 @@ def on(stack: Stack, server: RedisServer) -> Stack:
     return replace(stack, broker_url=server.url)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "kombu 5.7 bug, intermittent (1 run in 4 here): an ack during the connection's teardown "
-    "raises AttributeError ('NoneType' object has no attribute 'hostname') in "
-    "redis.Channel._connparams, and the worker stays up without consuming again"))
 def test_redis_killed_and_restarted_mid_run(stack: Stack, own_redis: RedisServer,
                                             tmp_path: Path) -> None:
     own_redis.start()

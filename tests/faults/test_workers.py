@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
+from celery import Celery
 from sqlalchemy import select
 
 from tests.conftest import wait_until
@@ -69,4 +71,27 @@ def test_sigterm_hands_back_prefetched_messages_at_once(stack: Stack, tmp_path: 
     report = stack.wait_for(run_id, timeout=60)
     assert report.succeeded == 30 and report.failed == 0
     assert time.monotonic() - started < 40
+    assert_accounted_for(stack, run_id)
+
+
+def test_a_worker_that_stops_consuming_restarts_itself(stack: Stack, tmp_path: Path) -> None:
+    # The symptom of Celery's reconnect bugs, made on purpose: the worker stays up but no
+    # longer consumes its queue. Its liveness check must notice and restart it in place.
+    write_corpus(tmp_path / "corpus", 15)
+    stack.settings |= {"worker_liveness_seconds": 3}
+    stack.start_workers(1)
+    process = stack.workers[0].process
+    assert process is not None
+    control = Celery(broker=stack.broker_url)
+    wait_until(lambda: bool(control.control.ping(timeout=1)), timeout=30, what="the worker")
+    replies = control.control.cancel_consumer("docpipe.live", reply=True, timeout=5)
+    assert replies, "the worker should confirm it stopped consuming"
+
+    run_id = stack.ingest(tmp_path / "corpus")["run_id"]
+    report = stack.wait_for(run_id, timeout=90)
+    assert report.succeeded == 15
+    assert process.poll() is None, "restarted in place: the same process, not a new one"
+    log = stack.workers[0].log()
+    assert "this worker stopped consuming" in log
+    assert len(re.findall(r"w0@\S+ ready\.", log)) == 2, "exactly one restart"
     assert_accounted_for(stack, run_id)

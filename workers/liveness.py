@@ -1,0 +1,109 @@
+"""A worker that stops consuming restarts itself.
+
+Celery and kombu have a history of workers that survive a broker restart but never consume
+again (celery#8030, celery#8091, kombu#2007); with kombu 5.7 an ack during the connection's
+teardown can still leave a worker that way. From the outside such a worker looks healthy.
+This check looks at the symptom instead of any one cause: for a whole window, its queues
+hold messages, it has free slots, and it received nothing. It then restarts the worker in
+place, the way Celery's own SIGHUP handler does: a warm shutdown, then ``exec`` of the same
+command line. Items are safe throughout; the database leases decide who processes what.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+log = logging.getLogger("docpipe.worker")
+
+
+@dataclass
+class Activity:
+    """What the check watches; the worker's signal handlers keep it current."""
+
+    last_received: float = field(default_factory=time.monotonic)
+
+    def received(self) -> None:
+        """A message was received: the consumer is alive."""
+        self.last_received = time.monotonic()
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How the check reads the worker's state. Each returns None when it cannot tell."""
+
+    #: Messages waiting in the queues this worker consumes.
+    backlog: Callable[[], int | None]
+    #: Tasks running in this worker.
+    active: Callable[[], int]
+
+
+class LivenessCheck:
+    """Decides, one sample at a time, whether the worker has stopped consuming."""
+
+    def __init__(self, *, window: float, concurrency: int, probe: Probe,
+                 activity: Activity) -> None:
+        self.window = window
+        self.concurrency = concurrency
+        self.probe = probe
+        self.activity = activity
+        self._starved_since: float | None = None
+
+    def stalled(self, now: float | None = None) -> bool:
+        """True once work has waited, unreceived, for a whole window while slots were free."""
+        now = time.monotonic() if now is None else now
+        backlog = self.probe.backlog()
+        if not backlog or self.probe.active() >= self.concurrency:
+            self._starved_since = None
+            return False
+        if self._starved_since is None:
+            self._starved_since = now
+        # The window restarts whenever a message does arrive.
+        since = max(self._starved_since, self.activity.last_received)
+        return now - since >= self.window
+
+
+def restart_in_place(request_stop: Callable[[], None], grace: float) -> None:
+    """Warm shutdown, then ``exec`` this same command; ``exec`` at once if shutdown hangs."""
+    atexit.register(_exec_self)
+    request_stop()
+    time.sleep(grace)
+    log.error("the worker did not shut down within %.0f s: restarting it now", grace)
+    _exec_self()
+
+
+def _exec_self() -> None:
+    argv: Sequence[str] = sys.orig_argv
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *argv[1:]])
+
+
+def start(check: LivenessCheck, *, interval: float, on_stall: Callable[[], None]
+          ) -> threading.Thread:
+    """Run ``check`` every ``interval`` seconds in a daemon thread; call ``on_stall`` once."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                stalled = check.stalled()
+            except Exception:  # a failed probe never restarts a worker
+                log.debug("liveness probe failed", exc_info=True)
+                continue
+            if stalled:
+                log.error(
+                    "this worker stopped consuming: messages waited %.0f s in its queues while "
+                    "it had free slots and received none. Restarting it in place.", check.window)
+                on_stall()
+                return
+
+    thread = threading.Thread(target=loop, name="docpipe-liveness", daemon=True)
+    thread.start()
+    return thread
