@@ -11,6 +11,7 @@ from enum import StrEnum
 from celery import Celery
 from kombu import Queue as KombuQueue
 
+from workers.memory import RECYCLE_SHARE
 from workers.settings import Settings, get_settings
 
 
@@ -74,6 +75,10 @@ def create_celery(settings: Settings) -> Celery:
                           "schedule": timedelta(seconds=settings.reconcile_interval_seconds)},
         },
     )
+    if settings.worker_max_memory_mb is not None:
+        # Recycle a child that grew between tasks before the hard limit has to kill one.
+        app.conf.worker_max_memory_per_child = int(
+            settings.worker_max_memory_mb * 1024 * RECYCLE_SHARE)
     if settings.celery_task_rate_limit:
         app.conf.task_annotations = {
             TaskName.PROCESS_ITEM.value: {"rate_limit": settings.celery_task_rate_limit}

@@ -7,6 +7,8 @@ tests) on its own. The task only re-publishes the item when the outcome asks for
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,7 +16,7 @@ from datetime import timedelta
 import pipelines
 from pipelines import OutputError, PipelineNotFound
 from workers.db import repository as repo
-from workers.db.models import utcnow
+from workers.db.models import AttemptOutcome, utcnow
 from workers.db.session import session_scope
 from workers.errors import (
     BadOutputError,
@@ -27,6 +29,7 @@ from workers.errors import (
     RetryableError,
 )
 from workers.llm.client import CallResult, ResponsesClient
+from workers.memory import calling
 from workers.pricing import cost_usd
 from workers.retry import retry_delay
 from workers.settings import Settings
@@ -89,10 +92,13 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
              throttle: Throttle) -> Outcome:
 
     if item.worker_losses >= settings.max_worker_losses:
+        with session_scope() as session:
+            lost = repo.last_lost_attempt(session, item.id)
         return _fail(item, QuarantinedError(
             f"quarantined: its worker was lost {item.worker_losses} times while processing it "
-            "(killed, out of memory or past its time limit); the document may be poison",
-            code="worker_lost"))
+            "(killed, out of memory or past its time limit); the document may be poison"
+            + (f". Last lost call: {lost[1]}" if lost else ""),
+            code="memory_limit" if lost and lost[0] == "memory_limit" else "worker_lost"))
 
     try:
         pipeline = pipelines.get_pipeline(item.pipeline)
@@ -134,7 +140,11 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
             f"the request needs about {admission.estimate} tokens, above the limit of "
             f"{admission.tpm} tokens per minute", code="request_too_large"))
 
-    call = client.create(body)
+    with session_scope() as session:
+        attempt_id = repo.begin_attempt(session, item_id=item.id, run_id=item.run_id,
+                                        model=str(body["model"]), worker=_worker_name())
+    with calling(item.id, attempt_id):
+        call = client.create(body)
     cooldown = throttle.after_call(admission, call)
     error = call.error
     output = None
@@ -144,7 +154,7 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
         except OutputError as exc:
             error = BadOutputError(exc.message, code=exc.code, http_status=call.http_status,
                                    request_id=call.request_id, usage=call.usage)
-    attempt = _attempt_record(item, call, error)
+    attempt = _attempt_record(item, call, error, attempt_id)
 
     if error is None:
         assert output is not None
@@ -233,12 +243,17 @@ def _finish_run_if_done(run_id: int) -> None:
         repo.finish_run_if_done(session, run_id)
 
 
-def _attempt_record(item: repo.ClaimedItem, call: CallResult,
-                    error: ItemError | None) -> repo.AttemptRecord:
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _attempt_record(item: repo.ClaimedItem, call: CallResult, error: ItemError | None,
+                    attempt_id: int) -> repo.AttemptRecord:
     usage = call.usage
     return repo.AttemptRecord(
-        item_id=item.id, run_id=item.run_id, model=call.model,
-        outcome="ok" if error is None else error.error_class,
+        id=attempt_id, item_id=item.id, run_id=item.run_id, model=call.model,
+        worker=_worker_name(),
+        outcome=AttemptOutcome.OK if error is None else error.error_class,
         started_at=call.started_at, latency_ms=call.latency_ms, http_status=call.http_status,
         error_code=error.code if error else None,
         error_message=_clip(error.message) if error else None,

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
         default="threads",
         description="Celery pool. Calls are I/O-bound, so threads keep many in flight per process.",
     )
+    worker_max_memory_mb: int | None = Field(
+        default=None, gt=0, description="Hard memory limit per pool process (prefork only): a "
+        "process past it while handling a document kills itself and the call is recorded as "
+        "lost to memory_limit, instead of the host's OOM killer taking the whole worker.")
+    worker_liveness_seconds: float = Field(
+        default=60.0, ge=0, description="A worker whose queues hold messages that it does not "
+        "receive for this long, while it has free slots, restarts itself in place (a known "
+        "Celery/kombu failure after broker restarts). 0 turns the check off.")
     model_limits: dict[str, ModelLimits] = Field(
         default_factory=dict,
         description="Per-model budgets as JSON, "
@@ -104,6 +112,9 @@ class Settings(BaseSettings):
     def _check_timings(self) -> Self:
         # Redis redelivers any message unacked for visibility_timeout: a task or a retry delay
         # that reaches it runs twice.
+        if self.worker_max_memory_mb is not None and self.worker_pool != "prefork":
+            raise ValueError("worker_max_memory_mb needs worker_pool=prefork: a thread pool "
+                             "shares one process, so one document would kill every call")
         if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:
             raise ValueError("task_soft_time_limit_seconds must be below task_time_limit_seconds")
         limit = self.visibility_timeout_seconds

@@ -14,7 +14,15 @@ from sqlalchemy import func, select
 
 from pipelines.documents import content_hash
 from workers.db import repository as repo
-from workers.db.models import Item, ItemStatus, Result, RunStatus, utcnow
+from workers.db.models import (
+    Attempt,
+    AttemptOutcome,
+    Item,
+    ItemStatus,
+    Result,
+    RunStatus,
+    utcnow,
+)
 from workers.db.session import session_scope
 
 
@@ -209,3 +217,51 @@ class TestWaiting:
         assert again is not None and again.worker_losses == 1 and again.attempts == 2
         with session_scope() as s:
             assert repo.suspected_losses(s, item_id) == 1  # held, lease valid: no new loss
+
+
+class TestAttemptsInFlight:
+    def test_a_call_is_on_record_before_it_is_made_and_completed_after(
+            self, migrated_db: str) -> None:
+        run_id, (item_id,) = new_run(["in flight"])
+        with session_scope() as s:
+            assert repo.claim_item(s, item_id, lease_seconds=60) is not None
+            attempt_id = repo.begin_attempt(s, item_id=item_id, run_id=run_id,
+                                            model="gpt-4.1-mini", worker="host:1")
+        with session_scope() as s:
+            row = s.get(Attempt, attempt_id)
+            assert row is not None and row.outcome == AttemptOutcome.IN_FLIGHT
+            repo.record_attempt(s, repo.AttemptRecord(
+                id=attempt_id, item_id=item_id, run_id=run_id, model="gpt-4.1-mini",
+                outcome=AttemptOutcome.OK, started_at=utcnow(), latency_ms=12, input_tokens=7,
+                worker="host:1"))
+        with session_scope() as s:
+            rows = s.scalars(select(Attempt).where(Attempt.item_id == item_id)).all()
+            assert [(r.id, r.outcome, r.input_tokens) for r in rows] == \
+                [(attempt_id, AttemptOutcome.OK, 7)]
+
+    def test_the_next_claim_marks_a_dead_holders_call_lost(self, migrated_db: str) -> None:
+        run_id, (item_id,) = new_run(["dead holder"])
+        with session_scope() as s:
+            assert repo.claim_item(s, item_id, lease_seconds=0) is not None
+            lost_id = repo.begin_attempt(s, item_id=item_id, run_id=run_id,
+                                         model="gpt-4.1-mini", worker="host:2")
+        with session_scope() as s:
+            assert repo.claim_item(s, item_id, lease_seconds=60) is not None
+        with session_scope() as s:
+            row = s.get(Attempt, lost_id)
+            assert row is not None and row.outcome == AttemptOutcome.LOST
+            assert row.error_code == "worker_lost" and row.error_message == repo.LOST_MESSAGE
+            assert repo.last_lost_attempt(s, item_id) == ("worker_lost", repo.LOST_MESSAGE)
+
+    def test_a_reason_recorded_by_the_dying_process_is_kept(self, migrated_db: str) -> None:
+        run_id, (item_id,) = new_run(["memory hog"])
+        with session_scope() as s:
+            assert repo.claim_item(s, item_id, lease_seconds=0) is not None
+            attempt_id = repo.begin_attempt(s, item_id=item_id, run_id=run_id,
+                                            model="gpt-4.1-mini", worker="host:3")
+        with session_scope() as s:
+            assert repo.close_lost_attempts(s, item_id, attempt_id=attempt_id,
+                                            code="memory_limit", message="past 400 MB") == 1
+        with session_scope() as s:
+            assert repo.claim_item(s, item_id, lease_seconds=60) is not None
+            assert repo.last_lost_attempt(s, item_id) == ("memory_limit", "past 400 MB")

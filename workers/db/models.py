@@ -81,6 +81,14 @@ class ItemStatus:
     TERMINAL = (SUCCEEDED, FAILED)
 
 
+class AttemptOutcome:
+    """Attempt outcomes besides the error classes of :mod:`workers.errors`."""
+
+    OK = "ok"
+    IN_FLIGHT = "in_flight"  # written before the call, completed after it
+    LOST = "lost"  # its process died during the call
+
+
 class RunStatus:
     """Run states."""
 
@@ -170,7 +178,10 @@ class Attempt(Base):
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     model: Mapped[str] = mapped_column(String(100))
+    #: See :class:`AttemptOutcome`; otherwise the error class of a failed call.
     outcome: Mapped[str] = mapped_column(String(30))
+    #: ``host:pid`` of the process that made the call.
+    worker: Mapped[str | None] = mapped_column(String(255))
     http_status: Mapped[int | None]
     error_code: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from workers.db.models import (
     Attempt,
+    AttemptOutcome,
     Document,
     Item,
     ItemStatus,
@@ -263,6 +264,9 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
     ).scalar_one_or_none()
     if claimed is None:
         return None
+    # Only the lease holder calls, so an attempt still in flight belongs to a holder that
+    # was lost (or outlived its lease: it overwrites this when it finishes after all).
+    close_lost_attempts(session, item_id)
     row = session.execute(
         select(
             Item.id, Item.run_id, Item.attempts, Item.chunk_index, Run.pipeline,
@@ -296,6 +300,48 @@ def find_result_id(session: Session, content_hash: str, version: str, chunk: int
     )
 
 
+#: Why an attempt is ``lost`` when its process left no reason of its own.
+LOST_MESSAGE = ("the worker was lost during this call (killed, out of memory or past its time "
+                "limit) before it recorded the answer: usage unknown, the API may have "
+                "charged for it")
+
+
+def begin_attempt(session: Session, *, item_id: int, run_id: int, model: str,
+                  worker: str) -> int:
+    """Record a call about to be made (``in_flight``); return the attempt's id.
+
+    Written before the request, so a call whose process dies is still on record.
+    """
+    return int(session.execute(
+        _insert(session, Attempt).values(
+            item_id=item_id, run_id=run_id, model=model, worker=worker,
+            outcome=AttemptOutcome.IN_FLIGHT, started_at=utcnow(), latency_ms=0,
+        ).returning(Attempt.id)
+    ).scalar_one())
+
+
+def close_lost_attempts(session: Session, item_id: int, *, attempt_id: int | None = None,
+                        code: str = "worker_lost", message: str = LOST_MESSAGE) -> int:
+    """Mark the item's in-flight attempts (or just ``attempt_id``) lost; return how many."""
+    stmt = update(Attempt).where(Attempt.item_id == item_id,
+                                 Attempt.outcome == AttemptOutcome.IN_FLIGHT)
+    if attempt_id is not None:
+        stmt = stmt.where(Attempt.id == attempt_id)
+    result = session.execute(
+        stmt.values(outcome=AttemptOutcome.LOST, error_code=code, error_message=message)
+        .execution_options(synchronize_session=False))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def last_lost_attempt(session: Session, item_id: int) -> tuple[str, str] | None:
+    """(code, message) of the item's most recent lost call, if any."""
+    row = session.execute(
+        select(Attempt.error_code, Attempt.error_message)
+        .where(Attempt.item_id == item_id, Attempt.outcome == AttemptOutcome.LOST)
+        .order_by(Attempt.id.desc()).limit(1)).first()
+    return (row[0] or "", row[1] or "") if row is not None else None
+
+
 @dataclass(frozen=True)
 class AttemptRecord:
     """One HTTP call, as stored in ``attempts``."""
@@ -316,11 +362,19 @@ class AttemptRecord:
     output_tokens: int = 0
     reasoning_tokens: int = 0
     cost_usd: Decimal = field(default_factory=Decimal)
+    worker: str | None = None
+    #: The ``in_flight`` row from :func:`begin_attempt` to complete; None: a new row.
+    id: int | None = None
 
 
 def record_attempt(session: Session, attempt: AttemptRecord) -> None:
-    """Store one call's outcome and usage."""
-    session.execute(_insert(session, Attempt).values(vars(attempt)))
+    """Store one call's outcome and usage, completing its in-flight row if it has one."""
+    values = {k: v for k, v in vars(attempt).items() if k != "id"}
+    if attempt.id is None:
+        session.execute(_insert(session, Attempt).values(values))
+    else:
+        session.execute(update(Attempt).where(Attempt.id == attempt.id).values(values)
+                        .execution_options(synchronize_session=False))
 
 
 def count_attempts(session: Session, item_id: int, *, outcome: str | None = None) -> int:

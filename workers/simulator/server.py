@@ -63,6 +63,10 @@ class SimulatorConfig:
     obey_injection: str | None = None
     #: Hang (like a timeout) on any request whose document contains this text.
     hang_on: str | None = None
+    #: Answer any request whose document contains this text with an output of
+    #: ``bloat_mb`` megabytes, streamed: a body that blows the memory of whoever parses it.
+    bloat_on: str | None = None
+    bloat_mb: int = 512
     #: Truncate any output whose request allows fewer max_output_tokens than this.
     truncate_below_tokens: int = 0
     api_key: str | None = None
@@ -326,7 +330,26 @@ class Simulator:
         self.ok_by_input[key] += 1
         headers |= self.limits.headers()
         headers["openai-processing-ms"] = str(int(config.latency_ms))
+        if config.bloat_on and config.bloat_on in _document_text(body):
+            return await self._bloated(request, payload, headers)
         return web.json_response(payload, headers=headers)
+
+    async def _bloated(self, request: web.Request, payload: dict[str, Any],
+                       headers: dict[str, str]) -> web.StreamResponse:
+        """Stream ``payload`` with its output text padded to ``bloat_mb`` megabytes."""
+        marker = "@@bloat-8f3c@@"
+        payload["output"][0]["content"][0]["text"] = marker
+        head, tail = json.dumps(payload).encode().split(marker.encode())
+        chunk, chunks = b"x" * (1024 * 1024), self.config.bloat_mb
+        response = web.StreamResponse(headers=headers | {"content-type": "application/json"})
+        response.content_length = len(head) + len(tail) + len(chunk) * chunks
+        await response.prepare(request)
+        await response.write(head)
+        for _ in range(chunks):
+            await response.write(chunk)
+        await response.write(tail)
+        await response.write_eof()
+        return response
 
     async def _latency(self) -> None:
         median = self.config.latency_ms

@@ -45,3 +45,11 @@ def test_refuses_a_soft_limit_above_the_hard_limit() -> None:
     with pytest.raises(ValidationError, match="soft"):
         Settings(_env_file=None, task_soft_time_limit_seconds=400,  # type: ignore[call-arg]
                  task_time_limit_seconds=300)
+
+
+def test_a_memory_limit_needs_the_prefork_pool() -> None:
+    with pytest.raises(ValidationError, match="needs worker_pool=prefork"):
+        Settings(_env_file=None, worker_max_memory_mb=512)  # type: ignore[call-arg]
+    limited = Settings(_env_file=None, worker_max_memory_mb=512,  # type: ignore[call-arg]
+                       worker_pool="prefork")
+    assert limited.worker_max_memory_mb == 512

@@ -1,0 +1,43 @@
+"""The per-process memory limit: past it, the process says why on its call and dies."""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from multiprocessing.connection import Connection
+
+from workers import memory
+
+
+def _hog(limit_mb: int, report: Connection) -> None:
+    def on_limit(call: memory.Call, message: str) -> None:
+        report.send((call.item_id, call.attempt_id, message))
+
+    memory.start_watchdog(limit_mb, on_limit)
+    with memory.calling(item_id=7, attempt_id=70):
+        hoard = []
+        for _ in range(2000):
+            hoard.append(bytearray(1024 * 1024))  # touched pages: resident
+        report.send("survived")
+
+
+def test_a_process_past_its_limit_records_the_call_and_is_killed() -> None:
+    baseline_mb = memory.resident_bytes() // (1024 * 1024)
+    limit = baseline_mb + 100
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(target=_hog, args=(limit, sender))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == -signal.SIGKILL
+    assert receiver.poll(1)
+    item_id, attempt_id, message = receiver.recv()
+    assert (item_id, attempt_id) == (7, 70)
+    assert f"memory limit of {limit} MB" in message
+    assert not receiver.poll(0.1), "it must not survive the allocation"
+
+
+def test_resident_size_is_this_processes() -> None:
+    before = memory.resident_bytes()
+    block = bytearray(64 * 1024 * 1024)
+    assert memory.resident_bytes() - before > 60 * 1024 * 1024
+    del block
