@@ -11,7 +11,8 @@ busy for ``--minutes``. Two fleets are run one after the other, on fresh state:
 
 Achieved throughput is measured on the simulator's side, after ``--warmup`` seconds:
 requests per minute as the API counts them (requests it admitted under its limits), and
-tokens per minute as the API bills them (input + output of completed calls). The binding limit is whichever is the larger share.
+tokens per minute as the API bills them (input + output of completed calls). The binding
+limit is whichever is the larger share.
 The figures are printed and, with ``--record``, appended to ``docs/benchmarks.md``.
 
     python bench/ratelimit.py --rpm 600 --tpm 10000000 --minutes 5 --record

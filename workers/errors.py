@@ -98,6 +98,16 @@ class TransientError(RetryableError):
     error_class = "transient"
 
 
+class InfrastructureError(RetryableError):
+    """docpipe's own services (Redis, the database) failed while the item was being processed.
+
+    Not the item's fault and not the API's: the item is released to be retried later, so an
+    outage never counts as a lost worker (which would push innocent items to quarantine).
+    """
+
+    error_class = "infrastructure"
+
+
 class RateLimitedError(RetryableError):
     """429 ``rate_limit_exceeded``: wait as long as the API says."""
 

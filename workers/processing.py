@@ -20,6 +20,7 @@ from workers.db.models import AttemptOutcome, utcnow
 from workers.db.session import session_scope
 from workers.errors import (
     BadOutputError,
+    InfrastructureError,
     ItemError,
     ItemFailedError,
     PauseRunError,
@@ -74,7 +75,7 @@ def process_item(item_id: int, *, settings: Settings, client: ResponsesClient,
         item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds,
                                suspects=False)
     if item is not None:
-        return _process(item, settings=settings, client=client, throttle=throttle)
+        return _guarded(item, settings=settings, client=client, throttle=throttle)
     # Not claimed: done, held by another worker, not yet due, its run paused, or a suspect.
     # A suspect is claimed only under the lock, so the claim is not lost with another one.
     with session_scope() as session:
@@ -85,7 +86,45 @@ def process_item(item_id: int, *, settings: Settings, client: ResponsesClient,
             item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds)
         if item is None:
             return Outcome("skipped")
+        return _guarded(item, settings=settings, client=client, throttle=throttle)
+
+
+def _guarded(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesClient,
+             throttle: Throttle) -> Outcome:
+    """:func:`_process`, releasing the item if docpipe's own services fail under it.
+
+    Without this, an exception (Redis or the database going away, a time limit) would leave
+    the item running until its lease expires, and the reconciler would count a lost worker.
+    """
+    try:
         return _process(item, settings=settings, client=client, throttle=throttle)
+    except Exception as exc:
+        error = InfrastructureError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__)
+        error.item_id = item.id
+        log.warning("item %s released after an error in docpipe's services: %s", item.id,
+                    error.message, exc_info=True,
+                    extra={"item_id": item.id, "run_id": item.run_id})
+        give_up = item.attempts >= settings.max_attempts
+        if give_up:
+            error.message = f"gave up after {item.attempts} attempts: {error.message}"
+        delay = retry_delay(item.attempts, base=settings.retry_base_seconds,
+                            cap=settings.retry_max_seconds)
+        try:
+            with session_scope() as session:
+                # A call cut short by the error is paid for, perhaps, but has no answer.
+                repo.close_lost_attempts(session, item.id, code=error.code,
+                                         message=_clip(f"the call was cut short: {exc}"))
+                released = repo.release_after_error(
+                    session, item.id, error_class=error.error_class, code=error.code,
+                    message=_clip(error.message),
+                    retry_at=None if give_up else utcnow() + timedelta(seconds=delay))
+        except Exception:
+            log.exception("could not release item %s; its lease will expire", item.id)
+            raise exc from None
+        if give_up and released:
+            _finish_run_if_done(item.run_id)
+            return Outcome("failed")
+        return Outcome("retry" if released else "skipped")
 
 
 def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesClient,

@@ -10,6 +10,7 @@ from celery import Task
 from workers import processing, reconcile
 from workers.celery_app import Queue, TaskName, app
 from workers.llm.client import get_client
+from workers.ratelimit import redis_client
 from workers.settings import get_settings
 from workers.throttle import get_throttle
 
@@ -30,7 +31,9 @@ def process_item(self: Task, item_id: int) -> str:  # type: ignore[type-arg]
 @app.task(name=TaskName.RECONCILE, ignore_result=True)
 def reconcile_runs() -> int:
     """Re-enqueue items the broker lost or whose worker died; run by beat."""
-    return reconcile.requeue(settings=get_settings(), publish=send_items)
+    settings = get_settings()
+    reset = reconcile.broker_reset_at(redis_client(settings.effective_broker_url))
+    return reconcile.requeue(settings=settings, publish=send_items, broker_reset=reset)
 
 
 def send_items(item_ids: Sequence[int], *, queue: str = Queue.LIVE,

@@ -8,11 +8,14 @@ and the breaker.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+import redis
 
 from pipelines.tokens import admission_tokens
 from workers.breaker import CircuitBreaker
@@ -21,6 +24,8 @@ from workers.llm.client import CallResult
 from workers.process_local import PerProcess
 from workers.ratelimit import Budget, RateLimiter, cooldown_seconds, limit_key, redis_client
 from workers.settings import Settings
+
+log = logging.getLogger("docpipe.throttle")
 
 
 @dataclass(frozen=True)
@@ -153,18 +158,22 @@ class Throttle:
         """Correct the reservation with the real usage, and learn from headers and errors.
 
         Returns how long a 429 asks the fleet to cool down, or None for any other outcome.
+        Best effort: the answer is paid for, so losing Redis here must not lose it too.
         """
         cooldown = None
         if isinstance(call.error, RateLimitedError):
             cooldown = cooldown_seconds(call.headers, call.error.retry_after)
-        if ticket.key is not None:
-            used = call.usage.input_tokens + call.usage.output_tokens
-            delta = used - ticket.estimate if used else 0  # no usage: the API keeps the charge
-            self.limiter.settle(ticket.key, budget=ticket.budget, token_delta=delta,
-                                headers=call.headers)
-            if cooldown is not None:
-                self.limiter.cooldown(ticket.key, cooldown, budget=ticket.budget)
-        self.breaker.record(self.endpoint, ok=not isinstance(call.error, TransientError))
+        try:
+            if ticket.key is not None:
+                used = call.usage.input_tokens + call.usage.output_tokens
+                delta = used - ticket.estimate if used else 0  # no usage: the API keeps it
+                self.limiter.settle(ticket.key, budget=ticket.budget, token_delta=delta,
+                                    headers=call.headers)
+                if cooldown is not None:
+                    self.limiter.cooldown(ticket.key, cooldown, budget=ticket.budget)
+            self.breaker.record(self.endpoint, ok=not isinstance(call.error, TransientError))
+        except redis.RedisError as exc:
+            log.warning("could not settle the call with the fleet limiter: %s", exc)
         return cooldown
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import redis
@@ -45,7 +45,17 @@ def stack(postgres_url: str, broker_url: str, simulator: SimulatorProcess, tmp_p
     stack.stop_workers()
 
 
-def assert_accounted_for(stack: Stack, run_id: int, *, broker_timeout: float = 60) -> None:
+class Deployment(Protocol):
+    """Where a run happened: a :class:`Stack`, or the soak benchmark's own services."""
+
+    @property
+    def database_url(self) -> str: ...
+
+    @property
+    def broker_url(self) -> str: ...
+
+
+def assert_accounted_for(stack: Deployment, run_id: int, *, broker_timeout: float = 60) -> None:
     """Every document accounted for, exactly once, and nothing left in the broker."""
     with session_scope(stack.database_url) as s:
         run = s.get(Run, run_id)

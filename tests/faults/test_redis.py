@@ -8,12 +8,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from tests.conftest import wait_until
 from tests.e2e.conftest import Stack
 from tests.e2e.test_pipeline import write_corpus
 from tests.faults.conftest import assert_accounted_for
 from tests.support.services import RedisServer
+from workers.db.models import Item
+from workers.db.session import session_scope
 from workers.embedded import free_port
 
 
@@ -46,6 +49,9 @@ def test_redis_killed_and_restarted_mid_run(stack: Stack, own_redis: RedisServer
         assert report.succeeded == 40 and report.failed == 0
         assert stack.workers[0].process is not None
         assert stack.workers[0].process.poll() is None, "the worker must survive the restart"
+        with session_scope(stack.database_url) as s:
+            losses = s.scalar(select(func.sum(Item.worker_losses)).where(Item.run_id == run_id))
+        assert losses == 0, "an outage of Redis is not a lost worker"
         assert_accounted_for(stack, run_id)
     finally:
         stack.stop_workers()

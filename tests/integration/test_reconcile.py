@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
+import redis
 from sqlalchemy import select
 
 from tests.integration.test_repository import new_run, race
+from tests.support.services import RedisServer
 from workers import reconcile
 from workers.db import repository as repo
-from workers.db.models import Item, ItemStatus
+from workers.db.models import Item, ItemStatus, utcnow
 from workers.db.session import session_scope
+from workers.embedded import free_port
 from workers.settings import get_settings
 
 
@@ -43,3 +47,47 @@ def test_a_lost_worker_found_by_the_reconciler_counts_once(migrated_db: str) -> 
         assert repo.suspected_losses(s, item_id) == 1
         again = repo.claim_item(s, item_id, lease_seconds=60)
     assert again is not None and again.worker_losses == 1
+
+
+def test_a_broker_that_lost_its_data_is_noticed_once(redis_url: str, tmp_path: Any) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.delete(reconcile.BROKER_MARKER)
+    before = utcnow()
+    first = reconcile.broker_reset_at(client)  # no marker yet: anything queued may be gone
+    assert first is not None and first >= before
+    assert reconcile.broker_reset_at(client) is None
+    client.flushdb()
+    assert reconcile.broker_reset_at(client) is not None
+    assert reconcile.broker_reset_at(client) is None
+
+    # A restarted server has a new run_id; what was queued before its start may be gone.
+    own = RedisServer(free_port(), tmp_path / "redis")
+    own.start()
+    try:
+        restarting = redis.Redis.from_url(own.url)
+        reconcile.broker_reset_at(restarting)
+        own.kill()
+        own.start()
+        started = utcnow()
+        reset = reconcile.broker_reset_at(redis.Redis.from_url(own.url))
+        assert reset is not None and started - timedelta(seconds=3) <= reset <= started
+    finally:
+        own.kill()
+
+
+def test_items_queued_before_a_broker_reset_are_sent_again_at_once(migrated_db: str) -> None:
+    run_id, items = new_run([f"queued {i}" for i in range(5)])
+    with session_scope() as s:
+        repo.mark_queued(s, items)
+    sent: list[int] = []
+
+    def publish(ids: list[int], **_: Any) -> None:
+        sent.extend(ids)
+
+    settings = get_settings()
+    assert reconcile.requeue(run_id, settings=settings, publish=publish) == 0
+    assert reconcile.requeue(run_id, settings=settings, publish=publish,
+                             broker_reset=utcnow() - timedelta(days=1)) == 0
+    assert reconcile.requeue(run_id, settings=settings, publish=publish,
+                             broker_reset=utcnow()) == 5
+    assert sorted(sent) == sorted(items)

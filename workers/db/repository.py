@@ -467,6 +467,28 @@ def fail_item(session: Session, item_id: int, *, error_class: str, code: str, me
     )
 
 
+def release_after_error(session: Session, item_id: int, *, retry_at: datetime | None,
+                        error_class: str, code: str, message: str) -> bool:
+    """Hand back an item whose processing raised: due again at ``retry_at``, or failed if None.
+
+    Only while it is still running: an error raised after the item completed changes
+    nothing. No message is assumed on its way; the reconciler sends the item when due.
+    """
+    now = utcnow()
+    values: dict[str, Any] = (
+        {"status": ItemStatus.RETRY, "not_before": retry_at, "queued_at": None}
+        if retry_at is not None else
+        {"status": ItemStatus.FAILED, "not_before": None, "finished_at": now})
+    result = session.execute(
+        update(Item)
+        .where(Item.id == item_id, Item.status == ItemStatus.RUNNING)
+        .values(**values, lease_expires_at=None, last_error_class=error_class,
+                last_error_code=code, last_error_message=message, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def park_item(session: Session, item_id: int, *, not_before: datetime, waited_ms: int = 0,
               message_sent: bool = True) -> None:
     """Put a claimed item back until ``not_before`` without using up an attempt.

@@ -1,0 +1,329 @@
+"""Soak: a large run on PostgreSQL during which a worker is killed and Redis is restarted.
+
+Starts its own PostgreSQL cluster (initdb, as the ``postgres`` user when run as root), a
+Redis with AOF, the simulator and ``--workers`` ``docpipe worker`` processes (the first also
+runs beat). Ingests ``--docs`` documents, then, while they are processed:
+
+- at ``--kill-at`` of the run done, SIGKILLs the whole first worker (its process group) and
+  starts it again ``--down`` seconds later;
+- at ``--redis-at`` of the run done, SIGKILLs Redis and starts it again on its AOF.
+
+At the end it checks the faults layer's invariant (every document has exactly one result or
+a failed item with a reason, nothing pending, the broker's queues and unacked set empty) and
+prints what the faults cost: calls lost with the killed worker, documents paid for twice,
+worker losses counted, and the simulator's requests against the documents.
+
+    python bench/soak.py --docs 20000 --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import func, select  # noqa: E402
+
+from tests.faults.conftest import assert_accounted_for  # noqa: E402
+from workers.db.models import Attempt, AttemptOutcome, Item  # noqa: E402
+from workers.db.session import session_scope  # noqa: E402
+from workers.embedded import (  # noqa: E402
+    docpipe_command,
+    free_port,
+    redis_server_binary,
+    stop,
+    wait_for_port,
+)
+
+WORDS = ("contract invoice report revenue supplier warehouse shipment quarter payment customer "
+         "audit budget forecast license renewal delivery clause penalty warranty schedule "
+         "tender freight margin inventory").split()
+
+#: Production-shaped timings, shortened so a lost worker's items come back within the soak.
+SOAK_SETTINGS = {
+    "DOCPIPE_VISIBILITY_TIMEOUT_SECONDS": "180", "DOCPIPE_LEASE_SECONDS": "30",
+    "DOCPIPE_TASK_SOFT_TIME_LIMIT_SECONDS": "40", "DOCPIPE_TASK_TIME_LIMIT_SECONDS": "50",
+    "DOCPIPE_REQUEST_TIMEOUT_SECONDS": "20", "DOCPIPE_RECONCILE_INTERVAL_SECONDS": "5",
+    "DOCPIPE_WORKER_LIVENESS_SECONDS": "30",
+}
+
+
+def write_corpus(folder: Path, count: int, seed: int) -> None:
+    """Documents of 40 to 600 words."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True)
+    for i in range(count):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(40, 600))]
+        text = (f"Memo {i} from Northwind Traders Inc to Contoso Systems Ltd, dated "
+                f"{1 + i % 28} May 2025. The amount due is ${100 + i}.00.\n" + " ".join(words))
+        (folder / f"doc-{i:06d}.txt").write_text(text)
+
+
+@contextmanager
+def throwaway_postgres(work: Path) -> Iterator[str]:
+    """A PostgreSQL cluster of its own; yields a SQLAlchemy URL to its ``postgres`` database."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    initdb = shutil.which("initdb") or str(bins[-1] / "initdb")
+    pg_ctl = shutil.which("pg_ctl") or str(bins[-1] / "pg_ctl")
+    as_root = os.geteuid() == 0
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    home = work / "pg"
+    home.mkdir()
+    if as_root:
+        shutil.chown(home, "postgres", "postgres")
+    data, port = home / "data", free_port()
+    subprocess.run([*prefix, initdb, "-D", str(data), "-U", "docpipe", "--auth=trust",
+                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+    options = (f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c max_connections=300 "
+               "-c fsync=off -c full_page_writes=off")
+    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(home / "log"),
+                    "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://docpipe@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "fast", "stop"],
+                       capture_output=True)
+
+
+@dataclass
+class Redis:
+    """A Redis with AOF on, that the soak kills and starts again."""
+
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.directory.mkdir(exist_ok=True)
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
+             "--appendfsync", "everysec", "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, process=self.process, what="redis-server")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Worker:
+    index: int
+    env: dict[str, str]
+    log: Path
+    beat: bool
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = docpipe_command("worker", "--hostname", f"soak{self.index}@%h",
+                               "--without-gossip", "--without-mingle",
+                               *(["--beat"] if self.beat else []))
+        self.process = subprocess.Popen(argv, env=self.env, stdout=self.log.open("ab"),
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        cwd=self.log.parent)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def counts(database_url: str, run_id: int) -> dict[str, int]:
+    with session_scope(database_url) as s:
+        rows = s.execute(select(Item.status, func.count()).where(Item.run_id == run_id)
+                         .group_by(Item.status)).all()
+        return dict(rows)
+
+
+def simulator_stats(port: int) -> dict[str, int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/stats", timeout=10) as resp:
+        counters: dict[str, int] = json.load(resp)["counters"]
+    return counters
+
+
+@dataclass(frozen=True)
+class Services:
+    database_url: str
+    broker_url: str
+
+
+@dataclass
+class Figures:
+    docs: int
+    seconds: float
+    succeeded: int
+    failed: int
+    attempts: int
+    lost_with_worker: int
+    cut_short: int
+    paid_twice: int
+    worker_losses: int
+    simulator_ok: int
+    events: list[str]
+
+
+def soak(args: argparse.Namespace, work: Path) -> Figures:
+    corpus = work / "corpus"
+    write_corpus(corpus, args.docs, seed=11)
+    events: list[str] = []
+    with ExitStack() as stack:
+        database_url = stack.enter_context(throwaway_postgres(work))
+        redis = Redis(free_port(), work / "redis")
+        redis.start()
+        stack.callback(redis.kill)
+        sim_port = free_port()
+        sim = subprocess.Popen(
+            docpipe_command("simulator", "--port", str(sim_port), "--latency-ms",
+                            args.latency_ms, "--seed", "3"),
+            stdout=(work / "simulator.log").open("ab"), stderr=subprocess.STDOUT)
+        stack.callback(stop, sim)
+        wait_for_port(sim_port, process=sim, what="simulator")
+        env = {**os.environ, **SOAK_SETTINGS,
+               "DOCPIPE_DATABASE_URL": database_url, "DOCPIPE_BROKER_URL": redis.url,
+               "OPENAI_BASE_URL": f"http://127.0.0.1:{sim_port}/v1", "OPENAI_API_KEY": "sk-soak",
+               "DOCPIPE_WORKER_CONCURRENCY": str(args.concurrency)}
+        upgrade = subprocess.run(docpipe_command("db", "upgrade"), env=env,
+                                 capture_output=True, text=True)
+        if upgrade.returncode:
+            raise SystemExit(f"docpipe db upgrade failed:\n{upgrade.stderr}")
+        workers = [Worker(i, env, work / f"worker{i}.log", beat=i == 0)
+                   for i in range(args.workers)]
+        for worker in workers:
+            worker.start()
+            stack.callback(worker.kill)
+
+        started = time.monotonic()
+        ingest = subprocess.run(docpipe_command("ingest", str(corpus), "--json"), env=env,
+                                check=True, capture_output=True, text=True)
+        run_id = int(json.loads(ingest.stdout)["run_id"])
+        events.append(f"{time.monotonic() - started:.0f} s: ingest done")
+        killed = restarted_redis = False
+        while True:
+            status = counts(database_url, run_id)
+            done = status.get("succeeded", 0) + status.get("failed", 0)
+            elapsed = time.monotonic() - started
+            print(f"{elapsed:6.0f} s  {done:6d}/{args.docs} done  {status}", flush=True)
+            if done >= args.docs:
+                break
+            if not killed and done >= args.kill_at * args.docs:
+                workers[0].kill()
+                events.append(f"{elapsed:.0f} s: worker 0 killed with SIGKILL at {done} done")
+                time.sleep(args.down)
+                workers[0].start()
+                killed = True
+            elif killed and not restarted_redis and done >= args.redis_at * args.docs:
+                redis.kill()
+                events.append(f"{elapsed:.0f} s: Redis killed with SIGKILL at {done} done")
+                time.sleep(args.down)
+                redis.start()
+                restarted_redis = True
+            if elapsed > args.timeout:
+                raise SystemExit(f"the soak did not finish within {args.timeout} s: {status}")
+            time.sleep(2)
+        seconds = time.monotonic() - started
+        assert_accounted_for(Services(database_url, redis.url), run_id, broker_timeout=180)
+        events.append("invariant held: every document accounted for once, broker empty")
+        with session_scope(database_url) as s:
+            per_item = (select(Attempt.item_id, func.count().label("n"))
+                        .where(Attempt.run_id == run_id, Attempt.outcome == AttemptOutcome.OK)
+                        .group_by(Attempt.item_id).subquery())
+            figures = Figures(
+                docs=args.docs, seconds=seconds,
+                succeeded=counts(database_url, run_id).get("succeeded", 0),
+                failed=counts(database_url, run_id).get("failed", 0),
+                attempts=s.scalar(select(func.count()).select_from(Attempt)
+                                  .where(Attempt.run_id == run_id)) or 0,
+                lost_with_worker=s.scalar(select(func.count()).select_from(Attempt).where(
+                    Attempt.run_id == run_id, Attempt.outcome == AttemptOutcome.LOST,
+                    Attempt.error_code == "worker_lost")) or 0,
+                cut_short=s.scalar(select(func.count()).select_from(Attempt).where(
+                    Attempt.run_id == run_id, Attempt.outcome == AttemptOutcome.LOST,
+                    Attempt.error_code != "worker_lost")) or 0,
+                paid_twice=s.scalar(select(func.count()).select_from(per_item)
+                                    .where(per_item.c.n > 1)) or 0,
+                worker_losses=s.scalar(select(func.coalesce(func.sum(Item.worker_losses), 0))
+                                       .where(Item.run_id == run_id)) or 0,
+                simulator_ok=simulator_stats(sim_port).get("ok", 0),
+                events=events,
+            )
+    return figures
+
+
+def report(f: Figures, args: argparse.Namespace, command: str) -> str:
+    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+               f"Python {platform.python_version()}")
+    lines = [
+        f"### Soak: {f.docs:,} documents, a worker killed and Redis restarted "
+        f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine}. PostgreSQL 15, Redis with AOF, {args.workers} workers x "
+        f"{args.concurrency} threads, simulator latency {args.latency_ms} ms (median, p99). "
+        f"Timings: " + ", ".join(f"{k.removeprefix('DOCPIPE_').lower()}={v}"
+                                 for k, v in SOAK_SETTINGS.items()) + ".",
+        "",
+        *(f"- {event}" for event in f.events),
+        "",
+        "| documents | wall time | docs/s | succeeded | failed | attempt rows | lost with the "
+        "killed worker | cut short by the Redis outage | items with two stored answers | "
+        "worker losses counted | 200s at the simulator | calls paid beyond one per document |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {f.docs:,} | {f.seconds:.0f} s | {f.docs / f.seconds:.1f} | {f.succeeded:,} | "
+        f"{f.failed:,} | {f.attempts:,} | {f.lost_with_worker:,} | {f.cut_short:,} | "
+        f"{f.paid_twice:,} | {f.worker_losses:,} | {f.simulator_ok:,} | "
+        f"{f.simulator_ok - f.succeeded:,} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=32, help="Threads per worker.")
+    parser.add_argument("--latency-ms", default="200,1000")
+    parser.add_argument("--kill-at", type=float, default=0.3, help="Share done at the kill.")
+    parser.add_argument("--redis-at", type=float, default=0.6,
+                        help="Share done at the Redis restart.")
+    parser.add_argument("--down", type=float, default=3.0, help="Seconds down after each.")
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--record", action="store_true", help="Append to docs/benchmarks.md.")
+    args = parser.parse_args()
+    command = "python bench/soak.py " + " ".join(sys.argv[1:])
+    with tempfile.TemporaryDirectory(prefix="docpipe-soak-") as tmp:
+        work = Path(tmp)
+        if os.geteuid() == 0:
+            os.chmod(work, 0o755)  # the postgres user needs to reach its data directory
+        figures = soak(args, work)
+    text = report(figures, args, command)
+    print(text)
+    if args.record:
+        with (ROOT / "docs" / "benchmarks.md").open("a") as out:
+            out.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
