@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import subprocess
 import sys
 import tempfile
@@ -38,11 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workers.embedded import child, docpipe_command, embedded_redis, free_port  # noqa: E402
+from corpus import write_corpus  # noqa: E402
 
-WORDS = ("contract invoice report revenue supplier warehouse shipment quarter payment customer "
-         "audit budget forecast license renewal delivery clause penalty warranty schedule "
-         "tender freight margin inventory").split()
+from workers.embedded import child, docpipe_command, embedded_redis, free_port  # noqa: E402
 
 
 @dataclass
@@ -74,17 +71,6 @@ class Result:
     @property
     def limited_share(self) -> float:
         return self.rate_limited / self.requests if self.requests else 0.0
-
-
-def write_corpus(folder: Path, count: int, seed: int) -> None:
-    """Documents of 60 to 900 words, so calls differ in size as they do in real corpora."""
-    rng = random.Random(seed)
-    folder.mkdir(parents=True)
-    for i in range(count):
-        words = [rng.choice(WORDS) for _ in range(rng.randint(60, 900))]
-        text = (f"Memo {i} from Northwind Traders Inc to Contoso Systems Ltd, dated "
-                f"{1 + i % 28} May 2025. The amount due is ${100 + i}.00.\n" + " ".join(words))
-        (folder / f"doc-{i:06d}.txt").write_text(text)
 
 
 def stats(port: int) -> dict[str, int]:
@@ -202,7 +188,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="docpipe-bench-") as tmp:
         work = Path(tmp)
         corpus = work / "corpus"
-        write_corpus(corpus, docs, seed=7)
+        write_corpus(corpus, docs, seed=7, words=(60, 900))
         for fleet in args.fleets.split(","):
             results.append(run_fleet(fleet, args, corpus, work))
     text = report(results, args, command)

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import shutil
 import signal
 import subprocess
@@ -39,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from corpus import write_corpus  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from tests.faults.conftest import assert_accounted_for  # noqa: E402
@@ -52,10 +52,6 @@ from workers.embedded import (  # noqa: E402
     wait_for_port,
 )
 
-WORDS = ("contract invoice report revenue supplier warehouse shipment quarter payment customer "
-         "audit budget forecast license renewal delivery clause penalty warranty schedule "
-         "tender freight margin inventory").split()
-
 #: Production-shaped timings, shortened so a lost worker's items come back within the soak.
 SOAK_SETTINGS = {
     "DOCPIPE_VISIBILITY_TIMEOUT_SECONDS": "180", "DOCPIPE_LEASE_SECONDS": "30",
@@ -63,17 +59,6 @@ SOAK_SETTINGS = {
     "DOCPIPE_REQUEST_TIMEOUT_SECONDS": "20", "DOCPIPE_RECONCILE_INTERVAL_SECONDS": "5",
     "DOCPIPE_WORKER_LIVENESS_SECONDS": "30",
 }
-
-
-def write_corpus(folder: Path, count: int, seed: int) -> None:
-    """Documents of 40 to 600 words."""
-    rng = random.Random(seed)
-    folder.mkdir(parents=True)
-    for i in range(count):
-        words = [rng.choice(WORDS) for _ in range(rng.randint(40, 600))]
-        text = (f"Memo {i} from Northwind Traders Inc to Contoso Systems Ltd, dated "
-                f"{1 + i % 28} May 2025. The amount due is ${100 + i}.00.\n" + " ".join(words))
-        (folder / f"doc-{i:06d}.txt").write_text(text)
 
 
 @contextmanager
@@ -187,7 +172,7 @@ class Figures:
 
 def soak(args: argparse.Namespace, work: Path) -> Figures:
     corpus = work / "corpus"
-    write_corpus(corpus, args.docs, seed=11)
+    write_corpus(corpus, args.docs, seed=11, words=(40, 600))
     events: list[str] = []
     with ExitStack() as stack:
         database_url = stack.enter_context(throwaway_postgres(work))

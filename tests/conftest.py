@@ -81,6 +81,9 @@ def _pg_bin(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
+#: The test cluster's password: a canary that must never reach a log, a row or a message.
+POSTGRES_PASSWORD = "pg-canary-7f3a9c"
+
 #: How to stop (``-m immediate``) and start the session's PostgreSQL, for the faults layer.
 PG_CONTROL: dict[str, list[str]] = {}
 
@@ -111,8 +114,16 @@ def postgres_server() -> Iterator[str]:
     if as_root:
         shutil.chown(workdir, "postgres", "postgres")
     port = free_port()
-    subprocess.run([*prefix, initdb, "-D", datadir, "-U", "docpipe", "--auth=trust",
-                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+    # TCP logins need the password (SCRAM), as in production: every PostgreSQL test then
+    # shows that credentials work from settings. Only the socket (pg_ctl's) is trusted.
+    pwfile = os.path.join(workdir, "pwfile")
+    with open(pwfile, "w") as out:
+        out.write(POSTGRES_PASSWORD)
+    if as_root:
+        shutil.chown(pwfile, "postgres", "postgres")
+    subprocess.run([*prefix, initdb, "-D", datadir, "-U", "docpipe", "--auth-local=trust",
+                    "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
+                    "--no-sync"], check=True, capture_output=True)
     options = (f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
                "-c max_connections=200 -c full_page_writes=off")
     start = [*prefix, pg_ctl, "-D", datadir, "-o", options, "-l", os.path.join(workdir, "log"),
@@ -121,7 +132,7 @@ def postgres_server() -> Iterator[str]:
     PG_CONTROL.update(start=start, stop=[*prefix, pg_ctl, "-D", datadir, "-m", "immediate",
                                          "stop"])
     try:
-        yield f"postgresql+psycopg://docpipe@127.0.0.1:{port}/postgres"
+        yield f"postgresql+psycopg://docpipe:{POSTGRES_PASSWORD}@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*prefix, pg_ctl, "-D", datadir, "-m", "immediate", "stop"],
                        capture_output=True)

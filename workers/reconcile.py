@@ -7,7 +7,7 @@ processes an item it can claim.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import redis
@@ -21,18 +21,23 @@ Publisher = Callable[..., None]
 
 #: How late a retry or a fresh item's own message may be before the sweep sends another.
 MESSAGE_GRACE = timedelta(seconds=30)
+#: kombu's Redis transport keeps delivered, unacknowledged messages in this hash.
+UNACKED_KEY = "unacked"
 #: Where the reconciler notes the Redis server (its INFO ``run_id``) it last swept against.
 BROKER_MARKER = "docpipe:reconcile:broker-run-id"
 
 
-def broker_reset_at(client: redis.Redis) -> datetime | None:
-    """When the broker last lost messages, if it may have since the previous sweep; else None.
+def broker_reset_at(client: redis.Redis, queues: Sequence[str]) -> datetime | None:
+    """When the broker lost messages, if it did since the previous sweep; else None.
 
     A restart shows as a new ``run_id``: messages sent before it may be gone (all of them
     without persistence, the last second with AOF ``everysec``). A FLUSHALL, or the first
-    sweep against this Redis, shows as a missing marker: anything queued before now may be
-    gone. Sending those items again at once beats waiting out the visibility timeout (an
-    hour by default); a duplicate message costs one skipped claim.
+    sweep against this Redis, shows as a missing marker. Either way, if ``queues`` and the
+    unacked set still hold at least as many messages as the database has items queued, AOF
+    kept them and nothing is re-sent (stragglers still come back after the visibility
+    timeout). Otherwise every item queued before the loss is sent again at once, which
+    beats waiting out the visibility timeout (an hour by default); a duplicate message
+    costs one skipped claim.
     """
     info = client.info("server")
     run_id = str(info["run_id"])
@@ -40,6 +45,10 @@ def broker_reset_at(client: redis.Redis) -> datetime | None:
     previous = raw.decode() if isinstance(raw, bytes) else raw
     if previous == run_id:
         return None
+    held = sum(int(client.llen(q)) for q in queues) + int(client.hlen(UNACKED_KEY))
+    with session_scope() as session:
+        if held >= repo.count_queued(session):
+            return None
     now = utcnow()
     if previous is None:
         return now

@@ -31,12 +31,13 @@ class Settings(BaseSettings):
         env_prefix="DOCPIPE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
+    # URLs may carry passwords: kept out of repr, and logged only through redacting helpers.
     database_url: str = Field(
-        default=DEFAULT_DATABASE_URL,
+        default=DEFAULT_DATABASE_URL, repr=False,
         description="SQLAlchemy URL; SQLite under ./.docpipe/ unless set.",
     )
     broker_url: str | None = Field(
-        default=None,
+        default=None, repr=False,
         description="Redis URL of the Celery broker. Unset: `docpipe run` starts an embedded "
         "Redis; other commands use redis://127.0.0.1:6379/0.",
     )

@@ -32,7 +32,8 @@ def process_item(self: Task, item_id: int) -> str:  # type: ignore[type-arg]
 def reconcile_runs() -> int:
     """Re-enqueue items the broker lost or whose worker died; run by beat."""
     settings = get_settings()
-    reset = reconcile.broker_reset_at(redis_client(settings.effective_broker_url))
+    reset = reconcile.broker_reset_at(redis_client(settings.effective_broker_url),
+                                      [q.value for q in Queue])
     return reconcile.requeue(settings=settings, publish=send_items, broker_reset=reset)
 
 

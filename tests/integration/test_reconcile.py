@@ -49,27 +49,35 @@ def test_a_lost_worker_found_by_the_reconciler_counts_once(migrated_db: str) -> 
     assert again is not None and again.worker_losses == 1
 
 
-def test_a_broker_that_lost_its_data_is_noticed_once(redis_url: str, tmp_path: Any) -> None:
+def test_a_broker_that_lost_messages_is_noticed_once(migrated_db: str, redis_url: str,
+                                                     tmp_path: Any) -> None:
+    _, items = new_run([f"waiting {i}" for i in range(3)])
+    with session_scope() as s:
+        repo.mark_queued(s, items)  # three messages should be in the broker
+    queues = ["docpipe.live"]
     client = redis.Redis.from_url(redis_url)
-    client.delete(reconcile.BROKER_MARKER)
+    client.delete(reconcile.BROKER_MARKER, *queues)
     before = utcnow()
-    first = reconcile.broker_reset_at(client)  # no marker yet: anything queued may be gone
+    first = reconcile.broker_reset_at(client, queues)  # no marker, no messages: lost
     assert first is not None and first >= before
-    assert reconcile.broker_reset_at(client) is None
+    assert reconcile.broker_reset_at(client, queues) is None  # noticed once
     client.flushdb()
-    assert reconcile.broker_reset_at(client) is not None
-    assert reconcile.broker_reset_at(client) is None
+    assert reconcile.broker_reset_at(client, queues) is not None
+
+    # Flushed, but the messages are all there (as after a restart on AOF): nothing lost.
+    client.flushdb()
+    client.lpush("docpipe.live", "m1", "m2", "m3")
+    assert reconcile.broker_reset_at(client, queues) is None
 
     # A restarted server has a new run_id; what was queued before its start may be gone.
     own = RedisServer(free_port(), tmp_path / "redis")
     own.start()
     try:
-        restarting = redis.Redis.from_url(own.url)
-        reconcile.broker_reset_at(restarting)
+        reconcile.broker_reset_at(redis.Redis.from_url(own.url), queues)
         own.kill()
         own.start()
         started = utcnow()
-        reset = reconcile.broker_reset_at(redis.Redis.from_url(own.url))
+        reset = reconcile.broker_reset_at(redis.Redis.from_url(own.url), queues)
         assert reset is not None and started - timedelta(seconds=3) <= reset <= started
     finally:
         own.kill()

@@ -219,14 +219,20 @@ class TestWaiting:
             assert repo.suspected_losses(s, item_id) == 1  # held, lease valid: no new loss
 
 
+def call_in_flight(text: str, *, lease_seconds: int) -> tuple[int, int, int]:
+    """A new item, claimed, with a call begun: (run id, item id, attempt id)."""
+    run_id, (item_id,) = new_run([text])
+    with session_scope() as s:
+        assert repo.claim_item(s, item_id, lease_seconds=lease_seconds) is not None
+        attempt_id = repo.begin_attempt(s, item_id=item_id, run_id=run_id,
+                                        model="gpt-4.1-mini", worker="host:1")
+    return run_id, item_id, attempt_id
+
+
 class TestAttemptsInFlight:
     def test_a_call_is_on_record_before_it_is_made_and_completed_after(
             self, migrated_db: str) -> None:
-        run_id, (item_id,) = new_run(["in flight"])
-        with session_scope() as s:
-            assert repo.claim_item(s, item_id, lease_seconds=60) is not None
-            attempt_id = repo.begin_attempt(s, item_id=item_id, run_id=run_id,
-                                            model="gpt-4.1-mini", worker="host:1")
+        run_id, item_id, attempt_id = call_in_flight("in flight", lease_seconds=60)
         with session_scope() as s:
             row = s.get(Attempt, attempt_id)
             assert row is not None and row.outcome == AttemptOutcome.IN_FLIGHT
@@ -240,11 +246,7 @@ class TestAttemptsInFlight:
                 [(attempt_id, AttemptOutcome.OK, 7)]
 
     def test_the_next_claim_marks_a_dead_holders_call_lost(self, migrated_db: str) -> None:
-        run_id, (item_id,) = new_run(["dead holder"])
-        with session_scope() as s:
-            assert repo.claim_item(s, item_id, lease_seconds=0) is not None
-            lost_id = repo.begin_attempt(s, item_id=item_id, run_id=run_id,
-                                         model="gpt-4.1-mini", worker="host:2")
+        _, item_id, lost_id = call_in_flight("dead holder", lease_seconds=0)
         with session_scope() as s:
             assert repo.claim_item(s, item_id, lease_seconds=60) is not None
         with session_scope() as s:
@@ -254,11 +256,7 @@ class TestAttemptsInFlight:
             assert repo.last_lost_attempt(s, item_id) == ("worker_lost", repo.LOST_MESSAGE)
 
     def test_a_reason_recorded_by_the_dying_process_is_kept(self, migrated_db: str) -> None:
-        run_id, (item_id,) = new_run(["memory hog"])
-        with session_scope() as s:
-            assert repo.claim_item(s, item_id, lease_seconds=0) is not None
-            attempt_id = repo.begin_attempt(s, item_id=item_id, run_id=run_id,
-                                            model="gpt-4.1-mini", worker="host:3")
+        _, item_id, attempt_id = call_in_flight("memory hog", lease_seconds=0)
         with session_scope() as s:
             assert repo.close_lost_attempts(s, item_id, attempt_id=attempt_id,
                                             code="memory_limit", message="past 400 MB") == 1

@@ -618,6 +618,13 @@ def items_to_requeue(
     return by_queue
 
 
+def count_queued(session: Session) -> int:
+    """Items of active runs whose message should be in the broker right now."""
+    return int(session.scalar(
+        select(func.count()).select_from(Item).join(Run, Run.id == Item.run_id)
+        .where(Item.status == ItemStatus.QUEUED, Run.status.in_(RunStatus.ACTIVE))) or 0)
+
+
 def mark_requeued(session: Session, item_ids: Sequence[int]) -> None:
     """Record that the reconciler is sending ``item_ids`` again.
 

@@ -53,3 +53,11 @@ def test_a_memory_limit_needs_the_prefork_pool() -> None:
     limited = Settings(_env_file=None, worker_max_memory_mb=512,  # type: ignore[call-arg]
                        worker_pool="prefork")
     assert limited.worker_max_memory_mb == 512
+
+
+def test_passwords_in_service_urls_stay_out_of_a_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCPIPE_DATABASE_URL", "postgresql+psycopg://app:db-pass-123@db/app")
+    monkeypatch.setenv("DOCPIPE_BROKER_URL", "redis://:redis-pass-456@redis:6379/0")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert "db-pass-123" not in repr(settings) and "redis-pass-456" not in repr(settings)
+    assert settings.effective_broker_url == "redis://:redis-pass-456@redis:6379/0"
