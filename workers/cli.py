@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,6 +36,13 @@ EXIT_PAUSED = 3
 
 PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="Pipeline name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+BudgetOpt = Annotated[float | None, typer.Option(
+    "--budget-usd", min=0, help="Pause the run before a call that could take its spend past "
+    "this many dollars (calls in flight count at their worst case).")]
+
+
+def _money(amount: float | None) -> Decimal | None:
+    return None if amount is None else Decimal(str(amount))
 
 
 def main() -> None:
@@ -113,6 +121,7 @@ def ingest_cmd(
     paths: Annotated[list[str], typer.Argument(help="Files, folders or glob patterns.")],
     pipeline: PipelineOpt = "summarise",
     queue: Annotated[str, typer.Option(help="Queue for the run's items.")] = "docpipe.live",
+    budget_usd: BudgetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Record documents and items for a new run and enqueue them; print the run id."""
@@ -122,7 +131,8 @@ def ingest_cmd(
     from workers.ingest import ingest
     from workers.tasks import send_items
 
-    report = ingest(paths, chosen, settings=settings, publish=send_items, queue=queue)
+    report = ingest(paths, chosen, settings=settings, publish=send_items, queue=queue,
+                    budget_usd=_money(budget_usd))
     if as_json:
         console.print_json(data=report.as_dict())
     else:
@@ -161,9 +171,11 @@ def run_cmd(
     pipeline: PipelineOpt = "summarise",
     simulate: Annotated[bool, typer.Option(help="Answer with docpipe's simulator.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes to start.")] = 1,
+    budget_usd: BudgetOpt = None,
 ) -> None:
     """Ingest, process and report in one go, on this machine."""
-    report = _run_foreground(paths, pipeline, simulate=simulate, workers=workers)
+    report = _run_foreground(paths, pipeline, simulate=simulate, workers=workers,
+                             budget_usd=_money(budget_usd))
     raise typer.Exit(0 if report.get("status") == "finished" else EXIT_PAUSED)
 
 
@@ -207,8 +219,8 @@ def _short_output(output: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _run_foreground(paths: list[str], pipeline_name: str, *, simulate: bool, workers: int
-                    ) -> dict[str, Any]:
+def _run_foreground(paths: list[str], pipeline_name: str, *, simulate: bool, workers: int,
+                    budget_usd: Decimal | None = None) -> dict[str, Any]:
     settings = _settings()
     chosen = get_pipeline(pipeline_name)
     if settings.openai_api_key is None and not simulate:
@@ -246,7 +258,7 @@ def _run_foreground(paths: list[str], pipeline_name: str, *, simulate: bool, wor
         from workers.tasks import send_items
 
         report = ingest(paths, chosen, settings=settings, publish=send_items,
-                        queue="docpipe.live")
+                        queue="docpipe.live", budget_usd=budget_usd)
         console.print(f"run {report.run_id}: {report.items} items, {report.duplicates} "
                       f"duplicates, {report.unreadable} unreadable")
         final = _follow(report.run_id, settings, processes)
@@ -359,8 +371,22 @@ def status_cmd(
         r = reports[0]
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r["attempts_by_outcome"].items()))
         console.print(f"attempts by class: {outcomes or 'none'}")
-        console.print(f"waited for budget: {r['budget_wait_seconds']:.1f}s   last minute: "
-                      f"{r['requests_last_minute']} requests, {r['tokens_last_minute']} tokens")
+        console.print(f"waited for rate limits: {r['budget_wait_seconds']:.1f}s   last "
+                      f"minute: {r['requests_last_minute']} requests, "
+                      f"{r['tokens_last_minute']} tokens")
+        from workers.pricing import usd
+
+        def money(key: str) -> str:
+            return usd(Decimal(str(r[key])))
+
+        spend = f"spent {money('cost_usd')}, projected {money('projected_cost_usd')}"
+        if r["budget_usd"] is not None:
+            spend += (f", budget {money('budget_usd')} ({money('in_flight_usd')} held for "
+                      "calls in flight)")
+        if per := r["cost_per_item"]:
+            spend += "; per item " + ", ".join(
+                f"{k} {usd(Decimal(str(per[k])))}" for k in ("p50", "p90", "max"))
+        console.print(spend)
         for error, count in sorted(r["errors"].items()):
             console.print(f"failed {error}: {count}")
 
@@ -469,6 +495,8 @@ def replay_cmd(
 @app.command("resume")
 def resume_cmd(
     run_id: Annotated[int, typer.Argument(help="Run id.")],
+    budget_usd: Annotated[float | None, typer.Option(
+        "--budget-usd", min=0, help="A new budget for the run, in dollars.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Continue a paused run, and re-enqueue items that have no message in flight."""
@@ -480,7 +508,7 @@ def resume_cmd(
     from workers.tasks import send_items
 
     with session_scope() as session:
-        repo.resume_run(session, run_id)
+        repo.resume_run(session, run_id, budget_usd=_money(budget_usd))
     count = reconcile.requeue(run_id, settings=settings, publish=send_items,
                               queued_grace_seconds=0, immediate=True)
     if as_json:

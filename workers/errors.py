@@ -143,6 +143,13 @@ class ModelNotFoundError(PauseRunError):
     hint = "use a model this key can access, then `docpipe resume {run}`"
 
 
+class BudgetExhaustedError(PauseRunError):
+    """The run's spend plus its calls in flight would pass its budget."""
+
+    error_class = "budget"
+    hint = "`docpipe resume {run} --budget-usd AMOUNT` with a larger budget"
+
+
 class ItemFailedError(ItemError):
     """This item cannot succeed; fail it with its code."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from pipelines import DocumentError, Pipeline
 from pipelines.documents import SourceDocument, discover, read_source
@@ -40,12 +41,15 @@ class IngestReport:
 
 def ingest(
     paths: Iterable[str], pipeline: Pipeline, *, settings: Settings, publish: Publisher,
-    queue: str,
+    queue: str, budget_usd: Decimal | None = None,
 ) -> IngestReport:
-    """Create a run of ``pipeline`` over ``paths`` and enqueue its items on ``queue``."""
+    """Create a run of ``pipeline`` over ``paths`` and enqueue its items on ``queue``.
+
+    With ``budget_usd`` the run pauses before a call that could take its spend past it.
+    """
     with session_scope() as session:
         run = repo.create_run(session, pipeline=pipeline.name, version=pipeline.version,
-                              model=pipeline.model, queue=queue)
+                              model=pipeline.model, queue=queue, budget_usd=budget_usd)
         report = IngestReport(run_id=run.id)
 
     documents: list[SourceDocument] = []

@@ -1,26 +1,54 @@
-"""Prices per model (USD per 1M tokens, standard tier) and the cost of one call.
+"""Prices per model (USD per 1M tokens) and what a call costs.
 
-Figures are the published standard rates (see docs/pricing notes in README). A model
-snapshot name such as ``gpt-4.1-mini-2025-04-14`` is priced as its family.
+The table ships the published standard rates (see ../shared/reference: litellm's price file,
+matching copies of the pricing page). Batch and Flex bill half of the standard input,
+cached-input and output rates; whether a batch bills cached input at half the cached rate is
+not documented, and is assumed. ``DOCPIPE_PRICES`` overrides or adds models. A snapshot name
+such as ``gpt-4.1-mini-2025-04-14`` is priced as its family.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 
 from workers.errors import Usage
+from workers.settings import Settings
 
 _MILLION = Decimal(1_000_000)
+#: Batch and Flex rates as a share of the standard ones.
+DISCOUNTED_SHARE = Decimal("0.5")
+
+
+def usd(amount: Decimal) -> str:
+    """Dollars for people: cents for large amounts, four decimals for small ones."""
+    return f"${amount:,.2f}" if abs(amount) >= 100 else f"${amount:,.4f}"
+
+
+class Tier(StrEnum):
+    """How a request was processed, which decides its rates."""
+
+    DEFAULT = "default"
+    BATCH = "batch"
+    FLEX = "flex"
 
 
 @dataclass(frozen=True)
 class Price:
-    """USD per 1M tokens."""
+    """Standard-tier USD per 1M tokens."""
 
     input: Decimal
     cached_input: Decimal
     output: Decimal
+
+    def at(self, tier: Tier) -> Price:
+        """The rates of ``tier``."""
+        if tier == Tier.DEFAULT:
+            return self
+        return Price(self.input * DISCOUNTED_SHARE, self.cached_input * DISCOUNTED_SHARE,
+                     self.output * DISCOUNTED_SHARE)
 
 
 def _p(inp: str, cached: str, out: str) -> Price:
@@ -47,26 +75,55 @@ PRICES: dict[str, Price] = {
 }
 
 
+class PriceTable:
+    """The shipped prices with the user's overrides on top."""
+
+    def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
+        self.prices = PRICES | dict(overrides or {})
+
+    def price_for(self, model: str) -> Price | None:
+        """The price of ``model`` or of the longest known name it starts with."""
+        if model in self.prices:
+            return self.prices[model]
+        matches = [name for name in self.prices if model.startswith(name + "-")]
+        return self.prices[max(matches, key=len)] if matches else None
+
+    def cost(self, model: str, usage: Usage, *, tier: Tier = Tier.DEFAULT) -> Decimal:
+        """Dollars one call cost: uncached input, cached input and output (reasoning included).
+
+        Unknown models cost 0 rather than a guess; ``docpipe status`` still shows their tokens.
+        """
+        price = self.price_for(model)
+        if price is None:
+            return Decimal(0)
+        rates = price.at(tier)
+        cached = min(usage.cached_tokens, usage.input_tokens)
+        total = ((usage.input_tokens - cached) * rates.input + cached * rates.cached_input
+                 + usage.output_tokens * rates.output)
+        return total / _MILLION
+
+
+_SHIPPED = PriceTable()
+_tables: dict[str, PriceTable] = {}
+
+
+def price_table(settings: Settings) -> PriceTable:
+    """The shipped prices with ``DOCPIPE_PRICES`` on top (built once per distinct setting)."""
+    if not settings.prices:
+        return _SHIPPED
+    key = repr(sorted(settings.prices.items()))
+    table = _tables.get(key)
+    if table is None:
+        table = _tables[key] = PriceTable({
+            name: Price(p.input, p.cached_input, p.output) for name, p in settings.prices.items()})
+    return table
+
+
 def price_for(model: str) -> Price | None:
-    """The price of ``model`` or of the longest known name it starts with."""
-    if model in PRICES:
-        return PRICES[model]
-    matches = [name for name in PRICES if model.startswith(name + "-")]
-    return PRICES[max(matches, key=len)] if matches else None
+    """The shipped price of ``model``; see :meth:`PriceTable.price_for`."""
+    return _SHIPPED.price_for(model)
 
 
-def cost_usd(model: str, usage: Usage) -> Decimal:
-    """Dollars one call cost: uncached input, cached input and output (reasoning included).
-
-    Unknown models cost 0 rather than a guess; ``docpipe status`` still shows their tokens.
-    """
-    price = price_for(model)
-    if price is None:
-        return Decimal(0)
-    cached = min(usage.cached_tokens, usage.input_tokens)
-    total = (
-        (usage.input_tokens - cached) * price.input
-        + cached * price.cached_input
-        + usage.output_tokens * price.output
-    )
-    return total / _MILLION
+def cost_usd(model: str, usage: Usage, *, tier: Tier = Tier.DEFAULT) -> Decimal:
+    """What a call cost at the shipped prices; see :meth:`PriceTable.cost`."""
+    return _SHIPPED.cost(model, usage, tier=tier)

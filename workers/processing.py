@@ -12,6 +12,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 
 import pipelines
 from pipelines import OutputError, PipelineNotFound
@@ -20,6 +21,7 @@ from workers.db.models import AttemptOutcome, utcnow
 from workers.db.session import session_scope
 from workers.errors import (
     BadOutputError,
+    BudgetExhaustedError,
     InfrastructureError,
     ItemError,
     ItemFailedError,
@@ -28,10 +30,11 @@ from workers.errors import (
     QuarantinedError,
     RateLimitedError,
     RetryableError,
+    Usage,
 )
 from workers.llm.client import CallResult, ResponsesClient
 from workers.memory import calling
-from workers.pricing import cost_usd
+from workers.pricing import price_table, usd
 from workers.retry import retry_delay
 from workers.settings import Settings
 from workers.throttle import Park, Throttle, TooLarge
@@ -179,9 +182,20 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
             f"the request needs about {admission.estimate} tokens, above the limit of "
             f"{admission.tpm} tokens per minute", code="request_too_large"))
 
+    model = str(body["model"])
+    reserve = None
+    if item.budget_usd is not None:
+        # The worst case: every estimated input token uncached, and the longest answer.
+        max_output = int(body["max_output_tokens"])
+        reserve = price_table(settings).cost(model, Usage(
+            input_tokens=max(0, admission.estimate - max_output), output_tokens=max_output))
     with session_scope() as session:
         attempt_id = repo.begin_attempt(session, item_id=item.id, run_id=item.run_id,
-                                        model=str(body["model"]), worker=_worker_name())
+                                        model=model, worker=_worker_name(),
+                                        reserve_usd=reserve)
+    if attempt_id is None:
+        assert reserve is not None
+        return _pause(item, _over_budget(item, reserve))
     with calling(item.id, attempt_id):
         call = client.create(body)
     cooldown = throttle.after_call(admission, call)
@@ -193,7 +207,8 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
         except OutputError as exc:
             error = BadOutputError(exc.message, code=exc.code, http_status=call.http_status,
                                    request_id=call.request_id, usage=call.usage)
-    attempt = _attempt_record(item, call, error, attempt_id)
+    attempt = _attempt_record(item, call, error, attempt_id, settings=settings,
+                              reserved=reserve or Decimal(0))
 
     if error is None:
         assert output is not None
@@ -248,19 +263,38 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
                                 message=_clip(error.message), message_sent=countdown is not None)
         return Outcome("retry", retry_in=countdown)
     if isinstance(error, PauseRunError):
-        reason = f"{error.error_class} ({error.code}): {_clip(error.message, 500)}"
-        if error.hint:
-            reason += f" To continue: {error.hint.format(run=item.run_id)}."
-        with session_scope() as session:
-            repo.record_attempt(session, attempt)
-            repo.release_item(session, item.id, error_class=error.error_class, code=error.code,
-                              message=_clip(error.message))
-            repo.pause_run(session, item.run_id, reason)
-        log.error("run %s paused: %s", item.run_id, reason)
-        return Outcome("paused")
+        return _pause(item, error, attempt)
     if isinstance(error, RetryableError):
         error.message = f"gave up after {item.attempts} attempts: {error.message}"
     return _fail(item, error, attempt)
+
+
+def _pause(item: repo.ClaimedItem, error: PauseRunError,
+           attempt: repo.AttemptRecord | None = None) -> Outcome:
+    """Pause the item's run with a reason that says how to continue; the item waits."""
+    reason = f"{error.error_class} ({error.code}): {_clip(error.message, 500)}"
+    if error.hint:
+        reason += f" To continue: {error.hint.format(run=item.run_id)}."
+    with session_scope() as session:
+        if attempt is not None:
+            repo.record_attempt(session, attempt)
+        repo.release_item(session, item.id, error_class=error.error_class, code=error.code,
+                          message=_clip(error.message))
+        repo.pause_run(session, item.run_id, reason)
+    log.error("run %s paused: %s", item.run_id, reason)
+    return Outcome("paused")
+
+
+def _over_budget(item: repo.ClaimedItem, reserve: Decimal) -> BudgetExhaustedError:
+    with session_scope() as session:
+        run = repo.get_run(session, item.run_id)
+        assert run is not None
+        spent, held = run.spent_usd, run.reserved_usd
+    assert item.budget_usd is not None
+    return BudgetExhaustedError(
+        f"the budget of {usd(item.budget_usd)} is reached: {usd(spent)} spent and "
+        f"{usd(held)} held for calls in flight, and the next call may cost up to "
+        f"{usd(reserve)}.", code="budget_exhausted")
 
 
 def _fail(item: repo.ClaimedItem, error: ItemError,
@@ -287,11 +321,12 @@ def _worker_name() -> str:
 
 
 def _attempt_record(item: repo.ClaimedItem, call: CallResult, error: ItemError | None,
-                    attempt_id: int) -> repo.AttemptRecord:
+                    attempt_id: int, *, settings: Settings, reserved: Decimal
+                    ) -> repo.AttemptRecord:
     usage = call.usage
     return repo.AttemptRecord(
         id=attempt_id, item_id=item.id, run_id=item.run_id, model=call.model,
-        worker=_worker_name(),
+        worker=_worker_name(), reserved_usd=reserved,
         outcome=AttemptOutcome.OK if error is None else error.error_class,
         started_at=call.started_at, latency_ms=call.latency_ms, http_status=call.http_status,
         error_code=error.code if error else None,
@@ -299,7 +334,7 @@ def _attempt_record(item: repo.ClaimedItem, call: CallResult, error: ItemError |
         request_id=call.request_id, response_id=call.response_id,
         input_tokens=usage.input_tokens, cached_tokens=usage.cached_tokens,
         output_tokens=usage.output_tokens, reasoning_tokens=usage.reasoning_tokens,
-        cost_usd=cost_usd(call.model, usage),
+        cost_usd=price_table(settings).cost(call.model, usage),
     )
 
 

@@ -7,6 +7,7 @@ never appear in a repr, a log line, a task message or a database row.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 from typing import Literal, Self
 
@@ -22,6 +23,14 @@ class ModelLimits(BaseModel):
 
     rpm: int = Field(gt=0)
     tpm: int = Field(gt=0)
+
+
+class ModelPrice(BaseModel):
+    """Standard-tier USD per 1M tokens; batch and flex bill half."""
+
+    input: Decimal = Field(ge=0)
+    cached_input: Decimal = Field(ge=0)
+    output: Decimal = Field(ge=0)
 
 
 class Settings(BaseSettings):
@@ -66,6 +75,11 @@ class Settings(BaseSettings):
         description="Per-model budgets as JSON, "
         'e.g. {"gpt-4.1-mini": {"rpm": 500, "tpm": 200000}}.',
     )
+
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="Price overrides or additions, JSON: "
+        '{"my-model": {"input": 1.0, "cached_input": 0.1, "output": 4.0}} (USD per 1M tokens).')
 
     ratelimit_enabled: bool = Field(
         default=True, description="Pace calls with the fleet-wide Redis limiter.")

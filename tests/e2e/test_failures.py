@@ -82,7 +82,7 @@ def test_429_cools_the_whole_fleet_down_and_costs_no_attempt(stack: Stack, tmp_p
     assert status["attempts_by_outcome"] == {"ok": 20, "rate_limited": report.rate_limited}
     shown = stack.cli("status", str(run_id)).stdout
     assert f"attempts by class: ok 20, rate_limited {report.rate_limited}" in shown
-    assert "waited for budget:" in shown and f"{calls(stack)} requests" in shown
+    assert "waited for rate limits:" in shown and f"{calls(stack)} requests" in shown
     assert status["requests_last_minute"] == calls(stack)
     assert status["tokens_last_minute"] == report.input_tokens + report.output_tokens > 0
 

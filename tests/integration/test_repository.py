@@ -6,11 +6,12 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from pipelines.documents import content_hash
 from workers.db import repository as repo
@@ -20,6 +21,7 @@ from workers.db.models import (
     Item,
     ItemStatus,
     Result,
+    Run,
     RunStatus,
     utcnow,
 )
@@ -263,3 +265,68 @@ class TestAttemptsInFlight:
         with session_scope() as s:
             assert repo.claim_item(s, item_id, lease_seconds=60) is not None
             assert repo.last_lost_attempt(s, item_id) == ("memory_limit", "past 400 MB")
+
+
+class TestBudget:
+    def budgeted_run(self, budget: str, count: int) -> tuple[int, list[int]]:
+        run_id, items = new_run([f"budgeted {i}" for i in range(count)])
+        with session_scope() as s:
+            s.execute(update(Run).where(Run.id == run_id).values(budget_usd=Decimal(budget)))
+        return run_id, items
+
+    def begin(self, run_id: int, item_id: int, reserve: str) -> int | None:
+        with session_scope() as s:
+            return repo.begin_attempt(s, item_id=item_id, run_id=run_id, model="gpt-4.1-mini",
+                                      worker="host:1", reserve_usd=Decimal(reserve))
+
+    def test_racing_workers_never_hold_more_than_the_budget(self, migrated_db: str) -> None:
+        run_id, items = self.budgeted_run("0.30", 12)
+        lanes = iter(items)
+        lock = threading.Lock()
+
+        def take() -> int | None:
+            with lock:
+                item_id = next(lanes)
+            return self.begin(run_id, item_id, "0.10")
+
+        begun = race(12, take)
+        assert sum(a is not None for a in begun) == 3
+        with session_scope() as s:
+            run = s.get(Run, run_id)
+            assert run is not None and run.reserved_usd == Decimal("0.30")
+
+    def test_a_finished_call_turns_its_reservation_into_its_cost(self, migrated_db: str
+                                                                 ) -> None:
+        run_id, (first, second) = self.budgeted_run("1.00", 2)
+        done = self.begin(run_id, first, "0.40")
+        lost = self.begin(run_id, second, "0.40")
+        assert done is not None and lost is not None
+        with session_scope() as s:
+            repo.record_attempt(s, repo.AttemptRecord(
+                id=done, item_id=first, run_id=run_id, model="gpt-4.1-mini",
+                outcome=AttemptOutcome.OK, started_at=utcnow(), latency_ms=5,
+                cost_usd=Decimal("0.05"), reserved_usd=Decimal("0.40")))
+            # A call lost with its worker may have been charged: its worst case counts.
+            assert repo.close_lost_attempts(s, second) == 1
+        with session_scope() as s:
+            run = s.get(Run, run_id)
+            assert run is not None
+            assert (run.spent_usd, run.reserved_usd) == (Decimal("0.45"), Decimal(0))
+        # The lost call's answer arrives after all: its real cost replaces the worst case.
+        with session_scope() as s:
+            repo.record_attempt(s, repo.AttemptRecord(
+                id=lost, item_id=second, run_id=run_id, model="gpt-4.1-mini",
+                outcome=AttemptOutcome.OK, started_at=utcnow(), latency_ms=5,
+                cost_usd=Decimal("0.07"), reserved_usd=Decimal("0.40")))
+        with session_scope() as s:
+            run = s.get(Run, run_id)
+            assert run is not None
+            assert (run.spent_usd, run.reserved_usd) == (Decimal("0.12"), Decimal(0))
+
+    def test_a_new_budget_on_resume(self, migrated_db: str) -> None:
+        run_id, (item_id,) = self.budgeted_run("0.01", 1)
+        assert self.begin(run_id, item_id, "0.02") is None
+        with session_scope() as s:
+            repo.pause_run(s, run_id, "budget")
+            repo.resume_run(s, run_id, budget_usd=Decimal("5"))
+        assert self.begin(run_id, item_id, "0.02") is not None

@@ -130,6 +130,13 @@ class Run(Base):
     #: Counters snapshotted when the run finishes; live counts come from items.
     succeeded_items: Mapped[int] = mapped_column(default=0)
     failed_items: Mapped[int] = mapped_column(default=0)
+    #: Dollars the run may spend; None: no limit. ``spent_usd`` and ``reserved_usd`` (the
+    #: worst case of calls in flight) are kept only for runs with a budget.
+    budget_usd: Mapped[Decimal | None] = mapped_column(Numeric(18, 9))
+    spent_usd: Mapped[Decimal] = mapped_column(Numeric(18, 9), default=Decimal(0),
+                                               server_default="0")
+    reserved_usd: Mapped[Decimal] = mapped_column(Numeric(18, 9), default=Decimal(0),
+                                                  server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
@@ -194,6 +201,9 @@ class Attempt(Base):
     output_tokens: Mapped[int] = mapped_column(default=0)
     reasoning_tokens: Mapped[int] = mapped_column(default=0)
     cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 9), default=Decimal(0))
+    #: The worst-case cost held against the run's budget while the call was in flight.
+    reserved_usd: Mapped[Decimal] = mapped_column(Numeric(18, 9), default=Decimal(0),
+                                                  server_default="0")
 
 
 class Result(Base):

@@ -6,6 +6,7 @@ message, a replay and a race between workers all end in the same rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +32,8 @@ from workers.db.models import (
     utcnow,
 )
 
+#: The smallest amount the money columns hold (9 decimal places).
+MONEY_EPSILON = Decimal("0.000000001")
 #: Rows per statement in bulk writes.
 BATCH = 500
 #: A retry message may arrive this early against the database clock and still be honoured.
@@ -74,7 +77,8 @@ def upsert_documents(session: Session, documents: Sequence[NewDocument]) -> dict
     return ids
 
 
-def create_run(session: Session, *, pipeline: str, version: str, model: str, queue: str) -> Run:
+def create_run(session: Session, *, pipeline: str, version: str, model: str, queue: str,
+               budget_usd: Decimal | None = None) -> Run:
     """A new run in ``ingesting`` state: workers may start, but it cannot finish yet."""
     run = Run(
         pipeline=pipeline,
@@ -82,6 +86,7 @@ def create_run(session: Session, *, pipeline: str, version: str, model: str, que
         model=model,
         queue=queue,
         status=RunStatus.INGESTING,
+        budget_usd=budget_usd,
         created_at=utcnow(),
     )
     session.add(run)
@@ -223,6 +228,8 @@ class ClaimedItem:
     last_error_code: str | None = None
     #: How often a worker was lost while holding this item (see ``Item.worker_losses``).
     worker_losses: int = 0
+    #: The run's budget in dollars, if it has one.
+    budget_usd: Decimal | None = None
 
 
 def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: bool = True
@@ -272,7 +279,7 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
             Item.id, Item.run_id, Item.attempts, Item.chunk_index, Run.pipeline,
             Run.pipeline_version, Run.model, Document.id.label("document_id"),
             Document.content_hash, Document.text, Item.last_error_class, Item.last_error_code,
-            Item.worker_losses,
+            Item.worker_losses, Run.budget_usd,
         )
         .join(Run, Run.id == Item.run_id)
         .join(Document, Document.id == Item.document_id)
@@ -306,18 +313,40 @@ LOST_MESSAGE = ("the worker was lost during this call (killed, out of memory or 
                 "charged for it")
 
 
-def begin_attempt(session: Session, *, item_id: int, run_id: int, model: str,
-                  worker: str) -> int:
+def begin_attempt(session: Session, *, item_id: int, run_id: int, model: str, worker: str,
+                  reserve_usd: Decimal | None = None) -> int | None:
     """Record a call about to be made (``in_flight``); return the attempt's id.
 
-    Written before the request, so a call whose process dies is still on record.
+    Written before the request, so a call whose process dies is still on record. With
+    ``reserve_usd`` (a run with a budget), the call's worst-case cost is first held against
+    the budget in one conditional update, so racing workers never overspend it together;
+    None means the budget has no room for it and nothing was written.
     """
+    if reserve_usd is not None:
+        held = session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.budget_usd.is_not(None),
+                   # Within the columns' precision: SQLite stores these as floats.
+                   Run.spent_usd + Run.reserved_usd + reserve_usd
+                   <= Run.budget_usd + MONEY_EPSILON)
+            .values(reserved_usd=Run.reserved_usd + reserve_usd)
+            .execution_options(synchronize_session=False))
+        if not held.rowcount:  # type: ignore[attr-defined]
+            return None
     return int(session.execute(
         _insert(session, Attempt).values(
             item_id=item_id, run_id=run_id, model=model, worker=worker,
             outcome=AttemptOutcome.IN_FLIGHT, started_at=utcnow(), latency_ms=0,
+            reserved_usd=reserve_usd or Decimal(0),
         ).returning(Attempt.id)
     ).scalar_one())
+
+
+def _move_to_spent(session: Session, run_id: int, *, released: Decimal, spent: Decimal) -> None:
+    session.execute(
+        update(Run).where(Run.id == run_id)
+        .values(reserved_usd=Run.reserved_usd - released, spent_usd=Run.spent_usd + spent)
+        .execution_options(synchronize_session=False))
 
 
 def close_lost_attempts(session: Session, item_id: int, *, attempt_id: int | None = None,
@@ -327,10 +356,15 @@ def close_lost_attempts(session: Session, item_id: int, *, attempt_id: int | Non
                                  Attempt.outcome == AttemptOutcome.IN_FLIGHT)
     if attempt_id is not None:
         stmt = stmt.where(Attempt.id == attempt_id)
-    result = session.execute(
+    closed = session.execute(
         stmt.values(outcome=AttemptOutcome.LOST, error_code=code, error_message=message)
-        .execution_options(synchronize_session=False))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+        .returning(Attempt.run_id, Attempt.reserved_usd)
+        .execution_options(synchronize_session=False)).all()
+    for run_id, reserved in closed:
+        if reserved:
+            # The API may have charged for it: count its worst case as spent.
+            _move_to_spent(session, run_id, released=reserved, spent=reserved)
+    return len(closed)
 
 
 def last_lost_attempt(session: Session, item_id: int) -> tuple[str, str] | None:
@@ -363,6 +397,8 @@ class AttemptRecord:
     reasoning_tokens: int = 0
     cost_usd: Decimal = field(default_factory=Decimal)
     worker: str | None = None
+    #: What :func:`begin_attempt` held against the run's budget for this call.
+    reserved_usd: Decimal = field(default_factory=Decimal)
     #: The ``in_flight`` row from :func:`begin_attempt` to complete; None: a new row.
     id: int | None = None
 
@@ -372,9 +408,21 @@ def record_attempt(session: Session, attempt: AttemptRecord) -> None:
     values = {k: v for k, v in vars(attempt).items() if k != "id"}
     if attempt.id is None:
         session.execute(_insert(session, Attempt).values(values))
-    else:
+        return
+    completed = session.execute(
+        update(Attempt).where(Attempt.id == attempt.id,
+                              Attempt.outcome == AttemptOutcome.IN_FLIGHT)
+        .values(values).execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+    if not completed:  # closed as lost meanwhile (its lease ran out): the answer came after all
         session.execute(update(Attempt).where(Attempt.id == attempt.id).values(values)
                         .execution_options(synchronize_session=False))
+    if attempt.reserved_usd:
+        # The reservation becomes the real cost. If the call was closed as lost, its worst
+        # case was already counted as spent: replace that with the real cost.
+        _move_to_spent(session, attempt.run_id,
+                       released=attempt.reserved_usd if completed else Decimal(0),
+                       spent=attempt.cost_usd - (Decimal(0) if completed
+                                                 else attempt.reserved_usd))
 
 
 def count_attempts(session: Session, item_id: int, *, outcome: str | None = None) -> int:
@@ -567,8 +615,10 @@ def replay_items(session: Session, run_id: int, statuses: Sequence[str]) -> list
     return ids
 
 
-def resume_run(session: Session, run_id: int) -> None:
-    """Reopen a paused run so its items can be claimed again."""
+def resume_run(session: Session, run_id: int, *, budget_usd: Decimal | None = None) -> None:
+    """Reopen a paused run so its items can be claimed again, with a new budget if given."""
+    if budget_usd is not None:
+        session.execute(update(Run).where(Run.id == run_id).values(budget_usd=budget_usd))
     session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status == RunStatus.PAUSED)
@@ -696,6 +746,13 @@ class RunReport:
     #: Calls started, and tokens they used, in the last 60 seconds.
     last_minute_requests: int = 0
     last_minute_tokens: int = 0
+    #: The run's budget, and the worst case of its calls in flight held against it.
+    budget_usd: Decimal | None = None
+    in_flight_usd: Decimal = Decimal(0)
+    #: Spend so far plus the average cost of a called item for each item still open.
+    projected_cost_usd: Decimal = Decimal(0)
+    #: What the items that made calls cost each: p50, p90 and max.
+    cost_per_item: dict[str, float] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> int:
@@ -738,6 +795,10 @@ class RunReport:
             "budget_wait_seconds": round(self.budget_wait_seconds, 3),
             "requests_last_minute": self.last_minute_requests,
             "tokens_last_minute": self.last_minute_tokens,
+            "budget_usd": float(self.budget_usd) if self.budget_usd is not None else None,
+            "in_flight_usd": float(self.in_flight_usd),
+            "projected_cost_usd": float(self.projected_cost_usd),
+            "cost_per_item": self.cost_per_item,
         }
 
 
@@ -776,18 +837,36 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
         select(Attempt.outcome, func.count()).where(Attempt.run_id == run_id)
         .group_by(Attempt.outcome)
     )
+    per_item = sorted(Decimal(str(c)) for c in session.scalars(
+        select(func.sum(Attempt.cost_usd)).where(Attempt.run_id == run_id)
+        .group_by(Attempt.item_id)))
+    cost = Decimal(str(usage[6]))
+    total = sum(by_status.values())
+    still_open = total - by_status.get(ItemStatus.SUCCEEDED, 0) \
+        - by_status.get(ItemStatus.FAILED, 0)
+    average = cost / len(per_item) if per_item else Decimal(0)
     return RunReport(
+        budget_usd=run.budget_usd, in_flight_usd=run.reserved_usd,
+        projected_cost_usd=cost + average * still_open,
+        cost_per_item={"p50": float(_percentile(per_item, 0.5)),
+                       "p90": float(_percentile(per_item, 0.9)),
+                       "max": float(per_item[-1])} if per_item else {},
         attempts_by_outcome=dict(by_outcome.all()), budget_wait_seconds=int(waited_ms) / 1000,
         last_minute_requests=int(usage[7]), last_minute_tokens=int(usage[8]),
         run_id=run.id, pipeline=run.pipeline, pipeline_version=run.pipeline_version,
         model=run.model, status=run.status, status_reason=run.status_reason,
         created_at=run.created_at, finished_at=run.finished_at,
-        total=sum(by_status.values()), by_status=by_status, reused=int(reused),
+        total=total, by_status=by_status, reused=int(reused),
         attempts=int(usage[0]), rate_limited=int(usage[1]), input_tokens=int(usage[2]),
         cached_tokens=int(usage[3]), output_tokens=int(usage[4]), reasoning_tokens=int(usage[5]),
-        cost_usd=Decimal(str(usage[6])),
+        cost_usd=cost,
         errors={f"{cls}:{code}": n for cls, code, n in errors},
     )
+
+
+def _percentile(ordered: Sequence[Decimal], share: float) -> Decimal:
+    """The nearest-rank percentile of an ascending, non-empty sequence."""
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
 @dataclass(frozen=True)

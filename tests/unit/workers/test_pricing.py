@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from workers.errors import Usage
-from workers.pricing import cost_usd, price_for
+from workers.pricing import Tier, cost_usd, price_for, price_table
+from workers.settings import Settings
 
 tokens = st.integers(min_value=0, max_value=10_000_000)
 
@@ -40,3 +41,24 @@ def test_a_cached_token_never_costs_more_than_an_uncached_one(inp: int, cached: 
     cached = min(cached, inp)
     full = cost_usd("gpt-4.1", Usage(input_tokens=inp))
     assert cost_usd("gpt-4.1", Usage(input_tokens=inp, cached_tokens=cached)) <= full
+
+
+def test_batch_and_flex_bill_half_of_every_rate() -> None:
+    usage = Usage(input_tokens=1_000_000, cached_tokens=200_000, output_tokens=100_000)
+    standard = cost_usd("gpt-5-mini", usage)
+    for tier in (Tier.BATCH, Tier.FLEX):
+        assert cost_usd("gpt-5-mini", usage, tier=tier) * 2 == standard
+
+
+def test_prices_from_settings_override_and_add_models() -> None:
+    settings = Settings(_env_file=None, prices={  # type: ignore[call-arg]
+        "gpt-4.1-mini": {"input": "1", "cached_input": "0.5", "output": "2"},
+        "in-house-model": {"input": "3", "cached_input": "3", "output": "3"}})
+    table = price_table(settings)
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert table.cost("gpt-4.1-mini-2025-04-14", usage) == Decimal(3)
+    assert table.cost("in-house-model", usage) == Decimal(6)
+    assert table.cost("gpt-5-mini", usage) == cost_usd("gpt-5-mini", usage)  # untouched
+    assert price_table(settings) is table  # built once
+    assert price_table(Settings(_env_file=None)).cost(  # type: ignore[call-arg]
+        "in-house-model", usage) == 0
