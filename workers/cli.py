@@ -140,6 +140,52 @@ def ingest_cmd(
                       f"duplicates skipped, {report.unreadable} unreadable")
 
 
+@app.command("estimate")
+def estimate_cmd(
+    paths: Annotated[list[str], typer.Argument(help="Files, folders or glob patterns.")],
+    pipeline: PipelineOpt = "summarise",
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict the tokens and dollars of a run before anything is sent."""
+    settings = _settings()
+    chosen = get_pipeline(pipeline)
+    from sqlalchemy.exc import OperationalError
+
+    from workers.errors import ConfigurationError
+    from workers.estimate import estimate
+    from workers.pricing import price_table, usd
+    from workers.settings import DEFAULT_DATABASE_FILE
+
+    try:
+        if settings.uses_default_database and not DEFAULT_DATABASE_FILE.exists():
+            raise ConfigurationError("no embedded database yet")  # do not create one
+        _migrated(settings)
+        use_database = True
+    except (ConfigurationError, OperationalError):
+        use_database = False  # no history and no reuse to count: estimate the rest
+        err.print("[dim]no docpipe database here: not counting results to reuse[/dim]")
+    result = estimate(paths, chosen, settings=settings, prices=price_table(settings),
+                      use_database=use_database)
+    if as_json:
+        console.print_json(data=result.as_dict())
+        return
+    console.print(f"{result.documents} documents ({result.duplicates} duplicates, "
+                  f"{result.already_done} already done for version {result.pipeline_version}) "
+                  f"and {result.unreadable} unreadable: {result.to_call} calls to "
+                  f"{result.model}")
+    console.print(f"input: {result.input_tokens:,} tokens (o200k_base, counted)   output: at "
+                  f"most {result.max_output_tokens:,} tokens (max_output_tokens each)")
+    if not result.priced:
+        console.print(f"[yellow]no price for {result.model}: set DOCPIPE_PRICES[/yellow]")
+        return
+    if result.expected_usd is not None and result.typical_output_tokens is not None:
+        console.print(f"expected: {usd(result.expected_usd)} (output like the "
+                      f"{result.calls_seen} calls made so far: "
+                      f"{result.typical_output_tokens:.0f} tokens each)")
+    console.print(f"at most: {usd(result.ceiling_usd)}, or {usd(result.ceiling_batch_usd)} "
+                  "through the Batch API")
+
+
 @app.command("worker", context_settings={"allow_extra_args": True,
                                          "ignore_unknown_options": True})
 def worker_cmd(

@@ -8,7 +8,7 @@ size of the folder.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -60,18 +60,11 @@ def ingest(
         documents.clear()
         failures.clear()
 
-    for found in discover(paths):
-        if isinstance(found, DocumentError):
-            failures.append(found)
-            continue
-        try:
-            for read in read_source(found, text_field=settings.json_text_field,
-                                    max_bytes=settings.max_file_bytes):
-                (failures if isinstance(read, DocumentError) else documents).append(read)  # type: ignore[arg-type]
-        except Exception as exc:  # a parser bug must not stop the rest of the run
-            log.exception("reading %s failed", found)
-            failures.append(DocumentError(str(found), f"{exc.__class__.__name__}: {exc}",
-                                          code="unreadable"))
+    for read in read_paths(paths, settings):
+        if isinstance(read, DocumentError):
+            failures.append(read)
+        else:
+            documents.append(read)
         if len(documents) + len(failures) >= BATCH_SIZE:
             flush()
     flush()
@@ -82,6 +75,22 @@ def ingest(
     with session_scope() as session:
         repo.finish_run_if_done(session, report.run_id)
     return report
+
+
+def read_paths(paths: Iterable[str], settings: Settings
+               ) -> Iterator[SourceDocument | DocumentError]:
+    """Every document under ``paths``, or the reason a source could not be read."""
+    for found in discover(paths):
+        if isinstance(found, DocumentError):
+            yield found
+            continue
+        try:
+            yield from read_source(found, text_field=settings.json_text_field,
+                                   max_bytes=settings.max_file_bytes)
+        except Exception as exc:  # a parser bug must not stop the rest of the run
+            log.exception("reading %s failed", found)
+            yield DocumentError(str(found), f"{exc.__class__.__name__}: {exc}",
+                                code="unreadable")
 
 
 def _write_batch(report: IngestReport, documents: Sequence[SourceDocument],

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_DATABASE_URL = "sqlite:///./.docpipe/docpipe.db"
+DEFAULT_DATABASE_FILE = Path(".docpipe") / "docpipe.db"
+DEFAULT_DATABASE_URL = f"sqlite:///./{DEFAULT_DATABASE_FILE}"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 
 

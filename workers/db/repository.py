@@ -376,6 +376,25 @@ def last_lost_attempt(session: Session, item_id: int) -> tuple[str, str] | None:
     return (row[0] or "", row[1] or "") if row is not None else None
 
 
+def hashes_with_results(session: Session, hashes: Sequence[str], version: str) -> set[str]:
+    """Which of ``hashes`` already have a result for pipeline ``version``."""
+    found: set[str] = set()
+    for start in range(0, len(hashes), BATCH):
+        found.update(session.scalars(select(Result.content_hash).where(
+            Result.content_hash.in_(hashes[start : start + BATCH]),
+            Result.pipeline_version == version, Result.chunk_index == 0)))
+    return found
+
+
+def output_tokens_seen(session: Session, version: str) -> tuple[float, int]:
+    """Mean output tokens of successful calls made for pipeline ``version``, and how many."""
+    mean, count = session.execute(
+        select(func.avg(Attempt.output_tokens), func.count(Attempt.id))
+        .join(Run, Run.id == Attempt.run_id)
+        .where(Run.pipeline_version == version, Attempt.outcome == AttemptOutcome.OK)).one()
+    return float(mean or 0), int(count)
+
+
 @dataclass(frozen=True)
 class AttemptRecord:
     """One HTTP call, as stored in ``attempts``."""
