@@ -425,6 +425,7 @@ def status_cmd(
         def money(key: str) -> str:
             return usd(Decimal(str(r[key])))
 
+        console.print(f"prompt cache: {r['cache_hit_ratio']:.1%} of input tokens cached")
         spend = f"spent {money('cost_usd')}, projected {money('projected_cost_usd')}"
         if r["budget_usd"] is not None:
             spend += (f", budget {money('budget_usd')} ({money('in_flight_usd')} held for "

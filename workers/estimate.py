@@ -64,7 +64,8 @@ def estimate(paths: Iterable[str], pipeline: Pipeline, *, settings: Settings,
         if read.content_hash in tokens_by_hash:
             result.duplicates += 1
             continue
-        tokens_by_hash[read.content_hash] = estimate_request_tokens(pipeline.request(read.text))
+        tokens_by_hash[read.content_hash] = estimate_request_tokens(pipeline.request(
+            read.text, cache_shards=settings.cache_shards(pipeline.model)))
     if use_database and tokens_by_hash:
         with session_scope() as session:
             done = repo.hashes_with_results(session, list(tokens_by_hash), pipeline.version)

@@ -161,7 +161,7 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
         _finish_run_if_done(item.run_id)
         return Outcome("reused")
 
-    body = pipeline.request(item.text)
+    body = pipeline.request(item.text, cache_shards=settings.cache_shards(pipeline.model))
     repairing = item.last_error_class == BadOutputError.error_class
     if repairing and item.last_error_code == "truncated":
         body["max_output_tokens"] = min(2 * int(body["max_output_tokens"]),

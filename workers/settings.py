@@ -7,6 +7,7 @@ never appear in a repr, a log line, a task message or a database row.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Literal, Self
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Requests a minute one prompt_cache_key keeps on one cache machine (see the API docs).
+REQUESTS_PER_CACHE_KEY = 15
 DEFAULT_DATABASE_FILE = Path(".docpipe") / "docpipe.db"
 DEFAULT_DATABASE_URL = f"sqlite:///./{DEFAULT_DATABASE_FILE}"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
@@ -83,6 +86,11 @@ class Settings(BaseSettings):
         description="Price overrides or additions, JSON: "
         '{"my-model": {"input": 1.0, "cached_input": 0.1, "output": 4.0}} (USD per 1M tokens).')
 
+    prompt_cache_shards: int = Field(
+        default=0, ge=0, description="prompt_cache_key lanes per pipeline version. 0: one "
+        "per 15 requests a minute of the model's configured RPM (the rate one key keeps on one "
+        "cache machine), at least one.")
+
     ratelimit_enabled: bool = Field(
         default=True, description="Pace calls with the fleet-wide Redis limiter.")
     ratelimit_burst_seconds: float = Field(
@@ -147,6 +155,13 @@ class Settings(BaseSettings):
             raise ValueError("request_timeout_seconds + max_inline_wait_seconds must be below "
                              "task_soft_time_limit_seconds")
         return self
+
+    def cache_shards(self, model: str) -> int:
+        """How many ``prompt_cache_key`` lanes requests to ``model`` are spread over."""
+        if self.prompt_cache_shards:
+            return self.prompt_cache_shards
+        limits = self.model_limits.get(model)
+        return max(1, math.ceil(limits.rpm / REQUESTS_PER_CACHE_KEY)) if limits else 1
 
     @property
     def effective_broker_url(self) -> str:

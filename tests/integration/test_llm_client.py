@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pipelines import SUMMARISE
@@ -15,8 +17,10 @@ from workers.errors import (
     QuotaExhaustedError,
     RateLimitedError,
     TransientError,
+    Usage,
 )
 from workers.llm.client import ResponsesClient
+from workers.pricing import cost_usd, price_for
 
 TEXT = "Acme Widgets Ltd sold ten widgets to Globex Corporation for $500.00 on 3 May 2025."
 
@@ -92,3 +96,26 @@ def test_timeout_and_refused_connection_are_transient(simulator: SimulatorProces
                              timeout=2)
     refused = nobody.create(SUMMARISE.request(TEXT)).error
     assert isinstance(refused, TransientError) and refused.code == "connection_error"
+
+
+def test_a_long_shared_prefix_is_cached_and_billed_at_the_cached_rate(
+        simulator: SimulatorProcess) -> None:
+    # The simulator caches like the API: a prefix of 1,024+ tokens seen recently under the
+    # same prompt_cache_key.
+    long_rules = " ".join(f"Rule {i}: report every amount with its currency." for i in range(160))
+    pipeline = dataclasses.replace(SUMMARISE, instructions=long_rules)
+    client = client_for(simulator)
+    cold = client.create(pipeline.request(TEXT))
+    warm = client.create(pipeline.request(TEXT + " Second document."))
+    assert cold.error is None and warm.error is None
+    assert cold.usage.cached_tokens == 0
+    assert warm.usage.cached_tokens >= 1024 and warm.usage.cached_tokens % 128 == 0
+    assert warm.usage.cached_tokens < warm.usage.input_tokens
+    at_full_price = Usage(input_tokens=warm.usage.input_tokens,
+                          output_tokens=warm.usage.output_tokens)
+    saved = cost_usd(pipeline.model, at_full_price) - cost_usd(pipeline.model, warm.usage)
+    price = price_for(pipeline.model)
+    assert price is not None
+    assert saved == warm.usage.cached_tokens * (price.input - price.cached_input) / 1_000_000
+    other_lane = client.create(pipeline.request(TEXT, cache_shards=7))
+    assert other_lane.usage.cached_tokens == 0, "another key starts cold"

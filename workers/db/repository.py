@@ -785,6 +785,11 @@ class RunReport:
     def pending(self) -> int:
         return self.total - self.succeeded - self.failed
 
+    @property
+    def cache_hit_ratio(self) -> float:
+        """Share of input tokens served from the prompt cache."""
+        return self.cached_tokens / self.input_tokens if self.input_tokens else 0.0
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form: what ``docpipe status --json`` prints."""
         return {
@@ -808,6 +813,7 @@ class RunReport:
             "cached_tokens": self.cached_tokens,
             "output_tokens": self.output_tokens,
             "reasoning_tokens": self.reasoning_tokens,
+            "cache_hit_ratio": round(self.cache_hit_ratio, 4),
             "cost_usd": float(self.cost_usd),
             "errors": self.errors,
             "attempts_by_outcome": self.attempts_by_outcome,

@@ -95,3 +95,23 @@ class TestDocumentsAreData:
         assert benign["instructions"] == hostile["instructions"]
         assert "Ignore your instructions" not in hostile["instructions"]
         assert benign["text"] == hostile["text"]  # the output schema is the pipeline's, always
+
+
+class TestPromptCacheKey:
+    def test_one_key_per_version_by_default(self) -> None:
+        keys = {SUMMARISE.request(f"doc {i}")["prompt_cache_key"] for i in range(20)}
+        assert keys == {f"docpipe-summarise-{SUMMARISE.version}"}
+
+    def test_lanes_are_stable_per_document_and_spread_over_the_shards(self) -> None:
+        keys = [SUMMARISE.request(f"doc {i}", cache_shards=4)["prompt_cache_key"]
+                for i in range(400)]
+        assert keys == [SUMMARISE.request(f"doc {i}", cache_shards=4)["prompt_cache_key"]
+                        for i in range(400)]
+        counts = {k: keys.count(k) for k in set(keys)}
+        assert set(counts) == {f"docpipe-summarise-{SUMMARISE.version}-{n}" for n in range(4)}
+        assert min(counts.values()) > 60  # 100 each if perfectly even
+
+    def test_the_shared_prefix_is_byte_identical_whatever_the_document(self) -> None:
+        a, b = SUMMARISE.request("first"), SUMMARISE.request("a different, longer document")
+        assert json.dumps([a["instructions"], a["text"]]) == \
+            json.dumps([b["instructions"], b["text"]])

@@ -61,3 +61,12 @@ def test_passwords_in_service_urls_stay_out_of_a_repr(monkeypatch: pytest.Monkey
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert "db-pass-123" not in repr(settings) and "redis-pass-456" not in repr(settings)
     assert settings.effective_broker_url == "redis://:redis-pass-456@redis:6379/0"
+
+
+def test_prompt_cache_lanes_follow_the_configured_request_rate() -> None:
+    limited = Settings(_env_file=None,  # type: ignore[call-arg]
+                       model_limits={"gpt-4.1-mini": {"rpm": 500, "tpm": 200_000}})
+    assert limited.cache_shards("gpt-4.1-mini") == 34  # 500 / 15, rounded up
+    assert limited.cache_shards("gpt-5-mini") == 1  # no rate known: one key
+    fixed = Settings(_env_file=None, prompt_cache_shards=3)  # type: ignore[call-arg]
+    assert fixed.cache_shards("gpt-4.1-mini") == 3
