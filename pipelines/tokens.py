@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from functools import lru_cache
 from typing import Any, Protocol, cast
 
@@ -15,20 +16,48 @@ from typing import Any, Protocol, cast
 class _Encoding(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
+    def decode(self, tokens: list[int]) -> str: ...
+
 
 @lru_cache(maxsize=4)
 def encoding(name: str = "o200k_base") -> _Encoding:
     """Return the (cached, thread-safe) encoding called ``name``."""
-    import bpe_openai
+    with warnings.catch_warnings():
+        # bpe-openai loads its ranks (on import) with importlib.resources.open_binary,
+        # deprecated since Python 3.11: the library's warning, not one a caller can act on.
+        warnings.filterwarnings("ignore", "open_binary is deprecated", DeprecationWarning)
+        import bpe_openai
 
-    return cast(_Encoding, bpe_openai.get_encoding(name))
+        return cast(_Encoding, bpe_openai.get_encoding(name))
+
+
+#: bpe-openai refuses to encode a million characters or more at once: longer texts are
+#: encoded in segments cut before a space, where o200k_base's pre-tokenizer splits anyway.
+_SEGMENT = 400_000
+
+
+def encode(text: str, *, encoding_name: str = "o200k_base") -> list[int]:
+    """The tokens of ``text``, of any length."""
+    enc = encoding(encoding_name)
+    if len(text) < _SEGMENT:
+        return enc.encode(text)
+    tokens: list[int] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + _SEGMENT)
+        if end < len(text):
+            cut = text.rfind(" ", start + _SEGMENT // 2, end)
+            end = cut if cut > start else end
+        tokens.extend(enc.encode(text[start:end]))
+        start = end
+    return tokens
 
 
 def count_tokens(text: str, *, encoding_name: str = "o200k_base") -> int:
     """Number of tokens ``text`` encodes to."""
     if not text:
         return 0
-    return len(encoding(encoding_name).encode(text))
+    return len(encode(text, encoding_name=encoding_name))
 
 
 def estimate_request_tokens(body: dict[str, Any]) -> int:
