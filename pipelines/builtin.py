@@ -66,6 +66,10 @@ class Extraction(BaseModel):
     key_facts: list[str] = Field(description="Up to 10 facts stated in the document.")
 
 
+#: Document tokens per call for the built-in pipelines: long enough for whole contracts and
+#: reports, short enough that the answer keeps the details of each part.
+LONG_DOCUMENT_CHUNK_TOKENS = 16_000
+
 SUMMARISE = Pipeline(
     name="summarise",
     model=DEFAULT_MODEL,
@@ -75,6 +79,7 @@ SUMMARISE = Pipeline(
     ),
     output=Summary,
     max_output_tokens=1200,
+    max_input_tokens=LONG_DOCUMENT_CHUNK_TOKENS,
     description="Summary, key points, topics and language of each document.",
 )
 
@@ -87,6 +92,7 @@ EXTRACT = Pipeline(
     ),
     output=Extraction,
     max_output_tokens=2000,
+    max_input_tokens=LONG_DOCUMENT_CHUNK_TOKENS,
     description="Document type, title, date, parties, entities, amounts and key facts.",
 )
 

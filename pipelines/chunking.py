@@ -144,3 +144,57 @@ def _fit(text: str, start: int, end: int, max_tokens: int) -> Iterator[tuple[int
     middle = middle if middle > start else (start + end) // 2
     yield from _fit(text, start, middle, max_tokens)
     yield from _fit(text, middle, end, max_tokens)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One call in the processing of a long document: a chunk, or a reduce of others.
+
+    ``key`` identifies the node within its document (and its result): chunks are numbered
+    0, 1, 2... in document order, reduce nodes -1 (the root, whose result is the whole
+    document's), -2, -3... ``parent`` is the key of the reduce node that takes this one's
+    result. Nodes are listed parents first, and children in document order.
+    """
+
+    key: int
+    level: int
+    parent: int | None
+    start: int = 0
+    end: int = 0
+
+
+def plan(text: str, *, max_tokens: int, overlap: int, fan_in: int) -> list[Node] | None:
+    """The tree of calls for ``text``: chunks, then reduces of ``fan_in`` results at a time.
+
+    None when the text fits in one call. The tree's depth is ceil(log_fan_in(chunks)), so a
+    document finishes in about that many rounds of calls after its chunks, however long.
+    """
+    if fan_in < 2:
+        raise ValueError("fan_in must be at least 2")
+    chunks = split(text, max_tokens=max_tokens, overlap=overlap)
+    if len(chunks) == 1:
+        return None
+    # Build bottom-up in groups of fan_in, then number reduce nodes from the root down.
+    levels: list[list[list[int]]] = []  # per level above the chunks: groups of child indexes
+    width = len(chunks)
+    while width > 1:
+        # As even as possible: 9 results at a fan-in of 8 make groups of 5 and 4, not 8 and 1.
+        count = -(-width // fan_in)
+        bounds = [width * g // count for g in range(count + 1)]
+        groups = [list(range(bounds[g], bounds[g + 1])) for g in range(count)]
+        levels.append(groups)
+        width = len(groups)
+    keys: dict[tuple[int, int], int] = {}  # (level, index) -> key of a reduce node
+    nodes: list[Node] = []
+    parent_of: dict[tuple[int, int], int | None] = {(len(levels), 0): None}
+    next_key = -1
+    for level in range(len(levels), 0, -1):
+        for index, children in enumerate(levels[level - 1]):
+            key = keys[(level, index)] = next_key
+            next_key -= 1
+            nodes.append(Node(key, level, parent_of[(level, index)]))
+            for child in children:
+                parent_of[(level - 1, child)] = key
+    for chunk in chunks:
+        nodes.append(Node(chunk.index, 0, parent_of[(0, chunk.index)], chunk.start, chunk.end))
+    return nodes

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from pipelines import DocumentError, Pipeline
+from pipelines.chunking import Node, plan
 from pipelines.documents import SourceDocument, discover, read_source
 from workers.db import repository as repo
 from workers.db.session import session_scope
@@ -33,10 +34,12 @@ class IngestReport:
     items: int = 0
     duplicates: int = 0
     unreadable: int = 0
+    #: Documents split into chunks and reduces (counted in ``items`` once each).
+    long_documents: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {"run_id": self.run_id, "items": self.items, "duplicates": self.duplicates,
-                "unreadable": self.unreadable}
+                "unreadable": self.unreadable, "long_documents": self.long_documents}
 
 
 def ingest(
@@ -56,7 +59,8 @@ def ingest(
     failures: list[DocumentError] = []
 
     def flush() -> None:
-        _write_batch(report, documents, failures, publish=publish, queue=queue)
+        _write_batch(report, documents, failures, pipeline=pipeline, publish=publish,
+                     queue=queue)
         documents.clear()
         failures.clear()
 
@@ -94,9 +98,11 @@ def read_paths(paths: Iterable[str], settings: Settings
 
 
 def _write_batch(report: IngestReport, documents: Sequence[SourceDocument],
-                 failures: Sequence[DocumentError], *, publish: Publisher, queue: str) -> None:
+                 failures: Sequence[DocumentError], *, pipeline: Pipeline, publish: Publisher,
+                 queue: str) -> None:
     if not documents and not failures:
         return
+    plans = {d.content_hash: _plan(d.text, pipeline) for d in documents}
     with session_scope() as session:
         ids = repo.upsert_documents(session, [
             repo.NewDocument(content_hash=d.content_hash, source=d.source,
@@ -104,14 +110,33 @@ def _write_batch(report: IngestReport, documents: Sequence[SourceDocument],
             for d in documents
         ])
         created = repo.add_items(
-            session, report.run_id, [(ids[d.content_hash], d.source) for d in documents]
+            session, report.run_id,
+            [(ids[d.content_hash], d.source) for d in documents if plans[d.content_hash] is None]
         )
+        added = len(created)
+        for document in documents:
+            nodes = plans.pop(document.content_hash, None)  # once per content in the batch
+            if nodes is not None:
+                leaves = repo.add_item_tree(session, report.run_id, ids[document.content_hash],
+                                            document.source, nodes)
+                if leaves:
+                    added += 1
+                    report.long_documents += 1
+                    created.extend(leaves)
         report.unreadable += repo.add_failed_items(
             session, report.run_id, [(f.source, f.code, f.reason) for f in failures]
         )
-    report.items += len(created)
-    report.duplicates += len(documents) - len(created)
+    report.items += added
+    report.duplicates += len(documents) - added
     if created:
         publish(created, queue=queue)
         with session_scope() as session:
             repo.mark_queued(session, created)
+
+
+def _plan(text: str, pipeline: Pipeline) -> list[Node] | None:
+    """The chunk-and-reduce tree of a document too long for one call, else None."""
+    if pipeline.max_input_tokens is None:
+        return None
+    return plan(text, max_tokens=pipeline.max_input_tokens, overlap=pipeline.chunk_overlap,
+                fan_in=pipeline.reduce_fan_in)

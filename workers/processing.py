@@ -55,6 +55,8 @@ class Outcome:
     #: Send a message with this countdown. None: no message; a longer wait stays in the
     #: database until the reconciler sends the item.
     retry_in: float | None = None
+    #: Other items to send now: a reduce whose last part this item was.
+    send: tuple[int, ...] = ()
 
 
 def _countdown(settings: Settings, seconds: float) -> float | None:
@@ -121,6 +123,9 @@ def _guarded(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
                     session, item.id, error_class=error.error_class, code=error.code,
                     message=_clip(error.message),
                     retry_at=None if give_up else utcnow() + timedelta(seconds=delay))
+                if give_up and released and item.parent_id is not None:
+                    repo.fail_ancestors(session, item.id, code=error.code, message=_clip(
+                        f"part {item.chunk_index} of the document failed: {error.message}"))
         except Exception:
             log.exception("could not release item %s; its lease will expire", item.id)
             raise exc from None
@@ -158,10 +163,16 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
         if existing is not None:
             repo.reuse_result(session, item.id, existing)
     if existing is not None:
-        _finish_run_if_done(item.run_id)
-        return Outcome("reused")
+        return _done(item, "reused")
 
-    body = pipeline.request(item.text, cache_shards=settings.cache_shards(pipeline.model))
+    shards = settings.cache_shards(pipeline.model)
+    if item.level > 0:
+        with session_scope() as session:
+            parts = repo.part_outputs(session, item.id)
+        body = pipeline.reduce_request(parts, cache_shards=shards)
+    else:
+        text = item.text if item.text_start is None else item.text[item.text_start:item.text_end]
+        body = pipeline.request(text, cache_shards=shards)
     repairing = item.last_error_class == BadOutputError.error_class
     if repairing and item.last_error_code == "truncated":
         body["max_output_tokens"] = min(2 * int(body["max_output_tokens"]),
@@ -217,10 +228,9 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
             repo.add_budget_wait(session, item.id, int(admission.waited * 1000))
             repo.save_result(session, item, output=output, model=call.model,
                              response_id=call.response_id)
-        _finish_run_if_done(item.run_id)
         log.info("item succeeded", extra={"item_id": item.id, "run_id": item.run_id,
                                           "request_id": call.request_id})
-        return Outcome("succeeded")
+        return _done(item, "succeeded")
 
     error.item_id = item.id
     log.warning("item call failed: %s %s", error.error_class, error.code,
@@ -304,8 +314,23 @@ def _fail(item: repo.ClaimedItem, error: ItemError,
             repo.record_attempt(session, attempt)
         repo.fail_item(session, item.id, error_class=error.error_class, code=error.code,
                        message=_clip(error.message))
+        if item.parent_id is not None:
+            repo.fail_ancestors(session, item.id, code=error.code, message=_clip(
+                f"part {item.chunk_index} of the document failed: {error.message}"))
     _finish_run_if_done(item.run_id)
     return Outcome("failed")
+
+
+def _done(item: repo.ClaimedItem, status: str) -> Outcome:
+    """After a success: hand the result up the tree, and finish the run if it was the last."""
+    send: tuple[int, ...] = ()
+    if item.parent_id is not None:
+        # In its own transaction, after the result's commit, for the reason below.
+        with session_scope() as session:
+            if repo.unblock_parent(session, item.parent_id):
+                send = (item.parent_id,)
+    _finish_run_if_done(item.run_id)
+    return Outcome(status, send=send)
 
 
 def _finish_run_if_done(run_id: int) -> None:

@@ -21,10 +21,12 @@ def process_item(self: Task, item_id: int) -> str:  # type: ignore[type-arg]
     settings = get_settings()
     outcome = processing.process_item(item_id, settings=settings, client=get_client(settings),
                                       throttle=get_throttle(settings))
+    delivery = self.request.delivery_info or {}
+    queue = delivery.get("routing_key") or Queue.LIVE
     if outcome.retry_in is not None:
-        delivery = self.request.delivery_info or {}
-        queue = delivery.get("routing_key") or Queue.LIVE
         send_items([item_id], queue=queue, countdown=outcome.retry_in)
+    if outcome.send:
+        send_items(outcome.send, queue=queue)
     return outcome.status
 
 

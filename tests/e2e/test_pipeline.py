@@ -57,7 +57,7 @@ def test_200_documents_two_workers_with_5xx_and_429s(stack: Stack, tmp_path: Pat
 
     ingested = stack.ingest(corpus, pipeline="extract")
     assert ingested == {"run_id": ingested["run_id"], "items": 200, "duplicates": 0,
-                        "unreadable": 3}
+                        "unreadable": 3, "long_documents": 0}
     run_id = ingested["run_id"]
     report = stack.wait_for(run_id, timeout=180)
 

@@ -75,6 +75,7 @@ class ItemStatus:
     QUEUED = "queued"  # message sent
     RUNNING = "running"  # claimed by a worker under a lease
     RETRY = "retry"  # waiting until not_before
+    BLOCKED = "blocked"  # a reduce waiting for the results of its parts
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
@@ -165,6 +166,13 @@ class Item(Base):
     #: (killed, out of memory, past its time limit) while holding it.
     worker_losses: Mapped[int] = mapped_column(default=0, server_default="0")
     result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id"))
+    #: Long documents become a tree (see pipelines.chunking.plan): chunks at level 0 with
+    #: their span of the document's text, reduces above them. ``parent_id`` takes the result.
+    level: Mapped[int] = mapped_column(default=0, server_default="0")
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    text_start: Mapped[int | None]
+    text_end: Mapped[int | None]
     last_error_class: Mapped[str | None] = mapped_column(String(50))
     last_error_code: Mapped[str | None] = mapped_column(String(100))
     last_error_message: Mapped[str | None] = mapped_column(Text)

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from pipelines.chunking import Node
 from workers.db.models import (
     Attempt,
     AttemptOutcome,
@@ -132,6 +133,36 @@ def add_items(session: Session, run_id: int, documents: Iterable[tuple[int, str]
     return created
 
 
+def add_item_tree(session: Session, run_id: int, document_id: int, source: str,
+                  nodes: Sequence[Node]) -> list[int]:
+    """Add a long document's items: its chunks (pending) and reduces (blocked on them).
+
+    ``nodes`` come parents first (see :func:`pipelines.chunking.plan`). Returns the ids of
+    the chunk items, to be sent; none if the document is already in the run.
+    """
+    exists = session.scalar(select(Item.id).where(
+        Item.run_id == run_id, Item.document_id == document_id).limit(1))
+    if exists is not None:
+        return []
+    now = utcnow()
+    ids: dict[int, int] = {}
+    leaves: list[int] = []
+    for node in nodes:
+        item = Item(
+            run_id=run_id, document_id=document_id, source=source, chunk_index=node.key,
+            level=node.level, parent_id=ids[node.parent] if node.parent is not None else None,
+            text_start=node.start if node.level == 0 else None,
+            text_end=node.end if node.level == 0 else None,
+            status=ItemStatus.PENDING if node.level == 0 else ItemStatus.BLOCKED,
+            created_at=now, updated_at=now)
+        session.add(item)
+        session.flush()
+        ids[node.key] = item.id
+        if node.level == 0:
+            leaves.append(item.id)
+    return leaves
+
+
 def add_failed_items(
     session: Session, run_id: int, failures: Iterable[tuple[str, str, str]]
 ) -> int:
@@ -230,6 +261,11 @@ class ClaimedItem:
     worker_losses: int = 0
     #: The run's budget in dollars, if it has one.
     budget_usd: Decimal | None = None
+    #: Where the item sits in a long document's tree (see ``Item.level``).
+    level: int = 0
+    parent_id: int | None = None
+    text_start: int | None = None
+    text_end: int | None = None
 
 
 def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: bool = True
@@ -279,7 +315,8 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
             Item.id, Item.run_id, Item.attempts, Item.chunk_index, Run.pipeline,
             Run.pipeline_version, Run.model, Document.id.label("document_id"),
             Document.content_hash, Document.text, Item.last_error_class, Item.last_error_code,
-            Item.worker_losses, Run.budget_usd,
+            Item.worker_losses, Run.budget_usd, Item.level, Item.parent_id, Item.text_start,
+            Item.text_end,
         )
         .join(Run, Run.id == Item.run_id)
         .join(Document, Document.id == Item.document_id)
@@ -294,6 +331,37 @@ def suspected_losses(session: Session, item_id: int) -> int:
     return int(session.scalar(
         select(Item.worker_losses + case((lost_now, 1), else_=0)).where(Item.id == item_id)
     ) or 0)
+
+
+def part_outputs(session: Session, item_id: int) -> list[dict[str, Any]]:
+    """The results of a reduce item's parts, in document order."""
+    return list(session.scalars(
+        select(Result.output).join(Item, Item.result_id == Result.id)
+        .where(Item.parent_id == item_id).order_by(Item.id)))
+
+
+def unblock_parent(session: Session, parent_id: int) -> bool:
+    """Queue a reduce item once every one of its parts has succeeded. Safe to race.
+
+    Returns True for exactly one caller: the one that should send its message.
+    """
+    open_parts = (select(Item.id).where(Item.parent_id == parent_id,
+                                        Item.status != ItemStatus.SUCCEEDED).exists())
+    now = utcnow()
+    result = session.execute(
+        update(Item)
+        .where(Item.id == parent_id, Item.status == ItemStatus.BLOCKED, ~open_parts)
+        .values(status=ItemStatus.QUEUED, queued_at=now, updated_at=now)
+        .execution_options(synchronize_session=False))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def fail_ancestors(session: Session, item_id: int, *, code: str, message: str) -> None:
+    """Fail every reduce above a failed part: the whole document cannot be done."""
+    parent_id = session.scalar(select(Item.parent_id).where(Item.id == item_id))
+    while parent_id is not None:
+        fail_item(session, parent_id, error_class="part_failed", code=code, message=message)
+        parent_id = session.scalar(select(Item.parent_id).where(Item.id == parent_id))
 
 
 def find_result_id(session: Session, content_hash: str, version: str, chunk: int) -> int | None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.chunking import split
+from pipelines.chunking import plan, split
 from pipelines.tokens import count_tokens
 
 PARAGRAPH = ("The supplier shall deliver the goods by the first of each month. Late delivery "
@@ -87,3 +87,39 @@ def test_a_1000_page_document_beyond_the_tokenizers_single_call_limit() -> None:
     assert all(c.tokens <= 8000 for c in chunks) and chunks[-1].end == len(text)
     by_page = sum(count_tokens(f"# Page {n}\n\n{page}") for n in range(1000))
     assert abs(count_tokens(text) - by_page) <= 2 * 1000  # a join costs a token or two
+
+
+class TestPlan:
+    def text(self, pages: int) -> str:
+        page = "\n\n".join([PARAGRAPH] * 13)
+        return "\n\n".join(f"# Page {n}\n\n{page}" for n in range(pages))
+
+    def test_a_text_that_fits_needs_no_tree(self) -> None:
+        assert plan(PARAGRAPH, max_tokens=1000, overlap=0, fan_in=4) is None
+
+    @pytest.mark.parametrize(("pages", "fan_in"), [(300, 8), (300, 2), (40, 3)])
+    def test_one_root_every_node_under_it_and_fan_in_respected(self, pages: int,
+                                                               fan_in: int) -> None:
+        text = self.text(pages)
+        nodes = plan(text, max_tokens=8000, overlap=200, fan_in=fan_in)
+        assert nodes is not None
+        by_key = {n.key: n for n in nodes}
+        assert len(by_key) == len(nodes)
+        roots = [n for n in nodes if n.parent is None]
+        assert [r.key for r in roots] == [-1] and roots[0].level == max(n.level for n in nodes)
+        children: dict[int, list[int]] = {}
+        for node in nodes:
+            if node.parent is not None:
+                assert by_key[node.parent].level > node.level
+                children.setdefault(node.parent, []).append(node.key)
+            seen_parent = node.parent is None or nodes.index(by_key[node.parent]) < \
+                nodes.index(node)
+            assert seen_parent, "parents are listed before their children"
+        sizes = [len(c) for c in children.values()]
+        assert max(sizes) <= fan_in
+        assert min(sizes) >= 2 or fan_in == 2, "groups are even, never a lone straggler"
+        leaves = [n for n in nodes if n.level == 0]
+        assert [n.key for n in leaves] == list(range(len(leaves)))
+        assert leaves[0].start == 0 and leaves[-1].end == len(text)
+        depth = roots[0].level
+        assert fan_in ** (depth - 1) < len(leaves) <= fan_in ** depth

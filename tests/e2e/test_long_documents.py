@@ -1,0 +1,81 @@
+"""A 300-page document: chunks processed in parallel, reduced in the database, one result."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from pipelines import get_pipeline
+from pipelines.chunking import plan
+from tests.e2e.conftest import Stack
+from tests.faults.conftest import assert_accounted_for
+from workers.db.models import Attempt, AttemptOutcome, Item, ItemStatus, Result
+from workers.db.session import session_scope
+
+pytestmark = pytest.mark.e2e
+
+CLAUSE = ("Clause {n}.{k}: the supplier Northwind Traders Inc shall deliver {k} pallets to "
+          "Contoso Systems Ltd in Leeds by {day} March 2025, at $1{n:03d}.00 a pallet; late "
+          "delivery costs two percent a week.")
+
+
+def contract(pages: int) -> str:
+    return "\n\n".join(
+        f"# Page {n}\n\n" + "\n\n".join(CLAUSE.format(n=n, k=k, day=1 + n % 28)
+                                        for k in range(14))
+        for n in range(pages))
+
+
+@pytest.mark.parametrize("pipeline", ["summarise", "extract"])
+def test_a_300_page_document_becomes_one_result(stack: Stack, tmp_path: Path,
+                                                pipeline: str) -> None:
+    text = contract(300)
+    (tmp_path / "contract.md").write_text(text)
+    chosen = get_pipeline(pipeline)
+    assert chosen.max_input_tokens is not None
+    nodes = plan(text, max_tokens=chosen.max_input_tokens, overlap=chosen.chunk_overlap,
+                 fan_in=chosen.reduce_fan_in)
+    assert nodes is not None and len([n for n in nodes if n.level == 0]) > 8
+    stack.simulator.configure(latency_ms=200, latency_sigma=0.1)
+    stack.settings |= {"worker_concurrency": 16}
+    stack.start_workers(1)
+
+    ingested = stack.ingest(tmp_path / "contract.md", pipeline=pipeline)
+    assert (ingested["items"], ingested["long_documents"]) == (1, 1)
+    report = stack.wait_for(ingested["run_id"], timeout=120)
+    assert report.succeeded == len(nodes) and report.failed == 0
+    assert stack.simulator.stats()["counters"]["ok"] == len(nodes), "one call per node"
+
+    with session_scope(stack.database_url) as s:
+        items = {i.id: i for i in s.scalars(select(Item).where(
+            Item.run_id == ingested["run_id"]))}
+        calls = {a.item_id: a for a in s.scalars(select(Attempt).where(
+            Attempt.run_id == ingested["run_id"], Attempt.outcome == AttemptOutcome.OK))}
+        root = next(i for i in items.values() if i.parent_id is None)
+        result = s.get(Result, root.result_id)
+        assert result is not None
+        root_output = result.output
+    assert root.chunk_index == -1 and root.status == ItemStatus.SUCCEEDED
+    assert set(root_output) == set(chosen.schema["properties"])
+    # The fan-in is in the database: a reduce is called only after all of its parts answered.
+    for item in items.values():
+        if item.parent_id is not None:
+            child, parent = calls[item.id], calls[item.parent_id]
+            assert parent.started_at >= child.started_at + timedelta(
+                milliseconds=child.latency_ms) - timedelta(milliseconds=50)
+    # Chunks run side by side: the whole took far less than the calls one after another.
+    depth = root.level + 1
+    wall = max(a.started_at + timedelta(milliseconds=a.latency_ms) for a in calls.values()) \
+        - min(a.started_at for a in calls.values())
+    sequential = sum((timedelta(milliseconds=a.latency_ms) for a in calls.values()),
+                     timedelta())
+    assert wall < sequential / 2, (wall, sequential, depth)
+    assert_accounted_for(stack, ingested["run_id"])
+
+    again = stack.wait_for(stack.ingest(tmp_path / "contract.md", pipeline=pipeline)["run_id"],
+                           timeout=60)
+    assert again.reused == len(nodes) and again.cost_usd == 0
+    assert stack.simulator.stats()["counters"]["ok"] == len(nodes), "nothing is paid twice"
