@@ -208,7 +208,13 @@ def worker_cmd(
             *(["--beat", "--schedule", str(Path(".docpipe") / "celerybeat-schedule")]
               if beat else []),
             *ctx.args]
-    celery_app.worker_main(argv)
+    from workers import liveness
+
+    # app.start rather than worker_main, which drops the exit code: a worker that Celery gave
+    # up on must not exit 0, or no supervisor restarts it.
+    code: int | None = celery_app.start(argv)
+    liveness.restart_after_crash(code)
+    raise typer.Exit(int(code or 0))
 
 
 @app.command("run")

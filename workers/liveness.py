@@ -22,6 +22,53 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("docpipe.worker")
 
+#: Carries the time of the last crash restart across ``exec``, for the backoff.
+RESTARTED_AT_ENV = "DOCPIPE_WORKER_RESTARTED_AT"
+#: A worker up this long since its last crash restart starts its backoff afresh.
+STABLE_SECONDS = 600.0
+MAX_BACKOFF_SECONDS = 60.0
+
+_ready = False
+
+
+def mark_ready() -> None:
+    """The worker started consuming: from now on, Celery giving up is a crash to restart."""
+    global _ready
+    _ready = True
+
+
+def crash_restart_delay(exit_code: object, *, ready: bool, last_restart: float | None,
+                        previous_delay: float, now: float) -> float | None:
+    """Seconds to wait before restarting a worker whose Celery exited, or None to let it exit.
+
+    Only a worker that was running and exited with an error is restarted: Celery gives up
+    on errors it calls unrecoverable, such as kombu's ``AttributeError`` when a connection
+    is torn down under an ack after a Redis restart. A clean shutdown, or a failure before
+    the worker was ready (bad settings, an old schema), ends the process as it should. The
+    delay doubles in a crash loop, up to a minute, and starts again once a worker stays up.
+    """
+    if not ready or exit_code in (0, None):
+        return None
+    if last_restart is None or now - last_restart > STABLE_SECONDS:
+        return 1.0
+    return min(MAX_BACKOFF_SECONDS, max(1.0, previous_delay * 2))
+
+
+def restart_after_crash(exit_code: object) -> None:
+    """Restart this worker in place if Celery gave up on it after it was running."""
+    raw = os.environ.get(RESTARTED_AT_ENV, "")
+    last, _, delay = raw.partition(":")
+    now = time.time()
+    wait = crash_restart_delay(exit_code, ready=_ready, last_restart=float(last) if last else None,
+                               previous_delay=float(delay or 0), now=now)
+    if wait is None:
+        return
+    log.error("the worker stopped after an unrecoverable error (exit code %s): restarting it "
+              "in place in %.0f s", exit_code, wait)
+    time.sleep(wait)
+    os.environ[RESTARTED_AT_ENV] = f"{time.time()}:{wait}"
+    _exec_self()
+
 
 @dataclass
 class Activity:

@@ -55,6 +55,7 @@ def on_received(**_: Any) -> None:
 @worker_ready.connect
 def watch_liveness(sender: Any = None, **_: Any) -> None:
     """Start the check that restarts this worker if it stops consuming (see liveness)."""
+    liveness.mark_ready()
     settings = get_settings()
     if not settings.worker_liveness_seconds or sender is None:
         return

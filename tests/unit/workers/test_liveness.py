@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.liveness import Activity, LivenessCheck, Probe
+from workers.liveness import Activity, LivenessCheck, Probe, crash_restart_delay
 
 
 @dataclass
@@ -73,3 +73,27 @@ def test_never_stalled_before_a_whole_window_of_uninterrupted_starvation(
         starved_for = starved_for + 1 if starved and not received else 0.0
         if check.stalled(now=float(now)):
             assert starved and starved_for >= 10
+
+
+class TestCrashRestart:
+    def test_only_a_worker_that_was_running_and_failed_is_restarted(self) -> None:
+        for code in (0, None):
+            assert crash_restart_delay(code, ready=True, last_restart=None, previous_delay=0,
+                                       now=1000.0) is None
+        assert crash_restart_delay(1, ready=False, last_restart=None, previous_delay=0,
+                                   now=1000.0) is None, "a worker that never started exits"
+        assert crash_restart_delay(1, ready=True, last_restart=None, previous_delay=0,
+                                   now=1000.0) == 1.0
+
+    def test_a_crash_loop_backs_off_to_a_minute_and_a_stable_worker_starts_afresh(self) -> None:
+        delay, last, delays = 0.0, None, []
+        now = 1000.0
+        for _ in range(10):
+            step = crash_restart_delay(1, ready=True, last_restart=last, previous_delay=delay,
+                                       now=now)
+            assert step is not None
+            delays.append(step)
+            delay, last, now = step, now, now + step + 5
+        assert delays[:4] == [1.0, 2.0, 4.0, 8.0] and delays[-1] == 60.0
+        assert crash_restart_delay(1, ready=True, last_restart=last, previous_delay=60,
+                                   now=now + 3600) == 1.0

@@ -1,0 +1,119 @@
+"""Long documents: one N-page document by map-reduce, against calling its parts one by one.
+
+Starts Redis, the simulator (``--latency-ms``), a SQLite database and one worker with
+``--concurrency`` threads, ingests one synthetic ``--pages``-page contract with ``--pipeline``
+and waits for its single result. Reports the wall time from ingest to result against the
+sequential time, the sum of every call's latency as measured (what processing the same
+calls one after another would take), and the tree: chunks, reduces and depth.
+
+    python bench/longdoc.py --pages 1000 --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import func, select  # noqa: E402
+
+from tests.e2e.test_long_documents import contract  # noqa: E402
+from workers.db.models import Attempt, AttemptOutcome, Item, Run, RunStatus  # noqa: E402
+from workers.db.session import session_scope  # noqa: E402
+from workers.embedded import child, docpipe_command, embedded_redis, free_port  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pages", type=int, default=1000)
+    parser.add_argument("--pipeline", default="summarise")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency-ms", default="500,2000")
+    parser.add_argument("--record", action="store_true", help="Append to docs/benchmarks.md.")
+    args = parser.parse_args()
+    command = "python bench/longdoc.py " + " ".join(sys.argv[1:])
+
+    with tempfile.TemporaryDirectory(prefix="docpipe-longdoc-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        (work / "contract.md").write_text(contract(args.pages))
+        database = f"sqlite:///{work}/longdoc.db"
+        broker = stack.enter_context(embedded_redis(str(work)))
+        port = free_port()
+        stack.enter_context(child(
+            docpipe_command("simulator", "--port", str(port), "--latency-ms", args.latency_ms,
+                            "--seed", "5"),
+            port=port, what="simulator", log_path=work / "simulator.log"))
+        env = {"DOCPIPE_DATABASE_URL": database, "DOCPIPE_BROKER_URL": broker,
+               "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": "sk-bench",
+               "DOCPIPE_WORKER_CONCURRENCY": str(args.concurrency)}
+        full_env = {**os.environ, **env}
+        subprocess.run(docpipe_command("db", "upgrade"), env=full_env, check=True,
+                       capture_output=True)
+        stack.enter_context(child(
+            docpipe_command("worker", "--hostname", "longdoc@%h", "--without-gossip",
+                            "--without-mingle"),
+            env=env, what="worker", log_path=work / "worker.log"))
+        time.sleep(3)  # the worker connects before the clock starts
+        started = time.monotonic()
+        ingest = subprocess.run(
+            docpipe_command("ingest", str(work / "contract.md"), "--pipeline", args.pipeline,
+                            "--json"),
+            env=full_env, check=True, capture_output=True, text=True)
+        run_id = int(json.loads(ingest.stdout)["run_id"])
+        while True:
+            with session_scope(database) as s:
+                status = s.scalar(select(Run.status).where(Run.id == run_id))
+            if status == RunStatus.FINISHED:
+                break
+            time.sleep(0.2)
+        wall = time.monotonic() - started
+        with session_scope(database) as s:
+            latencies = s.scalars(select(Attempt.latency_ms).where(
+                Attempt.run_id == run_id, Attempt.outcome == AttemptOutcome.OK)).all()
+            chunks = s.scalar(select(func.count()).where(Item.run_id == run_id,
+                                                         Item.level == 0)) or 0
+            reduces = s.scalar(select(func.count()).where(Item.run_id == run_id,
+                                                          Item.level > 0)) or 0
+            depth = s.scalar(select(func.max(Item.level)).where(Item.run_id == run_id)) or 0
+            failed = s.scalar(select(func.count()).where(Item.run_id == run_id,
+                                                         Item.status == "failed")) or 0
+    sequential = sum(latencies) / 1000
+    mean = sequential / len(latencies)
+    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+               f"Python {platform.python_version()}")
+    text = "\n".join([
+        f"### Long document: {args.pages} pages by map-reduce "
+        f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine}. `{args.pipeline}` (16,000 tokens a chunk), one worker with "
+        f"{args.concurrency} threads, SQLite, simulator latency {args.latency_ms} ms "
+        "(median, p99).",
+        "",
+        "| pages | chunks | reduces | reduce levels | calls | failed | wall time (ingest to "
+        "result) | sequential time (sum of call latencies) | wall / sequential | wall / (levels "
+        "+ 1) / mean call |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {args.pages:,} | {chunks} | {reduces} | {depth} | {len(latencies)} | {failed} | "
+        f"{wall:.1f} s | {sequential:.1f} s | {wall / sequential:.3f} | "
+        f"{wall / (depth + 1) / mean:.2f} |",
+    ]) + "\n"
+    print(text)
+    if args.record:
+        with (ROOT / "docs" / "benchmarks.md").open("a") as out:
+            out.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
