@@ -132,13 +132,31 @@ def _exec_self() -> None:
     os.execv(sys.executable, [sys.executable, *argv[1:]])
 
 
-def start(check: LivenessCheck, *, interval: float, on_stall: Callable[[], None]
-          ) -> threading.Thread:
-    """Run ``check`` every ``interval`` seconds in a daemon thread; call ``on_stall`` once."""
+#: How long a worker that Celery gave up on may take to exit before it is restarted anyway.
+CRASH_EXIT_GRACE_SECONDS = 10.0
+
+
+def start(check: LivenessCheck, *, interval: float, on_stall: Callable[[], None],
+          crashed: Callable[[], object] = lambda: None) -> threading.Thread:
+    """Run ``check`` every ``interval`` seconds in a daemon thread; call ``on_stall`` once.
+
+    ``crashed`` returns the exit code Celery set when it gave up (None while running). Its
+    shutdown can then hang for good (joining a blueprint whose connection is half torn
+    down), so past a grace period the worker is restarted from here, not from its exit.
+    """
 
     def loop() -> None:
+        crashed_since: float | None = None
         while True:
             time.sleep(interval)
+            code = crashed()
+            if code not in (None, 0):
+                crashed_since = crashed_since or time.monotonic()
+                if time.monotonic() - crashed_since >= CRASH_EXIT_GRACE_SECONDS:
+                    log.error("the worker gave up (exit code %s) and has not exited within "
+                              "%.0f s", code, CRASH_EXIT_GRACE_SECONDS)
+                    restart_after_crash(code)
+                continue
             try:
                 stalled = check.stalled()
             except Exception:  # a failed probe never restarts a worker

@@ -76,8 +76,10 @@ def watch_liveness(sender: Any = None, **_: Any) -> None:
     check = liveness.LivenessCheck(
         window=window, concurrency=settings.worker_concurrency, activity=_activity,
         probe=liveness.Probe(backlog=backlog, active=lambda: len(worker_state.active_requests)))
+    controller = getattr(sender, "controller", None)
     liveness.start(check, interval=min(5.0, window / 4), on_stall=lambda: liveness.restart_in_place(
-        stop, grace=settings.task_time_limit_seconds + 10))
+        stop, grace=settings.task_time_limit_seconds + 10),
+        crashed=lambda: getattr(controller, "exitcode", None))
 
 
 @worker_process_init.connect

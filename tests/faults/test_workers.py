@@ -13,6 +13,7 @@ from tests.conftest import wait_until
 from tests.e2e.conftest import Stack
 from tests.e2e.test_pipeline import input_keys, write_corpus
 from tests.faults.conftest import assert_accounted_for
+from tests.support.services import WorkerProcess
 from workers.db.models import Item, ItemStatus
 from workers.db.session import session_scope
 
@@ -94,4 +95,25 @@ def test_a_worker_that_stops_consuming_restarts_itself(stack: Stack, tmp_path: P
     log = stack.workers[0].log()
     assert "this worker stopped consuming" in log
     assert len(re.findall(r"w0@\S+ ready\.", log)) == 2, "exactly one restart"
+    assert_accounted_for(stack, run_id)
+
+
+def test_a_worker_celery_gives_up_on_restarts_itself(stack: Stack, tmp_path: Path) -> None:
+    write_corpus(tmp_path / "corpus", 10)
+    root = str(Path(__file__).resolve().parents[2])  # so the worker can import tests.support
+    worker = WorkerProcess("w0", stack.env | {"PYTHONPATH": root}, tmp_path / "worker0.log",
+                           extra=("-I", "tests.support.gives_up"))
+    worker.start()
+    stack.workers.append(worker)
+    process = worker.process
+    assert process is not None
+    wait_until(lambda: "gave up (exit code 1)" in stack.workers[0].log(), timeout=60,
+               what="the worker to notice it was given up on")
+    run_id = stack.ingest(tmp_path / "corpus")["run_id"]
+    report = stack.wait_for(run_id, timeout=90)
+    assert report.succeeded == 10
+    assert process.poll() is None, "restarted in place: the same process"
+    log = stack.workers[0].log()
+    assert "restarting it in place in 1 s" in log
+    assert len(re.findall(r"w0@\S+ ready\.", log)) == 2
     assert_accounted_for(stack, run_id)

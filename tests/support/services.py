@@ -94,12 +94,14 @@ class WorkerProcess:
     process: subprocess.Popen[bytes] | None = None
     #: Run beat (the reconciler) inside this worker.
     beat: bool = False
+    #: More ``celery worker`` options.
+    extra: tuple[str, ...] = ()
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             docpipe_argv("worker", "--hostname", f"{self.name}@%h", "--without-gossip",
-                         "--without-mingle", *(["--beat"] if self.beat else [])),
+                         "--without-mingle", *(["--beat"] if self.beat else []), *self.extra),
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             cwd=self.log_path.parent,
         )
