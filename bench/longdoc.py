@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from record import emit  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from tests.e2e.test_long_documents import contract  # noqa: E402
@@ -117,10 +118,7 @@ def main() -> None:
         f"{wall:.1f} s | {ingested:.1f} s | {sequential:.1f} s | {wall / sequential:.3f} | "
         f"{floor:.1f} s | {mean:.2f} s |",
     ]) + "\n"
-    print(text)
-    if args.record:
-        with (ROOT / "docs" / "benchmarks.md").open("a") as out:
-            out.write("\n" + text)
+    emit(text, record=args.record)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from corpus import write_corpus  # noqa: E402
+from record import emit  # noqa: E402
 
 from workers.embedded import child, docpipe_command, embedded_redis, free_port  # noqa: E402
 
@@ -192,15 +193,7 @@ def main() -> None:
         for fleet in args.fleets.split(","):
             results.append(run_fleet(fleet, args, corpus, work))
     text = report(results, args, command)
-    print(text)
-    if args.record:
-        target = ROOT / "docs" / "benchmarks.md"
-        target.parent.mkdir(exist_ok=True)
-        if not target.exists():
-            target.write_text("# Benchmarks\n\nMeasured figures, each with the command that "
-                              "produced it and the machine it ran on.\n\n")
-        with target.open("a") as out:
-            out.write("\n" + text)
+    emit(text, record=args.record)
 
 
 if __name__ == "__main__":

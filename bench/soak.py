@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from corpus import write_corpus  # noqa: E402
+from record import emit  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from tests.faults.conftest import assert_accounted_for  # noqa: E402
@@ -304,10 +305,7 @@ def main() -> None:
             os.chmod(work, 0o755)  # the postgres user needs to reach its data directory
         figures = soak(args, work)
     text = report(figures, args, command)
-    print(text)
-    if args.record:
-        with (ROOT / "docs" / "benchmarks.md").open("a") as out:
-            out.write("\n" + text)
+    emit(text, record=args.record)
 
 
 if __name__ == "__main__":

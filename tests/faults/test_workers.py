@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -75,6 +76,19 @@ def test_sigterm_hands_back_prefetched_messages_at_once(stack: Stack, tmp_path: 
     assert_accounted_for(stack, run_id)
 
 
+def assert_finishes_after_one_restart(stack: Stack, corpus: Path,
+                                      process: subprocess.Popen[bytes], documents: int, *,
+                                      because: str) -> None:
+    """The run finishes, in the same process, restarted in place exactly once."""
+    run_id = stack.ingest(corpus)["run_id"]
+    assert stack.wait_for(run_id, timeout=90).succeeded == documents
+    assert process.poll() is None, "restarted in place: the same process, not a new one"
+    log = stack.workers[0].log()
+    assert because in log
+    assert len(re.findall(r"w0@\S+ ready\.", log)) == 2, "exactly one restart"
+    assert_accounted_for(stack, run_id)
+
+
 def test_a_worker_that_stops_consuming_restarts_itself(stack: Stack, tmp_path: Path) -> None:
     # The symptom of Celery's reconnect bugs, made on purpose: the worker stays up but no
     # longer consumes its queue. Its liveness check must notice and restart it in place.
@@ -88,14 +102,8 @@ def test_a_worker_that_stops_consuming_restarts_itself(stack: Stack, tmp_path: P
     replies = control.control.cancel_consumer("docpipe.live", reply=True, timeout=5)
     assert replies, "the worker should confirm it stopped consuming"
 
-    run_id = stack.ingest(tmp_path / "corpus")["run_id"]
-    report = stack.wait_for(run_id, timeout=90)
-    assert report.succeeded == 15
-    assert process.poll() is None, "restarted in place: the same process, not a new one"
-    log = stack.workers[0].log()
-    assert "this worker stopped consuming" in log
-    assert len(re.findall(r"w0@\S+ ready\.", log)) == 2, "exactly one restart"
-    assert_accounted_for(stack, run_id)
+    assert_finishes_after_one_restart(stack, tmp_path / "corpus", process, 15,
+                                      because="this worker stopped consuming")
 
 
 def test_a_worker_celery_gives_up_on_restarts_itself(stack: Stack, tmp_path: Path) -> None:
@@ -109,11 +117,5 @@ def test_a_worker_celery_gives_up_on_restarts_itself(stack: Stack, tmp_path: Pat
     assert process is not None
     wait_until(lambda: "gave up (exit code 1)" in stack.workers[0].log(), timeout=60,
                what="the worker to notice it was given up on")
-    run_id = stack.ingest(tmp_path / "corpus")["run_id"]
-    report = stack.wait_for(run_id, timeout=90)
-    assert report.succeeded == 10
-    assert process.poll() is None, "restarted in place: the same process"
-    log = stack.workers[0].log()
-    assert "restarting it in place in 1 s" in log
-    assert len(re.findall(r"w0@\S+ ready\.", log)) == 2
-    assert_accounted_for(stack, run_id)
+    assert_finishes_after_one_restart(stack, tmp_path / "corpus", process, 10,
+                                      because="restarting it in place in 1 s")

@@ -1,0 +1,19 @@
+"""Printing a benchmark's figures and, on request, keeping them in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TARGET = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def emit(text: str, *, record: bool) -> None:
+    """Print ``text``; with ``record``, append it to ``docs/benchmarks.md`` too."""
+    print(text)
+    if not record:
+        return
+    if not TARGET.exists():
+        TARGET.write_text("# Benchmarks\n\nMeasured figures, each with the command that "
+                          "produced it and the machine it ran on.\n\n")
+    with TARGET.open("a") as out:
+        out.write("\n" + text)
