@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,12 +42,12 @@ from record import emit  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from tests.faults.conftest import assert_accounted_for  # noqa: E402
+from tests.support.services import RedisServer, WorkerProcess  # noqa: E402
 from workers.db.models import Attempt, AttemptOutcome, Item  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
 from workers.embedded import (  # noqa: E402
     docpipe_command,
     free_port,
-    redis_server_binary,
     stop,
     wait_for_port,
 )
@@ -86,55 +85,6 @@ def throwaway_postgres(work: Path) -> Iterator[str]:
     finally:
         subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "fast", "stop"],
                        capture_output=True)
-
-
-@dataclass
-class Redis:
-    """A Redis with AOF on, that the soak kills and starts again."""
-
-    port: int
-    directory: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.directory.mkdir(exist_ok=True)
-        self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
-             "--appendfsync", "everysec", "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, process=self.process, what="redis-server")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-
-
-@dataclass
-class Worker:
-    index: int
-    env: dict[str, str]
-    log: Path
-    beat: bool
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        argv = docpipe_command("worker", "--hostname", f"soak{self.index}@%h",
-                               "--without-gossip", "--without-mingle",
-                               *(["--beat"] if self.beat else []))
-        self.process = subprocess.Popen(argv, env=self.env, stdout=self.log.open("ab"),
-                                        stderr=subprocess.STDOUT, start_new_session=True,
-                                        cwd=self.log.parent)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
 
 
 def counts(database_url: str, run_id: int) -> dict[str, int]:
@@ -177,7 +127,7 @@ def soak(args: argparse.Namespace, work: Path) -> Figures:
     events: list[str] = []
     with ExitStack() as stack:
         database_url = stack.enter_context(throwaway_postgres(work))
-        redis = Redis(free_port(), work / "redis")
+        redis = RedisServer(free_port(), work / "redis", fsync="everysec")
         redis.start()
         stack.callback(redis.kill)
         sim_port = free_port()
@@ -195,7 +145,7 @@ def soak(args: argparse.Namespace, work: Path) -> Figures:
                                  capture_output=True, text=True)
         if upgrade.returncode:
             raise SystemExit(f"docpipe db upgrade failed:\n{upgrade.stderr}")
-        workers = [Worker(i, env, work / f"worker{i}.log", beat=i == 0)
+        workers = [WorkerProcess(f"soak{i}", env, work / f"worker{i}.log", beat=i == 0)
                    for i in range(args.workers)]
         for worker in workers:
             worker.start()

@@ -171,6 +171,8 @@ def plan(text: str, *, max_tokens: int, overlap: int, fan_in: int) -> list[Node]
     """
     if fan_in < 2:
         raise ValueError("fan_in must be at least 2")
+    if len(text.encode()) <= max_tokens:  # a token is at least a byte: fits, without counting
+        return None
     chunks = split(text, max_tokens=max_tokens, overlap=overlap)
     if len(chunks) == 1:
         return None

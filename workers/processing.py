@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 import pipelines
 from pipelines import OutputError, PipelineNotFound
@@ -342,7 +343,13 @@ def _finish_run_if_done(run_id: int) -> None:
 
 
 def _worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return _named(os.getpid())
+
+
+@lru_cache(maxsize=1)
+def _named(pid: int) -> str:
+    # Keyed by pid: a forked pool process names itself anew.
+    return f"{socket.gethostname()}:{pid}"
 
 
 def _attempt_record(item: repo.ClaimedItem, call: CallResult, error: ItemError | None,

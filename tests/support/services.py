@@ -136,6 +136,8 @@ class RedisServer:
     port: int
     directory: Path
     password: str | None = None
+    #: AOF fsync policy: ``always`` loses nothing; ``everysec`` is Redis's default.
+    fsync: str = "always"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -147,7 +149,7 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         argv = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
-                "--appendfsync", "always", "--maxmemory-policy", "noeviction"]
+                "--appendfsync", self.fsync, "--maxmemory-policy", "noeviction"]
         if self.password:
             argv += ["--requirepass", self.password]
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,

@@ -307,9 +307,6 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
     ).scalar_one_or_none()
     if claimed is None:
         return None
-    # Only the lease holder calls, so an attempt still in flight belongs to a holder that
-    # was lost (or outlived its lease: it overwrites this when it finishes after all).
-    close_lost_attempts(session, item_id)
     row = session.execute(
         select(
             Item.id, Item.run_id, Item.attempts, Item.chunk_index, Run.pipeline,
@@ -322,6 +319,11 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
         .join(Document, Document.id == Item.document_id)
         .where(Item.id == item_id)
     ).one()
+    if row.worker_losses:
+        # Only the lease holder calls, and every way a holder is lost counts a loss, so only
+        # then can an attempt still be in flight: its holder's (or one that outlived its
+        # lease, which overwrites this when it finishes after all).
+        close_lost_attempts(session, item_id)
     return ClaimedItem(**row._asdict())
 
 
