@@ -13,6 +13,10 @@ Corrections keep the two in step:
 
 - :meth:`RateLimiter.settle` trues a charge up or down to the real usage. It also lowers our
   level when the ``x-ratelimit-remaining-*`` headers say that less is left.
+- A call that used more than its estimate spends budget already promised to calls waiting for
+  their slots, and one of them could then meet a full API. So an upward true-up voids every
+  promised slot that has not started (a sorted set beside the hash records them), forgives
+  their charges, and bumps the epoch: their holders reserve again, behind the overrun.
 - :meth:`RateLimiter.cooldown` holds the whole fleet back after a 429.
 """
 
@@ -32,7 +36,7 @@ from workers.process_local import PerProcess
 #: ``ts`` is when the levels were last brought up to date; after a cooldown it lies in the
 #: future (the cooldown's end), and no budget refills before it.
 _ACQUIRE = """
-local key = KEYS[1]
+local key, promises = KEYS[1], KEYS[2]
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local nreq, ntok = tonumber(ARGV[3]), tonumber(ARGV[4])
 local burst, now, max_wait = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -48,17 +52,18 @@ local dt = math.max(0, now - (tonumber(s[3]) or now))
 local base = ts - now
 local r, t = tonumber(s[1]), tonumber(s[2])
 local wait = 0
+local rcap, tcap = 0, 0
 if rpm > 0 then
-  local cap = math.max(nreq, rpm * burst / 60)
-  if r == nil then r = cap end
-  r = math.min(cap, r + dt * rpm / 60)
+  rcap = math.max(nreq, rpm * burst / 60)
+  if r == nil then r = rcap end
+  r = math.min(rcap, r + dt * rpm / 60)
   if r < nreq then wait = math.max(wait, (nreq - r) * 60 / rpm) end
 end
 if tpm > 0 then
   if ntok > tpm then return {-1, '0', s[7] or '0'} end
-  local cap = math.max(ntok, tpm * burst / 60)
-  if t == nil then t = cap end
-  t = math.min(cap, t + dt * tpm / 60)
+  tcap = math.max(ntok, tpm * burst / 60)
+  if t == nil then t = tcap end
+  t = math.min(tcap, t + dt * tpm / 60)
   if t < ntok then wait = math.max(wait, (ntok - t) * 60 / tpm) end
 end
 wait = wait + base
@@ -67,20 +72,34 @@ if cool > now then wait = math.max(wait, cool - now) end
 local status = 0
 if wait <= max_wait then
   status = 1
-  if rpm > 0 then r = r - nreq end
-  if tpm > 0 then t = t - ntok end
+  -- A budget that is not the one that sets the slot may fill up before the slot; the API's
+  -- bucket loses what it cannot hold until then, so ours loses it too.
+  local ahead = wait - base
+  if rpm > 0 then r = r - nreq - math.max(0, r + ahead * rpm / 60 - rcap) end
+  if tpm > 0 then t = t - ntok - math.max(0, t + ahead * tpm / 60 - tcap) end
 end
 local fields = {'ts', tostring(ts)}
 if r ~= nil then table.insert(fields, 'r'); table.insert(fields, tostring(r)) end
 if t ~= nil then table.insert(fields, 't'); table.insert(fields, tostring(t)) end
 redis.call('HSET', key, unpack(fields))
 redis.call('EXPIRE', key, 86400)
+redis.call('ZREMRANGEBYSCORE', promises, '-inf', now)
+if status == 1 and wait > 0 then
+  local seq = redis.call('HINCRBY', key, 'seq', 1)
+  local req = 0
+  local tok = 0
+  if rpm > 0 then req = nreq end
+  if tpm > 0 then tok = ntok end
+  redis.call('ZADD', promises, now + wait, seq .. ':' .. req .. ':' .. tok)
+  redis.call('EXPIRE', promises, 86400)
+end
 return {status, tostring(wait), s[7] or '0'}
 """
 
 #: True a charge up to the real usage, learn limits from headers, follow remaining-*.
+#: An upward true-up voids the promised slots that have not started and forgives their charge.
 _SETTLE = """
-local key = KEYS[1]
+local key, promises = KEYS[1], KEYS[2]
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local dtok = tonumber(ARGV[3])
 local rem_r, rem_t = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -99,19 +118,33 @@ local ts = math.max(tonumber(s[3]) or now, now)
 local dt = math.max(0, now - (tonumber(s[3]) or now))
 local r, t = tonumber(s[1]), tonumber(s[2])
 local fields = {'ts', tostring(ts)}
+local freq, ftok = 0, 0
+if dtok > 0 then
+  redis.call('ZREMRANGEBYSCORE', promises, '-inf', now)
+  local pending = redis.call('ZRANGE', promises, 0, -1)
+  for _, member in ipairs(pending) do
+    local _, req, tok = string.match(member, '^(%d+):([%d.]+):([%d.]+)$')
+    freq = freq + tonumber(req)
+    ftok = ftok + tonumber(tok)
+  end
+  if #pending > 0 then
+    redis.call('DEL', promises)
+    redis.call('HINCRBY', key, 'epoch', 1)
+  end
+end
 -- Refill like acquire, but never clamp a level below where it stands (a large request may
 -- have raised it past the burst).
 if rpm > 0 then
   local cap = math.max(1, rpm * burst / 60)
   r = r or cap
-  r = math.min(math.max(cap, r), r + dt * rpm / 60)
+  r = math.min(math.max(cap, r), r + dt * rpm / 60) + freq
   if rem_r >= 0 and rem_r < r then r = rem_r end
   table.insert(fields, 'r'); table.insert(fields, tostring(r))
 end
 if tpm > 0 then
   local cap = tpm * burst / 60
   t = t or cap
-  t = math.min(math.max(cap, t), t + dt * tpm / 60) - dtok
+  t = math.min(math.max(cap, t), t + dt * tpm / 60) + ftok - dtok
   if rem_t >= 0 and rem_t < t then t = rem_t end
   table.insert(fields, 't'); table.insert(fields, tostring(t))
 end
@@ -126,24 +159,47 @@ return 1
 #: again, so they queue behind the cooldown at the budget's pace instead of all calling when
 #: it ends.
 _COOLDOWN = """
-local key = KEYS[1]
-local seconds, now, rpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local key, promises = KEYS[1], KEYS[2]
+local seconds, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+local rpm, tpm, burst = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-local s = redis.call('HMGET', key, 'r', 't', 'ts', 'cool', 'lrpm')
+local s = redis.call('HMGET', key, 'r', 't', 'ts', 'cool', 'lrpm', 'ltpm')
 if rpm <= 0 then rpm = tonumber(s[5]) or 0 end
+if tpm <= 0 then tpm = tonumber(s[6]) or 0 end
+local ts = math.max(tonumber(s[3]) or now, now)
+local dt = math.max(0, now - (tonumber(s[3]) or now))
 local cool = math.max(tonumber(s[4]) or 0, now + seconds)
-local fields = {'cool', tostring(cool), 'ts', tostring(math.max(cool, tonumber(s[3]) or 0))}
--- The API's bucket cannot be below zero now, so by the cooldown's end it holds at least what
--- refilled meanwhile: let that much (one request at most) go when the cooldown ends.
-if tonumber(s[1]) then
-  table.insert(fields, 'r'); table.insert(fields, tostring(math.min(1, (cool - now) * rpm / 60)))
+local span = cool - ts
+-- The voided promises' charges are forgiven; what the fleet really spent is not.
+redis.call('ZREMRANGEBYSCORE', promises, '-inf', now)
+local freq, ftok = 0, 0
+for _, member in ipairs(redis.call('ZRANGE', promises, 0, -1)) do
+  local _, req, tok = string.match(member, '^(%d+):([%d.]+):([%d.]+)$')
+  freq = freq + tonumber(req)
+  ftok = ftok + tonumber(tok)
 end
-if tonumber(s[2]) then table.insert(fields, 't'); table.insert(fields, '0') end
+local fields = {'cool', tostring(cool), 'ts', tostring(math.max(cool, ts))}
+-- A 429 says the API's bucket is about empty now. By the cooldown's end it holds what refilled
+-- meanwhile (one request at most is let go then), or less if true-ups left it in debt.
+local r, t = tonumber(s[1]), tonumber(s[2])
+if r then
+  local rate = rpm / 60
+  r = math.min(math.max(1, rpm * burst / 60), r + dt * rate) + freq
+  r = math.min(math.min(1, (cool - now) * rate), r + span * rate)
+  table.insert(fields, 'r'); table.insert(fields, tostring(r))
+end
+if t then
+  local rate = tpm / 60
+  t = math.min(math.max(t, tpm * burst / 60), t + dt * rate) + ftok
+  t = math.min(0, t + span * rate)
+  table.insert(fields, 't'); table.insert(fields, tostring(t))
+end
 redis.call('HSET', key, unpack(fields))
 redis.call('HINCRBY', key, 'epoch', 1)
+redis.call('DEL', promises)
 redis.call('EXPIRE', key, 86400)
 return 1
 """
@@ -174,9 +230,18 @@ class Grant:
     epoch: int = 0
 
 
+_PREFIX = "docpipe:ratelimit:"
+
+
 def limit_key(endpoint: str, model: str) -> str:
     """Redis key of the budget for one (endpoint, model)."""
-    return f"docpipe:ratelimit:{endpoint}:{model}"
+    return f"{_PREFIX}{endpoint}:{model}"
+
+
+def promises_key(key: str) -> str:
+    """The sorted set of slots promised under ``key`` that have not started yet."""
+    # Outside the budget keys' prefix, so a scan of those finds only hashes.
+    return f"docpipe:ratelimit-promises:{key.removeprefix(_PREFIX)}"
 
 
 class RateLimiter:
@@ -193,7 +258,7 @@ class RateLimiter:
                 requests: int = 1, now: float | None = None) -> Grant:
         """Reserve ``requests`` and ``tokens`` if the slot starts within ``max_wait`` seconds."""
         status, wait, epoch = self._acquire(
-            keys=[key],
+            keys=[key, promises_key(key)],
             args=[budget.rpm or 0, budget.tpm or 0, requests, tokens, self.burst_seconds,
                   -1 if now is None else now, max_wait],
         )
@@ -211,7 +276,7 @@ class RateLimiter:
         remaining = {kind: _int_header(h, f"x-ratelimit-remaining-{kind}", allow_zero=True)
                      if limits[kind] > 0 else -1 for kind in limits}
         self._settle(
-            keys=[key],
+            keys=[key, promises_key(key)],
             args=[budget.rpm or 0, budget.tpm or 0, token_delta, remaining["requests"],
                   remaining["tokens"], limits["requests"], limits["tokens"],
                   self.burst_seconds, -1 if now is None else now],
@@ -221,7 +286,10 @@ class RateLimiter:
                  now: float | None = None) -> None:
         """Hold every worker back from this (endpoint, model) for ``seconds``."""
         rpm = budget.rpm if budget is not None and budget.rpm else 0
-        self._cooldown(keys=[key], args=[max(0.0, seconds), -1 if now is None else now, rpm])
+        tpm = budget.tpm if budget is not None and budget.tpm else 0
+        self._cooldown(keys=[key, promises_key(key)],
+                       args=[max(0.0, seconds), -1 if now is None else now, rpm, tpm,
+                             self.burst_seconds])
 
     def epoch(self, key: str) -> int:
         """How many cooldowns ``key`` has had: a change voids earlier reservations."""
@@ -234,7 +302,7 @@ class RateLimiter:
 
     def keys(self) -> list[str]:
         """Every (endpoint, model) key the fleet has used recently."""
-        return sorted(k.decode() for k in self.redis.scan_iter("docpipe:ratelimit:*"))
+        return sorted(k.decode() for k in self.redis.scan_iter(f"{_PREFIX}*"))
 
 
 def _int_header(headers: Mapping[str, str], name: str, *, allow_zero: bool = False) -> int:
