@@ -15,11 +15,9 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 from record import emit  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
+from stack import bench_stack, wait_finished  # noqa: E402
 
 from tests.e2e.test_long_documents import contract  # noqa: E402
-from workers.db.models import Attempt, AttemptOutcome, Item, Run, RunStatus  # noqa: E402
+from workers.db.models import Attempt, AttemptOutcome, Item  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
-from workers.embedded import child, docpipe_command, embedded_redis, free_port  # noqa: E402
 
 
 def main() -> None:
@@ -45,41 +43,19 @@ def main() -> None:
     args = parser.parse_args()
     command = "python bench/longdoc.py " + " ".join(sys.argv[1:])
 
-    with tempfile.TemporaryDirectory(prefix="docpipe-longdoc-") as tmp, ExitStack() as stack:
+    with tempfile.TemporaryDirectory(prefix="docpipe-longdoc-") as tmp:
         work = Path(tmp)
         (work / "contract.md").write_text(contract(args.pages))
-        database = f"sqlite:///{work}/longdoc.db"
-        broker = stack.enter_context(embedded_redis(str(work)))
-        port = free_port()
-        stack.enter_context(child(
-            docpipe_command("simulator", "--port", str(port), "--latency-ms", args.latency_ms,
-                            "--seed", "5"),
-            port=port, what="simulator", log_path=work / "simulator.log"))
-        env = {"DOCPIPE_DATABASE_URL": database, "DOCPIPE_BROKER_URL": broker,
-               "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": "sk-bench",
-               "DOCPIPE_WORKER_CONCURRENCY": str(args.concurrency)}
-        full_env = {**os.environ, **env}
-        subprocess.run(docpipe_command("db", "upgrade"), env=full_env, check=True,
-                       capture_output=True)
-        stack.enter_context(child(
-            docpipe_command("worker", "--hostname", "longdoc@%h", "--without-gossip",
-                            "--without-mingle"),
-            env=env, what="worker", log_path=work / "worker.log"))
-        time.sleep(3)  # the worker connects before the clock starts
-        started = time.monotonic()
-        ingest = subprocess.run(
-            docpipe_command("ingest", str(work / "contract.md"), "--pipeline", args.pipeline,
-                            "--json"),
-            env=full_env, check=True, capture_output=True, text=True)
-        run_id = int(json.loads(ingest.stdout)["run_id"])
-        ingested = time.monotonic() - started
-        while True:
-            with session_scope(database) as s:
-                status = s.scalar(select(Run.status).where(Run.id == run_id))
-            if status == RunStatus.FINISHED:
-                break
-            time.sleep(0.2)
-        wall = time.monotonic() - started
+        with bench_stack(work, latency_ms=args.latency_ms, concurrency=args.concurrency,
+                         name="longdoc") as bench:
+            database = bench.database_url
+            started = time.monotonic()
+            out = bench.docpipe("ingest", str(work / "contract.md"), "--pipeline",
+                                args.pipeline, "--json")
+            run_id = int(json.loads(out)["run_id"])
+            ingested = time.monotonic() - started
+            wait_finished(database, run_id)
+            wall = time.monotonic() - started
         with session_scope(database) as s:
             latencies = s.scalars(select(Attempt.latency_ms).where(
                 Attempt.run_id == run_id, Attempt.outcome == AttemptOutcome.OK)).all()

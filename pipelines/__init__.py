@@ -4,35 +4,39 @@ Nothing here imports Celery, SQLAlchemy, Redis or OpenAI; ``workers`` runs what 
 defined here.
 """
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from pipelines.builtin import BUILTIN_PIPELINES, EXTRACT, SUMMARISE
 from pipelines.definitions import Pipeline
 from pipelines.errors import DocumentError, OutputError, PipelineError, PipelineNotFound
+from pipelines.loader import PipelineDefinitionError, registry
 
 
-def get_pipeline(name: str) -> Pipeline:
-    """Return the pipeline called ``name``.
+def get_pipeline(name: str, paths: Sequence[Path | str] = ()) -> Pipeline:
+    """Return the pipeline called ``name``: built in, or defined in a file under ``paths``.
 
     Raises:
         PipelineNotFound: no such pipeline; the message lists the known ones.
+        PipelineDefinitionError: a pipeline file under ``paths`` is invalid.
     """
-    try:
-        return BUILTIN_PIPELINES[name]
-    except KeyError:
-        known = ", ".join(sorted(BUILTIN_PIPELINES))
-        raise PipelineNotFound(f"no pipeline named {name!r} (known: {known})") from None
+    return registry(paths).get(name)
 
 
-def list_pipelines() -> list[Pipeline]:
+def list_pipelines(paths: Sequence[Path | str] = ()) -> list[Pipeline]:
     """Every known pipeline, by name."""
-    return [BUILTIN_PIPELINES[name] for name in sorted(BUILTIN_PIPELINES)]
+    known = registry(paths).pipelines()
+    return [known[name] for name in sorted(known)]
 
 
 __all__ = [
+    "BUILTIN_PIPELINES",
     "EXTRACT",
     "SUMMARISE",
     "DocumentError",
     "OutputError",
     "Pipeline",
+    "PipelineDefinitionError",
     "PipelineError",
     "PipelineNotFound",
     "get_pipeline",

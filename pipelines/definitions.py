@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pipelines.errors import OutputError
+from pipelines.media import Attachment, Detail, ScannedPdf, content_parts
 from pipelines.schema import strict_violations, to_strict_schema
 
 #: Anything in a document that looks like the data markers, so it cannot close them early.
@@ -39,6 +41,12 @@ REDUCE_NOTICE = (
 )
 
 
+#: Request fields docpipe sets itself; ``parameters`` cannot override them.
+RESERVED_PARAMETERS = frozenset({"model", "instructions", "input", "text", "max_output_tokens",
+                                 "temperature", "store", "prompt_cache_key", "stream",
+                                 "previous_response_id", "response_format"})
+
+
 def as_data(text: str) -> str:
     """The document text with look-alikes of the data markers defused (``‹/document›``)."""
     return _MARKER.sub(lambda m: f"\u2039{m.group(1)}document\u203a", text)
@@ -53,6 +61,7 @@ class Pipeline:
         model: Responses API model name, e.g. ``gpt-4.1-mini``.
         instructions: The system-level instructions, sent as ``instructions``.
         output: Pydantic model of the output; its strict schema is sent as ``text.format``.
+        output_schema: Or a JSON Schema, sent as given: it must already be strict.
         max_output_tokens: Cap on output (and reasoning) tokens per call; at least 16.
         temperature: Sampling temperature, or None for the model's default.
         description: One line for ``docpipe pipelines``.
@@ -61,20 +70,39 @@ class Pipeline:
             processed on its own, and the results are combined by reduce calls; None: never
             split.
         chunk_overlap: Tokens each chunk repeats from the one before.
+        scanned_pdf: How a PDF with no text layer is sent: ``file`` (whole, as an
+            ``input_file``; the API renders its pages), ``images`` (rendered here, one
+            ``input_image`` per page) or ``refuse`` (the item fails with ``no_text_layer``).
+        image_detail: The ``detail`` of image parts: ``low`` costs 85 tokens an image.
+        parameters: More request fields passed through as given (``reasoning``, ``tools``,
+            ``top_p``...); the ones docpipe sets itself are refused.
+        schema_title: ``text.format.name`` for an ``output_schema``.
+        source: Where the pipeline was defined: ``built-in`` or a file.
     """
 
     name: str
     model: str
     instructions: str
-    output: type[BaseModel]
+    output: type[BaseModel] | None = None
     max_output_tokens: int = 2000
     temperature: float | None = None
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
     max_input_tokens: int | None = None
     chunk_overlap: int = 200
+    scanned_pdf: ScannedPdf = "file"
+    image_detail: Detail = "auto"
+    output_schema: Mapping[str, Any] | None = None
+    schema_title: str | None = None
+    source: str = "built-in"
 
     def __post_init__(self) -> None:
+        if (self.output is None) == (self.output_schema is None):
+            raise ValueError(f"pipeline {self.name}: give exactly one of output (a Pydantic "
+                             "model) and output_schema (a JSON Schema)")
+        if reserved := sorted(RESERVED_PARAMETERS & self.parameters.keys()):
+            raise ValueError(f"pipeline {self.name}: parameters {reserved} are set by docpipe "
+                             "and cannot be passed through")
         if self.max_output_tokens < 16:
             raise ValueError(f"pipeline {self.name}: max_output_tokens must be >= 16")
         if self.max_input_tokens is not None and \
@@ -89,12 +117,19 @@ class Pipeline:
     @cached_property
     def schema(self) -> dict[str, Any]:
         """The strict JSON schema sent as ``text.format.schema``."""
-        return to_strict_schema(self.output)
+        if self.output is not None:
+            return to_strict_schema(self.output)
+        copied: dict[str, Any] = json.loads(json.dumps(self.output_schema))  # a plain copy
+        return copied
 
     @cached_property
     def schema_name(self) -> str:
         """Name of the schema in ``text.format`` (``[a-zA-Z0-9_-]``, at most 64 characters)."""
-        return self.output.__name__[:64]
+        if self.output is not None:
+            raw = self.output.__name__
+        else:
+            raw = self.schema_title or str(self.schema.get("title") or self.name)
+        return re.sub(r"[^a-zA-Z0-9_-]", "_", raw)[:64]
 
     @cached_property
     def full_instructions(self) -> str:
@@ -115,30 +150,42 @@ class Pipeline:
         }
         if self.max_input_tokens is not None:  # chunks are results too: their size matters
             material["chunking"] = [self.max_input_tokens, self.chunk_overlap]
+        if (self.scanned_pdf, self.image_detail) != ("file", "auto"):
+            material["media"] = [self.scanned_pdf, self.image_detail]
         canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
-    def request(self, text: str, *, cache_shards: int = 1) -> dict[str, Any]:
+    def request(self, text: str, *, cache_shards: int = 1,
+                attachments: tuple[Attachment, ...] = ()) -> dict[str, Any]:
         """The ``POST /v1/responses`` body for one document.
 
         The shared part (instructions, schema) comes first and is byte-identical for every
         document of a run, so the API can serve it from its prompt cache. The cache routes by
         ``prompt_cache_key`` and keeps about 15 requests a minute per key on one machine, so
         at higher rates the documents are spread over ``cache_shards`` keys, each document
-        always on the same one.
+        always on the same one. Images and scans follow the text, inside the data markers.
+
+        Raises:
+            DocumentError: ``no_text_layer`` for a scan when ``scanned_pdf`` is ``refuse``;
+                ``corrupt_file`` for a scan that cannot be rendered.
         """
+        content: list[dict[str, Any]]
+        if attachments:
+            opening = f"{DOCUMENT_OPEN}\n{as_data(text)}" if text else DOCUMENT_OPEN
+            content = [
+                {"type": "input_text", "text": opening},
+                *content_parts(attachments, scanned=self.scanned_pdf, detail=self.image_detail),
+                {"type": "input_text", "text": DOCUMENT_CLOSE},
+            ]
+            lane = text + "".join(a.digest for a in attachments)
+        else:
+            content = [{"type": "input_text",
+                        "text": f"{DOCUMENT_OPEN}\n{as_data(text)}\n{DOCUMENT_CLOSE}"}]
+            lane = text
         body: dict[str, Any] = {
             "model": self.model,
             "instructions": self.full_instructions,
-            "input": [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "input_text",
-                         "text": f"{DOCUMENT_OPEN}\n{as_data(text)}\n{DOCUMENT_CLOSE}"}
-                    ],
-                }
-            ],
+            "input": [{"role": "user", "content": content}],
             "text": {
                 "format": {
                     "type": "json_schema",
@@ -149,10 +196,11 @@ class Pipeline:
             },
             "max_output_tokens": self.max_output_tokens,
             "store": False,
-            "prompt_cache_key": self.cache_key(text, cache_shards),
+            "prompt_cache_key": self.cache_key(lane, cache_shards),
         }
         if self.temperature is not None:
             body["temperature"] = self.temperature
+        body.update(self.parameters)
         return body
 
     def reduce_request(self, parts: list[dict[str, Any]], *, cache_shards: int = 1
@@ -184,6 +232,8 @@ class Pipeline:
         """
         if not raw.strip():
             raise OutputError("the model returned no output text", code="empty_output")
+        if self.output is None:
+            return self._validate_json(raw)
         try:
             parsed = self.output.model_validate_json(raw)
         except ValidationError as exc:
@@ -194,3 +244,22 @@ class Pipeline:
                 code="schema_violation",
             ) from exc
         return parsed.model_dump(mode="json")
+
+    def _validate_json(self, raw: str) -> dict[str, Any]:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise OutputError(f"output is not JSON: {exc.msg}", code="schema_violation") from exc
+        error = next(iter(self._validator.iter_errors(value)), None)
+        if error is not None:
+            where = ".".join(str(p) for p in error.absolute_path) or "(root)"
+            raise OutputError(f"output does not match the schema at {where}: {error.message}",
+                              code="schema_violation")
+        assert isinstance(value, dict)  # the root of a strict schema is an object
+        return value
+
+    @cached_property
+    def _validator(self) -> Any:
+        from jsonschema import Draft202012Validator
+
+        return Draft202012Validator(self.schema)

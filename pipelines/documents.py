@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.errors import DocumentError
+from pipelines.media import IMAGE_TYPES, Attachment, prepare_image, scanned_pdf
 
 MEDIA_TYPES: dict[str, str] = {
     ".txt": "text/plain",
@@ -32,7 +33,7 @@ MEDIA_TYPES: dict[str, str] = {
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     ".json": "application/json",
     ".jsonl": "application/x-ndjson",
-}
+} | IMAGE_TYPES
 
 #: Default cap on a single file's size.
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
@@ -54,22 +55,29 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 @dataclass(frozen=True)
 class SourceDocument:
-    """One document's normalised text, ready to be stored and processed."""
+    """One document's normalised text and media, ready to be stored and processed.
+
+    An image, or a PDF with no text layer, has no text and one attachment.
+    """
 
     source: str
     media_type: str
     size_bytes: int
     text: str
+    attachments: tuple[Attachment, ...] = ()
 
     @property
     def content_hash(self) -> str:
-        """SHA-256 of the normalised text: the identity used for dedup and results."""
-        return content_hash(self.text)
+        """SHA-256 of the normalised text and media: the identity for dedup and results."""
+        return content_hash(self.text, self.attachments)
 
 
-def content_hash(text: str) -> str:
-    """SHA-256 hex digest of ``text`` encoded as UTF-8."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def content_hash(text: str, attachments: tuple[Attachment, ...] = ()) -> str:
+    """SHA-256 hex digest of ``text`` encoded as UTF-8, and of any attachments' bytes."""
+    digest = hashlib.sha256(text.encode("utf-8"))
+    for attachment in attachments:
+        digest.update(f"\0{attachment.media_type}\0{attachment.digest}".encode())
+    return digest.hexdigest()
 
 
 def normalise(text: str) -> str:
@@ -174,8 +182,16 @@ def read_bytes(
         yield from _read_records(source, data, media_type, text_field)
         return
     try:
+        if media_type in IMAGE_TYPES.values():
+            image = prepare_image(source, data, media_type)
+            yield SourceDocument(source, media_type, len(data), "", (image,))
+            return
         if media_type == "application/pdf":
-            raw = _pdf_text(source, data)
+            read = _pdf_text(source, data)
+            if isinstance(read, Attachment):
+                yield SourceDocument(source, media_type, len(data), "", (read,))
+                return
+            raw = read
         elif media_type.endswith("wordprocessingml.document"):
             raw = _docx_text(source, data)
         elif media_type == "text/html":
@@ -250,7 +266,8 @@ def _bomless_utf16(data: bytes) -> str | None:
     return None
 
 
-def _pdf_text(source: str, data: bytes) -> str:
+def _pdf_text(source: str, data: bytes) -> str | Attachment:
+    """The PDF's text; or, when it has no text layer (a scan), the PDF as an attachment."""
     from pypdf import PdfReader, apply_configuration
     from pypdf.errors import LimitReachedError, PdfReadError
 
@@ -296,7 +313,10 @@ def _pdf_text(source: str, data: bytes) -> str:
                             code="corrupt_file") from exc
     text = "\n\n".join(pages)
     if not text.strip():
-        raise DocumentError(source, "the PDF has no text layer (scanned?)", code="no_text_layer")
+        if not pages:
+            raise DocumentError(source, "the PDF has no pages", code="no_text")
+        box = reader.pages[0].mediabox
+        return scanned_pdf(source, data, len(pages), (float(box.width), float(box.height)))
     return text
 
 

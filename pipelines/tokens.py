@@ -64,10 +64,9 @@ def estimate_request_tokens(body: dict[str, Any]) -> int:
     """Estimate the input tokens of a Responses API request body.
 
     Counts instructions, every input text part and the output schema (which the API
-    prepends to the system message), plus a small per-message framing overhead.
+    prepends to the system message), plus a small per-message framing overhead, plus each
+    image's and scanned PDF's tokens (:func:`pipelines.media.part_tokens`).
     """
-    import json
-
     parts: list[str] = []
     if instructions := body.get("instructions"):
         parts.append(str(instructions))
@@ -77,7 +76,24 @@ def estimate_request_tokens(body: dict[str, Any]) -> int:
     if fmt.get("type") == "json_schema":
         parts.append(json.dumps(fmt.get("schema", {}), separators=(",", ":")))
     framing = 4 * (1 + len(parts))
+    media = _media_parts(body.get("input"))
+    if media:
+        from pipelines.media import part_tokens
+
+        framing += sum(part_tokens(part) for part in media)
     return sum(count_tokens(p) for p in parts) + framing
+
+
+_MEDIA = ("input_image", "input_file")
+
+
+def _media_parts(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        return []
+    return [part for message in value if isinstance(message, dict)
+            and isinstance(message.get("content"), list)
+            for part in message["content"] if isinstance(part, dict)
+            and part.get("type") in _MEDIA]
 
 
 def _messages(value: Any) -> list[str]:
@@ -91,9 +107,8 @@ def _messages(value: Any) -> list[str]:
         if isinstance(content, str):
             texts.append(content)
         elif isinstance(content, list):
-            texts.extend(
-                str(part.get("text", "")) for part in content if isinstance(part, dict)
-            )
+            texts.extend(str(part["text"]) for part in content
+                         if isinstance(part, dict) and "text" in part)
     return texts
 
 
@@ -103,5 +118,22 @@ def admission_tokens(body: dict[str, Any]) -> int:
     The larger of the tokenizer's count and the API's character-based estimate
     (``chars / 4``), plus ``max_output_tokens``: the API reserves the whole output budget.
     """
-    by_chars = math.ceil(len(json.dumps(body.get("input", ""))) / 4)
-    return max(estimate_request_tokens(body), by_chars) + int(body.get("max_output_tokens") or 0)
+    return max(estimate_request_tokens(body), chars_estimate(body)) + \
+        int(body.get("max_output_tokens") or 0)
+
+
+def chars_estimate(body: dict[str, Any]) -> int:
+    """The API's character-based estimate of a request's input: its JSON length / 4.
+
+    Image and file bytes are left out: base64 would count a 1 MB image as 350,000 tokens,
+    and the API counts media by their pixels (:func:`estimate_request_tokens` adds them).
+    """
+    value = body.get("input", "")
+    if _media_parts(value):
+        value = [message | {"content": [
+            {k: v for k, v in part.items() if k not in ("image_url", "file_data")}
+            if isinstance(part, dict) and part.get("type") in _MEDIA else part
+            for part in message["content"]]}
+            if isinstance(message, dict) and isinstance(message.get("content"), list)
+            else message for message in value]
+    return math.ceil(len(json.dumps(value)) / 4)

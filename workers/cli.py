@@ -26,6 +26,8 @@ app = typer.Typer(help="docpipe: durable document pipelines on the OpenAI Respon
                   no_args_is_help=True, pretty_exceptions_enable=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+pipelines_app = typer.Typer(help="The pipelines: built in, and from DOCPIPE_PIPELINES.")
+app.add_typer(pipelines_app, name="pipelines")
 console = Console()
 # Messages name paths and commands to copy: never break a line inside them.
 err = Console(stderr=True, soft_wrap=True)
@@ -98,19 +100,33 @@ def db_current() -> None:
 # -- pipelines --------------------------------------------------------------------------------
 
 
-@app.command("pipelines")
-def pipelines_cmd(as_json: JsonOpt = False) -> None:
-    """List the pipelines with their models and versions."""
+@pipelines_app.callback(invoke_without_command=True)
+def pipelines_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the pipelines with their models, versions and where they are defined."""
+    if ctx.invoked_subcommand is not None:
+        return
     rows = [{"name": p.name, "version": p.version, "model": p.model,
-             "max_output_tokens": p.max_output_tokens, "description": p.description}
-            for p in list_pipelines()]
+             "max_output_tokens": p.max_output_tokens, "description": p.description,
+             "source": p.source}
+            for p in list_pipelines(_settings().pipelines)]
     if as_json:
         console.print_json(data=rows)
         return
-    table = Table("name", "version", "model", "description")
+    table = Table("name", "version", "model", "source", "description")
     for row in rows:
-        table.add_row(*(str(row[k]) for k in ("name", "version", "model", "description")))
+        table.add_row(*(str(row[k]) for k in ("name", "version", "model", "source",
+                                              "description")))
     console.print(table)
+
+
+@pipelines_app.command("show")
+def pipelines_show(name: Annotated[str, typer.Argument(help="The pipeline's name.")]) -> None:
+    """Print a pipeline's request as sent (a placeholder for the document) and its schema."""
+    chosen = get_pipeline(name, _settings().pipelines)
+    body = chosen.request("{document text}")
+    body["prompt_cache_key"] = chosen.cache_key("")
+    console.print_json(data={"name": chosen.name, "version": chosen.version,
+                             "source": chosen.source, "request": body})
 
 
 # -- ingest, worker, run ----------------------------------------------------------------------
@@ -127,7 +143,7 @@ def ingest_cmd(
     """Record documents and items for a new run and enqueue them; print the run id."""
     settings = _settings()
     _migrated(settings)
-    chosen = get_pipeline(pipeline)
+    chosen = get_pipeline(pipeline, settings.pipelines)
     from workers.ingest import ingest
     from workers.tasks import send_items
 
@@ -148,7 +164,7 @@ def estimate_cmd(
 ) -> None:
     """Predict the tokens and dollars of a run before anything is sent."""
     settings = _settings()
-    chosen = get_pipeline(pipeline)
+    chosen = get_pipeline(pipeline, settings.pipelines)
     from sqlalchemy.exc import OperationalError
 
     from workers.errors import ConfigurationError
@@ -274,7 +290,7 @@ def _short_output(output: dict[str, Any]) -> str:
 def _run_foreground(paths: list[str], pipeline_name: str, *, simulate: bool, workers: int,
                     budget_usd: Decimal | None = None) -> dict[str, Any]:
     settings = _settings()
-    chosen = get_pipeline(pipeline_name)
+    chosen = get_pipeline(pipeline_name, settings.pipelines)
     if settings.openai_api_key is None and not simulate:
         err.print("[red]docpipe:[/red] OPENAI_API_KEY is not set. Set it to call the OpenAI "
                   "API, or pass --simulate to use docpipe's simulator (no real model).")

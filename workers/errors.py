@@ -122,6 +122,13 @@ class PauseRunError(ItemError):
     hint = ""
 
 
+class PipelineBrokenError(PauseRunError):
+    """The run's pipeline file no longer loads: every item would fail the same way."""
+
+    error_class = "pipeline"
+    hint = "fix the pipeline file, then `docpipe resume {run}`"
+
+
 class QuotaExhaustedError(PauseRunError):
     """Quota, credit or spend limit exhausted (429/403): never retried in a loop."""
 

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from pipelines import DocumentError, Pipeline
+from pipelines.media import attachment_tokens
 from pipelines.tokens import estimate_request_tokens
 from workers.db import repository as repo
 from workers.db.session import session_scope
@@ -64,8 +65,10 @@ def estimate(paths: Iterable[str], pipeline: Pipeline, *, settings: Settings,
         if read.content_hash in tokens_by_hash:
             result.duplicates += 1
             continue
+        # Media by their pixels, without encoding them or rendering scans.
         tokens_by_hash[read.content_hash] = estimate_request_tokens(pipeline.request(
-            read.text, cache_shards=settings.cache_shards(pipeline.model)))
+            read.text, cache_shards=settings.cache_shards(pipeline.model))) + sum(
+            attachment_tokens(a, detail=pipeline.image_detail) for a in read.attachments)
     if use_database and tokens_by_hash:
         with session_scope() as session:
             done = repo.hashes_with_results(session, list(tokens_by_hash), pipeline.version)

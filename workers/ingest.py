@@ -106,7 +106,8 @@ def _write_batch(report: IngestReport, documents: Sequence[SourceDocument],
     with session_scope() as session:
         ids = repo.upsert_documents(session, [
             repo.NewDocument(content_hash=d.content_hash, source=d.source,
-                             media_type=d.media_type, size_bytes=d.size_bytes, text=d.text)
+                             media_type=d.media_type, size_bytes=d.size_bytes, text=d.text,
+                             attachments=d.attachments)
             for d in documents
         ])
         created = repo.add_items(

@@ -16,7 +16,8 @@ from decimal import Decimal
 from functools import lru_cache
 
 import pipelines
-from pipelines import OutputError, PipelineNotFound
+from pipelines import OutputError, PipelineDefinitionError, PipelineNotFound
+from pipelines.errors import DocumentError
 from workers.db import repository as repo
 from workers.db.models import AttemptOutcome, utcnow
 from workers.db.session import session_scope
@@ -28,6 +29,7 @@ from workers.errors import (
     ItemFailedError,
     PauseRunError,
     PermanentAPIError,
+    PipelineBrokenError,
     QuarantinedError,
     RateLimitedError,
     RetryableError,
@@ -149,9 +151,11 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
             code="memory_limit" if lost and lost[0] == "memory_limit" else "worker_lost"))
 
     try:
-        pipeline = pipelines.get_pipeline(item.pipeline)
+        pipeline = pipelines.get_pipeline(item.pipeline, settings.pipelines)
     except PipelineNotFound as exc:
         return _fail(item, ItemFailedError(exc.message, code=exc.code))
+    except PipelineDefinitionError as exc:
+        return _pause(item, PipelineBrokenError(exc.message, code=exc.code))
     if pipeline.version != item.pipeline_version:
         return _fail(item, ItemFailedError(
             f"pipeline {pipeline.name} is now version {pipeline.version}, the run was created "
@@ -173,7 +177,10 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
         body = pipeline.reduce_request(parts, cache_shards=shards)
     else:
         text = item.text if item.text_start is None else item.text[item.text_start:item.text_end]
-        body = pipeline.request(text, cache_shards=shards)
+        try:
+            body = pipeline.request(text, cache_shards=shards, attachments=item.attachments)
+        except DocumentError as exc:  # a scan the pipeline does not send, or cannot render
+            return _fail(item, ItemFailedError(exc.message, code=exc.code))
     repairing = item.last_error_class == BadOutputError.error_class
     if repairing and item.last_error_code == "truncated":
         body["max_output_tokens"] = min(2 * int(body["max_output_tokens"]),

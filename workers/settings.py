@@ -8,13 +8,14 @@ never appear in a repr, a log line, a task message or a database row.
 from __future__ import annotations
 
 import math
+import os
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Requests a minute one prompt_cache_key keeps on one cache machine (see the API docs).
 REQUESTS_PER_CACHE_KEY = 15
@@ -130,8 +131,22 @@ class Settings(BaseSettings):
     task_time_limit_seconds: int = Field(default=360, gt=0)
     lease_seconds: int = Field(default=600, gt=0, description="How long a claimed item is held.")
 
+    pipelines: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="User pipeline files (.toml, .yaml, .py) and folders of them, separated by "
+        "commas or the path separator.",
+    )
+
     json_text_field: str = Field(default="text", description="Field holding a JSON record's text.")
     max_file_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+
+    @field_validator("pipelines", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = value.replace(os.pathsep, ",").split(",")
+            return [part.strip() for part in parts if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _check_timings(self) -> Self:

@@ -17,6 +17,7 @@ from tests.support.files import (
     make_encrypted_pdf,
     make_pdf,
     make_pdf_bomb,
+    make_png_bomb,
     make_zip_bomb_docx,
 )
 from tests.support.services import docpipe_argv
@@ -68,7 +69,8 @@ def hostile_corpus(folder: Path) -> dict[str, str]:
         "junk.txt": (os.urandom(64 * 1024), "binary_content"),
         "truncated.pdf": (make_pdf("A contract that was cut short.")[:300], "corrupt_file"),
         "encrypted.pdf": (make_encrypted_pdf("Board minutes."), "encrypted_pdf"),
-        "scanned.pdf": (make_pdf(""), "no_text_layer"),
+        "fake.jpg": (b"\xff\xd8\xff\xe0" + os.urandom(4096), "corrupt_file"),
+        "pixels.png": (make_png_bomb(40_000, 40_000), "too_large"),  # 1.6 gigapixels
         "bomb.pdf": (make_pdf_bomb(1024), "decompression_bomb"),
         "bomb.docx": (make_zip_bomb_docx(300 * 1024 * 1024), "too_large"),
         "huge.txt": (b"lorem ipsum " * (600 * 1024), "too_large"),

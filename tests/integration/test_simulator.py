@@ -138,3 +138,52 @@ class TestErrors:
         client.responses.create(**body)
         client.responses.create(**body)
         assert simulator.stats()["calls_by_input"][input_key(body)] == 2
+
+
+class TestMedia:
+    """Images and PDFs: taken, counted by their pixels, or refused like the API refuses them."""
+
+    def test_an_image_is_answered_and_counted_by_its_tiles(self, client: openai.OpenAI) -> None:
+        from pipelines.media import Attachment, image_tokens, prepare_image
+        from tests.support.files import make_image
+
+        image: Attachment = prepare_image("photo.png", make_image(4000, 3000), "image/png")
+        with_image = client.responses.create(**EXTRACT.request("", attachments=(image,)))
+        without = client.responses.create(**EXTRACT.request(""))
+        assert with_image.usage is not None and without.usage is not None
+        assert with_image.usage.input_tokens - without.usage.input_tokens == \
+            pytest.approx(image_tokens(image.width, image.height), abs=10)
+        EXTRACT.validate_output(with_image.output_text)
+
+    def test_a_scanned_pdf_is_answered_and_counted_per_page(self, client: openai.OpenAI
+                                                            ) -> None:
+        from pipelines.documents import SourceDocument, read_bytes
+        from pipelines.media import attachment_tokens
+        from tests.support.files import make_scanned_pdf
+
+        [doc] = list(read_bytes("scan.pdf", make_scanned_pdf(3), "application/pdf"))
+        assert isinstance(doc, SourceDocument)
+        response = client.responses.create(**SUMMARISE.request("", attachments=doc.attachments))
+        baseline = client.responses.create(**SUMMARISE.request(""))
+        assert response.usage is not None and baseline.usage is not None
+        assert response.usage.input_tokens - baseline.usage.input_tokens == \
+            pytest.approx(attachment_tokens(doc.attachments[0]), abs=10)
+
+    @pytest.mark.parametrize(("part", "code"), [
+        ({"type": "input_image", "image_url": "data:image/png;base64,aGVsbG8="},
+         "invalid_image_format"),
+        ({"type": "input_image", "image_url": "data:image/tiff;base64,aGVsbG8="},
+         "invalid_image_format"),
+        ({"type": "input_image", "image_url": "not a url"}, "invalid_image_url"),
+        ({"type": "input_file", "filename": "a.pdf", "file_data":
+          "data:application/pdf;base64,aGVsbG8="}, "invalid_file"),
+        ({"type": "input_file", "file_data": "data:application/pdf;base64,aGVsbG8="},
+         "missing_required_parameter"),
+    ])
+    def test_bad_media_is_refused_with_400(self, client: openai.OpenAI, part: dict[str, str],
+                                           code: str) -> None:
+        body = SUMMARISE.request("x")
+        body["input"][0]["content"].append(part)
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(**body)
+        assert caught.value.code == code

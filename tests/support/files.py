@@ -108,3 +108,56 @@ def make_zip_bomb_docx(inflated_bytes: int) -> bytes:
             for _ in range(inflated_bytes // len(chunk)):
                 member.write(chunk)
     return out.getvalue()
+
+
+def make_image(width: int, height: int, fmt: str = "PNG", *, text: str = "docpipe",
+               frames: int = 1) -> bytes:
+    """An image of ``width`` x ``height`` with ``text`` drawn on it, in ``fmt``."""
+    from PIL import Image, ImageDraw
+
+    images = []
+    for n in range(frames):
+        image = Image.new("RGB", (width, height), (255, 255 - 40 * n % 255, 255))
+        ImageDraw.Draw(image).text((10, 10), f"{text} {n}", fill="black")
+        images.append(image)
+    out = io.BytesIO()
+    if frames > 1:
+        images[0].save(out, fmt, save_all=True, append_images=images[1:], duration=100)
+    else:
+        images[0].save(out, fmt)
+    return out.getvalue()
+
+
+def make_scanned_pdf(pages: int, *, text: str = "Scanned page") -> bytes:
+    """A PDF whose pages are only images (a scan): no text layer at all."""
+    from PIL import Image, ImageDraw
+
+    images = []
+    for n in range(pages):
+        page = Image.new("L", (850, 1100), 255)
+        ImageDraw.Draw(page).text((60, 60), f"{text} {n + 1}", fill=0)
+        images.append(page)
+    out = io.BytesIO()
+    images[0].save(out, "PDF", resolution=100, save_all=True, append_images=images[1:])
+    return out.getvalue()
+
+
+def make_png_bomb(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels, made without allocating them.
+
+    Its pixel data is the deflate of all-zero rows, built from one compressed row-block
+    repeated (like :func:`make_pdf_bomb`), so gigapixels cost the test kilobytes.
+    """
+    import struct
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    row = b"\0" * (1 + width)  # filter byte + one grey byte a pixel
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 15)
+    body = deflate.compress(row * 64) + deflate.flush(zlib.Z_FULL_FLUSH)
+    idat = body * 4 + deflate.flush()  # a stream that ends early: decoding it fails late
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))

@@ -21,6 +21,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from pipelines.chunking import Node
+from pipelines.media import Attachment
+from workers.db.models import Attachment as AttachmentRow
 from workers.db.models import (
     Attempt,
     AttemptOutcome,
@@ -60,6 +62,8 @@ class NewDocument:
     media_type: str
     size_bytes: int
     text: str
+    #: Images and scanned PDFs (see :class:`pipelines.media.Attachment`).
+    attachments: tuple[Attachment, ...] = ()
 
 
 def upsert_documents(session: Session, documents: Sequence[NewDocument]) -> dict[str, int]:
@@ -67,7 +71,9 @@ def upsert_documents(session: Session, documents: Sequence[NewDocument]) -> dict
     ids: dict[str, int] = {}
     for start in range(0, len(documents), BATCH):
         chunk = documents[start : start + BATCH]
-        rows = [vars(doc) | {"created_at": utcnow()} for doc in chunk]
+        rows = [{"content_hash": doc.content_hash, "source": doc.source,
+                 "media_type": doc.media_type, "size_bytes": doc.size_bytes, "text": doc.text,
+                 "attachments": len(doc.attachments), "created_at": utcnow()} for doc in chunk]
         stmt = _insert(session, Document).values(rows)
         session.execute(stmt.on_conflict_do_nothing(index_elements=["content_hash"]))
         hashes = [doc.content_hash for doc in chunk]
@@ -75,7 +81,23 @@ def upsert_documents(session: Session, documents: Sequence[NewDocument]) -> dict
             select(Document.content_hash, Document.id).where(Document.content_hash.in_(hashes))
         )
         ids.update(dict(found.all()))
+        media = [{"document_id": ids[doc.content_hash], "position": position,
+                  "kind": a.kind, "media_type": a.media_type, "filename": a.filename,
+                  "width": a.width, "height": a.height, "pages": a.pages, "data": a.data}
+                 for doc in chunk for position, a in enumerate(doc.attachments)]
+        for row in media:  # one row a statement: each may be megabytes
+            session.execute(_insert(session, AttachmentRow).values(row).on_conflict_do_nothing(
+                index_elements=["document_id", "position"]))
     return ids
+
+
+def attachments(session: Session, document_id: int) -> tuple[Attachment, ...]:
+    """A document's images and scanned PDFs, in order."""
+    rows = session.scalars(select(AttachmentRow).where(AttachmentRow.document_id == document_id)
+                           .order_by(AttachmentRow.position))
+    return tuple(Attachment(kind="image" if r.kind == "image" else "pdf",
+                            media_type=r.media_type, filename=r.filename, data=r.data,
+                            width=r.width, height=r.height, pages=r.pages) for r in rows)
 
 
 def create_run(session: Session, *, pipeline: str, version: str, model: str, queue: str,
@@ -266,6 +288,8 @@ class ClaimedItem:
     parent_id: int | None = None
     text_start: int | None = None
     text_end: int | None = None
+    #: The document's images and scanned PDFs, if it has any.
+    attachments: tuple[Attachment, ...] = ()
 
 
 def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: bool = True
@@ -313,7 +337,7 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
             Run.pipeline_version, Run.model, Document.id.label("document_id"),
             Document.content_hash, Document.text, Item.last_error_class, Item.last_error_code,
             Item.worker_losses, Run.budget_usd, Item.level, Item.parent_id, Item.text_start,
-            Item.text_end,
+            Item.text_end, Document.attachments,
         )
         .join(Run, Run.id == Item.run_id)
         .join(Document, Document.id == Item.document_id)
@@ -324,7 +348,9 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
         # then can an attempt still be in flight: its holder's (or one that outlived its
         # lease, which overwrites this when it finishes after all).
         close_lost_attempts(session, item_id)
-    return ClaimedItem(**row._asdict())
+    fields = row._asdict()
+    fields["attachments"] = attachments(session, row.document_id) if row.attachments else ()
+    return ClaimedItem(**fields)
 
 
 def suspected_losses(session: Session, item_id: int) -> int:
