@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +37,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
 import openai  # noqa: E402
 from corpus import write_corpus  # noqa: E402
 from record import emit  # noqa: E402
@@ -82,9 +82,7 @@ def naive(folder: Path, pipeline_name: str, base_url: str, concurrency: int,
           prices: PriceTable) -> Spend:
     """One call per file, no queue, no database: what a script would pay."""
     pipeline = get_pipeline(pipeline_name)
-    client = openai.OpenAI(api_key="sk-bench", base_url=f"{base_url}/v1", max_retries=5,
-                           http_client=httpx.Client(limits=httpx.Limits(
-                               max_connections=concurrency)))
+    client = openai.OpenAI(api_key="sk-bench", base_url=f"{base_url}/v1", max_retries=5)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
 
     def call(path: Path) -> Usage:
@@ -152,7 +150,8 @@ def main() -> None:
         with bench_stack(work, latency_ms=args.latency_ms, concurrency=args.concurrency,
                          name="dedup") as bench:
             def simulator_calls() -> int:
-                stats = httpx.get(f"{bench.simulator_url}/_sim/stats").json()
+                with urllib.request.urlopen(f"{bench.simulator_url}/_sim/stats") as answer:
+                    stats = json.load(answer)
                 return int(stats["counters"].get("ok", 0))
 
             loop = naive(folder, args.pipeline, bench.simulator_url, args.concurrency, prices)
