@@ -9,6 +9,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from celery import Celery
+from celery.schedules import crontab
 from kombu import Queue as KombuQueue
 
 from workers.memory import RECYCLE_SHARE
@@ -28,6 +29,7 @@ class TaskName(StrEnum):
 
     PROCESS_ITEM = "docpipe.items.process"
     RECONCILE = "docpipe.runs.reconcile"
+    START_SCHEDULED = "docpipe.runs.start_scheduled"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -51,7 +53,8 @@ def create_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_queues=[KombuQueue(q.value, routing_key=q.value) for q in Queue],
         task_default_queue=Queue.LIVE.value,
-        task_routes={TaskName.RECONCILE.value: {"queue": Queue.CONTROL.value}},
+        task_routes={TaskName.RECONCILE.value: {"queue": Queue.CONTROL.value},
+                     TaskName.START_SCHEDULED.value: {"queue": Queue.CONTROL.value}},
         task_soft_time_limit=settings.task_soft_time_limit_seconds,
         task_time_limit=settings.task_time_limit_seconds,
         # kombu sweeps the unacked set only every interval x throttle seconds (100 s by
@@ -73,7 +76,13 @@ def create_celery(settings: Settings) -> Celery:
         beat_schedule={
             "reconcile": {"task": TaskName.RECONCILE.value,
                           "schedule": timedelta(seconds=settings.reconcile_interval_seconds)},
+            **{f"schedule:{name}": {"task": TaskName.START_SCHEDULED.value,
+                                    "schedule": _crontab(spec.cron), "args": (name,)}
+               for name, spec in settings.schedules.items()},
         },
+        # Beat keeps when each entry last ran here, so a restart neither skips nor repeats.
+        beat_schedule_filename=str(settings.beat_schedule_file),
+        timezone="UTC",
     )
     if settings.worker_max_memory_mb is not None:
         # Recycle a child that grew between tasks before the hard limit has to kill one.
@@ -84,6 +93,12 @@ def create_celery(settings: Settings) -> Celery:
             TaskName.PROCESS_ITEM.value: {"rate_limit": settings.celery_task_rate_limit}
         }
     return app
+
+
+def _crontab(expression: str) -> crontab:
+    minute, hour, day_of_month, month, day_of_week = expression.split()
+    return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month,
+                   day_of_week=day_of_week)
 
 
 app = create_celery(get_settings())

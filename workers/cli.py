@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +42,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 BudgetOpt = Annotated[float | None, typer.Option(
     "--budget-usd", min=0, help="Pause the run before a call that could take its spend past "
     "this many dollars (calls in flight count at their worst case).")]
+
+
+ModeOpt = Annotated[str, typer.Option(
+    "--mode", help="live (standard tier) or flex (half price, slower; refusals for lack of "
+    "capacity are retried).")]
+
+
+def _mode(mode: str) -> str:
+    if mode not in ("live", "flex"):
+        err.print(f"[red]docpipe:[/red] --mode takes live or flex, not {mode!r}")
+        raise typer.Exit(2)
+    return mode
 
 
 def _money(amount: float | None) -> Decimal | None:
@@ -138,6 +151,7 @@ def ingest_cmd(
     pipeline: PipelineOpt = "summarise",
     queue: Annotated[str, typer.Option(help="Queue for the run's items.")] = "docpipe.live",
     budget_usd: BudgetOpt = None,
+    mode: ModeOpt = "live",
     as_json: JsonOpt = False,
 ) -> None:
     """Record documents and items for a new run and enqueue them; print the run id."""
@@ -148,12 +162,57 @@ def ingest_cmd(
     from workers.tasks import send_items
 
     report = ingest(paths, chosen, settings=settings, publish=send_items, queue=queue,
-                    budget_usd=_money(budget_usd))
+                    budget_usd=_money(budget_usd), mode=_mode(mode))
     if as_json:
         console.print_json(data=report.as_dict())
     else:
         console.print(f"run {report.run_id}: {report.items} items queued, {report.duplicates} "
                       f"duplicates skipped, {report.unreadable} unreadable")
+
+
+@app.command("reprocess")
+def reprocess_cmd(
+    pipeline: PipelineOpt = "summarise",
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="missing (never processed), outdated (by an older version) or failed; "
+        "repeat for more. Default: all three.")] = None,
+    since: Annotated[datetime | None, typer.Option(
+        help="Only documents first stored at or after this date or time (UTC).")] = None,
+    where: Annotated[str | None, typer.Option(
+        help="Only documents whose source matches this glob, e.g. '*/invoices/*.pdf'.")] = None,
+    queue: Annotated[str, typer.Option(help="Queue for the run's items.")] = "docpipe.nightly",
+    budget_usd: BudgetOpt = None,
+    mode: ModeOpt = "live",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a pipeline over the stored documents its current version has no result for."""
+    from workers.reprocess import REASONS, reprocess
+    from workers.tasks import send_items
+
+    chosen_reasons = tuple(only or REASONS)
+    if unknown := sorted(set(chosen_reasons) - set(REASONS)):
+        err.print(f"[red]docpipe:[/red] --only takes {', '.join(REASONS)}; not {unknown}")
+        raise typer.Exit(2)
+    settings = _settings()
+    _migrated(settings)
+    chosen = get_pipeline(pipeline, settings.pipelines)
+    report = reprocess(chosen, publish=send_items, queue=queue,
+                       only=chosen_reasons,  # type: ignore[arg-type]
+                       since=since.replace(tzinfo=UTC) if since and since.tzinfo is None
+                       else since, where=where, budget_usd=_money(budget_usd),
+                       mode=_mode(mode))
+    if as_json:
+        console.print_json(data=report.as_dict())
+        return
+    taken = ", ".join(f"{n} {reason}" for reason, n in sorted(report.selected.items()))
+    skipped = ", ".join(f"{n} {reason.replace('_', ' ')}"
+                        for reason, n in sorted(report.skipped.items())) or "none"
+    if report.run_id is None:
+        console.print(f"nothing to reprocess for {chosen.name} {chosen.version}; "
+                      f"skipped: {skipped}")
+    else:
+        console.print(f"run {report.run_id}: {report.items} documents queued ({taken}); "
+                      f"skipped: {skipped}")
 
 
 @app.command("estimate")
@@ -202,6 +261,22 @@ def estimate_cmd(
                   "through the Batch API")
 
 
+@app.command("beat")
+def beat_cmd() -> None:
+    """Run Celery beat: the reconciler every few seconds, and the configured schedules.
+
+    Run exactly one per fleet. Its state file (``DOCPIPE_BEAT_SCHEDULE_FILE``) survives
+    restarts, so a restart neither skips nor repeats a nightly run.
+    """
+    settings = _settings()
+    _migrated(settings)
+    from workers.celery_app import app as celery_app
+
+    settings.beat_schedule_file.parent.mkdir(parents=True, exist_ok=True)
+    celery_app.start(["beat", "--schedule", str(settings.beat_schedule_file),
+                      "--loglevel", "INFO"])
+
+
 @app.command("worker", context_settings={"allow_extra_args": True,
                                          "ignore_unknown_options": True})
 def worker_cmd(
@@ -218,11 +293,10 @@ def worker_cmd(
     from workers.celery_app import app as celery_app
 
     if beat:
-        Path(".docpipe").mkdir(exist_ok=True)
+        settings.beat_schedule_file.parent.mkdir(parents=True, exist_ok=True)
     argv = ["worker", "--pool", settings.worker_pool, "--concurrency",
             str(settings.worker_concurrency), "-Q", queues, "-E", "--loglevel", "INFO",
-            *(["--beat", "--schedule", str(Path(".docpipe") / "celerybeat-schedule")]
-              if beat else []),
+            *(["--beat", "--schedule", str(settings.beat_schedule_file)] if beat else []),
             *ctx.args]
     from workers import liveness
 
@@ -240,10 +314,11 @@ def run_cmd(
     simulate: Annotated[bool, typer.Option(help="Answer with docpipe's simulator.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes to start.")] = 1,
     budget_usd: BudgetOpt = None,
+    mode: ModeOpt = "live",
 ) -> None:
     """Ingest, process and report in one go, on this machine."""
     report = _run_foreground(paths, pipeline, simulate=simulate, workers=workers,
-                             budget_usd=_money(budget_usd))
+                             budget_usd=_money(budget_usd), mode=_mode(mode))
     raise typer.Exit(0 if report.get("status") == "finished" else EXIT_PAUSED)
 
 
@@ -288,7 +363,7 @@ def _short_output(output: dict[str, Any]) -> str:
 
 
 def _run_foreground(paths: list[str], pipeline_name: str, *, simulate: bool, workers: int,
-                    budget_usd: Decimal | None = None) -> dict[str, Any]:
+                    budget_usd: Decimal | None = None, mode: str = "live") -> dict[str, Any]:
     settings = _settings()
     chosen = get_pipeline(pipeline_name, settings.pipelines)
     if settings.openai_api_key is None and not simulate:
@@ -326,7 +401,7 @@ def _run_foreground(paths: list[str], pipeline_name: str, *, simulate: bool, wor
         from workers.tasks import send_items
 
         report = ingest(paths, chosen, settings=settings, publish=send_items,
-                        queue="docpipe.live", budget_usd=budget_usd)
+                        queue="docpipe.live", budget_usd=budget_usd, mode=mode)
         console.print(f"run {report.run_id}: {report.items} items, {report.duplicates} "
                       f"duplicates, {report.unreadable} unreadable")
         final = _follow(report.run_id, settings, processes)
@@ -490,13 +565,21 @@ def limits_cmd(as_json: JsonOpt = False) -> None:
 
 @app.command("results")
 def results_cmd(
-    run_id: Annotated[int, typer.Argument(help="Run id.")],
+    run_id: Annotated[int | None, typer.Argument(help="Run id.")] = None,
+    pipeline: Annotated[str | None, typer.Option(
+        "--pipeline", "-p", help="Instead of a run: each document's latest result from this "
+        "pipeline.")] = None,
+    version: Annotated[str | None, typer.Option(
+        help="With --pipeline: the results of this version instead of the latest.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
 ) -> None:
-    """Export every item of a run: its output, or its error."""
+    """Export a run's documents (output or error), or a pipeline's results by version."""
     if fmt not in ("jsonl", "csv"):
         err.print("[red]docpipe:[/red] --format must be jsonl or csv")
+        raise typer.Exit(2)
+    if (run_id is None) == (pipeline is None):
+        err.print("[red]docpipe:[/red] give a run id, or --pipeline NAME [--version V]")
         raise typer.Exit(2)
     settings = _settings()
     _migrated(settings)
@@ -506,10 +589,16 @@ def results_cmd(
     stream = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout
     try:
         writer = csv.writer(stream) if fmt == "csv" else None
-        if writer:
-            writer.writerow(["item_id", "source", "content_hash", "status", "reused",
-                             "error_class", "error_code", "error_message", "output"])
         with session_scope() as session:
+            if pipeline is not None:
+                _write_pipeline_results(
+                    stream, writer, repo.iter_pipeline_results(session, pipeline,
+                                                               version=version))
+                return
+            assert run_id is not None
+            if writer:
+                writer.writerow(["item_id", "source", "content_hash", "status", "reused",
+                                 "error_class", "error_code", "error_message", "output"])
             for row in repo.iter_item_results(session, run_id):
                 if writer:
                     writer.writerow([row.item_id, row.source, row.content_hash, row.status,
@@ -530,6 +619,23 @@ def results_cmd(
     finally:
         if output:
             stream.close()
+
+
+def _write_pipeline_results(stream: Any, writer: Any, rows: Iterator[Any]) -> None:
+    if writer:
+        writer.writerow(["document_id", "source", "content_hash", "pipeline_version",
+                         "created_at", "output"])
+    for row in rows:
+        if writer:
+            writer.writerow([row.document_id, row.source, row.content_hash,
+                             row.pipeline_version, row.created_at.isoformat(),
+                             json.dumps(row.output, ensure_ascii=False)])
+            continue
+        stream.write(json.dumps({
+            "document_id": row.document_id, "source": row.source,
+            "content_hash": row.content_hash, "pipeline_version": row.pipeline_version,
+            "created_at": row.created_at.isoformat(), "output": row.output,
+        }, ensure_ascii=False) + "\n")
 
 
 @app.command("replay")

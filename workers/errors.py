@@ -114,6 +114,16 @@ class RateLimitedError(RetryableError):
     error_class = "rate_limited"
 
 
+class CapacityUnavailableError(RetryableError):
+    """429 "Resource Unavailable" for a flex request: no capacity now, nothing charged.
+
+    Not a rate limit (the fleet does not cool down, live calls are not held back) and not
+    the item's fault: it costs no attempt, up to ``max_rate_limited_attempts``.
+    """
+
+    error_class = "capacity"
+
+
 class PauseRunError(ItemError):
     """Every item would fail the same way: pause the run with a message that says what to fix."""
 

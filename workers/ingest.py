@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from sqlalchemy.orm import Session
+
 from pipelines import DocumentError, Pipeline
 from pipelines.chunking import Node, plan
 from pipelines.documents import SourceDocument, discover, read_source
@@ -44,7 +46,7 @@ class IngestReport:
 
 def ingest(
     paths: Iterable[str], pipeline: Pipeline, *, settings: Settings, publish: Publisher,
-    queue: str, budget_usd: Decimal | None = None,
+    queue: str, budget_usd: Decimal | None = None, mode: str = "live",
 ) -> IngestReport:
     """Create a run of ``pipeline`` over ``paths`` and enqueue its items on ``queue``.
 
@@ -52,7 +54,8 @@ def ingest(
     """
     with session_scope() as session:
         run = repo.create_run(session, pipeline=pipeline.name, version=pipeline.version,
-                              model=pipeline.model, queue=queue, budget_usd=budget_usd)
+                              model=pipeline.model, queue=queue, budget_usd=budget_usd,
+                              mode=mode)
         report = IngestReport(run_id=run.id)
 
     documents: list[SourceDocument] = []
@@ -102,7 +105,6 @@ def _write_batch(report: IngestReport, documents: Sequence[SourceDocument],
                  queue: str) -> None:
     if not documents and not failures:
         return
-    plans = {d.content_hash: _plan(d.text, pipeline) for d in documents}
     with session_scope() as session:
         ids = repo.upsert_documents(session, [
             repo.NewDocument(content_hash=d.content_hash, source=d.source,
@@ -110,20 +112,10 @@ def _write_batch(report: IngestReport, documents: Sequence[SourceDocument],
                              attachments=d.attachments)
             for d in documents
         ])
-        created = repo.add_items(
+        created, added, long_documents = add_run_items(
             session, report.run_id,
-            [(ids[d.content_hash], d.source) for d in documents if plans[d.content_hash] is None]
-        )
-        added = len(created)
-        for document in documents:
-            nodes = plans.pop(document.content_hash, None)  # once per content in the batch
-            if nodes is not None:
-                leaves = repo.add_item_tree(session, report.run_id, ids[document.content_hash],
-                                            document.source, nodes)
-                if leaves:
-                    added += 1
-                    report.long_documents += 1
-                    created.extend(leaves)
+            [(ids[d.content_hash], d.source, d.text) for d in documents], pipeline)
+        report.long_documents += long_documents
         report.unreadable += repo.add_failed_items(
             session, report.run_id, [(f.source, f.code, f.reason) for f in failures]
         )
@@ -133,6 +125,31 @@ def _write_batch(report: IngestReport, documents: Sequence[SourceDocument],
         publish(created, queue=queue)
         with session_scope() as session:
             repo.mark_queued(session, created)
+
+
+def add_run_items(session: Session, run_id: int, documents: Sequence[tuple[int, str, str]],
+                  pipeline: Pipeline) -> tuple[list[int], int, int]:
+    """Items for (document id, source, text) in a run: one, or a long document's tree.
+
+    A document already in the run gets nothing. Returns the ids of the items to send, how
+    many documents got items, and how many of those are long documents.
+    """
+    plans: dict[int, list[Node] | None] = {}
+    for document_id, _, text in documents:
+        if document_id not in plans:
+            plans[document_id] = _plan(text, pipeline)
+    created = repo.add_items(session, run_id, [(doc, source) for doc, source, _ in documents
+                                               if plans[doc] is None])
+    added, long_documents = len(created), 0
+    for document_id, source, _ in documents:
+        nodes = plans.pop(document_id, None)  # once per document in the batch
+        if nodes is not None:
+            leaves = repo.add_item_tree(session, run_id, document_id, source, nodes)
+            if leaves:
+                added += 1
+                long_documents += 1
+                created.extend(leaves)
+    return created, added, long_documents
 
 
 def _plan(text: str, pipeline: Pipeline) -> list[Node] | None:

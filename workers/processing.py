@@ -19,11 +19,12 @@ import pipelines
 from pipelines import OutputError, PipelineDefinitionError, PipelineNotFound
 from pipelines.errors import DocumentError
 from workers.db import repository as repo
-from workers.db.models import AttemptOutcome, utcnow
+from workers.db.models import AttemptOutcome, RunMode, utcnow
 from workers.db.session import session_scope
 from workers.errors import (
     BadOutputError,
     BudgetExhaustedError,
+    CapacityUnavailableError,
     InfrastructureError,
     ItemError,
     ItemFailedError,
@@ -37,7 +38,7 @@ from workers.errors import (
 )
 from workers.llm.client import CallResult, ResponsesClient
 from workers.memory import calling
-from workers.pricing import price_table, usd
+from workers.pricing import Tier, price_table, usd
 from workers.retry import retry_delay
 from workers.settings import Settings
 from workers.throttle import Park, Throttle, TooLarge
@@ -181,6 +182,8 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
             body = pipeline.request(text, cache_shards=shards, attachments=item.attachments)
         except DocumentError as exc:  # a scan the pipeline does not send, or cannot render
             return _fail(item, ItemFailedError(exc.message, code=exc.code))
+    if item.mode == RunMode.FLEX:
+        body["service_tier"] = "flex"
     repairing = item.last_error_class == BadOutputError.error_class
     if repairing and item.last_error_code == "truncated":
         body["max_output_tokens"] = min(2 * int(body["max_output_tokens"]),
@@ -207,7 +210,8 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
         # The worst case: every estimated input token uncached, and the longest answer.
         max_output = int(body["max_output_tokens"])
         reserve = price_table(settings).cost(model, Usage(
-            input_tokens=max(0, admission.estimate - max_output), output_tokens=max_output))
+            input_tokens=max(0, admission.estimate - max_output), output_tokens=max_output),
+            tier=_tier(item))
     with session_scope() as session:
         attempt_id = repo.begin_attempt(session, item_id=item.id, run_id=item.run_id,
                                         model=model, worker=_worker_name(),
@@ -267,6 +271,22 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
                                message_sent=countdown is not None)
                 return Outcome("retry", retry_in=countdown)
         error.message = f"still rate limited after {limited} attempts: {error.message}"
+        return _fail(item, error)
+    if isinstance(error, CapacityUnavailableError):
+        # Flex capacity ran out: nothing was charged and nothing is wrong with the item, so
+        # it waits with backoff and costs no attempt, up to the same cap as a 429.
+        with session_scope() as session:
+            repo.record_attempt(session, attempt)
+            refused = repo.count_attempts(session, item.id,
+                                          outcome=CapacityUnavailableError.error_class)
+            if refused < settings.max_rate_limited_attempts:
+                wait = retry_delay(refused, base=settings.retry_base_seconds,
+                                   cap=settings.retry_max_seconds, retry_after=error.retry_after)
+                countdown = _countdown(settings, wait)
+                repo.park_item(session, item.id, not_before=utcnow() + timedelta(seconds=wait),
+                               message_sent=countdown is not None)
+                return Outcome("retry", retry_in=countdown)
+        error.message = f"no flex capacity after {refused} attempts: {error.message}"
         return _fail(item, error)
     if isinstance(error, BadOutputError) and repairing:
         error.message = f"{error.message} (after one repair attempt)"
@@ -373,8 +393,12 @@ def _attempt_record(item: repo.ClaimedItem, call: CallResult, error: ItemError |
         request_id=call.request_id, response_id=call.response_id,
         input_tokens=usage.input_tokens, cached_tokens=usage.cached_tokens,
         output_tokens=usage.output_tokens, reasoning_tokens=usage.reasoning_tokens,
-        cost_usd=price_table(settings).cost(call.model, usage),
+        cost_usd=price_table(settings).cost(call.model, usage, tier=_tier(item)),
     )
+
+
+def _tier(item: repo.ClaimedItem) -> Tier:
+    return Tier.FLEX if item.mode == RunMode.FLEX else Tier.DEFAULT
 
 
 def _clip(text: str, limit: int = MAX_MESSAGE) -> str:

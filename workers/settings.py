@@ -31,6 +31,30 @@ class ModelLimits(BaseModel):
     tpm: int = Field(gt=0)
 
 
+class Schedule(BaseModel):
+    """A reprocessing run that beat starts on a cron schedule (see ``docpipe reprocess``)."""
+
+    pipeline: str
+    #: Five cron fields: minute hour day-of-month month day-of-week (UTC).
+    cron: str = "0 2 * * *"
+    only: list[Literal["missing", "outdated", "failed"]] = Field(
+        default=["missing", "outdated", "failed"])
+    where: str | None = None
+    #: Only documents stored in the last this many days; None: all of them.
+    since_days: float | None = Field(default=None, gt=0)
+    queue: str = "docpipe.nightly"
+    budget_usd: Decimal | None = Field(default=None, ge=0)
+    #: ``flex`` sends the calls at the flex tier: half price, slower, sometimes refused.
+    mode: Literal["live", "flex"] = "live"
+
+    @model_validator(mode="after")
+    def _check_cron(self) -> Self:
+        if len(self.cron.split()) != 5:
+            raise ValueError(f"cron {self.cron!r}: five fields expected (minute hour "
+                             "day-of-month month day-of-week)")
+        return self
+
+
 class ModelPrice(BaseModel):
     """Standard-tier USD per 1M tokens; batch and flex bill half."""
 
@@ -136,6 +160,16 @@ class Settings(BaseSettings):
         description="User pipeline files (.toml, .yaml, .py) and folders of them, separated by "
         "commas or the path separator.",
     )
+
+    schedules: dict[str, Schedule] = Field(
+        default_factory=dict,
+        description='Nightly runs, JSON: {"invoices-nightly": {"pipeline": "invoices", '
+        '"cron": "0 2 * * *", "only": ["missing", "outdated"]}}. Beat starts each; a '
+        "schedule's run never starts while its previous run is unfinished.",
+    )
+    beat_schedule_file: Path = Field(
+        default=Path(".docpipe") / "celerybeat-schedule",
+        description="Where beat keeps its schedule state between restarts.")
 
     json_text_field: str = Field(default="text", description="Field holding a JSON record's text.")
     max_file_bytes: int = Field(default=50 * 1024 * 1024, gt=0)

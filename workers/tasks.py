@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from celery import Task
 
+import pipelines
 from workers import processing, reconcile
 from workers.celery_app import Queue, TaskName, app
+from workers.db.models import utcnow
+from workers.db.repository import ScheduleBusy
 from workers.llm.client import get_client
 from workers.ratelimit import redis_client
 from workers.settings import get_settings
 from workers.throttle import get_throttle
+
+log = logging.getLogger("docpipe.tasks")
 
 
 @app.task(name=TaskName.PROCESS_ITEM, bind=True, ignore_result=True)
@@ -37,6 +44,29 @@ def reconcile_runs() -> int:
     reset = reconcile.broker_reset_at(redis_client(settings.effective_broker_url),
                                       [q.value for q in Queue])
     return reconcile.requeue(settings=settings, publish=send_items, broker_reset=reset)
+
+
+@app.task(name=TaskName.START_SCHEDULED, ignore_result=True)
+def start_scheduled(name: str) -> int | None:
+    """Start schedule ``name``'s reprocessing run, unless its previous run is unfinished."""
+    from workers import reprocess as reprocessing
+
+    settings = get_settings()
+    spec = settings.schedules.get(name)
+    if spec is None:
+        log.warning("beat asked for schedule %r, which is not configured", name)
+        return None
+    pipeline = pipelines.get_pipeline(spec.pipeline, settings.pipelines)
+    since = None if spec.since_days is None else utcnow() - timedelta(days=spec.since_days)
+    try:
+        report = reprocessing.reprocess(
+            pipeline, publish=send_items, queue=spec.queue, only=spec.only, since=since,
+            where=spec.where, budget_usd=spec.budget_usd, schedule=name, mode=spec.mode)
+    except ScheduleBusy as exc:
+        log.info("schedule %s not started: %s", name, exc)
+        return None
+    log.info("schedule %s: %s", name, report.as_dict())
+    return report.run_id
 
 
 def send_items(item_ids: Sequence[int], *, queue: str = Queue.LIVE,

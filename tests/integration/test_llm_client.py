@@ -119,3 +119,19 @@ def test_a_long_shared_prefix_is_cached_and_billed_at_the_cached_rate(
     assert saved == warm.usage.cached_tokens * (price.input - price.cached_input) / 1_000_000
     other_lane = client.create(pipeline.request(TEXT, cache_shards=7))
     assert other_lane.usage.cached_tokens == 0, "another key starts cold"
+
+
+def test_flex_capacity_refusal_is_not_a_rate_limit(simulator: SimulatorProcess) -> None:
+    from workers.errors import CapacityUnavailableError
+
+    simulator.configure(flex_unavailable_rate=1.0)
+    flex = SUMMARISE.request(TEXT) | {"service_tier": "flex"}
+    refused = client_for(simulator).create(flex)
+    assert isinstance(refused.error, CapacityUnavailableError), refused.error
+    assert not isinstance(refused.error, RateLimitedError)
+    assert refused.error.http_status == 429 and refused.usage.input_tokens == 0
+    # Standard-tier calls are not affected by a flex shortage.
+    assert client_for(simulator).create(SUMMARISE.request(TEXT)).error is None
+    simulator.configure(flex_unavailable_rate=0.0)
+    answered = client_for(simulator).create(flex)
+    assert answered.error is None

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -91,6 +92,16 @@ class AttemptOutcome:
     LOST = "lost"  # its process died during the call
 
 
+class RunMode:
+    """How a run's calls are sent: ``live`` (standard tier) or ``flex`` (half price, slower,
+    sometimes refused for lack of capacity)."""
+
+    LIVE = "live"
+    FLEX = "flex"
+
+    ALL = (LIVE, FLEX)
+
+
 class RunStatus:
     """Run states."""
 
@@ -141,6 +152,13 @@ class Run(Base):
     """One pass of one pipeline version over a set of documents."""
 
     __tablename__ = "runs"
+    __table_args__ = (
+        # At most one unfinished run per schedule: the lock that stops a nightly run from
+        # starting while the previous one is still going.
+        Index("uq_runs_unfinished_schedule", "schedule", unique=True,
+              postgresql_where=text("schedule IS NOT NULL AND status != 'finished'"),
+              sqlite_where=text("schedule IS NOT NULL AND status != 'finished'")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pipeline: Mapped[str] = mapped_column(String(100))
@@ -160,6 +178,10 @@ class Run(Base):
                                                server_default="0")
     reserved_usd: Mapped[Decimal] = mapped_column(Numeric(18, 9), default=Decimal(0),
                                                   server_default="0")
+    #: The schedule that started the run (see ``DOCPIPE_SCHEDULES``), if one did.
+    schedule: Mapped[str | None] = mapped_column(String(100))
+    #: :class:`RunMode`: the service tier its calls are sent (and billed) at.
+    mode: Mapped[str] = mapped_column(String(10), default="live", server_default="live")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pipelines.chunking import Node
@@ -31,6 +32,7 @@ from workers.db.models import (
     ItemStatus,
     Result,
     Run,
+    RunMode,
     RunStatus,
     utcnow,
 )
@@ -100,9 +102,18 @@ def attachments(session: Session, document_id: int) -> tuple[Attachment, ...]:
                             width=r.width, height=r.height, pages=r.pages) for r in rows)
 
 
+class ScheduleBusy(Exception):
+    """The schedule's previous run has not finished, so a new one may not start."""
+
+
 def create_run(session: Session, *, pipeline: str, version: str, model: str, queue: str,
-               budget_usd: Decimal | None = None) -> Run:
-    """A new run in ``ingesting`` state: workers may start, but it cannot finish yet."""
+               budget_usd: Decimal | None = None, schedule: str | None = None,
+               mode: str = RunMode.LIVE) -> Run:
+    """A new run in ``ingesting`` state: workers may start, but it cannot finish yet.
+
+    Raises:
+        ScheduleBusy: ``schedule`` already has an unfinished run (a unique index says so).
+    """
     run = Run(
         pipeline=pipeline,
         pipeline_version=version,
@@ -110,11 +121,27 @@ def create_run(session: Session, *, pipeline: str, version: str, model: str, que
         queue=queue,
         status=RunStatus.INGESTING,
         budget_usd=budget_usd,
+        schedule=schedule,
+        mode=mode,
         created_at=utcnow(),
     )
-    session.add(run)
-    session.flush()
+    if schedule is None:
+        session.add(run)
+        session.flush()
+        return run
+    try:
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError as exc:
+        raise ScheduleBusy(f"schedule {schedule!r} has a run that has not finished") from exc
     return run
+
+
+def unfinished_scheduled_run(session: Session, schedule: str) -> int | None:
+    """The id of the schedule's unfinished run, if it has one."""
+    return session.scalar(select(Run.id).where(Run.schedule == schedule,
+                                               Run.status != RunStatus.FINISHED))
 
 
 def get_run(session: Session, run_id: int) -> Run | None:
@@ -245,6 +272,70 @@ def finish_run_if_done(session: Session, run_id: int) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class DocumentState:
+    """Where one document stands with one pipeline: what ``docpipe reprocess`` decides on."""
+
+    document_id: int
+    source: str
+    created_at: datetime
+    #: A finished item of the current version succeeded for it.
+    current: bool
+    #: An item of the pipeline is still open in a run that is not finished.
+    busy: bool
+    #: Some version succeeded for it (so, without ``current``: an older one).
+    succeeded: bool
+    failed: bool
+
+
+def document_states(session: Session, *, pipeline: str, version: str,
+                    since: datetime | None = None) -> Iterator[DocumentState]:
+    """Every document (created at or after ``since``) with its standing for ``pipeline``.
+
+    Only top-level items count: a plain document's item, or a long document's root.
+    """
+    def any_of(condition: Any) -> Any:
+        return func.max(case((condition, 1), else_=0))
+
+    per_document = (
+        select(
+            Item.document_id.label("document_id"),
+            any_of(and_(Item.status == ItemStatus.SUCCEEDED,
+                        Run.pipeline_version == version)).label("current"),
+            any_of(and_(Item.status.not_in(ItemStatus.TERMINAL),
+                        Run.status != RunStatus.FINISHED)).label("busy"),
+            any_of(Item.status == ItemStatus.SUCCEEDED).label("succeeded"),
+            any_of(Item.status == ItemStatus.FAILED).label("failed"),
+        )
+        .join(Run, Run.id == Item.run_id)
+        .where(Run.pipeline == pipeline, Item.parent_id.is_(None),
+               Item.document_id.is_not(None))
+        .group_by(Item.document_id)
+        .subquery()
+    )
+    query = (
+        select(Document.id, Document.source, Document.created_at, per_document.c.current,
+               per_document.c.busy, per_document.c.succeeded, per_document.c.failed)
+        .outerjoin(per_document, per_document.c.document_id == Document.id)
+        .order_by(Document.id)
+    )
+    if since is not None:
+        query = query.where(Document.created_at >= since)
+    for row in session.execute(query.execution_options(yield_per=BATCH)):
+        yield DocumentState(row.id, row.source, row.created_at, bool(row.current),
+                            bool(row.busy), bool(row.succeeded), bool(row.failed))
+
+
+def document_texts(session: Session, document_ids: Sequence[int]) -> dict[int, str]:
+    """The text of each given document."""
+    texts: dict[int, str] = {}
+    for start in range(0, len(document_ids), BATCH):
+        chunk = document_ids[start : start + BATCH]
+        rows = session.execute(select(Document.id, Document.text).where(Document.id.in_(chunk)))
+        texts.update((document_id, text) for document_id, text in rows)
+    return texts
+
+
 def running_run_ids(session: Session) -> list[int]:
     """Ids of runs in ``running`` state."""
     return list(session.scalars(select(Run.id).where(Run.status == RunStatus.RUNNING)))
@@ -290,6 +381,8 @@ class ClaimedItem:
     text_end: int | None = None
     #: The document's images and scanned PDFs, if it has any.
     attachments: tuple[Attachment, ...] = ()
+    #: The run's :class:`~workers.db.models.RunMode`.
+    mode: str = RunMode.LIVE
 
 
 def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: bool = True
@@ -337,7 +430,7 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
             Run.pipeline_version, Run.model, Document.id.label("document_id"),
             Document.content_hash, Document.text, Item.last_error_class, Item.last_error_code,
             Item.worker_losses, Run.budget_usd, Item.level, Item.parent_id, Item.text_start,
-            Item.text_end, Document.attachments,
+            Item.text_end, Document.attachments, Run.mode,
         )
         .join(Run, Run.id == Item.run_id)
         .join(Document, Document.id == Item.document_id)
@@ -868,6 +961,9 @@ class RunReport:
     projected_cost_usd: Decimal = Decimal(0)
     #: What the items that made calls cost each: p50, p90 and max.
     cost_per_item: dict[str, float] = field(default_factory=dict)
+    #: ``live`` or ``flex`` (see RunMode), and the schedule that started the run.
+    mode: str = RunMode.LIVE
+    schedule: str | None = None
 
     @property
     def succeeded(self) -> int:
@@ -893,6 +989,8 @@ class RunReport:
             "pipeline": self.pipeline,
             "pipeline_version": self.pipeline_version,
             "model": self.model,
+            "mode": self.mode,
+            "schedule": self.schedule,
             "status": self.status,
             "status_reason": self.status_reason,
             "created_at": self.created_at.isoformat(),
@@ -976,6 +1074,7 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
         last_minute_requests=int(usage[7]), last_minute_tokens=int(usage[8]),
         run_id=run.id, pipeline=run.pipeline, pipeline_version=run.pipeline_version,
         model=run.model, status=run.status, status_reason=run.status_reason,
+        mode=run.mode, schedule=run.schedule,
         created_at=run.created_at, finished_at=run.finished_at,
         total=total, by_status=by_status, reused=int(reused),
         attempts=int(usage[0]), rate_limited=int(usage[1]), input_tokens=int(usage[2]),
@@ -1006,7 +1105,10 @@ class ItemResult:
 
 
 def iter_item_results(session: Session, run_id: int) -> Iterator[ItemResult]:
-    """Every item of the run with its output or error, in item order, streamed."""
+    """Every document of the run with its output or error, in item order, streamed.
+
+    A long document is one line: its root's result (its chunks and reduces are not listed).
+    """
     stmt = (
         select(
             Item.id, Item.source, Document.content_hash, Item.status, Item.reused, Result.output,
@@ -1014,9 +1116,47 @@ def iter_item_results(session: Session, run_id: int) -> Iterator[ItemResult]:
         )
         .outerjoin(Document, Document.id == Item.document_id)
         .outerjoin(Result, Result.id == Item.result_id)
-        .where(Item.run_id == run_id)
+        .where(Item.run_id == run_id, Item.parent_id.is_(None))
         .order_by(Item.id)
         .execution_options(yield_per=500)
     )
     for row in session.execute(stmt):
         yield ItemResult(*row)
+
+
+@dataclass(frozen=True)
+class DocumentResult:
+    """One line of ``docpipe results --pipeline``: a document's result from one version."""
+
+    document_id: int
+    source: str
+    content_hash: str
+    pipeline_version: str
+    created_at: datetime
+    output: dict[str, Any]
+
+
+def iter_pipeline_results(session: Session, pipeline: str, *, version: str | None = None
+                          ) -> Iterator[DocumentResult]:
+    """Each document's latest result from ``pipeline``, or its result from ``version``.
+
+    Results of every version are kept, so an older one stays readable after a change.
+    """
+    # A document-level result is one a top-level item holds: not a chunk's or a reduce's.
+    top_level = select(Item.id).where(Item.result_id == Result.id,
+                                      Item.parent_id.is_(None)).exists()
+    stmt = (
+        select(Document.id, Document.source, Result.content_hash, Result.pipeline_version,
+               Result.created_at, Result.output)
+        .join(Document, Document.id == Result.document_id)
+        .where(Result.pipeline == pipeline, top_level)
+        .order_by(Document.id, Result.created_at.desc(), Result.id.desc())
+        .execution_options(yield_per=500)
+    )
+    if version is not None:
+        stmt = stmt.where(Result.pipeline_version == version)
+    last = None
+    for row in session.execute(stmt):
+        if row[0] != last:
+            last = row[0]
+            yield DocumentResult(*row)

@@ -17,6 +17,7 @@ import openai
 
 from workers.errors import (
     AuthenticationFailedError,
+    CapacityUnavailableError,
     ItemError,
     ModelNotFoundError,
     PermanentAPIError,
@@ -25,6 +26,9 @@ from workers.errors import (
     TransientError,
 )
 
+#: Codes of a flex request refused for lack of capacity (the docs only name the message,
+#: "429 Resource Unavailable", so the message is matched too).
+_CAPACITY_CODES = frozenset({"resource_unavailable", "flex_unavailable"})
 #: Error codes that mean money or quota ran out, not that we went too fast.
 QUOTA_CODES = frozenset(
     {
@@ -98,6 +102,11 @@ def classify(exc: openai.OpenAIError) -> ItemError:
     if is_quota_code(code) or is_quota_code(exc.type):
         return QuotaExhaustedError(
             message, code=code or exc.type, http_status=status, request_id=request_id
+        )
+    if status == 429 and (code in _CAPACITY_CODES or "resource unavailable" in message.lower()):
+        return CapacityUnavailableError(
+            message, code=code or "resource_unavailable", retry_after=parse_retry_after(headers),
+            http_status=status, request_id=request_id,
         )
     if status == 429:
         return RateLimitedError(

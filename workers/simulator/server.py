@@ -76,6 +76,8 @@ class SimulatorConfig:
     #: ``bloat_mb`` megabytes, streamed: a body that blows the memory of whoever parses it.
     bloat_on: str | None = None
     bloat_mb: int = 512
+    #: Share of ``service_tier: "flex"`` requests refused with 429 Resource Unavailable.
+    flex_unavailable_rate: float = 0.0
     #: Truncate any output whose request allows fewer max_output_tokens than this.
     truncate_below_tokens: int = 0
     api_key: str | None = None
@@ -291,6 +293,11 @@ class Simulator:
         if not str(body["model"]).startswith(("gpt-", "o1", "o3", "o4", "sim-")):
             return _error(404, f"The model `{body['model']}` does not exist or you do not have "
                           "access to it.", "invalid_request_error", "model_not_found")
+        tier = body.get("service_tier")
+        if tier is not None and tier not in ("auto", "default", "flex", "scale", "priority"):
+            return _error(400, f"Invalid value: '{tier}'. Supported values are: 'auto', "
+                          "'default', 'flex', 'scale' and 'priority'.", "invalid_request_error",
+                          "invalid_value", "service_tier")
         limit = body.get("max_output_tokens")
         if limit is not None and (not isinstance(limit, int) or limit < 16):
             return _error(400, "Invalid 'max_output_tokens': integer below minimum value. "
@@ -357,6 +364,15 @@ class Simulator:
                           "billing details. For more information on this error, read the docs: "
                           "https://platform.openai.com/docs/guides/error-codes/api-errors.",
                           "insufficient_quota", "insufficient_quota", headers=headers)
+
+        if body.get("service_tier") == "flex" and config.flex_unavailable_rate and \
+                self.rng.random() < config.flex_unavailable_rate:
+            # Not charged and not a rate limit: no x-ratelimit headers move. The docs name the
+            # message only; the code here is a guess, which is why docpipe matches both.
+            self.stats["flex_unavailable"] += 1
+            return _error(429, "Resource Unavailable: there is no flex processing capacity for "
+                          "this request right now. Retry later, or send service_tier 'auto'.",
+                          "invalid_request_error", "resource_unavailable", headers=headers)
 
         input_tokens = estimate_request_tokens(body)
         max_output = int(body.get("max_output_tokens") or 4096)
@@ -500,7 +516,8 @@ class Simulator:
             "parallel_tool_calls": True,
             "previous_response_id": None,
             "reasoning": {"effort": None, "summary": None},
-            "service_tier": "default",
+            "service_tier": body.get("service_tier") if body.get("service_tier") in
+            ("flex", "scale", "priority") else "default",
             "store": bool(body.get("store", True)),
             "temperature": body.get("temperature", 1.0),
             "text": {"format": fmt, "verbosity": "medium"},

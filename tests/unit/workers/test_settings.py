@@ -70,3 +70,35 @@ def test_prompt_cache_lanes_follow_the_configured_request_rate() -> None:
     assert limited.cache_shards("gpt-5-mini") == 1  # no rate known: one key
     fixed = Settings(_env_file=None, prompt_cache_shards=3)  # type: ignore[call-arg]
     assert fixed.cache_shards("gpt-4.1-mini") == 3
+
+
+def test_pipeline_paths_split_on_commas_and_the_path_separator(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCPIPE_PIPELINES", "/etc/docpipe/a.toml, /srv/pipelines:/opt/b.py")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert [str(p) for p in settings.pipelines] == [
+        "/etc/docpipe/a.toml", "/srv/pipelines", "/opt/b.py"]
+
+
+def test_schedules_become_beat_entries_on_the_control_queue(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from celery.schedules import crontab
+
+    from workers.celery_app import Queue, TaskName, create_celery
+
+    monkeypatch.setenv("DOCPIPE_SCHEDULES", '{"nightly": {"pipeline": "invoices", '
+                       '"cron": "30 1 * * 1-5", "only": ["outdated"]}}')
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.schedules["nightly"].queue == Queue.NIGHTLY
+    conf = create_celery(settings).conf
+    entry = conf.beat_schedule["schedule:nightly"]
+    assert entry["task"] == TaskName.START_SCHEDULED and entry["args"] == ("nightly",)
+    assert entry["schedule"] == crontab(minute="30", hour="1", day_of_week="1-5")
+    assert conf.task_routes[TaskName.START_SCHEDULED]["queue"] == Queue.CONTROL
+    assert conf.beat_schedule_filename == str(settings.beat_schedule_file)
+
+
+def test_a_schedule_needs_five_cron_fields() -> None:
+    with pytest.raises(ValidationError, match="five fields"):
+        Settings(_env_file=None,  # type: ignore[call-arg]
+                 schedules={"n": {"pipeline": "p", "cron": "0 2 * *"}})
