@@ -27,6 +27,7 @@ from aiohttp import web
 from pipelines.media import MAX_IMAGE_BYTES, MAX_PDF_BYTES, MAX_PDF_PAGES, decode_data_url
 from pipelines.schema import strict_violations
 from pipelines.tokens import chars_estimate, count_tokens, estimate_request_tokens
+from workers.simulator.batches import MAX_BATCH_FILE_BYTES, BatchService
 from workers.simulator.generate import generate
 from workers.simulator.limits import Limits
 
@@ -78,6 +79,12 @@ class SimulatorConfig:
     bloat_mb: int = 512
     #: Share of ``service_tier: "flex"`` requests refused with 429 Resource Unavailable.
     flex_unavailable_rate: float = 0.0
+    #: Seconds a batch waits before it answers its lines.
+    batch_delay_seconds: float = 1.0
+    #: Batch lines whose body contains this text get a 500 in the error file.
+    batch_fail_on: str | None = None
+    #: Batch lines whose body contains this text expire unprocessed (the batch: ``expired``).
+    batch_expire_on: str | None = None
     #: Truncate any output whose request allows fewer max_output_tokens than this.
     truncate_below_tokens: int = 0
     api_key: str | None = None
@@ -211,6 +218,7 @@ class Simulator:
         self.calls_by_input: Counter[str] = Counter()
         self.ok_by_input: Counter[str] = Counter()
         self.prefix_seen: dict[str, float] = {}
+        self.batches = BatchService(self)
 
     def reconfigure(self, changes: dict[str, Any]) -> None:
         known = {f.name for f in fields(SimulatorConfig)}
@@ -225,8 +233,9 @@ class Simulator:
             self.rng = random.Random(self.config.seed)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=MAX_BATCH_FILE_BYTES + 1024 * 1024)
         app.router.add_post("/v1/responses", self.responses)
+        self.batches.add_routes(app)
         app.router.add_post("/v1/responses/input_tokens", self.input_tokens)
         app.router.add_get("/_sim/stats", self.get_stats)
         app.router.add_post("/_sim/config", self.post_config)

@@ -1,0 +1,256 @@
+"""The Files and Batch APIs of the simulator: uploads, batches on /v1/responses, results.
+
+A batch waits ``batch_delay_seconds``, then answers every line as ``POST /v1/responses``
+would (same validation, generated output and usage). Lines whose document contains
+``batch_fail_on`` get a 500 in the error file; lines containing ``batch_expire_on`` are left
+unprocessed and reported as ``batch_expired``, which makes the batch ``expired``, as the API
+does when the 24-hour window passes. A batch cancelled before it runs ends ``cancelled``
+with no lines answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from workers.simulator.server import Simulator
+
+#: The API's limits on one batch input file.
+MAX_BATCH_LINES = 50_000
+MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass
+class StoredFile:
+    id: str
+    filename: str
+    purpose: str
+    data: bytes
+    created_at: int = field(default_factory=lambda: int(time.time()))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "object": "file", "bytes": len(self.data),
+                "created_at": self.created_at, "filename": self.filename,
+                "purpose": self.purpose, "status": "processed", "expires_at": None,
+                "status_details": None}
+
+
+@dataclass
+class Batch:
+    id: str
+    input_file_id: str
+    endpoint: str
+    metadata: dict[str, Any] | None
+    status: str = "validating"
+    created_at: int = field(default_factory=lambda: int(time.time()))
+    times: dict[str, int] = field(default_factory=dict)
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"total": 0, "completed": 0,
+                                                            "failed": 0})
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0,
+                                                           "output_tokens": 0})
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "object": "batch", "endpoint": self.endpoint,
+            "errors": {"object": "list", "data": self.errors} if self.errors else None,
+            "input_file_id": self.input_file_id, "completion_window": "24h",
+            "status": self.status, "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id, "created_at": self.created_at,
+            "in_progress_at": self.times.get("in_progress"),
+            "expires_at": self.created_at + 86400,
+            "finalizing_at": self.times.get("finalizing"),
+            "completed_at": self.times.get("completed"), "failed_at": self.times.get("failed"),
+            "expired_at": self.times.get("expired"),
+            "cancelling_at": self.times.get("cancelling"),
+            "cancelled_at": self.times.get("cancelled"),
+            "request_counts": self.counts, "metadata": self.metadata,
+            "usage": {"input_tokens": self.usage["input_tokens"],
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": self.usage["output_tokens"],
+                      "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": sum(self.usage.values())},
+        }
+
+
+class BatchService:
+    """Routes and state of ``/v1/files`` and ``/v1/batches``."""
+
+    def __init__(self, simulator: Simulator) -> None:
+        self.simulator = simulator
+        self.files: dict[str, StoredFile] = {}
+        self.batches: dict[str, Batch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/files", self.upload)
+        app.router.add_get("/v1/files/{file_id}", self.file_info)
+        app.router.add_get("/v1/files/{file_id}/content", self.file_content)
+        app.router.add_post("/v1/batches", self.create)
+        app.router.add_get("/v1/batches/{batch_id}", self.retrieve)
+        app.router.add_post("/v1/batches/{batch_id}/cancel", self.cancel)
+
+    async def upload(self, request: web.Request) -> web.Response:
+        from workers.simulator.server import _error
+
+        if (denied := self.simulator._check_auth(request)) is not None:
+            return denied
+        form = await request.post()
+        upload, purpose = form.get("file"), str(form.get("purpose", ""))
+        if not isinstance(upload, web.FileField):
+            return _error(400, "Missing required parameter: 'file'.", "invalid_request_error",
+                          "missing_required_parameter", "file")
+        data = upload.file.read()
+        if purpose == "batch" and len(data) > MAX_BATCH_FILE_BYTES:
+            return _error(400, f"File is too large: {len(data)} bytes; batch input files may "
+                          f"be at most {MAX_BATCH_FILE_BYTES} bytes.", "invalid_request_error",
+                          "file_too_large", "file")
+        stored = StoredFile(f"file-{secrets.token_hex(12)}", upload.filename, purpose, data)
+        self.files[stored.id] = stored
+        self.simulator.stats["files_uploaded"] += 1
+        return web.json_response(stored.as_json())
+
+    async def file_info(self, request: web.Request) -> web.Response:
+        stored = self.files.get(request.match_info["file_id"])
+        if stored is None:
+            return _not_found("file", request.match_info["file_id"])
+        return web.json_response(stored.as_json())
+
+    async def file_content(self, request: web.Request) -> web.Response:
+        stored = self.files.get(request.match_info["file_id"])
+        if stored is None:
+            return _not_found("file", request.match_info["file_id"])
+        return web.Response(body=stored.data, content_type="application/octet-stream")
+
+    async def create(self, request: web.Request) -> web.Response:
+        from workers.simulator.server import _error
+
+        if (denied := self.simulator._check_auth(request)) is not None:
+            return denied
+        body = await request.json()
+        stored = self.files.get(str(body.get("input_file_id")))
+        if stored is None or stored.purpose != "batch":
+            return _error(400, f"Invalid 'input_file_id': '{body.get('input_file_id')}'. A "
+                          "file uploaded with purpose 'batch' is required.",
+                          "invalid_request_error", "invalid_value", "input_file_id")
+        if body.get("endpoint") != "/v1/responses" or body.get("completion_window") != "24h":
+            return _error(400, "Only endpoint '/v1/responses' and completion_window '24h' are "
+                          "simulated.", "invalid_request_error", "invalid_value", "endpoint")
+        lines = [line for line in stored.data.decode().splitlines() if line.strip()]
+        if len(lines) > MAX_BATCH_LINES:
+            return _error(400, f"The batch has {len(lines)} requests; at most "
+                          f"{MAX_BATCH_LINES} are allowed.", "invalid_request_error",
+                          "too_many_requests", "input_file_id")
+        batch = Batch(f"batch_{secrets.token_hex(12)}", stored.id, body["endpoint"],
+                      body.get("metadata"))
+        batch.counts["total"] = len(lines)
+        self.batches[batch.id] = batch
+        self.simulator.stats["batches_created"] += 1
+        task = asyncio.get_running_loop().create_task(self._run(batch, lines))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return web.json_response(batch.as_json())
+
+    async def retrieve(self, request: web.Request) -> web.Response:
+        batch = self.batches.get(request.match_info["batch_id"])
+        if batch is None:
+            return _not_found("batch", request.match_info["batch_id"])
+        return web.json_response(batch.as_json())
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        batch = self.batches.get(request.match_info["batch_id"])
+        if batch is None:
+            return _not_found("batch", request.match_info["batch_id"])
+        if batch.status in ("validating", "in_progress"):
+            batch.status = "cancelling"
+            batch.times["cancelling"] = int(time.time())
+        return web.json_response(batch.as_json())
+
+    async def _run(self, batch: Batch, lines: list[str]) -> None:
+        config = self.simulator.config
+        batch.status, batch.times["in_progress"] = "in_progress", int(time.time())
+        await asyncio.sleep(config.batch_delay_seconds)
+        if batch.status == "cancelling":
+            batch.status, batch.times["cancelled"] = "cancelled", int(time.time())
+            return
+        outputs: list[str] = []
+        errors: list[str] = []
+        expired = False
+        for number, line in enumerate(lines, start=1):
+            try:
+                request = json.loads(line)
+                custom_id, body = str(request["custom_id"]), dict(request["body"])
+            except (ValueError, KeyError, TypeError):
+                batch.errors.append({"code": "invalid_json_line", "line": number,
+                                     "message": "This line is not a valid request.",
+                                     "param": None})
+                continue
+            text = json.dumps(body)
+            if config.batch_expire_on and config.batch_expire_on in text:
+                expired = True
+                errors.append(json.dumps({
+                    "id": f"batch_req_{secrets.token_hex(12)}", "custom_id": custom_id,
+                    "response": None, "error": {
+                        "code": "batch_expired", "message": "This request could not be "
+                        "executed before the completion window expired."}}))
+                continue
+            status, payload = self._answer(body, fail=bool(
+                config.batch_fail_on and config.batch_fail_on in text))
+            record = json.dumps({
+                "id": f"batch_req_{secrets.token_hex(12)}", "custom_id": custom_id,
+                "response": {"status_code": status, "request_id": f"req_{secrets.token_hex(16)}",
+                             "body": payload}, "error": None})
+            if status == 200:
+                batch.counts["completed"] += 1
+                batch.usage["input_tokens"] += payload["usage"]["input_tokens"]
+                batch.usage["output_tokens"] += payload["usage"]["output_tokens"]
+                outputs.append(record)
+            else:
+                batch.counts["failed"] += 1
+                errors.append(record)
+        now = int(time.time())
+        batch.times["finalizing"] = now
+        if outputs:
+            batch.output_file_id = self._store("batch_output.jsonl", outputs)
+        if errors:
+            batch.error_file_id = self._store("batch_errors.jsonl", errors)
+        batch.status = "expired" if expired else "completed"
+        batch.times[batch.status] = now
+        self.simulator.stats["batch_lines_ok"] += batch.counts["completed"]
+
+    def _answer(self, body: dict[str, Any], *, fail: bool) -> tuple[int, dict[str, Any]]:
+        from pipelines.tokens import estimate_request_tokens
+
+        if fail:
+            return 500, {"error": {"message": "The server had an error processing your "
+                                   "request.", "type": "server_error", "param": None,
+                                   "code": None}}
+        invalid = self.simulator._validate(body)
+        if invalid is not None:
+            assert isinstance(invalid.body, bytes)
+            return invalid.status, json.loads(invalid.body)
+        payload = self.simulator._completed(body, estimate_request_tokens(body),
+                                            int(body.get("max_output_tokens") or 4096))
+        payload["service_tier"] = "batch"
+        return 200, payload
+
+    def _store(self, name: str, lines: list[str]) -> str:
+        stored = StoredFile(f"file-{secrets.token_hex(12)}", name, "batch_output",
+                            ("\n".join(lines) + "\n").encode())
+        self.files[stored.id] = stored
+        return stored.id
+
+
+def _not_found(kind: str, name: str) -> web.Response:
+    from workers.simulator.server import _error
+
+    return _error(404, f"No such {kind}: '{name}'.", "invalid_request_error", None)
