@@ -30,6 +30,7 @@ class TaskName(StrEnum):
     PROCESS_ITEM = "docpipe.items.process"
     RECONCILE = "docpipe.runs.reconcile"
     START_SCHEDULED = "docpipe.runs.start_scheduled"
+    BATCH_TICK = "docpipe.batches.tick"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -54,7 +55,8 @@ def create_celery(settings: Settings) -> Celery:
         task_queues=[KombuQueue(q.value, routing_key=q.value) for q in Queue],
         task_default_queue=Queue.LIVE.value,
         task_routes={TaskName.RECONCILE.value: {"queue": Queue.CONTROL.value},
-                     TaskName.START_SCHEDULED.value: {"queue": Queue.CONTROL.value}},
+                     TaskName.START_SCHEDULED.value: {"queue": Queue.CONTROL.value},
+                     TaskName.BATCH_TICK.value: {"queue": Queue.CONTROL.value}},
         task_soft_time_limit=settings.task_soft_time_limit_seconds,
         task_time_limit=settings.task_time_limit_seconds,
         # kombu sweeps the unacked set only every interval x throttle seconds (100 s by
@@ -76,6 +78,8 @@ def create_celery(settings: Settings) -> Celery:
         beat_schedule={
             "reconcile": {"task": TaskName.RECONCILE.value,
                           "schedule": timedelta(seconds=settings.reconcile_interval_seconds)},
+            "batches": {"task": TaskName.BATCH_TICK.value,
+                        "schedule": timedelta(seconds=settings.batch_poll_seconds)},
             **{f"schedule:{name}": {"task": TaskName.START_SCHEDULED.value,
                                     "schedule": _crontab(spec.cron), "args": (name,)}
                for name, spec in settings.schedules.items()},

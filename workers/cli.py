@@ -45,13 +45,14 @@ BudgetOpt = Annotated[float | None, typer.Option(
 
 
 ModeOpt = Annotated[str, typer.Option(
-    "--mode", help="live (standard tier) or flex (half price, slower; refusals for lack of "
-    "capacity are retried).")]
+    "--mode", help="live (standard tier), flex (half price, slower; refusals for lack of "
+    "capacity are retried) or batch (the Batch API: half price, within 24 hours; sent and "
+    "collected by beat).")]
 
 
-def _mode(mode: str) -> str:
-    if mode not in ("live", "flex"):
-        err.print(f"[red]docpipe:[/red] --mode takes live or flex, not {mode!r}")
+def _mode(mode: str, *, allowed: tuple[str, ...] = ("live", "flex", "batch")) -> str:
+    if mode not in allowed:
+        err.print(f"[red]docpipe:[/red] --mode takes {', '.join(allowed)} here, not {mode!r}")
         raise typer.Exit(2)
     return mode
 
@@ -215,6 +216,43 @@ def reprocess_cmd(
                       f"skipped: {skipped}")
 
 
+@app.command("cancel")
+def cancel_cmd(run_id: Annotated[int, typer.Argument(help="Run id.")],
+               as_json: JsonOpt = False) -> None:
+    """Stop a run: items not yet sent fail as cancelled, its open batches are cancelled.
+
+    Calls in flight finish and are kept (they are paid for); so are the lines a cancelled
+    batch completed before it stopped.
+    """
+    settings = _settings()
+    _migrated(settings)
+    from workers.db import repository as repo
+    from workers.db.session import session_scope
+
+    with session_scope() as session:
+        if repo.get_run(session, run_id) is None:
+            err.print(f"[red]docpipe:[/red] no run {run_id}")
+            raise typer.Exit(2)
+        open_batches = repo.cancel_run(session, run_id)
+    cancelled: list[str] = []
+    if open_batches:
+        from workers.llm.client import get_client
+
+        sdk = get_client(settings).sdk
+        for provider_id in open_batches:
+            sdk.batches.cancel(provider_id)
+            cancelled.append(provider_id)
+    with session_scope() as session:
+        report = repo.run_report(session, run_id)
+    assert report is not None
+    if as_json:
+        console.print_json(data={"run_id": run_id, "status": report.status,
+                                 "batches_cancelled": cancelled})
+        return
+    console.print(f"run {run_id} cancelled ({report.status}); batches cancelled: "
+                  f"{len(cancelled)}")
+
+
 @app.command("estimate")
 def estimate_cmd(
     paths: Annotated[list[str], typer.Argument(help="Files, folders or glob patterns.")],
@@ -317,8 +355,10 @@ def run_cmd(
     mode: ModeOpt = "live",
 ) -> None:
     """Ingest, process and report in one go, on this machine."""
+    # A batch takes up to 24 hours: start it with `ingest --mode batch` and let beat collect.
     report = _run_foreground(paths, pipeline, simulate=simulate, workers=workers,
-                             budget_usd=_money(budget_usd), mode=_mode(mode))
+                             budget_usd=_money(budget_usd),
+                             mode=_mode(mode, allowed=("live", "flex")))
     raise typer.Exit(0 if report.get("status") == "finished" else EXIT_PAUSED)
 
 

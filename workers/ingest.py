@@ -67,6 +67,8 @@ def ingest(
         documents.clear()
         failures.clear()
 
+    if mode == "batch":  # beat sends batch runs; a worker never takes their items
+        publish = _hold
     for read in read_paths(paths, settings):
         if isinstance(read, DocumentError):
             failures.append(read)
@@ -82,6 +84,10 @@ def ingest(
     with session_scope() as session:
         repo.finish_run_if_done(session, report.run_id)
     return report
+
+
+def _hold(item_ids: Sequence[int], *, queue: str) -> None:
+    """The publisher of a batch run: its items stay ``pending`` for the batch submitter."""
 
 
 def read_paths(paths: Iterable[str], settings: Settings
@@ -121,7 +127,7 @@ def _write_batch(report: IngestReport, documents: Sequence[SourceDocument],
         )
     report.items += added
     report.duplicates += len(documents) - added
-    if created:
+    if created and publish is not _hold:
         publish(created, queue=queue)
         with session_scope() as session:
             repo.mark_queued(session, created)

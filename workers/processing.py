@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
+from typing import Any
 
 import pipelines
-from pipelines import OutputError, PipelineDefinitionError, PipelineNotFound
+from pipelines import OutputError, Pipeline, PipelineDefinitionError, PipelineNotFound
 from pipelines.errors import DocumentError
 from workers.db import repository as repo
 from workers.db.models import AttemptOutcome, RunMode, utcnow
@@ -171,23 +172,11 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
     if existing is not None:
         return _done(item, "reused")
 
-    shards = settings.cache_shards(pipeline.model)
-    if item.level > 0:
-        with session_scope() as session:
-            parts = repo.part_outputs(session, item.id)
-        body = pipeline.reduce_request(parts, cache_shards=shards)
-    else:
-        text = item.text if item.text_start is None else item.text[item.text_start:item.text_end]
-        try:
-            body = pipeline.request(text, cache_shards=shards, attachments=item.attachments)
-        except DocumentError as exc:  # a scan the pipeline does not send, or cannot render
-            return _fail(item, ItemFailedError(exc.message, code=exc.code))
-    if item.mode == RunMode.FLEX:
-        body["service_tier"] = "flex"
+    try:
+        body = request_body(item, pipeline, settings)
+    except DocumentError as exc:  # a scan the pipeline does not send, or cannot render
+        return _fail(item, ItemFailedError(exc.message, code=exc.code))
     repairing = item.last_error_class == BadOutputError.error_class
-    if repairing and item.last_error_code == "truncated":
-        body["max_output_tokens"] = min(2 * int(body["max_output_tokens"]),
-                                        MAX_REPAIR_OUTPUT_TOKENS)
 
     admission = throttle.before_call(body)
     if isinstance(admission, Park):
@@ -347,6 +336,33 @@ def _fail(item: repo.ClaimedItem, error: ItemError,
                 f"part {item.chunk_index} of the document failed: {error.message}"))
     _finish_run_if_done(item.run_id)
     return Outcome("failed")
+
+
+def request_body(item: repo.ClaimedItem, pipeline: Pipeline, settings: Settings
+                 ) -> dict[str, Any]:
+    """The ``POST /v1/responses`` body for an item, live or in a batch.
+
+    A chunk sends its span of the text; a reduce, its parts' results; a flex run asks for the
+    flex tier; a repair of a cut-off answer gets twice the room.
+
+    Raises:
+        DocumentError: the pipeline does not send this document's scan, or cannot render it.
+    """
+    shards = settings.cache_shards(pipeline.model)
+    if item.level > 0:
+        with session_scope() as session:
+            parts = repo.part_outputs(session, item.id)
+        body = pipeline.reduce_request(parts, cache_shards=shards)
+    else:
+        text = item.text if item.text_start is None else item.text[item.text_start:item.text_end]
+        body = pipeline.request(text, cache_shards=shards, attachments=item.attachments)
+    if item.mode == RunMode.FLEX:
+        body["service_tier"] = "flex"
+    if item.last_error_class == BadOutputError.error_class and \
+            item.last_error_code == "truncated":
+        body["max_output_tokens"] = min(2 * int(body["max_output_tokens"]),
+                                        MAX_REPAIR_OUTPUT_TOKENS)
+    return body
 
 
 def _done(item: repo.ClaimedItem, status: str) -> Outcome:

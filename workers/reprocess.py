@@ -112,7 +112,7 @@ def reprocess(pipeline: Pipeline, *, publish: Publisher, queue: str,
                 pipeline)
         report.items += added
         report.long_documents += long_documents
-        if created:
+        if created and mode != "batch":  # beat sends a batch run's items
             publish(created, queue=queue)
             with session_scope() as session:
                 repo.mark_queued(session, created)

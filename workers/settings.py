@@ -45,7 +45,7 @@ class Schedule(BaseModel):
     queue: str = "docpipe.nightly"
     budget_usd: Decimal | None = Field(default=None, ge=0)
     #: ``flex`` sends the calls at the flex tier: half price, slower, sometimes refused.
-    mode: Literal["live", "flex"] = "live"
+    mode: Literal["live", "flex", "batch"] = "live"
 
     @model_validator(mode="after")
     def _check_cron(self) -> Self:
@@ -167,6 +167,13 @@ class Settings(BaseSettings):
         '"cron": "0 2 * * *", "only": ["missing", "outdated"]}}. Beat starts each; a '
         "schedule's run never starts while its previous run is unfinished.",
     )
+    batch_poll_seconds: float = Field(
+        default=60.0, gt=0, description="How often beat sends waiting batch-mode items and "
+        "collects ended batches.")
+    batch_max_requests: int = Field(default=50_000, gt=0, le=50_000,
+                                    description="Lines per Batch API input file.")
+    batch_max_bytes: int = Field(default=200 * 1024 * 1024, gt=0, le=200 * 1024 * 1024,
+                                 description="Bytes per Batch API input file.")
     beat_schedule_file: Path = Field(
         default=Path(".docpipe") / "celerybeat-schedule",
         description="Where beat keeps its schedule state between restarts.")

@@ -69,6 +69,20 @@ def start_scheduled(name: str) -> int | None:
     return report.run_id
 
 
+@app.task(name=TaskName.BATCH_TICK, ignore_result=True)
+def batch_tick() -> dict[str, int]:
+    """Send waiting batch-mode items as batches and take in the batches that ended."""
+    from dataclasses import asdict
+
+    from workers import batches
+
+    settings = get_settings()
+    report = batches.tick(settings, get_client(settings).sdk)
+    if report != batches.TickReport():
+        log.info("batches: %s", asdict(report))
+    return asdict(report)
+
+
 def send_items(item_ids: Sequence[int], *, queue: str = Queue.LIVE,
                countdown: float | None = None) -> None:
     """Publish one message per item id over a single producer connection."""

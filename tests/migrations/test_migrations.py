@@ -12,7 +12,8 @@ from workers.db.models import Base
 from workers.db.session import ensure_migrated
 from workers.errors import DatabaseNotMigrated
 
-TABLES = {"attachments", "documents", "runs", "items", "attempts", "results", "alembic_version"}
+TABLES = {"attachments", "batches", "documents", "runs", "items", "attempts", "results",
+          "alembic_version"}
 
 
 def test_migrations_match_the_models(any_db_url: str) -> None:

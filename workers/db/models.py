@@ -78,6 +78,7 @@ class ItemStatus:
     RUNNING = "running"  # claimed by a worker under a lease
     RETRY = "retry"  # waiting until not_before
     BLOCKED = "blocked"  # a reduce waiting for the results of its parts
+    BATCHED = "batched"  # sent in a Batch API batch, waiting for it to end
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
@@ -93,13 +94,15 @@ class AttemptOutcome:
 
 
 class RunMode:
-    """How a run's calls are sent: ``live`` (standard tier) or ``flex`` (half price, slower,
-    sometimes refused for lack of capacity)."""
+    """How a run's calls are sent: ``live`` (standard tier), ``flex`` (half price, slower,
+    sometimes refused for lack of capacity) or ``batch`` (the Batch API: half price, within
+    24 hours, submitted and collected by beat instead of workers)."""
 
     LIVE = "live"
     FLEX = "flex"
+    BATCH = "batch"
 
-    ALL = (LIVE, FLEX)
+    ALL = (LIVE, FLEX, BATCH)
 
 
 class RunStatus:
@@ -217,6 +220,9 @@ class Item(Base):
         ForeignKey("items.id", ondelete="CASCADE"), index=True)
     text_start: Mapped[int | None]
     text_end: Mapped[int | None]
+    #: The Batch API batch the item was last sent in (batch runs only).
+    batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("batches.id", ondelete="SET NULL"), index=True)
     last_error_class: Mapped[str | None] = mapped_column(String(50))
     last_error_code: Mapped[str | None] = mapped_column(String(100))
     last_error_message: Mapped[str | None] = mapped_column(Text)
@@ -225,6 +231,35 @@ class Item(Base):
     queued_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class BatchStatus:
+    """A docpipe batch's states. Provider states in between are kept as they come."""
+
+    SUBMITTING = "submitting"  # items marked, file not yet accepted
+    SUBMIT_FAILED = "submit_failed"  # the upload or creation failed; items went back
+    INGESTED = "ingested"  # ended at the provider, every line taken into the database
+
+    PROVIDER_ENDED = ("completed", "expired", "failed", "cancelled")
+
+
+class Batch(Base):
+    """One Batch API batch: a JSONL file of items of one run, sent together."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    provider_batch_id: Mapped[str | None] = mapped_column(String(100))
+    input_file_id: Mapped[str | None] = mapped_column(String(100))
+    output_file_id: Mapped[str | None] = mapped_column(String(100))
+    error_file_id: Mapped[str | None] = mapped_column(String(100))
+    items: Mapped[int]
+    input_bytes: Mapped[int] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
 

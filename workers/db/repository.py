@@ -27,6 +27,7 @@ from workers.db.models import Attachment as AttachmentRow
 from workers.db.models import (
     Attempt,
     AttemptOutcome,
+    BatchStatus,
     Document,
     Item,
     ItemStatus,
@@ -36,6 +37,7 @@ from workers.db.models import (
     RunStatus,
     utcnow,
 )
+from workers.db.models import Batch as BatchRow
 
 #: The smallest amount the money columns hold (9 decimal places).
 MONEY_EPSILON = Decimal("0.000000001")
@@ -404,8 +406,10 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
     )
     if not suspects:
         claimable = and_(claimable, Item.worker_losses == 0, Item.status != ItemStatus.RUNNING)
+    # Batch runs are sent by the batch submitter, never by a worker.
     run_active = (
-        select(Run.id).where(Run.id == Item.run_id, Run.status.in_(RunStatus.ACTIVE)).exists()
+        select(Run.id).where(Run.id == Item.run_id, Run.status.in_(RunStatus.ACTIVE),
+                             Run.mode != RunMode.BATCH).exists()
     )
     claimed = session.execute(
         update(Item)
@@ -863,7 +867,8 @@ def items_to_requeue(
     stmt = (
         select(Item.id, Run.queue)
         .join(Run, Run.id == Item.run_id)
-        .where(due, Run.status.in_(RunStatus.ACTIVE), Item.document_id.is_not(None))
+        .where(due, Run.status.in_(RunStatus.ACTIVE), Run.mode != RunMode.BATCH,
+               Item.document_id.is_not(None))
         .order_by(Item.id)
     )
     if run_id is not None:
@@ -1160,3 +1165,181 @@ def iter_pipeline_results(session: Session, pipeline: str, *, version: str | Non
         if row[0] != last:
             last = row[0]
             yield DocumentResult(*row)
+
+
+# -- the Batch API ----------------------------------------------------------------------------
+
+#: Item states a batch run's item is sent from: never sent, unblocked (a reduce), or due again.
+_BATCHABLE = (ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.RETRY)
+
+
+def batchable_items(session: Session, *, limit: int) -> dict[int, list[int]]:
+    """Items of active batch runs waiting to be sent, by run (oldest first)."""
+    now = utcnow()
+    stmt = (
+        select(Item.run_id, Item.id)
+        .join(Run, Run.id == Item.run_id)
+        .where(Run.mode == RunMode.BATCH, Run.status.in_(RunStatus.ACTIVE),
+               Item.document_id.is_not(None), Item.status.in_(_BATCHABLE),
+               or_(Item.not_before.is_(None), Item.not_before <= now))
+        .order_by(Item.id)
+        .limit(limit)
+    )
+    by_run: dict[int, list[int]] = {}
+    for run_id, item_id in session.execute(stmt):
+        by_run.setdefault(run_id, []).append(item_id)
+    return by_run
+
+
+def begin_batch(session: Session, run_id: int, item_ids: Sequence[int], *, input_bytes: int
+                ) -> tuple[int, list[int]]:
+    """Record a batch and move its items into it; return its id and the items moved.
+
+    Conditional: an item another submitter took, or one no longer waiting, is left out.
+    """
+    batch = BatchRow(run_id=run_id, status=BatchStatus.SUBMITTING, items=0,
+                     input_bytes=input_bytes, created_at=utcnow())
+    session.add(batch)
+    session.flush()
+    moved = list(session.scalars(
+        update(Item)
+        .where(Item.id.in_(item_ids), Item.status.in_(_BATCHABLE))
+        .values(status=ItemStatus.BATCHED, batch_id=batch.id, attempts=Item.attempts + 1,
+                not_before=None, updated_at=utcnow())
+        .returning(Item.id)
+        .execution_options(synchronize_session=False)))
+    batch.items = len(moved)
+    return batch.id, moved
+
+
+def batch_submitted(session: Session, batch_id: int, *, provider_batch_id: str,
+                    input_file_id: str, status: str) -> None:
+    """The provider accepted the batch."""
+    session.execute(update(BatchRow).where(BatchRow.id == batch_id).values(
+        provider_batch_id=provider_batch_id, input_file_id=input_file_id, status=status))
+
+
+def batch_submit_failed(session: Session, batch_id: int, error: str) -> None:
+    """The batch never reached the provider: its items wait for the next one."""
+    session.execute(update(Item).where(Item.batch_id == batch_id,
+                                       Item.status == ItemStatus.BATCHED)
+                    .values(status=ItemStatus.PENDING, batch_id=None,
+                            attempts=Item.attempts - 1, updated_at=utcnow()))
+    session.execute(update(BatchRow).where(BatchRow.id == batch_id).values(
+        status=BatchStatus.SUBMIT_FAILED, error=error, finished_at=utcnow()))
+
+
+def open_batches(session: Session) -> list[BatchRow]:
+    """Batches at the provider that have not been taken in yet."""
+    return list(session.scalars(select(BatchRow).where(
+        BatchRow.provider_batch_id.is_not(None),
+        BatchRow.status.not_in([BatchStatus.INGESTED, BatchStatus.SUBMIT_FAILED,
+                                BatchStatus.SUBMITTING]))
+        .order_by(BatchRow.id)))
+
+
+def set_batch_status(session: Session, batch_id: int, status: str, *,
+                     output_file_id: str | None = None, error_file_id: str | None = None
+                     ) -> None:
+    """Follow the provider's status (and its files, once it has them)."""
+    values: dict[str, Any] = {"status": status}
+    if output_file_id:
+        values["output_file_id"] = output_file_id
+    if error_file_id:
+        values["error_file_id"] = error_file_id
+    session.execute(update(BatchRow).where(BatchRow.id == batch_id).values(**values))
+
+
+def batched_items(session: Session, batch_id: int) -> dict[int, ClaimedItem]:
+    """The items still waiting in a batch, with what saving their results needs."""
+    return _load_items(session, and_(Item.batch_id == batch_id,
+                                     Item.status == ItemStatus.BATCHED))
+
+
+def items_by_id(session: Session, item_ids: Sequence[int]) -> dict[int, ClaimedItem]:
+    """Items with what building their requests needs (text, media, place in the tree)."""
+    return _load_items(session, Item.id.in_(item_ids))
+
+
+def _load_items(session: Session, condition: Any) -> dict[int, ClaimedItem]:
+    rows = session.execute(
+        select(
+            Item.id, Item.run_id, Item.attempts, Item.chunk_index, Run.pipeline,
+            Run.pipeline_version, Run.model, Document.id.label("document_id"),
+            Document.content_hash, Document.text, Item.last_error_class, Item.last_error_code,
+            Item.worker_losses, Run.budget_usd, Item.level, Item.parent_id, Item.text_start,
+            Item.text_end, Run.mode, Document.attachments,
+        )
+        .join(Run, Run.id == Item.run_id)
+        .join(Document, Document.id == Item.document_id)
+        .where(condition))
+    loaded = {}
+    for row in rows:
+        fields = row._asdict()
+        fields["attachments"] = attachments(session, row.document_id) if row.attachments else ()
+        loaded[row.id] = ClaimedItem(**fields)
+    return loaded
+
+
+def return_to_batching(session: Session, item_id: int, *, error_class: str, code: str,
+                       message: str) -> None:
+    """A line that failed in a way worth another try: the item waits for the next batch."""
+    session.execute(update(Item).where(Item.id == item_id, Item.status == ItemStatus.BATCHED)
+                    .values(status=ItemStatus.PENDING, batch_id=None,
+                            last_error_class=error_class, last_error_code=code,
+                            last_error_message=message, updated_at=utcnow()))
+
+
+def batch_ingested(session: Session, batch_id: int) -> None:
+    """Every line of the batch is in the database."""
+    session.execute(update(BatchRow).where(BatchRow.id == batch_id).values(
+        status=BatchStatus.INGESTED, finished_at=utcnow()))
+
+
+def run_batches(session: Session, run_id: int) -> list[BatchRow]:
+    """A run's batches, oldest first."""
+    return list(session.scalars(select(BatchRow).where(BatchRow.run_id == run_id)
+                                .order_by(BatchRow.id)))
+
+
+def cancel_run(session: Session, run_id: int) -> list[str]:
+    """Stop a run: it pauses as ``cancelled``, and items not yet sent fail as ``cancelled``.
+
+    Items in flight (a live call, a batch at the provider) finish as they end: their answers
+    are paid for, so they are kept. Returns the provider ids of the run's open batches, to
+    cancel there.
+    """
+    now = utcnow()
+    session.execute(update(Run).where(Run.id == run_id, Run.status != RunStatus.FINISHED)
+                    .values(status=RunStatus.PAUSED, status_reason=CANCELLED_REASON))
+    session.execute(
+        update(Item)
+        .where(Item.run_id == run_id, Item.status.in_(
+            [ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.RETRY, ItemStatus.BLOCKED]))
+        .values(status=ItemStatus.FAILED, last_error_class="cancelled", last_error_code="cancelled",
+                last_error_message="the run was cancelled", finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False))
+    finish_cancelled_run(session, run_id)
+    return [b.provider_batch_id for b in run_batches(session, run_id)
+            if b.provider_batch_id and b.status not in (BatchStatus.INGESTED,
+                                                        *BatchStatus.PROVIDER_ENDED)]
+
+
+#: The status reason of a cancelled run.
+CANCELLED_REASON = "cancelled"
+
+
+def finish_cancelled_run(session: Session, run_id: int) -> bool:
+    """A cancelled run with nothing left in flight is finished (reason: cancelled)."""
+    open_items = select(Item.id).where(Item.run_id == run_id,
+                                       Item.status.not_in(ItemStatus.TERMINAL)).exists()
+    counts = _status_counts(session, run_id)
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.PAUSED,
+               Run.status_reason == CANCELLED_REASON, ~open_items)
+        .values(status=RunStatus.FINISHED, finished_at=utcnow(),
+                succeeded_items=counts.get(ItemStatus.SUCCEEDED, 0),
+                failed_items=counts.get(ItemStatus.FAILED, 0))
+        .execution_options(synchronize_session=False))
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -53,6 +53,11 @@ class ResponsesClient:
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
         )
 
+    @property
+    def sdk(self) -> openai.OpenAI:
+        """The SDK client, for the Files and Batch APIs (two SDK retries there)."""
+        return self._client.with_options(max_retries=2)
+
     def create(self, body: dict[str, Any]) -> CallResult:
         """Send one request; never raises for API or network failures."""
         started = utcnow()

@@ -178,7 +178,9 @@ class BatchService:
     async def _run(self, batch: Batch, lines: list[str]) -> None:
         config = self.simulator.config
         batch.status, batch.times["in_progress"] = "in_progress", int(time.time())
-        await asyncio.sleep(config.batch_delay_seconds)
+        ends = time.monotonic() + config.batch_delay_seconds
+        while time.monotonic() < ends and batch.status != "cancelling":
+            await asyncio.sleep(0.05)
         if batch.status == "cancelling":
             batch.status, batch.times["cancelled"] = "cancelled", int(time.time())
             return
@@ -240,7 +242,6 @@ class BatchService:
             return invalid.status, json.loads(invalid.body)
         payload = self.simulator._completed(body, estimate_request_tokens(body),
                                             int(body.get("max_output_tokens") or 4096))
-        payload["service_tier"] = "batch"
         return 200, payload
 
     def _store(self, name: str, lines: list[str]) -> str:

@@ -1,0 +1,93 @@
+"""Batch mode end to end: beat sends JSONL batches, collects them, retries and cancels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import wait_until
+from tests.e2e.conftest import Stack
+from tests.e2e.test_pipeline import write_corpus
+from tests.faults.conftest import assert_accounted_for
+from workers.db.models import Attempt, AttemptOutcome, Batch, Item, ItemStatus
+from workers.db.session import session_scope
+from workers.errors import Usage
+from workers.pricing import Tier, cost_usd
+
+pytestmark = pytest.mark.e2e
+
+
+def batches_of(stack: Stack, run_id: int) -> list[Batch]:
+    with session_scope(stack.database_url) as s:
+        return list(s.scalars(select(Batch).where(Batch.run_id == run_id).order_by(Batch.id)))
+
+
+def test_a_batch_run_is_split_collected_retried_and_billed_at_half(
+        stack: Stack, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, 12)
+    (corpus / "doc-0003.md").write_text((corpus / "doc-0003.md").read_text() + "\nFAILME\n")
+    (corpus / "doc-0007.md").write_text((corpus / "doc-0007.md").read_text() + "\nLATE\n")
+    (corpus / "copy.txt").write_text((corpus / "doc-0000.txt").read_text())
+    stack.simulator.configure(batch_delay_seconds=0.5, batch_fail_on="FAILME",
+                              batch_expire_on="LATE")
+    stack.settings |= {"batch_poll_seconds": 1, "batch_max_requests": 5}
+    stack.start_workers(1, beat=True)
+    run_id = stack.cli("ingest", str(corpus), "--mode", "batch", "--json")["run_id"]
+
+    # The first round: 12 items in files of at most 5 lines; one line fails, one expires.
+    wait_until(lambda: sum(b.items for b in batches_of(stack, run_id)
+                           if b.status == "ingested") >= 12, timeout=60,
+               what="the first round of batches to be collected")
+    first = batches_of(stack, run_id)
+    assert [b.items for b in first[:3]] == [5, 5, 2]
+    stack.simulator.configure(batch_fail_on=None, batch_expire_on=None)
+
+    report = stack.wait_for(run_id, timeout=60)
+    assert report.succeeded == 12 and report.failed == 0
+    counters = stack.simulator.stats()["counters"]
+    assert counters.get("ok", 0) == 0, "no live call"
+    assert counters["batch_lines_ok"] == 12, "every document answered once, the copy never"
+    with session_scope(stack.database_url) as s:
+        attempts = s.scalars(select(Attempt).where(Attempt.run_id == run_id)).all()
+        sources = {i.id: Path(i.source).name for i in s.scalars(
+            select(Item).where(Item.run_id == run_id))}
+        assert all(i.status == ItemStatus.SUCCEEDED and i.batch_id is not None
+                   for i in s.scalars(select(Item).where(Item.run_id == run_id)))
+    by_source: dict[str, list[str]] = {}
+    for attempt in attempts:
+        by_source.setdefault(sources[attempt.item_id], []).append(
+            f"{attempt.outcome}:{attempt.error_code or attempt.http_status}")
+    assert by_source["doc-0003.md"] == ["transient:http_500", "ok:200"]
+    assert by_source["doc-0007.md"] == ["transient:batch_expired", "ok:200"]
+    assert len(batches_of(stack, run_id)) >= 4  # the two retried in a batch of their own
+    for attempt in attempts:
+        if attempt.outcome == AttemptOutcome.OK:
+            usage = Usage(input_tokens=attempt.input_tokens, cached_tokens=attempt.cached_tokens,
+                          output_tokens=attempt.output_tokens)
+            assert attempt.cost_usd == cost_usd(attempt.model, usage, tier=Tier.BATCH) > 0
+            assert attempt.worker is not None and attempt.worker.startswith("batch:")
+        else:
+            assert attempt.cost_usd == 0
+    assert_accounted_for(stack, run_id)
+
+
+def test_cancel_stops_a_batch_run(stack: Stack, tmp_path: Path) -> None:
+    write_corpus(tmp_path / "corpus", 3)
+    stack.simulator.configure(batch_delay_seconds=60)
+    stack.settings |= {"batch_poll_seconds": 1}
+    stack.start_workers(1, beat=True)
+    run_id = stack.cli("ingest", str(tmp_path / "corpus"), "--mode", "batch", "--json")["run_id"]
+    wait_until(lambda: any(b.provider_batch_id for b in batches_of(stack, run_id)),
+               timeout=30, what="the batch to be sent")
+
+    cancelled = stack.cli("cancel", str(run_id), "--json")
+    assert len(cancelled["batches_cancelled"]) == 1
+    report = stack.wait_for(run_id, timeout=30)
+    assert report.status_reason == "cancelled" and report.failed == 3
+    assert report.errors == {"cancelled:cancelled": 3}
+    [batch] = batches_of(stack, run_id)
+    assert batch.status == "ingested" and batch.finished_at is not None
+    assert stack.simulator.stats()["counters"].get("batch_lines_ok", 0) == 0

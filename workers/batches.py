@@ -1,0 +1,307 @@
+"""The Batch API: a batch-mode run is sent as JSONL batches and collected by beat.
+
+No worker blocks for the hours a batch may take. Each beat tick:
+
+1. **Submits** the items of batch runs that wait: a document whose result already exists is
+   reused and never sent; the rest become ``POST /v1/responses`` lines (``custom_id`` = the
+   item) in files of at most ``batch_max_requests`` lines and ``batch_max_bytes`` bytes (the
+   API's limits are 50,000 and 200 MB), uploaded with ``purpose=batch``. The batch row and
+   its items are written before the upload, so a crash leaves a record, not a lost batch.
+2. **Collects** batches that ended: each output line is validated and stored like a live
+   answer, with its usage billed at batch prices; an error line is retried in a later batch
+   (a 5xx, a 429, an expired line) or fails the item (a 4xx); an item with no line at all
+   (the batch was cancelled or failed) waits for the next batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import openai
+from openai.types.responses import Response
+from pydantic import ValidationError
+
+import pipelines
+from pipelines import OutputError, PipelineError
+from workers.db import repository as repo
+from workers.db.models import AttemptOutcome, BatchStatus, utcnow
+from workers.db.session import session_scope
+from workers.errors import BadOutputError, ItemError, PermanentAPIError, TransientError, Usage
+from workers.llm.client import output_text, usage_of
+from workers.pricing import Tier, price_table
+from workers.processing import request_body
+from workers.settings import Settings
+
+log = logging.getLogger("docpipe.batches")
+
+#: A batch still ``submitting`` after this long was cut off mid-submit: its items go back.
+STALE_SUBMIT = timedelta(minutes=10)
+
+
+@dataclass
+class TickReport:
+    """What one tick did."""
+
+    submitted_batches: int = 0
+    submitted_items: int = 0
+    reused: int = 0
+    collected_batches: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+def tick(settings: Settings, client: openai.OpenAI) -> TickReport:
+    """Submit what waits, collect what ended."""
+    report = TickReport()
+    submit(settings, client, report)
+    collect(settings, client, report)
+    return report
+
+
+def submit(settings: Settings, client: openai.OpenAI, report: TickReport) -> None:
+    """Send the waiting items of batch runs as new batches."""
+    with session_scope() as session:
+        waiting = repo.batchable_items(session, limit=settings.batch_max_requests * 4)
+    for run_id, item_ids in waiting.items():
+        for start in range(0, len(item_ids), settings.batch_max_requests):
+            _submit_group(settings, client, run_id,
+                          item_ids[start : start + settings.batch_max_requests], report)
+
+
+def _submit_group(settings: Settings, client: openai.OpenAI, run_id: int,
+                  item_ids: list[int], report: TickReport) -> None:
+    with session_scope() as session:
+        items = repo.items_by_id(session, item_ids)
+    lines: dict[int, bytes] = {}
+    size = 0
+    for item in items.values():
+        with session_scope() as session:
+            existing = repo.find_result_id(session, item.content_hash, item.pipeline_version,
+                                           item.chunk_index)
+            if existing is not None:  # done elsewhere meanwhile: reuse, send nothing
+                repo.reuse_result(session, item.id, existing)
+        if existing is not None:
+            report.reused += 1
+            _after_success(item)
+            continue
+        try:
+            pipeline = pipelines.get_pipeline(item.pipeline, settings.pipelines)
+            if pipeline.version != item.pipeline_version:
+                raise PipelineError(f"pipeline {pipeline.name} is now version "
+                                    f"{pipeline.version}; the run was created with "
+                                    f"{item.pipeline_version}", code="pipeline_changed")
+            body = request_body(item, pipeline, settings)
+        except PipelineError as exc:
+            with session_scope() as session:
+                repo.fail_item(session, item.id, error_class="failed", code=exc.code,
+                               message=exc.message)
+            report.failed += 1
+            continue
+        line = json.dumps({"custom_id": f"item-{item.id}", "method": "POST",
+                           "url": "/v1/responses", "body": body},
+                          ensure_ascii=False).encode() + b"\n"
+        if size + len(line) > settings.batch_max_bytes and lines:
+            break  # the rest go in the next batch
+        lines[item.id] = line
+        size += len(line)
+    if not lines:
+        return
+    with session_scope() as session:
+        batch_id, moved = repo.begin_batch(session, run_id, list(lines), input_bytes=size)
+    data = b"".join(lines[item_id] for item_id in moved)
+    if not moved:
+        return
+    try:
+        upload = client.files.create(file=(f"docpipe-run{run_id}-batch{batch_id}.jsonl", data),
+                                     purpose="batch")
+        created = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/responses", completion_window="24h",
+            metadata={"docpipe_run": str(run_id), "docpipe_batch": str(batch_id)})
+    except openai.OpenAIError as exc:
+        log.warning("batch %s of run %s was not accepted: %s", batch_id, run_id, exc)
+        with session_scope() as session:
+            repo.batch_submit_failed(session, batch_id, f"{exc.__class__.__name__}: {exc}")
+        return
+    with session_scope() as session:
+        repo.batch_submitted(session, batch_id, provider_batch_id=created.id,
+                             input_file_id=upload.id, status=created.status)
+    report.submitted_batches += 1
+    report.submitted_items += len(moved)
+    log.info("run %s: batch %s (%s) sent with %s items, %s bytes", run_id, batch_id,
+             created.id, len(moved), len(data))
+
+
+def collect(settings: Settings, client: openai.OpenAI, report: TickReport) -> None:
+    """Take in every batch that ended at the provider."""
+    with session_scope() as session:
+        _release_stale_submits(session)
+        batches = [(b.id, b.run_id, b.provider_batch_id) for b in repo.open_batches(session)]
+    for batch_id, run_id, provider_id in batches:
+        assert provider_id is not None
+        try:
+            remote = client.batches.retrieve(provider_id)
+        except openai.OpenAIError as exc:
+            log.warning("could not poll batch %s (%s): %s", batch_id, provider_id, exc)
+            continue
+        if remote.status not in BatchStatus.PROVIDER_ENDED:
+            with session_scope() as session:
+                repo.set_batch_status(session, batch_id, remote.status)
+            continue
+        with session_scope() as session:
+            repo.set_batch_status(session, batch_id, remote.status,
+                                  output_file_id=remote.output_file_id,
+                                  error_file_id=remote.error_file_id)
+        lines = [*_read_lines(client, remote.output_file_id),
+                 *_read_lines(client, remote.error_file_id)]
+        _ingest(settings, batch_id, run_id, lines, report)
+        report.collected_batches += 1
+
+
+def _release_stale_submits(session: Any) -> None:
+    from sqlalchemy import select
+
+    from workers.db.models import Batch
+
+    cutoff = utcnow() - STALE_SUBMIT
+    for batch in session.scalars(select(Batch).where(
+            Batch.status == BatchStatus.SUBMITTING, Batch.created_at < cutoff)):
+        repo.batch_submit_failed(session, batch.id, "cut off while it was being submitted")
+
+
+def _read_lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
+    if not file_id:
+        return []
+    text = client.files.content(file_id).text
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _ingest(settings: Settings, batch_id: int, run_id: int, lines: list[dict[str, Any]],
+            report: TickReport) -> None:
+    with session_scope() as session:
+        items = repo.batched_items(session, batch_id)
+    for line in lines:
+        try:
+            item_id = int(str(line["custom_id"]).removeprefix("item-"))
+        except (KeyError, ValueError):
+            log.warning("batch %s: a line with an unknown custom_id: %.200s", batch_id, line)
+            continue
+        item = items.pop(item_id, None)
+        if item is None:
+            continue  # already taken in (a repeated collect after a crash)
+        outcome = _take_line(settings, item, batch_id, line)
+        setattr(report, outcome, getattr(report, outcome) + 1)
+    for item in items.values():  # no line: the batch was cancelled or failed before it
+        with session_scope() as session:
+            if _cancelled(session, run_id):
+                repo.fail_item(session, item.id, error_class="cancelled", code="cancelled",
+                               message="the run was cancelled before its batch answered")
+                report.failed += 1
+            else:
+                repo.return_to_batching(session, item.id, error_class="transient",
+                                        code="batch_no_answer",
+                                        message="its batch ended without an answer for it")
+                report.retried += 1
+    with session_scope() as session:
+        repo.batch_ingested(session, batch_id)
+    with session_scope() as session:
+        repo.finish_run_if_done(session, run_id)
+        repo.finish_cancelled_run(session, run_id)
+
+
+def _cancelled(session: Any, run_id: int) -> bool:
+    run = repo.get_run(session, run_id)
+    return run is not None and run.status_reason == repo.CANCELLED_REASON
+
+
+def _take_line(settings: Settings, item: repo.ClaimedItem, batch_id: int,
+               line: dict[str, Any]) -> str:
+    """Store one line's answer or error; return the report field it counts under."""
+    response = line.get("response") or {}
+    status = response.get("status_code")
+    body = response.get("body") or {}
+    usage, model, response_id = Usage(), item.model, None
+    error: ItemError | None = None
+    output: dict[str, Any] | None = None
+    parsed = _parse_response(body) if status == 200 else None
+    if status == 200 and parsed is None:
+        error = PermanentAPIError(f"the batch answered with a response docpipe cannot read: "
+                                  f"{json.dumps(body)[:300]}", code="unreadable_response")
+    elif parsed is not None:
+        usage, model, response_id = usage_of(parsed), parsed.model or item.model, parsed.id
+        try:
+            pipeline = pipelines.get_pipeline(item.pipeline, settings.pipelines)
+            output = pipeline.validate_output(output_text(parsed))
+        except OutputError as exc:
+            error = BadOutputError(exc.message, code=exc.code)
+        except ItemError as exc:
+            error = exc
+    elif line.get("error"):
+        code = str(line["error"].get("code") or "batch_error")
+        error = TransientError(str(line["error"].get("message") or code), code=code)
+    else:
+        detail = body.get("error") or {}
+        message = str(detail.get("message") or f"HTTP {status}")
+        code = str(detail.get("code") or f"http_{status}")
+        error = TransientError(message, code=code) if status in (408, 409, 429) or \
+            (isinstance(status, int) and status >= 500) else PermanentAPIError(message, code=code)
+    attempt = repo.AttemptRecord(
+        item_id=item.id, run_id=item.run_id, model=model,
+        outcome=AttemptOutcome.OK if error is None else error.error_class,
+        started_at=utcnow(), latency_ms=0, http_status=status,
+        error_code=error.code if error else None,
+        error_message=error.message[:2000] if error else None,
+        request_id=response.get("request_id"), response_id=response_id,
+        input_tokens=usage.input_tokens, cached_tokens=usage.cached_tokens,
+        output_tokens=usage.output_tokens, reasoning_tokens=usage.reasoning_tokens,
+        cost_usd=price_table(settings).cost(model, usage, tier=Tier.BATCH),
+        worker=f"batch:{batch_id}")
+
+    if error is None:
+        assert output is not None
+        with session_scope() as session:
+            repo.record_attempt(session, attempt)
+            repo.save_result(session, item, output=output, model=model,
+                             response_id=response_id)
+        _after_success(item)
+        return "succeeded"
+    retry = isinstance(error, TransientError | BadOutputError) and \
+        item.attempts < settings.max_attempts
+    with session_scope() as session:
+        repo.record_attempt(session, attempt)
+        if retry:
+            repo.return_to_batching(session, item.id, error_class=error.error_class,
+                                    code=error.code, message=error.message[:2000])
+        else:
+            repo.fail_item(session, item.id, error_class=error.error_class, code=error.code,
+                           message=error.message[:2000])
+            if item.parent_id is not None:
+                repo.fail_ancestors(session, item.id, code=error.code, message=error.message)
+    return "retried" if retry else "failed"
+
+
+def _parse_response(body: dict[str, Any]) -> Response | None:
+    """A batch line's Response; a field value newer than this SDK is dropped, not fatal."""
+    try:
+        return Response.model_validate(body)
+    except ValidationError as exc:
+        bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+        optional = bad & {"service_tier", "reasoning", "text", "tools", "tool_choice",
+                          "truncation", "prompt_cache_retention", "safety_identifier"}
+        if not optional or optional != bad:
+            log.warning("an unreadable batch line: %s", exc)
+            return None
+        try:
+            return Response.model_validate({k: v for k, v in body.items() if k not in bad})
+        except ValidationError:
+            return None
+
+
+def _after_success(item: repo.ClaimedItem) -> None:
+    if item.parent_id is not None:
+        with session_scope() as session:
+            repo.unblock_parent(session, item.parent_id)  # the next tick sends the reduce
