@@ -29,11 +29,12 @@ class BenchStack:
 
 @contextmanager
 def bench_stack(work: Path, *, latency_ms: str, concurrency: int, seed: int = 5,
-                name: str = "bench", settings: dict[str, str] | None = None
-                ) -> Iterator[BenchStack]:
+                name: str = "bench", settings: dict[str, str] | None = None,
+                beat: bool = False) -> Iterator[BenchStack]:
     """Start the services and one worker of ``concurrency`` threads; stop them on exit.
 
-    ``settings`` are more environment variables for every docpipe process.
+    ``settings`` are more environment variables for every docpipe process; ``beat`` runs
+    beat inside the worker (batch mode needs it).
     """
     with ExitStack() as stack:
         database = f"sqlite:///{work}/{name}.db"
@@ -49,8 +50,8 @@ def bench_stack(work: Path, *, latency_ms: str, concurrency: int, seed: int = 5,
         bench = BenchStack(database, f"http://127.0.0.1:{port}", env)
         bench.docpipe("db", "upgrade")
         stack.enter_context(child(
-            docpipe_command("worker", "--hostname", f"{name}@%h", "--without-gossip",
-                            "--without-mingle"),
+            docpipe_command("worker", *(["--beat"] if beat else []), "--hostname",
+                            f"{name}@%h", "--without-gossip", "--without-mingle"),
             env=env, what="worker", log_path=work / "worker.log"))
         time.sleep(3)  # the worker connects before any clock starts
         yield bench

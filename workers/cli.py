@@ -50,9 +50,14 @@ ModeOpt = Annotated[str, typer.Option(
     "collected by beat).")]
 
 
-def _mode(mode: str, *, allowed: tuple[str, ...] = ("live", "flex", "batch")) -> str:
+def _mode(mode: str, *, allowed: tuple[str, ...] = ("live", "flex", "batch"),
+          budget_usd: float | None = None) -> str:
     if mode not in allowed:
         err.print(f"[red]docpipe:[/red] --mode takes {', '.join(allowed)} here, not {mode!r}")
+        raise typer.Exit(2)
+    if mode == "batch" and budget_usd is not None:
+        err.print("[red]docpipe:[/red] --budget-usd is not enforced for batch runs yet; "
+                  "run without it, or use --mode flex (also half price) with a budget")
         raise typer.Exit(2)
     return mode
 
@@ -163,7 +168,7 @@ def ingest_cmd(
     from workers.tasks import send_items
 
     report = ingest(paths, chosen, settings=settings, publish=send_items, queue=queue,
-                    budget_usd=_money(budget_usd), mode=_mode(mode))
+                    budget_usd=_money(budget_usd), mode=_mode(mode, budget_usd=budget_usd))
     if as_json:
         console.print_json(data=report.as_dict())
     else:
@@ -201,7 +206,7 @@ def reprocess_cmd(
                        only=chosen_reasons,  # type: ignore[arg-type]
                        since=since.replace(tzinfo=UTC) if since and since.tzinfo is None
                        else since, where=where, budget_usd=_money(budget_usd),
-                       mode=_mode(mode))
+                       mode=_mode(mode, budget_usd=budget_usd))
     if as_json:
         console.print_json(data=report.as_dict())
         return

@@ -52,6 +52,8 @@ class Schedule(BaseModel):
         if len(self.cron.split()) != 5:
             raise ValueError(f"cron {self.cron!r}: five fields expected (minute hour "
                              "day-of-month month day-of-week)")
+        if self.mode == "batch" and self.budget_usd is not None:
+            raise ValueError("budget_usd is not enforced for batch runs yet")
         return self
 
 
