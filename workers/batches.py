@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -40,6 +41,10 @@ log = logging.getLogger("docpipe.batches")
 
 #: A batch still ``submitting`` after this long was cut off mid-submit: its items go back.
 STALE_SUBMIT = timedelta(minutes=10)
+#: The Batch API's completion window: a new batch may take this long.
+BATCH_WINDOW = timedelta(hours=24)
+
+Publisher = Callable[..., None]
 
 
 @dataclass
@@ -52,14 +57,16 @@ class TickReport:
     collected_batches: int = 0
     succeeded: int = 0
     retried: int = 0
+    #: Items a new batch could not bring back before the run's deadline: sent to workers.
+    sent_live: int = 0
     failed: int = 0
 
 
-def tick(settings: Settings, client: openai.OpenAI) -> TickReport:
-    """Submit what waits, collect what ended."""
+def tick(settings: Settings, client: openai.OpenAI, publish: Publisher) -> TickReport:
+    """Submit what waits, collect what ended; ``publish`` sends items that must go live."""
     report = TickReport()
     submit(settings, client, report)
-    collect(settings, client, report)
+    collect(settings, client, report, publish)
     return report
 
 
@@ -136,7 +143,8 @@ def _submit_group(settings: Settings, client: openai.OpenAI, run_id: int,
              created.id, len(moved), len(data))
 
 
-def collect(settings: Settings, client: openai.OpenAI, report: TickReport) -> None:
+def collect(settings: Settings, client: openai.OpenAI, report: TickReport,
+            publish: Publisher) -> None:
     """Take in every batch that ended at the provider."""
     with session_scope() as session:
         _release_stale_submits(session)
@@ -158,7 +166,12 @@ def collect(settings: Settings, client: openai.OpenAI, report: TickReport) -> No
                                   error_file_id=remote.error_file_id)
         lines = [*_read_lines(client, remote.output_file_id),
                  *_read_lines(client, remote.error_file_id)]
-        _ingest(settings, batch_id, run_id, lines, report)
+        live = _ingest(settings, batch_id, run_id, lines, report)
+        if live:
+            with session_scope() as session:
+                run = repo.get_run(session, run_id)
+                queue = run.queue if run is not None else "docpipe.live"
+            publish(live, queue=queue)
         report.collected_batches += 1
 
 
@@ -181,9 +194,15 @@ def _read_lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, An
 
 
 def _ingest(settings: Settings, batch_id: int, run_id: int, lines: list[dict[str, Any]],
-            report: TickReport) -> None:
+            report: TickReport) -> list[int]:
+    """Take a batch's lines in; return the items to send live."""
     with session_scope() as session:
         items = repo.batched_items(session, batch_id)
+        run = repo.get_run(session, run_id)
+        deadline = run.deadline_at if run is not None else None
+    # Another 24-hour batch could miss the deadline: what must be sent again goes live.
+    go_live = deadline is not None and utcnow() + BATCH_WINDOW > deadline
+    live: list[int] = []
     for line in lines:
         try:
             item_id = int(str(line["custom_id"]).removeprefix("item-"))
@@ -193,7 +212,9 @@ def _ingest(settings: Settings, batch_id: int, run_id: int, lines: list[dict[str
         item = items.pop(item_id, None)
         if item is None:
             continue  # already taken in (a repeated collect after a crash)
-        outcome = _take_line(settings, item, batch_id, line)
+        outcome = _take_line(settings, item, batch_id, line, go_live=go_live)
+        if outcome == "sent_live":
+            live.append(item.id)
         setattr(report, outcome, getattr(report, outcome) + 1)
     for item in items.values():  # no line: the batch was cancelled or failed before it
         with session_scope() as session:
@@ -201,16 +222,22 @@ def _ingest(settings: Settings, batch_id: int, run_id: int, lines: list[dict[str
                 repo.fail_item(session, item.id, error_class="cancelled", code="cancelled",
                                message="the run was cancelled before its batch answered")
                 report.failed += 1
-            else:
-                repo.return_to_batching(session, item.id, error_class="transient",
-                                        code="batch_no_answer",
-                                        message="its batch ended without an answer for it")
-                report.retried += 1
+                continue
+            message = "its batch ended without an answer for it"
+            if go_live and repo.send_live(session, item.id, error_class="transient",
+                                          code="batch_no_answer", message=message):
+                live.append(item.id)
+                report.sent_live += 1
+                continue
+            repo.return_to_batching(session, item.id, error_class="transient",
+                                    code="batch_no_answer", message=message)
+            report.retried += 1
     with session_scope() as session:
         repo.batch_ingested(session, batch_id)
     with session_scope() as session:
         repo.finish_run_if_done(session, run_id)
         repo.finish_cancelled_run(session, run_id)
+    return live
 
 
 def _cancelled(session: Any, run_id: int) -> bool:
@@ -219,7 +246,7 @@ def _cancelled(session: Any, run_id: int) -> bool:
 
 
 def _take_line(settings: Settings, item: repo.ClaimedItem, batch_id: int,
-               line: dict[str, Any]) -> str:
+               line: dict[str, Any], *, go_live: bool = False) -> str:
     """Store one line's answer or error; return the report field it counts under."""
     response = line.get("response") or {}
     status = response.get("status_code")
@@ -273,6 +300,10 @@ def _take_line(settings: Settings, item: repo.ClaimedItem, batch_id: int,
         item.attempts < settings.max_attempts
     with session_scope() as session:
         repo.record_attempt(session, attempt)
+        if retry and go_live:
+            repo.send_live(session, item.id, error_class=error.error_class, code=error.code,
+                           message=error.message[:2000])
+            return "sent_live"
         if retry:
             repo.return_to_batching(session, item.id, error_class=error.error_class,
                                     code=error.code, message=error.message[:2000])

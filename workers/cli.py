@@ -62,6 +62,22 @@ def _mode(mode: str, *, allowed: tuple[str, ...] = ("live", "flex", "batch"),
     return mode
 
 
+DeadlineOpt = Annotated[float | None, typer.Option(
+    "--deadline-hours", min=0, help="Batch mode: the run must be done this many hours from "
+    "now. An item a new 24-hour batch could not bring back in time is sent live instead.")]
+
+
+def _deadline(hours: float | None, mode: str) -> datetime | None:
+    if hours is None:
+        return None
+    if mode != "batch":
+        err.print("[red]docpipe:[/red] --deadline-hours applies to --mode batch only")
+        raise typer.Exit(2)
+    from datetime import timedelta
+
+    return datetime.now(UTC) + timedelta(hours=hours)
+
+
 def _money(amount: float | None) -> Decimal | None:
     return None if amount is None else Decimal(str(amount))
 
@@ -158,6 +174,7 @@ def ingest_cmd(
     queue: Annotated[str, typer.Option(help="Queue for the run's items.")] = "docpipe.live",
     budget_usd: BudgetOpt = None,
     mode: ModeOpt = "live",
+    deadline_hours: DeadlineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Record documents and items for a new run and enqueue them; print the run id."""
@@ -168,7 +185,8 @@ def ingest_cmd(
     from workers.tasks import send_items
 
     report = ingest(paths, chosen, settings=settings, publish=send_items, queue=queue,
-                    budget_usd=_money(budget_usd), mode=_mode(mode, budget_usd=budget_usd))
+                    budget_usd=_money(budget_usd), mode=_mode(mode, budget_usd=budget_usd),
+                    deadline_at=_deadline(deadline_hours, mode))
     if as_json:
         console.print_json(data=report.as_dict())
     else:
@@ -189,6 +207,7 @@ def reprocess_cmd(
     queue: Annotated[str, typer.Option(help="Queue for the run's items.")] = "docpipe.nightly",
     budget_usd: BudgetOpt = None,
     mode: ModeOpt = "live",
+    deadline_hours: DeadlineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pipeline over the stored documents its current version has no result for."""
@@ -206,7 +225,8 @@ def reprocess_cmd(
                        only=chosen_reasons,  # type: ignore[arg-type]
                        since=since.replace(tzinfo=UTC) if since and since.tzinfo is None
                        else since, where=where, budget_usd=_money(budget_usd),
-                       mode=_mode(mode, budget_usd=budget_usd))
+                       mode=_mode(mode, budget_usd=budget_usd),
+                       deadline_at=_deadline(deadline_hours, mode))
     if as_json:
         console.print_json(data=report.as_dict())
         return

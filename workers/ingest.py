@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
@@ -47,6 +48,7 @@ class IngestReport:
 def ingest(
     paths: Iterable[str], pipeline: Pipeline, *, settings: Settings, publish: Publisher,
     queue: str, budget_usd: Decimal | None = None, mode: str = "live",
+    deadline_at: datetime | None = None,
 ) -> IngestReport:
     """Create a run of ``pipeline`` over ``paths`` and enqueue its items on ``queue``.
 
@@ -55,7 +57,7 @@ def ingest(
     with session_scope() as session:
         run = repo.create_run(session, pipeline=pipeline.name, version=pipeline.version,
                               model=pipeline.model, queue=queue, budget_usd=budget_usd,
-                              mode=mode)
+                              mode=mode, deadline_at=deadline_at)
         report = IngestReport(run_id=run.id)
 
     documents: list[SourceDocument] = []

@@ -67,7 +67,8 @@ def classify(state: repo.DocumentState) -> str:
 def reprocess(pipeline: Pipeline, *, publish: Publisher, queue: str,
               only: Collection[Reason] = REASONS, since: datetime | None = None,
               where: str | None = None, budget_usd: Decimal | None = None,
-              schedule: str | None = None, mode: str = "live") -> ReprocessReport:
+              schedule: str | None = None, mode: str = "live",
+              deadline_at: datetime | None = None) -> ReprocessReport:
     """Create and enqueue a run of ``pipeline`` over the stored documents that need it.
 
     ``since`` keeps documents first stored at or after it; ``where`` keeps sources that match
@@ -101,7 +102,7 @@ def reprocess(pipeline: Pipeline, *, publish: Publisher, queue: str,
     with session_scope() as session:
         run = repo.create_run(session, pipeline=pipeline.name, version=pipeline.version,
                               model=pipeline.model, queue=queue, budget_usd=budget_usd,
-                              schedule=schedule, mode=mode)
+                              schedule=schedule, mode=mode, deadline_at=deadline_at)
         report.run_id = run.id
     for start in range(0, len(chosen), BATCH_SIZE):
         batch = chosen[start : start + BATCH_SIZE]

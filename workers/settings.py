@@ -46,6 +46,8 @@ class Schedule(BaseModel):
     budget_usd: Decimal | None = Field(default=None, ge=0)
     #: ``flex`` sends the calls at the flex tier: half price, slower, sometimes refused.
     mode: Literal["live", "flex", "batch"] = "live"
+    #: Batch mode: the run must be done this many hours after it starts (see --deadline-hours).
+    deadline_hours: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _check_cron(self) -> Self:

@@ -61,7 +61,9 @@ def start_scheduled(name: str) -> int | None:
     try:
         report = reprocessing.reprocess(
             pipeline, publish=send_items, queue=spec.queue, only=spec.only, since=since,
-            where=spec.where, budget_usd=spec.budget_usd, schedule=name, mode=spec.mode)
+            where=spec.where, budget_usd=spec.budget_usd, schedule=name, mode=spec.mode,
+            deadline_at=None if spec.deadline_hours is None
+            else utcnow() + timedelta(hours=spec.deadline_hours))
     except ScheduleBusy as exc:
         log.info("schedule %s not started: %s", name, exc)
         return None
@@ -77,7 +79,7 @@ def batch_tick() -> dict[str, int]:
     from workers import batches
 
     settings = get_settings()
-    report = batches.tick(settings, get_client(settings).sdk)
+    report = batches.tick(settings, get_client(settings).sdk, send_items)
     if report != batches.TickReport():
         log.info("batches: %s", asdict(report))
     return asdict(report)

@@ -1,4 +1,5 @@
-"""The Batch API: batches sent for a run, and the batch an item waits in
+"""The Batch API: batches sent for a run, the batch an item waits in, a run's deadline, and
+items of a batch run sent live to meet it
 
 Revision ID: 0009
 Revises: 0008
@@ -37,7 +38,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_batches_run_id", "batches", ["run_id"])
     op.create_index("ix_batches_status", "batches", ["status"])
+    with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("deadline_at", sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table("items") as batch:
+        batch.add_column(sa.Column("send_live", sa.Boolean(), nullable=False,
+                                   server_default=sa.false()))
         batch.add_column(sa.Column("batch_id", sa.Integer(), nullable=True))
         batch.create_foreign_key("fk_items_batch_id_batches", "batches", ["batch_id"], ["id"],
                                  ondelete="SET NULL")
@@ -49,6 +54,9 @@ def downgrade() -> None:
         batch.drop_index("ix_items_batch_id")
         batch.drop_constraint("fk_items_batch_id_batches", type_="foreignkey")
         batch.drop_column("batch_id")
+        batch.drop_column("send_live")
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_column("deadline_at")
     op.drop_index("ix_batches_status", table_name="batches")
     op.drop_index("ix_batches_run_id", table_name="batches")
     op.drop_table("batches")

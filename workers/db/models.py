@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -185,6 +186,9 @@ class Run(Base):
     schedule: Mapped[str | None] = mapped_column(String(100))
     #: :class:`RunMode`: the service tier its calls are sent (and billed) at.
     mode: Mapped[str] = mapped_column(String(10), default="live", server_default="live")
+    #: A batch run must be done by then: an item a new 24-hour batch could not bring back in
+    #: time is sent live instead.
+    deadline_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
@@ -220,6 +224,8 @@ class Item(Base):
         ForeignKey("items.id", ondelete="CASCADE"), index=True)
     text_start: Mapped[int | None]
     text_end: Mapped[int | None]
+    #: An item of a batch run that workers call live, to meet the run's deadline.
+    send_live: Mapped[bool] = mapped_column(default=False, server_default=false())
     #: The Batch API batch the item was last sent in (batch runs only).
     batch_id: Mapped[int | None] = mapped_column(
         ForeignKey("batches.id", ondelete="SET NULL"), index=True)

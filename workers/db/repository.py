@@ -110,7 +110,7 @@ class ScheduleBusy(Exception):
 
 def create_run(session: Session, *, pipeline: str, version: str, model: str, queue: str,
                budget_usd: Decimal | None = None, schedule: str | None = None,
-               mode: str = RunMode.LIVE) -> Run:
+               mode: str = RunMode.LIVE, deadline_at: datetime | None = None) -> Run:
     """A new run in ``ingesting`` state: workers may start, but it cannot finish yet.
 
     Raises:
@@ -125,6 +125,7 @@ def create_run(session: Session, *, pipeline: str, version: str, model: str, que
         budget_usd=budget_usd,
         schedule=schedule,
         mode=mode,
+        deadline_at=deadline_at,
         created_at=utcnow(),
     )
     if schedule is None:
@@ -406,10 +407,11 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
     )
     if not suspects:
         claimable = and_(claimable, Item.worker_losses == 0, Item.status != ItemStatus.RUNNING)
-    # Batch runs are sent by the batch submitter, never by a worker.
+    # Batch runs are sent by the batch submitter, never by a worker (unless, to meet the
+    # run's deadline, an item is sent live).
     run_active = (
         select(Run.id).where(Run.id == Item.run_id, Run.status.in_(RunStatus.ACTIVE),
-                             Run.mode != RunMode.BATCH).exists()
+                             or_(Run.mode != RunMode.BATCH, Item.send_live)).exists()
     )
     claimed = session.execute(
         update(Item)
@@ -867,7 +869,8 @@ def items_to_requeue(
     stmt = (
         select(Item.id, Run.queue)
         .join(Run, Run.id == Item.run_id)
-        .where(due, Run.status.in_(RunStatus.ACTIVE), Run.mode != RunMode.BATCH,
+        .where(due, Run.status.in_(RunStatus.ACTIVE),
+               or_(Run.mode != RunMode.BATCH, Item.send_live),
                Item.document_id.is_not(None))
         .order_by(Item.id)
     )
@@ -1180,7 +1183,7 @@ def batchable_items(session: Session, *, limit: int) -> dict[int, list[int]]:
         select(Item.run_id, Item.id)
         .join(Run, Run.id == Item.run_id)
         .where(Run.mode == RunMode.BATCH, Run.status.in_(RunStatus.ACTIVE),
-               Item.document_id.is_not(None), Item.status.in_(_BATCHABLE),
+               Item.document_id.is_not(None), Item.status.in_(_BATCHABLE), ~Item.send_live,
                or_(Item.not_before.is_(None), Item.not_before <= now))
         .order_by(Item.id)
         .limit(limit)
@@ -1288,6 +1291,22 @@ def return_to_batching(session: Session, item_id: int, *, error_class: str, code
                     .values(status=ItemStatus.PENDING, batch_id=None,
                             last_error_class=error_class, last_error_code=code,
                             last_error_message=message, updated_at=utcnow()))
+
+
+def send_live(session: Session, item_id: int, *, error_class: str, code: str, message: str
+              ) -> bool:
+    """Hand a batch run's item to the workers: a new batch could miss the run's deadline.
+
+    True when the item moved (the caller then sends its message).
+    """
+    moved = session.execute(
+        update(Item).where(Item.id == item_id, Item.status.in_(
+            [ItemStatus.BATCHED, *_BATCHABLE]))
+        .values(status=ItemStatus.QUEUED, batch_id=None, send_live=True, queued_at=utcnow(),
+                last_error_class=error_class, last_error_code=code,
+                last_error_message=message, updated_at=utcnow())
+        .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+    return bool(moved)
 
 
 def batch_ingested(session: Session, batch_id: int) -> None:
