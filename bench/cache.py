@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from corpus import write_corpus  # noqa: E402
-from record import emit  # noqa: E402
+from record import describe_machine, emit  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from stack import bench_stack, wait_finished  # noqa: E402
 
@@ -106,8 +104,7 @@ def main() -> None:
     uncached = PriceTable().cost(pipeline.model, Usage(input_tokens=int(input_tokens),
                                                        output_tokens=int(output_tokens)))
     cost = Decimal(cost)
-    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
-               f"Python {platform.python_version()}")
+    machine = describe_machine()
     text = "\n".join([
         f"### Prompt caching: {args.docs:,} documents behind a {prefix:,}-token shared prefix "
         f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",

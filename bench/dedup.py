@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import shutil
 import sys
@@ -39,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import openai  # noqa: E402
 from corpus import write_corpus  # noqa: E402
-from record import emit  # noqa: E402
+from record import describe_machine, emit  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from stack import BenchStack, bench_stack, wait_finished  # noqa: E402
 
@@ -158,8 +156,7 @@ def main() -> None:
             first, first_report = docpipe_run(bench, folder, args.pipeline, simulator_calls)
             second, second_report = docpipe_run(bench, folder, args.pipeline, simulator_calls)
 
-    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
-               f"Python {platform.python_version()}")
+    machine = describe_machine()
 
     def row(name: str, spend: Spend, note: str) -> str:
         share = spend.usd / loop.usd if loop.usd else Decimal(0)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -24,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from record import emit  # noqa: E402
+from record import describe_machine, emit  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from stack import bench_stack, wait_finished  # noqa: E402
 
@@ -75,8 +73,7 @@ def main() -> None:
                                                          Item.status == "failed")) or 0
     sequential = sum(latencies) / 1000
     mean = sequential / len(latencies)
-    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
-               f"Python {platform.python_version()}")
+    machine = describe_machine()
     text = "\n".join([
         f"### Long document: {args.pages} pages by map-reduce "
         f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",

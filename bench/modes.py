@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from corpus import write_corpus  # noqa: E402
-from record import emit  # noqa: E402
+from record import describe_machine, emit  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from stack import bench_stack, wait_finished  # noqa: E402
 
@@ -103,8 +101,7 @@ def main() -> None:
         write_corpus(corpus, args.docs, seed=7, words=(80, 600))
         results = [run_mode(mode, work, corpus, args) for mode in args.modes.split(",")]
     live = next((r for r in results if r.mode == "live"), results[0])
-    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
-               f"Python {platform.python_version()}")
+    machine = describe_machine()
     rows = [
         f"| {r.mode} | {r.calls:,} | {r.refused:,} | {r.batches:,} | {r.input_tokens:,} | "
         f"{r.output_tokens:,} | ${r.usd:.4f} | ${r.usd / r.calls * 1000:.4f} | "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 TARGET = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -17,3 +19,9 @@ def emit(text: str, *, record: bool) -> None:
                           "produced it and the machine it ran on.\n\n")
     with TARGET.open("a") as out:
         out.write("\n" + text)
+
+
+def describe_machine() -> str:
+    """This machine as the benchmarks record it: system, architecture, cores, Python."""
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}")

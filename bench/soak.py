@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from corpus import write_corpus  # noqa: E402
-from record import emit  # noqa: E402
+from record import describe_machine, emit  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from tests.faults.conftest import assert_accounted_for  # noqa: E402
@@ -209,8 +208,7 @@ def soak(args: argparse.Namespace, work: Path) -> Figures:
 
 
 def report(f: Figures, args: argparse.Namespace, command: str) -> str:
-    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
-               f"Python {platform.python_version()}")
+    machine = describe_machine()
     lines = [
         f"### Soak: {f.docs:,} documents, a worker killed and Redis restarted "
         f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",

@@ -430,26 +430,13 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
     ).scalar_one_or_none()
     if claimed is None:
         return None
-    row = session.execute(
-        select(
-            Item.id, Item.run_id, Item.attempts, Item.chunk_index, Run.pipeline,
-            Run.pipeline_version, Run.model, Document.id.label("document_id"),
-            Document.content_hash, Document.text, Item.last_error_class, Item.last_error_code,
-            Item.worker_losses, Run.budget_usd, Item.level, Item.parent_id, Item.text_start,
-            Item.text_end, Document.attachments, Run.mode,
-        )
-        .join(Run, Run.id == Item.run_id)
-        .join(Document, Document.id == Item.document_id)
-        .where(Item.id == item_id)
-    ).one()
-    if row.worker_losses:
+    item = _load_items(session, Item.id == item_id)[item_id]
+    if item.worker_losses:
         # Only the lease holder calls, and every way a holder is lost counts a loss, so only
         # then can an attempt still be in flight: its holder's (or one that outlived its
         # lease, which overwrites this when it finishes after all).
         close_lost_attempts(session, item_id)
-    fields = row._asdict()
-    fields["attachments"] = attachments(session, row.document_id) if row.attachments else ()
-    return ClaimedItem(**fields)
+    return item
 
 
 def suspected_losses(session: Session, item_id: int) -> int:
