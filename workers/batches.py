@@ -120,9 +120,10 @@ def _submit_group(settings: Settings, client: openai.OpenAI, run_id: int,
         return
     with session_scope() as session:
         batch_id, moved = repo.begin_batch(session, run_id, list(lines), input_bytes=size)
+        if not moved:  # taken meanwhile: nothing to send, and no batch to keep
+            repo.drop_batch(session, batch_id)
+            return
     data = b"".join(lines[item_id] for item_id in moved)
-    if not moved:
-        return
     try:
         upload = client.files.create(file=(f"docpipe-run{run_id}-batch{batch_id}.jsonl", data),
                                      purpose="batch")
@@ -136,7 +137,8 @@ def _submit_group(settings: Settings, client: openai.OpenAI, run_id: int,
         return
     with session_scope() as session:
         repo.batch_submitted(session, batch_id, provider_batch_id=created.id,
-                             input_file_id=upload.id, status=created.status)
+                             input_file_id=upload.id, status=created.status,
+                             input_bytes=len(data))
     report.submitted_batches += 1
     report.submitted_items += len(moved)
     log.info("run %s: batch %s (%s) sent with %s items, %s bytes", run_id, batch_id,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+import redis
 from celery import Task
 
 import pipelines
@@ -20,6 +21,8 @@ from workers.settings import get_settings
 from workers.throttle import get_throttle
 
 log = logging.getLogger("docpipe.tasks")
+#: Longest a batch tick may hold the fleet's tick lock (uploading 200 MB included).
+BATCH_TICK_LOCK_SECONDS = 900
 
 
 @app.task(name=TaskName.PROCESS_ITEM, bind=True, ignore_result=True)
@@ -79,7 +82,19 @@ def batch_tick() -> dict[str, int]:
     from workers import batches
 
     settings = get_settings()
-    report = batches.tick(settings, get_client(settings).sdk, send_items)
+    # One tick at a time across the fleet: beat fires again while a long tick (a large file
+    # to build and upload) still runs, and two ticks would split and collect the same items.
+    lock = redis_client(settings.effective_broker_url).lock(
+        "docpipe:batches:tick", timeout=BATCH_TICK_LOCK_SECONDS, blocking=False)
+    if not lock.acquire():
+        return {}
+    try:
+        report = batches.tick(settings, get_client(settings).sdk, send_items)
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:  # it expired meanwhile; the next tick goes on
+            log.warning("the batch tick outlived its lock (%s s)", BATCH_TICK_LOCK_SECONDS)
     if report != batches.TickReport():
         log.info("batches: %s", asdict(report))
     return asdict(report)

@@ -54,3 +54,21 @@ def test_a_line_with_a_newer_enum_value_is_still_read() -> None:
     parsed = batches._parse_response(body)
     assert parsed is not None and parsed.id == "resp_1"
     assert batches._parse_response({"id": "x"}) is None
+
+
+def test_a_tick_never_runs_beside_another(migrated_db: str, configure: Any,
+                                          broker_url: str) -> None:
+    import redis
+
+    configure(broker_url=broker_url, openai_api_key="sk-test")
+    from workers import tasks
+
+    held = redis.Redis.from_url(broker_url).lock("docpipe:batches:tick", timeout=30)
+    assert held.acquire(blocking=False)
+    try:
+        assert tasks.batch_tick() == {}, "the running tick holds the lock: this one skips"
+    finally:
+        held.release()
+    assert tasks.batch_tick() == {"submitted_batches": 0, "submitted_items": 0, "reused": 0,
+                                  "collected_batches": 0, "succeeded": 0, "retried": 0,
+                                  "sent_live": 0, "failed": 0}

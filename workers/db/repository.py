@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -1202,11 +1202,17 @@ def begin_batch(session: Session, run_id: int, item_ids: Sequence[int], *, input
     return batch.id, moved
 
 
+def drop_batch(session: Session, batch_id: int) -> None:
+    """Forget a batch that got no items."""
+    session.execute(delete(BatchRow).where(BatchRow.id == batch_id, BatchRow.items == 0))
+
+
 def batch_submitted(session: Session, batch_id: int, *, provider_batch_id: str,
-                    input_file_id: str, status: str) -> None:
+                    input_file_id: str, status: str, input_bytes: int) -> None:
     """The provider accepted the batch."""
     session.execute(update(BatchRow).where(BatchRow.id == batch_id).values(
-        provider_batch_id=provider_batch_id, input_file_id=input_file_id, status=status))
+        provider_batch_id=provider_batch_id, input_file_id=input_file_id, status=status,
+        input_bytes=input_bytes))
 
 
 def batch_submit_failed(session: Session, batch_id: int, error: str) -> None:
