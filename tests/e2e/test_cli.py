@@ -65,7 +65,8 @@ def test_pipelines_lists_versions(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", [
     [], ["run"], ["demo"], ["ingest"], ["worker"], ["status"], ["results"], ["replay"],
-    ["resume"], ["pipelines"], ["simulator"], ["db"], ["db", "upgrade"],
+    ["resume"], ["pipelines"], ["pipelines", "show"], ["simulator"], ["db"], ["db", "upgrade"],
+    ["reprocess"], ["cancel"], ["beat"], ["estimate"], ["limits"],
 ])
 def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
     result = run_docpipe(*command, "--help", env=fresh_env(), cwd=tmp_path)
