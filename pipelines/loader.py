@@ -18,6 +18,7 @@ Example ``invoices.toml``::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -179,8 +180,6 @@ def _load_module(path: Path) -> list[Pipeline]:
     found += [p for p in listed if isinstance(p, Pipeline) and p not in found]
     if not found:
         raise PipelineDefinitionError(f"{path}: defines no Pipeline")
-    import dataclasses
-
     return [p if p.source != "built-in" else dataclasses.replace(p, source=str(path))
             for p in found]
 

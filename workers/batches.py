@@ -149,7 +149,7 @@ def collect(settings: Settings, client: openai.OpenAI, report: TickReport,
             publish: Publisher) -> None:
     """Take in every batch that ended at the provider."""
     with session_scope() as session:
-        _release_stale_submits(session)
+        repo.release_stale_submits(session, utcnow() - STALE_SUBMIT)
         batches = [(b.id, b.run_id, b.provider_batch_id) for b in repo.open_batches(session)]
     for batch_id, run_id, provider_id in batches:
         assert provider_id is not None
@@ -175,17 +175,6 @@ def collect(settings: Settings, client: openai.OpenAI, report: TickReport,
                 queue = run.queue if run is not None else "docpipe.live"
             publish(live, queue=queue)
         report.collected_batches += 1
-
-
-def _release_stale_submits(session: Any) -> None:
-    from sqlalchemy import select
-
-    from workers.db.models import Batch
-
-    cutoff = utcnow() - STALE_SUBMIT
-    for batch in session.scalars(select(Batch).where(
-            Batch.status == BatchStatus.SUBMITTING, Batch.created_at < cutoff)):
-        repo.batch_submit_failed(session, batch.id, "cut off while it was being submitted")
 
 
 def _read_lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:

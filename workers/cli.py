@@ -159,7 +159,6 @@ def pipelines_show(name: Annotated[str, typer.Argument(help="The pipeline's name
     """Print a pipeline's request as sent (a placeholder for the document) and its schema."""
     chosen = get_pipeline(name, _settings().pipelines)
     body = chosen.request("{document text}")
-    body["prompt_cache_key"] = chosen.cache_key("")
     console.print_json(data={"name": chosen.name, "version": chosen.version,
                              "source": chosen.source, "request": body})
 

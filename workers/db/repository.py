@@ -1225,6 +1225,14 @@ def batch_submit_failed(session: Session, batch_id: int, error: str) -> None:
         status=BatchStatus.SUBMIT_FAILED, error=error, finished_at=utcnow()))
 
 
+def release_stale_submits(session: Session, started_before: datetime) -> None:
+    """Batches still ``submitting`` since before then were cut off: their items go back."""
+    stale = session.scalars(select(BatchRow.id).where(
+        BatchRow.status == BatchStatus.SUBMITTING, BatchRow.created_at < started_before)).all()
+    for batch_id in stale:
+        batch_submit_failed(session, batch_id, "cut off while it was being submitted")
+
+
 def open_batches(session: Session) -> list[BatchRow]:
     """Batches at the provider that have not been taken in yet."""
     return list(session.scalars(select(BatchRow).where(

@@ -24,7 +24,13 @@ from typing import Any
 
 from aiohttp import web
 
-from pipelines.media import MAX_IMAGE_BYTES, MAX_PDF_BYTES, MAX_PDF_PAGES, decode_data_url
+from pipelines.media import (
+    MAX_IMAGE_BYTES,
+    MAX_PDF_BYTES,
+    MAX_PDF_PAGES,
+    decode_data_url,
+    pdf_pages,
+)
 from pipelines.schema import strict_violations
 from pipelines.tokens import chars_estimate, count_tokens, estimate_request_tokens
 from workers.simulator.batches import MAX_BATCH_FILE_BYTES, BatchService
@@ -160,8 +166,6 @@ def _media_error(body: dict[str, Any]) -> web.Response | None:
                                   f"{where}.filename")
                 try:
                     _, data = decode_data_url(str(part.get("file_data", "")))
-                    from pipelines.media import pdf_pages
-
                     pages = pdf_pages(data)[0] if data.startswith(b"%PDF") else -1
                 except Exception:
                     pages = -1
