@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import sys
 import time
@@ -16,7 +17,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipelines import PipelineError, get_pipeline, list_pipelines
@@ -89,6 +89,26 @@ def main() -> None:
     except (ConfigurationError, PipelineError) as exc:
         err.print(f"[red]docpipe:[/red] {exc}")
         sys.exit(2)
+
+
+LogFormatOpt = Annotated[str | None, typer.Option(
+    "--log-format", help="text or json (one object a line, with run, item and request ids); "
+    "sets DOCPIPE_LOG_FORMAT for the processes this command starts.")]
+
+
+@app.callback()
+def _global(log_format: LogFormatOpt = None) -> None:
+    """docpipe: durable document pipelines on the OpenAI Responses API."""
+    if log_format is not None:
+        if log_format not in ("text", "json"):
+            err.print(f"[red]docpipe:[/red] --log-format takes text or json, not {log_format!r}")
+            raise typer.Exit(2)
+        # Through the environment, so worker, beat and Flower children log the same way.
+        os.environ["DOCPIPE_LOG_FORMAT"] = log_format
+        get_settings.cache_clear()
+    from workers import logs
+
+    logs.configure(_settings().log_format, level=logging.WARNING)
 
 
 def _settings() -> Settings:
@@ -174,6 +194,9 @@ def ingest_cmd(
     budget_usd: BudgetOpt = None,
     mode: ModeOpt = "live",
     deadline_hours: DeadlineOpt = None,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Then show the run's progress until it finishes or pauses (exit 3 if "
+        "paused). Workers must be running.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Record documents and items for a new run and enqueue them; print the run id."""
@@ -191,6 +214,11 @@ def ingest_cmd(
     else:
         console.print(f"run {report.run_id}: {report.items} items queued, {report.duplicates} "
                       f"duplicates skipped, {report.unreadable} unreadable")
+    if wait:
+        from workers import monitor
+
+        final = monitor.watch(report.run_id, console=err if as_json else console)
+        raise typer.Exit(0 if final.status == "finished" else EXIT_PAUSED)
 
 
 @app.command("reprocess")
@@ -352,6 +380,12 @@ def worker_cmd(
     """Run a Celery worker; extra options go to ``celery worker``."""
     settings = _settings()
     _migrated(settings)
+    if settings.metrics_port is not None:
+        # Before anything imports prometheus-client, which reads this once: each pool process
+        # then writes its own metric files, and this process serves their sum.
+        from workers.metrics import MULTIPROC_ENV, fresh_multiprocess_dir
+
+        os.environ[MULTIPROC_ENV] = str(fresh_multiprocess_dir(settings.metrics_dir))
     from workers.celery_app import app as celery_app
 
     if beat:
@@ -367,6 +401,33 @@ def worker_cmd(
     code: int | None = celery_app.start(argv)
     liveness.restart_after_crash(code)
     raise typer.Exit(int(code or 0))
+
+
+@app.command("flower")
+def flower_cmd(
+    no_auth: Annotated[bool, typer.Option(
+        "--no-auth", help="Run Flower with no login, allowed only on a loopback address.")]
+    = False,
+) -> None:
+    """Run Flower for docpipe's broker: basic auth, bounded task memory, events on.
+
+    Credentials come from DOCPIPE_FLOWER_USER and DOCPIPE_FLOWER_PASSWORD; without them
+    Flower starts only on loopback, and only with --no-auth.
+    """
+    settings = _settings()
+    from workers.flower import launch
+    from workers.metrics import MULTIPROC_ENV
+
+    plan = launch(settings, allow_no_auth_on_loopback=no_auth)
+    os.environ.update(plan.environ)
+    # Flower's own /metrics is one process: it must not write a worker's metric files.
+    os.environ.pop(MULTIPROC_ENV, None)
+    if not plan.authenticated:
+        err.print(f"[yellow]Flower has no login; it listens on {settings.flower_address} "
+                  "only[/yellow]")
+    from workers.celery_app import app as celery_app
+
+    raise typer.Exit(int(celery_app.start(plan.argv) or 0))
 
 
 @app.command("run")
@@ -489,36 +550,24 @@ def _environ(overrides: dict[str, str]) -> Iterator[None]:
 
 
 def _follow(run_id: int, settings: Settings, processes: list[Any]) -> dict[str, Any]:
-    """Show a progress bar until the run finishes or pauses; reconcile on the way."""
-    from workers import reconcile
-    from workers.db import repository as repo
-    from workers.db.session import session_scope
+    """Show the live view until the run finishes or pauses; reconcile on the way."""
+    from workers import monitor, reconcile
     from workers.tasks import send_items
 
     last_sweep = time.monotonic()
-    columns = (TextColumn("[bold]run {task.fields[run]}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("run", total=None, run=run_id, detail="")
-        while True:
-            with session_scope() as session:
-                report = repo.run_report(session, run_id)
-            assert report is not None
-            detail = (f"failed {report.failed}  429s {report.rate_limited}  "
-                      f"${float(report.cost_usd):.4f}")
-            progress.update(task, total=report.total, completed=report.succeeded + report.failed,
-                            detail=detail)
-            if report.status in ("finished", "paused"):
-                return report.as_dict()
-            if not any(p.poll() is None for p in processes):
-                raise ConfigurationError(
-                    "every worker exited; see .docpipe/worker.log. The run is kept: "
-                    f"`docpipe resume {run_id}` continues it"
-                )
-            if time.monotonic() - last_sweep > 15:
-                reconcile.requeue(run_id, settings=settings, publish=send_items)
-                last_sweep = time.monotonic()
-            time.sleep(0.3)
+
+    def tick(_: Any) -> None:
+        nonlocal last_sweep
+        if not any(p.poll() is None for p in processes):
+            raise ConfigurationError(
+                "every worker exited; see .docpipe/worker.log. The run is kept: "
+                f"`docpipe resume {run_id}` continues it"
+            )
+        if time.monotonic() - last_sweep > 15:
+            reconcile.requeue(run_id, settings=settings, publish=send_items)
+            last_sweep = time.monotonic()
+
+    return monitor.watch(run_id, console=console, interval=0.3, on_tick=tick).as_dict()
 
 
 def _print_summary(report: dict[str, Any], *, simulated: bool) -> None:
@@ -544,6 +593,10 @@ def _print_summary(report: dict[str, Any], *, simulated: bool) -> None:
 def status_cmd(
     run_id: Annotated[int | None, typer.Argument(help="Run id; all recent runs if omitted.")]
     = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", "-w", help="A live view of the run until it finishes or pauses: progress, "
+        "throughput, ETA, spend so far and projected, errors, 429 rate.")] = False,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between updates.")] = 1.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Progress, errors, tokens and cost of a run (or of recent runs)."""
@@ -551,6 +604,19 @@ def status_cmd(
     _migrated(settings)
     from workers.db import repository as repo
     from workers.db.session import session_scope
+
+    if watch:
+        if run_id is None or as_json:
+            err.print("[red]docpipe:[/red] --watch needs a run id, and no --json")
+            raise typer.Exit(2)
+        from workers import monitor
+
+        try:
+            monitor.watch(run_id, console=console, interval=interval)
+        except LookupError:
+            err.print(f"[red]docpipe:[/red] no run {run_id}")
+            raise typer.Exit(1) from None
+        return
 
     with session_scope() as session:
         ids = [run_id] if run_id is not None else [r.id for r in repo.list_runs(session)]
@@ -597,6 +663,28 @@ def status_cmd(
         console.print(spend)
         for error, count in sorted(r["errors"].items()):
             console.print(f"failed {error}: {count}")
+
+
+@app.command("report")
+def report_cmd(
+    run_id: Annotated[int, typer.Argument(help="Run id.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] =
+    Path("report.html"),
+) -> None:
+    """Write one self-contained HTML page about a run: plots, slowest and costliest
+    documents, errors by class, and the run's configuration."""
+    settings = _settings()
+    _migrated(settings)
+    from workers import report
+
+    try:
+        data = report.gather(run_id)
+    except LookupError:
+        err.print(f"[red]docpipe:[/red] no run {run_id}")
+        raise typer.Exit(1) from None
+    output.write_text(report.render(data, settings), encoding="utf-8")
+    console.print(f"run {run_id}: {len(data.started)} calls, {data.report.total} items; "
+                  f"report written to {output}")
 
 
 @app.command("limits")

@@ -19,6 +19,7 @@ from typing import Any
 import pipelines
 from pipelines import OutputError, Pipeline, PipelineDefinitionError, PipelineNotFound
 from pipelines.errors import DocumentError
+from workers import logs, metrics
 from workers.db import repository as repo
 from workers.db.models import AttemptOutcome, RunMode, utcnow
 from workers.db.session import session_scope
@@ -106,6 +107,12 @@ def _guarded(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
     Without this, an exception (Redis or the database going away, a time limit) would leave
     the item running until its lease expires, and the reconciler would count a lost worker.
     """
+    with logs.bind(run_id=item.run_id, item_id=item.id, attempt=item.attempts):
+        return _released_on_error(item, settings=settings, client=client, throttle=throttle)
+
+
+def _released_on_error(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesClient,
+                       throttle: Throttle) -> Outcome:
     try:
         return _process(item, settings=settings, client=client, throttle=throttle)
     except Exception as exc:
@@ -180,6 +187,7 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
 
     admission = throttle.before_call(body)
     if isinstance(admission, Park):
+        metrics.record_parked(admission.reason)
         countdown = _countdown(settings, admission.seconds)
         with session_scope() as session:
             repo.park_item(session, item.id,
@@ -208,8 +216,10 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
     if attempt_id is None:
         assert reserve is not None
         return _pause(item, _over_budget(item, reserve))
-    with calling(item.id, attempt_id):
+    metrics.record_admission(admission.waited)
+    with calling(item.id, attempt_id), metrics.IN_FLIGHT.labels(model).track_inprogress():
         call = client.create(body)
+    logs.update(request_id=call.request_id)
     cooldown = throttle.after_call(admission, call)
     error = call.error
     output = None
@@ -221,6 +231,11 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
                                    request_id=call.request_id, usage=call.usage)
     attempt = _attempt_record(item, call, error, attempt_id, settings=settings,
                               reserved=reserve or Decimal(0))
+    metrics.record_call(model=attempt.model, tier=_tier(item), latency_ms=attempt.latency_ms,
+                        error_class=None if error is None else error.error_class,
+                        http_status=attempt.http_status, input_tokens=attempt.input_tokens,
+                        cached_tokens=attempt.cached_tokens, output_tokens=attempt.output_tokens,
+                        reasoning_tokens=attempt.reasoning_tokens, cost_usd=attempt.cost_usd)
 
     if error is None:
         assert output is not None

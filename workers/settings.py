@@ -182,6 +182,28 @@ class Settings(BaseSettings):
         default=Path(".docpipe") / "celerybeat-schedule",
         description="Where beat keeps its schedule state between restarts.")
 
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve Prometheus metrics from each worker "
+        "on this port (with the prefork pool, the sum over its processes). Unset: no metrics.")
+    metrics_address: str = Field(
+        default="127.0.0.1", description="Address the metrics endpoint binds; 0.0.0.0 in a "
+        "container that Prometheus scrapes from outside.")
+    metrics_dir: Path | None = Field(
+        default=None, description="Folder for the pool processes' metric files; emptied at "
+        "worker start. Unset: a fresh temporary folder per worker.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object a line, with run, item, request "
+        "id and attempt where known.")
+
+    flower_user: str | None = Field(default=None, description="Flower's basic-auth user.")
+    flower_password: SecretStr | None = Field(default=None,
+                                              description="Flower's basic-auth password.")
+    flower_address: str = Field(default="127.0.0.1", description="Address Flower binds.")
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    flower_max_tasks: int = Field(
+        default=20_000, gt=0, description="Tasks Flower keeps in memory: a nightly run sends "
+        "hundreds of thousands, and Flower's default of 100,000 grows to gigabytes.")
+
     json_text_field: str = Field(default="text", description="Field holding a JSON record's text.")
     max_file_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
 

@@ -6,6 +6,8 @@ import logging
 from typing import Any
 
 from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
     task_received,
     worker_init,
     worker_process_init,
@@ -14,7 +16,8 @@ from celery.signals import (
 )
 from celery.worker import state as worker_state
 
-from workers import liveness, memory
+from workers import liveness, logs, memory, metrics
+from workers.celery_app import Queue
 from workers.db import repository as repo
 from workers.db.session import (
     dispose_engines,
@@ -42,6 +45,14 @@ def check_before_start(**_: Any) -> None:
         raise SystemExit(f"docpipe worker: {exc}") from exc
     log.info("docpipe worker ready: database migrated, model API at %s",
              settings.openai_base_url or "https://api.openai.com/v1")
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def format_logs(logger: logging.Logger | None = None, **_: Any) -> None:
+    """JSON lines when ``DOCPIPE_LOG_FORMAT=json``; the item's context on every record."""
+    if logger is not None:
+        logs.use_format(logger.handlers, get_settings().log_format)
 
 
 _activity = liveness.Activity()
@@ -82,6 +93,16 @@ def watch_liveness(sender: Any = None, **_: Any) -> None:
         crashed=lambda: getattr(controller, "exitcode", None))
 
 
+@worker_ready.connect
+def serve_metrics(**_: Any) -> None:
+    """Serve this worker's Prometheus metrics, if ``DOCPIPE_METRICS_PORT`` is set."""
+    settings = get_settings()
+    if settings.metrics_port is None:
+        return
+    metrics.serve(port=settings.metrics_port, address=settings.metrics_address,
+                  queues=[q.value for q in Queue], broker_url=settings.effective_broker_url)
+
+
 @worker_process_init.connect
 def after_fork(**_: Any) -> None:
     """A forked pool child builds its own engine, and watches its memory if limited."""
@@ -98,5 +119,7 @@ def _record_memory_loss(call: memory.Call, message: str) -> None:
 
 
 @worker_process_shutdown.connect
-def on_process_shutdown(**_: Any) -> None:
+def on_process_shutdown(pid: int | None = None, **_: Any) -> None:
     dispose_engines()
+    if pid is not None:
+        metrics.process_exited(pid)

@@ -11,7 +11,7 @@ import redis
 from celery import Task
 
 import pipelines
-from workers import processing, reconcile
+from workers import metrics, processing, reconcile
 from workers.celery_app import Queue, TaskName, app
 from workers.db.models import utcnow
 from workers.db.repository import ScheduleBusy
@@ -33,6 +33,7 @@ def process_item(self: Task, item_id: int) -> str:  # type: ignore[type-arg]
                                       throttle=get_throttle(settings))
     delivery = self.request.delivery_info or {}
     queue = delivery.get("routing_key") or Queue.LIVE
+    metrics.record_outcome(queue, outcome.status)
     if outcome.retry_in is not None:
         send_items([item_id], queue=queue, countdown=outcome.retry_in)
     if outcome.send:

@@ -921,6 +921,56 @@ def _status_counts(session: Session, run_id: int) -> dict[str, int]:
     return dict(rows.all())
 
 
+def open_item_counts(session: Session) -> dict[str, int]:
+    """Items of unfinished runs by status: the fleet's work in hand (for metrics)."""
+    rows = session.execute(
+        select(Item.status, func.count()).join(Run, Run.id == Item.run_id)
+        .where(Run.status != RunStatus.FINISHED).group_by(Item.status))
+    return dict(rows.all())
+
+
+def run_counts(session: Session) -> dict[str, int]:
+    """Runs by status (for metrics)."""
+    return dict(session.execute(select(Run.status, func.count()).group_by(Run.status)).all())
+
+
+@dataclass(frozen=True)
+class CallRow:
+    """One attempt, as the run report plots it."""
+
+    item_id: int
+    source: str
+    started_at: datetime
+    latency_ms: int
+    outcome: str
+    http_status: int | None
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+
+
+def iter_run_calls(session: Session, run_id: int) -> Iterator[CallRow]:
+    """Every attempt of a run in start order, with its item's source, streamed."""
+    rows = session.execute(
+        select(Attempt.item_id, Item.source, Attempt.started_at, Attempt.latency_ms,
+               Attempt.outcome, Attempt.http_status, Attempt.input_tokens,
+               Attempt.cached_tokens, Attempt.output_tokens, Attempt.cost_usd)
+        .join(Item, Item.id == Attempt.item_id)
+        .where(Attempt.run_id == run_id).order_by(Attempt.started_at, Attempt.id)
+        .execution_options(yield_per=5000))
+    for row in rows:
+        yield CallRow(**row._asdict())
+
+
+def run_finish_times(session: Session, run_id: int) -> list[datetime]:
+    """When each finished top-level item of a run finished, in order (for throughput)."""
+    return list(session.scalars(
+        select(Item.finished_at).where(Item.run_id == run_id, Item.parent_id.is_(None),
+                                       Item.finished_at.is_not(None))
+        .order_by(Item.finished_at)))
+
+
 @dataclass(frozen=True)
 class RunReport:
     """Progress, errors and spend of one run, from the database alone."""
