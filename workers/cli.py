@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -383,9 +386,7 @@ def worker_cmd(
     if settings.metrics_port is not None:
         # Before anything imports prometheus-client, which reads this once: each pool process
         # then writes its own metric files, and this process serves their sum.
-        from workers.metrics import MULTIPROC_ENV, fresh_multiprocess_dir
-
-        os.environ[MULTIPROC_ENV] = str(fresh_multiprocess_dir(settings.metrics_dir))
+        os.environ[PROMETHEUS_MULTIPROC_ENV] = str(_fresh_metrics_dir(settings.metrics_dir))
     from workers.celery_app import app as celery_app
 
     if beat:
@@ -403,6 +404,22 @@ def worker_cmd(
     raise typer.Exit(int(code or 0))
 
 
+#: prometheus-client's multiprocess folder (not imported from workers.metrics, which would
+#: import prometheus-client before the variable is set).
+PROMETHEUS_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _fresh_metrics_dir(base: Path | None) -> Path:
+    """An empty folder for this worker's metric files: stale ones would add old counts."""
+    if base is None:
+        path = Path(tempfile.mkdtemp(prefix="docpipe-metrics-"))
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        return path
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    return base
+
+
 @app.command("flower")
 def flower_cmd(
     no_auth: Annotated[bool, typer.Option(
@@ -416,12 +433,11 @@ def flower_cmd(
     """
     settings = _settings()
     from workers.flower import launch
-    from workers.metrics import MULTIPROC_ENV
 
     plan = launch(settings, allow_no_auth_on_loopback=no_auth)
     os.environ.update(plan.environ)
     # Flower's own /metrics is one process: it must not write a worker's metric files.
-    os.environ.pop(MULTIPROC_ENV, None)
+    os.environ.pop(PROMETHEUS_MULTIPROC_ENV, None)
     if not plan.authenticated:
         err.print(f"[yellow]Flower has no login; it listens on {settings.flower_address} "
                   "only[/yellow]")

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -35,6 +32,7 @@ from prometheus_client.registry import Collector
 
 log = logging.getLogger("docpipe.metrics")
 
+#: Read by prometheus-client once, at import: ``docpipe worker`` sets it before.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Call latencies: the API answers in 0.3 s to minutes (long outputs, reasoning, flex).
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
@@ -158,16 +156,6 @@ def _broker_counts(broker_url: str, queues: Sequence[str]) -> tuple[dict[str, in
         pipe.hlen("unacked")
         *lengths, held = pipe.execute()
     return {q: int(n) for q, n in zip(queues, lengths, strict=True)}, int(held)
-
-
-def fresh_multiprocess_dir(base: Path | None) -> Path:
-    """An empty folder for this worker's metric files (stale files would add old counts)."""
-    if base is None:
-        return Path(tempfile.mkdtemp(prefix="docpipe-metrics-"))
-    if base.exists():
-        shutil.rmtree(base)
-    base.mkdir(parents=True)
-    return base
 
 
 def multiprocess_dir() -> str | None:

@@ -60,6 +60,10 @@ class Window:
             self._samples.popleft()
         first = self._samples[0]
         elapsed = at - first.at
+        if report.finished_at is not None:
+            # Over: the whole run's pace says more than the last few samples.
+            took = (report.finished_at - report.created_at).total_seconds()
+            return Rates(sample.done / took if took > 0 else None, 0.0, None)
         if elapsed <= 0:
             return Rates(None, None, None)
         per_second = (sample.done - first.done) / elapsed

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from mako.template import Template  # type: ignore[import-untyped]
@@ -24,6 +24,7 @@ from workers.db.session import session_scope
 from workers.pricing import usd
 from workers.settings import Settings
 
+TEMPLATE = Path(__file__).with_name("report.html.mako")
 #: Rows in the slowest and most expensive tables.
 TOP = 10
 COLORS = {"ok": "#2f7ed8", "input": "#2f7ed8", "cached": "#8bbc21", "output": "#f28f43",
@@ -95,7 +96,9 @@ def _seconds(at: datetime, origin: datetime) -> float:
 
 def _svg(fig: Figure) -> str:
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    # No metadata block: it only names matplotlib and the date, with links to RDF schemas.
+    fig.savefig(buffer, format="svg", bbox_inches="tight",
+                metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
     text = buffer.getvalue()
     return text[text.index("<svg"):]  # drop the XML prolog and doctype: inline in HTML
 
@@ -277,8 +280,7 @@ def _top(data: RunData, key: str) -> list[dict[str, Any]]:
 
 def render(data: RunData, settings: Settings) -> str:
     """The report as one HTML string."""
-    template = Template(files("workers").joinpath("report.html.mako").read_text("utf-8"),
-                        default_filters=["h"])
+    template = Template(TEMPLATE.read_text("utf-8"), default_filters=["h"])
     html: str = template.render(
         report=data.report, summary=_summary(data), config=_configuration(data, settings),
         plots=[plot_throughput(data), plot_latency(data), plot_tokens_cost(data),

@@ -66,7 +66,7 @@ def test_pipelines_lists_versions(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", [
     [], ["run"], ["demo"], ["ingest"], ["worker"], ["status"], ["results"], ["replay"],
     ["resume"], ["pipelines"], ["pipelines", "show"], ["simulator"], ["db"], ["db", "upgrade"],
-    ["reprocess"], ["cancel"], ["beat"], ["estimate"], ["limits"],
+    ["reprocess"], ["cancel"], ["beat"], ["estimate"], ["limits"], ["flower"], ["report"],
 ])
 def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
     result = run_docpipe(*command, "--help", env=fresh_env(), cwd=tmp_path)

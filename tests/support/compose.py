@@ -64,7 +64,7 @@ def start_order(services: dict[str, Any], profiles: tuple[str, ...] = ()) -> lis
 def _depends_on(spec: dict[str, Any]) -> dict[str, str]:
     depends = spec.get("depends_on") or {}
     if isinstance(depends, list):
-        return {name: "service_started" for name in depends}
+        return dict.fromkeys(depends, "service_started")
     return {name: cond.get("condition", "service_started") for name, cond in depends.items()}
 
 
