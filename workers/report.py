@@ -232,9 +232,10 @@ def _configuration(data: RunData, settings: Settings) -> dict[str, Any]:
         "finished": r.finished_at.isoformat(timespec="seconds") if r.finished_at else "–",
         "status": r.status + (f" ({r.status_reason})" if r.status_reason else ""),
         "max attempts": settings.max_attempts,
-        "model limits": settings.model_limits.get(r.model).model_dump()  # type: ignore[union-attr]
-        if r.model in settings.model_limits else "none configured",
     }
+    limits = settings.model_limits.get(r.model)
+    config["model limits"] = (f"{limits.rpm:,} requests and {limits.tpm:,} tokens a minute"
+                              if limits else "none configured")
     try:
         pipeline = pipelines.get_pipeline(r.pipeline, settings.pipelines)
     except pipelines.PipelineError:

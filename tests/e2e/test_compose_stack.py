@@ -199,9 +199,14 @@ def compose_stack(postgres_server: str, tmp_path_factory: pytest.TempPathFactory
     stack.order = compose.start_order(services, profiles=("simulator",))
     wanted = compose.conditions(services)
     try:
+        # As compose does: a service starts once what it depends on has started, become
+        # healthy or completed, as its depends_on asks; the others start side by side.
         for service_name in stack.order:
             if service_name in PROVIDED or service_name in NOT_ON_HOST:
                 continue
+            for dependency, condition in compose.depends_on(services[service_name]).items():
+                if condition == "service_healthy" and dependency in stack.services:
+                    _wait_healthy(stack, stack.services[dependency])
             service = _start(stack, services[service_name], service_name, tmp, rewrites)
             stack.services[service_name] = service
             if "service_completed_successfully" in wanted[service_name]:
@@ -213,13 +218,10 @@ def compose_stack(postgres_server: str, tmp_path_factory: pytest.TempPathFactory
             service.process = subprocess.Popen(service.argv, env=service.env, stdout=log,
                                                stderr=subprocess.STDOUT,
                                                start_new_session=True, cwd=tmp)
+        for service in stack.services.values():
             if service.healthcheck is not None:
-                wait_until(lambda s=service: s.process.poll() is None and _healthy(s),
-                           timeout=90, interval=1.0, what=f"{service_name} healthy")
-                stack.healthy.append(service_name)
-            elif service_name == "simulator":
-                wait_until(lambda: _port_open(ports["simulator"]), timeout=30,
-                           what="simulator")
+                _wait_healthy(stack, service)
+        wait_until(lambda: _port_open(ports["simulator"]), timeout=30, what="simulator")
         _run_documents(stack, tmp)
         yield stack
     except BaseException:
@@ -238,6 +240,15 @@ def compose_stack(postgres_server: str, tmp_path_factory: pytest.TempPathFactory
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def _wait_healthy(stack: ComposeStack, service: Service) -> None:
+    if service.name in stack.healthy:
+        return
+    assert service.process is not None
+    wait_until(lambda: service.process is not None and service.process.poll() is None
+               and _healthy(service), timeout=90, interval=0.5, what=f"{service.name} healthy")
+    stack.healthy.append(service.name)
 
 
 def _port_open(port: int) -> bool:

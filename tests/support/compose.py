@@ -48,7 +48,7 @@ def start_order(services: dict[str, Any], profiles: tuple[str, ...] = ()) -> lis
     """Services in an order compose may start them: each after what it depends on."""
     active = {name: spec for name, spec in services.items()
               if not spec.get("profiles") or set(spec["profiles"]) & set(profiles)}
-    graph = {name: set(_depends_on(spec)) & set(active) for name, spec in active.items()}
+    graph = {name: set(depends_on(spec)) & set(active) for name, spec in active.items()}
     # Stable: among services ready at once, keep the file's order.
     sorter = TopologicalSorter(graph)
     sorter.prepare()
@@ -61,7 +61,8 @@ def start_order(services: dict[str, Any], profiles: tuple[str, ...] = ()) -> lis
     return order
 
 
-def _depends_on(spec: dict[str, Any]) -> dict[str, str]:
+def depends_on(spec: dict[str, Any]) -> dict[str, str]:
+    """The services ``spec`` waits for, with the condition it waits for on each."""
     depends = spec.get("depends_on") or {}
     if isinstance(depends, list):
         return dict.fromkeys(depends, "service_started")
@@ -72,7 +73,7 @@ def conditions(services: dict[str, Any]) -> dict[str, set[str]]:
     """For each service, the conditions others wait for on it."""
     wanted: dict[str, set[str]] = {name: set() for name in services}
     for spec in services.values():
-        for name, condition in _depends_on(spec).items():
+        for name, condition in depends_on(spec).items():
             wanted.setdefault(name, set()).add(condition)
     return wanted
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+
+import pytest
+from typer.testing import CliRunner
 
 from workers import logs
+from workers.cli import app
+from workers.settings import get_settings
 
 
 def _logger(log_format: str) -> tuple[logging.Logger, io.StringIO]:
@@ -49,3 +55,24 @@ def test_text_format_is_left_alone() -> None:
     with logs.bind(item_id=1):
         logger.info("plain")
     assert stream.getvalue() == "plain\n"
+
+
+
+def test_cli_log_format_reaches_the_processes_it_starts(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    seen: list[str] = []
+    # The CLI's own logging set-up would restyle this test process's handlers: record it.
+    monkeypatch.setattr(logs, "configure", lambda log_format, level=0: seen.append(log_format))
+    monkeypatch.delenv("DOCPIPE_LOG_FORMAT", raising=False)
+    runner = CliRunner()
+    result = runner.invoke(app, ["--log-format", "json", "pipelines", "--json"])
+    try:
+        assert result.exit_code == 0, result.output
+        # Set in the environment, which worker, beat and Flower children inherit.
+        assert os.environ["DOCPIPE_LOG_FORMAT"] == "json"
+        assert get_settings().log_format == "json" and seen == ["json"]
+    finally:
+        os.environ.pop("DOCPIPE_LOG_FORMAT", None)
+        get_settings.cache_clear()
+    refused = runner.invoke(app, ["--log-format", "xml", "pipelines"])
+    assert refused.exit_code == 2
