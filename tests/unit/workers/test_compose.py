@@ -190,3 +190,16 @@ def test_env_example_defaults_are_valid_settings(monkeypatch: pytest.MonkeyPatch
     values = {k: v for k, v in (line.split("=", 1) for line in lines) if k in SETTINGS}
     assert len(values) > 30
     assert settings_from(values, monkeypatch) == Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_grafana_finds_the_dashboard_where_compose_mounts_it(services: dict[str, Any]) -> None:
+    grafana = services["grafana"]
+    mounts = dict(v.split(":")[:2] for v in grafana["volumes"] if v.startswith("./"))
+    inside = mounts["./workers/deploy/grafana/dashboards"]
+    provider = yaml.safe_load(
+        (ROOT / "workers/deploy/grafana/provisioning/dashboards/docpipe.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == inside
+    home = compose.environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(inside + "/")
+    assert (ROOT / "workers/deploy/grafana/dashboards" / home.rsplit("/", 1)[1]).exists()
+    assert mounts["./workers/deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
