@@ -1,0 +1,239 @@
+"""Latency-bound throughput: docpipe against a raw ``AsyncOpenAI`` loop on the same simulator.
+
+Both sides run the same ``--docs`` memos (mixed sizes) through the ``summarise`` request
+against one simulator with no rate limits and a heavy-tailed latency (median 500 ms), at the
+same total concurrency:
+
+- **raw**: one process, an ``asyncio`` loop with ``--concurrency`` calls in flight through
+  ``AsyncOpenAI.responses.create``; it reads each file and sends the pipeline's request body.
+  No queue, no database, no limiter, no validation.
+- **docpipe**: PostgreSQL (a throwaway cluster), Redis, ``--workers`` worker processes of
+  ``concurrency / workers`` threads each, and ``docpipe ingest`` of the folder.
+
+Figures: documents per second for each (docpipe end to end, ingest included, and from its
+first call to its last), the ratio, and CPU seconds per document: the raw process's (the SDK
+call and its HTTP) against docpipe's workers and ingest. The difference is what docpipe
+spends per document outside the SDK call.
+
+    python bench/throughput.py --docs 20000 --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from corpus import write_corpus  # noqa: E402
+from record import describe_machine, emit  # noqa: E402
+from soak import throwaway_postgres  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+from stack import wait_finished  # noqa: E402
+
+from pipelines import get_pipeline  # noqa: E402
+from workers.db.models import Attempt  # noqa: E402
+from workers.db.session import session_scope  # noqa: E402
+from workers.embedded import child, docpipe_command, embedded_redis, free_port  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process and its reaped children (all threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return (utime + stime + cutime + cstime) / TICKS
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU of a process and of its live descendants (a prefork worker's pool)."""
+    total = cpu_seconds(pid)
+    for child_pid in _children(pid):
+        total += tree_cpu(child_pid)
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text() if (task / "children").exists() else ""
+        found += [int(p) for p in text.split()]
+    return found
+
+
+@dataclass
+class Side:
+    name: str
+    seconds: float
+    calls: int
+    cpu: float
+    #: docpipe only: from its first call's start to its last call's end.
+    calling_seconds: float | None = None
+    ingest_seconds: float | None = None
+    ingest_cpu: float | None = None
+
+    @property
+    def per_second(self) -> float:
+        return self.calls / self.seconds
+
+
+async def _raw(files: list[Path], base_url: str, concurrency: int) -> int:
+    from openai import AsyncOpenAI
+
+    pipeline = get_pipeline("summarise")
+    client = AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0, timeout=120)
+    queue: asyncio.Queue[Path] = asyncio.Queue()
+    for path in files:
+        queue.put_nowait(path)
+    done = 0
+
+    async def runner() -> None:
+        nonlocal done
+        while not queue.empty():
+            path = queue.get_nowait()
+            body = pipeline.request(path.read_text())
+            await client.responses.create(**body)
+            done += 1
+
+    await asyncio.gather(*(runner() for _ in range(concurrency)))
+    await client.close()
+    return done
+
+
+def run_raw(files: list[Path], base_url: str, concurrency: int) -> Side:
+    before = cpu_seconds(os.getpid())
+    started = time.monotonic()
+    calls = asyncio.run(_raw(files, base_url, concurrency))
+    return Side("raw", time.monotonic() - started, calls, cpu_seconds(os.getpid()) - before)
+
+
+def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Namespace
+                ) -> Side:
+    threads = args.concurrency // args.workers
+    run_env = env | {"DOCPIPE_WORKER_CONCURRENCY": str(threads),
+                     "DOCPIPE_WORKER_POOL": "threads"}
+    with ExitStack() as stack:
+        workers = [stack.enter_context(child(
+            docpipe_command("worker", "--hostname", f"tp{i}@%h", "--without-gossip",
+                            "--without-mingle", "-Q", "docpipe.live"),
+            env=run_env, what="worker", log_path=work / f"worker{i}.log"))
+            for i in range(args.workers)]
+        time.sleep(4)  # connected before the clock starts
+        profiler = None
+        if args.profile:
+            # Sampled from outside: py-spy adds no code to the worker (--nonblocking: it does
+            # not even pause it).
+            profiler = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(workers[0].pid), "--rate", "200",
+                 "--format", "raw", "--nonblocking", "--output", str(args.profile)],
+                stdout=subprocess.DEVNULL, stderr=(work / "py-spy.log").open("ab"))
+        cpu_before = sum(tree_cpu(w.pid) for w in workers)
+        started = time.monotonic()
+        ingest = subprocess.Popen(
+            docpipe_command("ingest", str(corpus), "--pipeline", "summarise", "--json"),
+            env={**os.environ, **run_env}, stdout=subprocess.PIPE,
+            stderr=(work / "ingest.log").open("ab"))
+        assert ingest.stdout is not None
+        report = json.loads(ingest.stdout.read())  # until it exits
+        _, status, usage = os.wait4(ingest.pid, 0)  # its exact CPU, reaped here
+        assert status == 0, (work / "ingest.log").read_text()
+        ingest.returncode = 0
+        ingest_seconds = time.monotonic() - started
+        ingest_cpu = usage.ru_utime + usage.ru_stime
+        wait_finished(env["DOCPIPE_DATABASE_URL"], int(report["run_id"]), poll=0.5)
+        seconds = time.monotonic() - started
+        cpu = sum(tree_cpu(w.pid) for w in workers) - cpu_before
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
+        with session_scope(env["DOCPIPE_DATABASE_URL"]) as session:
+            calls, first, last_end = session.execute(select(
+                func.count(), func.min(Attempt.started_at),
+                func.max(Attempt.started_at)).where(Attempt.run_id == report["run_id"])).one()
+    calling = (last_end - first).total_seconds() if first and last_end else None
+    return Side("docpipe", seconds, int(calls), cpu, calling_seconds=calling,
+                ingest_seconds=ingest_seconds, ingest_cpu=ingest_cpu)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--latency-ms", default="500,4000",
+                        help="simulator latency: MEDIAN,P99 (log-normal)")
+    parser.add_argument("--words", default="50,1500", help="document length range, words")
+    parser.add_argument("--profile", type=Path, help="write py-spy's samples of worker 0 "
+                        "(collapsed stacks) here; see bench/profile_summary.py")
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    low, high = (int(v) for v in args.words.split(","))
+
+    with tempfile.TemporaryDirectory(prefix="docpipe-throughput-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        os.chmod(work, 0o755)  # the postgres user needs to reach its data directory
+        corpus = work / "corpus"
+        write_corpus(corpus, args.docs, seed=11, words=(low, high))
+        files = sorted(corpus.iterdir())
+        database = stack.enter_context(throwaway_postgres(work))
+        broker = stack.enter_context(embedded_redis(str(work)))
+        port = free_port()
+        stack.enter_context(child(
+            docpipe_command("simulator", "--port", str(port), "--latency-ms", args.latency_ms,
+                            "--seed", "3"),
+            port=port, what="simulator", log_path=work / "simulator.log"))
+        base_url = f"http://127.0.0.1:{port}/v1"
+        env = {"DOCPIPE_DATABASE_URL": database, "DOCPIPE_BROKER_URL": broker,
+               "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-bench"}
+        os.environ.update(env)
+        child_env = {**os.environ, **env}
+        subprocess.run(docpipe_command("db", "upgrade"), env=child_env, check=True,
+                       capture_output=True)
+        raw = run_raw(files, base_url, args.concurrency)
+        print(f"raw: {raw.calls} calls in {raw.seconds:.1f}s = {raw.per_second:.1f}/s",
+              flush=True)
+        ours = run_docpipe(corpus, work, env, args)
+
+    ratio = ours.per_second / raw.per_second
+    calling = ours.calls / ours.calling_seconds if ours.calling_seconds else float("nan")
+    command = "python bench/throughput.py " + " ".join(sys.argv[1:])
+    text = f"""## Latency-bound throughput against the raw SDK ({time.strftime('%Y-%m-%d')})
+
+`{command}` on {describe_machine()}: {args.docs:,} memos of {low} to {high} words,
+`summarise`, simulator latency {args.latency_ms} ms (median, p99; log-normal), no rate limits,
+{args.concurrency} calls in flight on each side (docpipe: {args.workers} worker processes of
+{args.concurrency // args.workers} threads, PostgreSQL 15, Redis).
+
+| | documents | seconds | documents/s | CPU per document |
+|---|---|---|---|---|
+| raw `AsyncOpenAI` loop | {raw.calls:,} | {raw.seconds:.1f} | {raw.per_second:.1f} | \
+{raw.cpu / raw.calls * 1000:.2f} ms |
+| docpipe, ingest to last result | {ours.calls:,} | {ours.seconds:.1f} | \
+{ours.per_second:.1f} | {ours.cpu / ours.calls * 1000:.2f} ms (workers) |
+| docpipe, first call to last call | | {ours.calling_seconds or 0:.1f} | {calling:.1f} | |
+
+- **Ratio, end to end: {ratio:.2f}** of the raw loop's documents per second
+  ({calling / raw.per_second:.2f} counting from docpipe's first call).
+- Ingest took {ours.ingest_seconds:.1f} s and {ours.ingest_cpu:.1f} CPU s
+  ({(ours.ingest_cpu or 0) / ours.calls * 1000:.2f} ms per document), while the workers ran.
+- docpipe's workers spent {(ours.cpu - raw.cpu) / ours.calls * 1000:.2f} CPU ms per document
+  more than the raw loop's whole process: that is docpipe's cost outside the SDK call.
+"""
+    emit(text, record=args.record)
+
+
+if __name__ == "__main__":
+    main()
