@@ -1,0 +1,35 @@
+"""The throughput benchmark, tiny: it runs end to end and prints every figure it records.
+
+The real runs (20,000 documents) are by hand; see docs/benchmarks.md. This keeps the script
+working: its own PostgreSQL cluster, Redis, simulator, two workers and the raw SDK loop.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _pg_bin, _unavailable
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_throughput_benchmark_smoke(tmp_path: Path) -> None:
+    if not _pg_bin("initdb"):
+        _unavailable("PostgreSQL binaries (initdb, pg_ctl) not found")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "throughput.py"), "--docs", "40",
+         "--concurrency", "8", "--latency-ms", "20,60", "--words", "20,80"],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert re.search(r"raw `AsyncOpenAI` loop \| 40 \|", out), out
+    assert re.search(r"docpipe, ingest to last result \| 40 \|", out), out
+    ratio = re.search(r"Ratio, end to end: ([0-9.]+)", out)
+    assert ratio is not None and 0 < float(ratio.group(1)) < 5
+    assert "CPU ms per document" in out
