@@ -23,6 +23,7 @@ IDLE = re.compile(r"(select|poll|epoll|wait|acquire|sleep|recv|read_into|_recv|r
 #: or under the package itself for a package without ``__init__`` (``db/repository.py``).
 OURS_FILES = {p.relative_to(ROOT / "workers").as_posix() for p in (ROOT / "workers").rglob("*.py")}
 OURS_FILES |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "pipelines").rglob("*.py")}
+OUTSIDE = "(outside docpipe: Celery, kombu, the SDK's HTTP)"
 _LINE = re.compile(r":\d+\)$")
 _FILE = re.compile(r"\(([^:()]+):\d+\)$")
 
@@ -52,8 +53,8 @@ def main() -> None:
         leaves[frames[-1]] += samples
         # The deepest docpipe frame: the step of ours that the CPU was spent under.
         ours = [f for f in frames if is_ours(f)]
-        steps[_LINE.sub(")", ours[-1]) if ours else "(outside docpipe: Celery, kombu, the SDK's HTTP)"] += \
-            samples
+        step = _LINE.sub(")", ours[-1]) if ours else OUTSIDE
+        steps[step] += samples
     print(f"{total} busy samples")
     print("\nby docpipe step (deepest docpipe frame):")
     for frame, samples in steps.most_common(args.top):
