@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("--words", default="50,1500", help="document length range, words")
     parser.add_argument("--profile", type=Path, help="write py-spy's samples of worker 0 "
                         "(collapsed stacks) here; see bench/profile_summary.py")
+    parser.add_argument("--database-url", help="an empty PostgreSQL database to use instead "
+                        "of starting a cluster")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     low, high = (int(v) for v in args.words.split(","))
@@ -188,7 +190,9 @@ def main() -> None:
         corpus = work / "corpus"
         write_corpus(corpus, args.docs, seed=11, words=(low, high))
         files = sorted(corpus.iterdir())
-        database = stack.enter_context(throwaway_postgres(work))
+        # An empty PostgreSQL database given by URL (the CI smoke test's), or a cluster of
+        # its own.
+        database = args.database_url or stack.enter_context(throwaway_postgres(work))
         broker = stack.enter_context(embedded_redis(str(work)))
         port = free_port()
         stack.enter_context(child(

@@ -1,7 +1,8 @@
 """The throughput benchmark, tiny: it runs end to end and prints every figure it records.
 
 The real runs (20,000 documents) are by hand; see docs/benchmarks.md. This keeps the script
-working: its own PostgreSQL cluster, Redis, simulator, two workers and the raw SDK loop.
+working: the session's PostgreSQL, its own Redis, simulator and two workers, and the raw SDK
+loop.
 """
 
 from __future__ import annotations
@@ -13,18 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _pg_bin, _unavailable
-
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_throughput_benchmark_smoke(tmp_path: Path) -> None:
-    if not _pg_bin("initdb"):
-        _unavailable("PostgreSQL binaries (initdb, pg_ctl) not found")
+def test_throughput_benchmark_smoke(tmp_path: Path, postgres_url: str) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "throughput.py"), "--docs", "40",
-         "--concurrency", "8", "--latency-ms", "20,60", "--words", "20,80"],
+         "--concurrency", "8", "--latency-ms", "20,60", "--words", "20,80",
+         "--database-url", postgres_url],
         capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout

@@ -63,6 +63,8 @@ class Service:
     env: dict[str, str]
     healthcheck: list[str] | None
     log_path: Path
+    #: Seconds one healthcheck may take (compose's ``timeout``).
+    health_timeout: float = 30.0
     process: subprocess.Popen[bytes] | None = None
 
     def log(self) -> str:
@@ -114,11 +116,23 @@ def _rewrite(value: str, stack: dict[str, str]) -> str:
     return value
 
 
+def _seconds(duration: str) -> float:
+    """A compose duration such as ``15s`` or ``1m``, in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    number = duration.rstrip("mshd")
+    return float(number) * units[duration[len(number):]]
+
+
 def _healthy(service: Service) -> bool:
+    """One run of the service's healthcheck; past its timeout it failed, as in compose."""
     assert service.healthcheck is not None
     kind, *rest = service.healthcheck
     argv = ["sh", "-c", rest[0]] if kind == "CMD-SHELL" else rest
-    result = subprocess.run(argv, env=service.env, capture_output=True, timeout=30)
+    try:
+        result = subprocess.run(argv, env=service.env, capture_output=True,
+                                timeout=service.health_timeout)
+    except subprocess.TimeoutExpired:
+        return False
     return result.returncode == 0
 
 
@@ -149,7 +163,8 @@ def _start(stack: ComposeStack, spec: dict[str, Any], name: str, tmp: Path,
         rewrites = rewrites | {"127.0.0.1:5555": f"127.0.0.1:{stack.ports['flower']}"}
     check = spec.get("healthcheck", {}).get("test")
     health = [_rewrite(part.replace("$$", "$"), rewrites) for part in check] if check else None
-    service = Service(name, docpipe_argv(*argv), env, health, tmp / f"{name}.log")
+    service = Service(name, docpipe_argv(*argv), env, health, tmp / f"{name}.log",
+                      health_timeout=_seconds(spec.get("healthcheck", {}).get("timeout", "30s")))
     return service
 
 
@@ -247,7 +262,8 @@ def _wait_healthy(stack: ComposeStack, service: Service) -> None:
         return
     assert service.process is not None
     wait_until(lambda: service.process is not None and service.process.poll() is None
-               and _healthy(service), timeout=90, interval=0.5, what=f"{service.name} healthy")
+               and _healthy(service), timeout=150, interval=0.5,
+               what=f"{service.name} healthy")
     stack.healthy.append(service.name)
 
 
