@@ -79,7 +79,7 @@ class Side:
     seconds: float
     calls: int
     cpu: float
-    #: docpipe only: from its first call's start to its last call's end.
+    #: docpipe only: from its first call's start to its last call's start.
     calling_seconds: float | None = None
     ingest_seconds: float | None = None
     ingest_cpu: float | None = None
@@ -159,10 +159,10 @@ def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Na
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=60)
         with session_scope(env["DOCPIPE_DATABASE_URL"]) as session:
-            calls, first, last_end = session.execute(select(
+            calls, first, last = session.execute(select(
                 func.count(), func.min(Attempt.started_at),
                 func.max(Attempt.started_at)).where(Attempt.run_id == report["run_id"])).one()
-    calling = (last_end - first).total_seconds() if first and last_end else None
+    calling = (last - first).total_seconds() if first and last else None
     return Side("docpipe", seconds, int(calls), cpu, calling_seconds=calling,
                 ingest_seconds=ingest_seconds, ingest_cpu=ingest_cpu)
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from decimal import Decimal
 from typing import Any
 
 from prometheus_client import (
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -29,6 +29,11 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from workers.db import repository as repo
+from workers.db.models import AttemptOutcome
+from workers.db.session import session_scope
+from workers.ratelimit import redis_client
 
 log = logging.getLogger("docpipe.metrics")
 
@@ -65,20 +70,20 @@ OUTCOMES = Counter(
     "reused, failed, retry, waiting, paused, skipped).", ["queue", "outcome"])
 
 
-def record_call(*, model: str, tier: str, latency_ms: int | None, error_class: str | None,
-                http_status: int | None, input_tokens: int, cached_tokens: int,
-                output_tokens: int, reasoning_tokens: int, cost_usd: Decimal) -> None:
+def record_call(attempt: repo.AttemptRecord, *, tier: str) -> None:
     """Count one finished model call: outcome, latency, tokens and dollars."""
+    model = attempt.model
+    error_class = None if attempt.outcome == AttemptOutcome.OK else attempt.outcome
     CALLS.labels(model, "ok" if error_class is None else "error", error_class or "").inc()
-    if latency_ms is not None:
-        CALL_LATENCY.labels(model).observe(latency_ms / 1000)
-    for kind, count in (("input", input_tokens), ("cached", cached_tokens),
-                        ("output", output_tokens), ("reasoning", reasoning_tokens)):
+    CALL_LATENCY.labels(model).observe(attempt.latency_ms / 1000)
+    for kind, count in (("input", attempt.input_tokens), ("cached", attempt.cached_tokens),
+                        ("output", attempt.output_tokens),
+                        ("reasoning", attempt.reasoning_tokens)):
         if count:
             TOKENS.labels(model, kind).inc(count)
-    if cost_usd:
-        COST.labels(model, tier).inc(float(cost_usd))
-    if http_status == 429:
+    if attempt.cost_usd:
+        COST.labels(model, tier).inc(float(attempt.cost_usd))
+    if attempt.http_status == 429:
         RATE_LIMITED.labels(model, "capacity" if error_class == "capacity"
                             else "rate_limited").inc()
 
@@ -139,16 +144,11 @@ class FleetCollector(Collector):
 
 
 def _database_counts() -> tuple[dict[str, int], dict[str, int]]:
-    from workers.db import repository as repo
-    from workers.db.session import session_scope
-
     with session_scope() as session:
         return repo.open_item_counts(session), repo.run_counts(session)
 
 
 def _broker_counts(broker_url: str, queues: Sequence[str]) -> tuple[dict[str, int], int]:
-    from workers.ratelimit import redis_client
-
     client = redis_client(broker_url)
     with client.pipeline(transaction=False) as pipe:
         for queue in queues:
@@ -170,8 +170,6 @@ def serve(*, port: int, address: str, queues: Sequence[str], broker_url: str) ->
     if path is not None:
         multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
     else:
-        from prometheus_client import REGISTRY
-
         registry = REGISTRY
     registry.register(FleetCollector(queues=queues, broker_url=broker_url))
     server, _ = start_http_server(port, addr=address, registry=registry)

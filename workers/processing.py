@@ -231,11 +231,7 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
                                    request_id=call.request_id, usage=call.usage)
     attempt = _attempt_record(item, call, error, attempt_id, settings=settings,
                               reserved=reserve or Decimal(0))
-    metrics.record_call(model=attempt.model, tier=_tier(item), latency_ms=attempt.latency_ms,
-                        error_class=None if error is None else error.error_class,
-                        http_status=attempt.http_status, input_tokens=attempt.input_tokens,
-                        cached_tokens=attempt.cached_tokens, output_tokens=attempt.output_tokens,
-                        reasoning_tokens=attempt.reasoning_tokens, cost_usd=attempt.cost_usd)
+    metrics.record_call(attempt, tier=_tier(item))
 
     if error is None:
         assert output is not None

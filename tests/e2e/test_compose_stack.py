@@ -193,12 +193,9 @@ def compose_stack(postgres_server: str, tmp_path_factory: pytest.TempPathFactory
         # Small for a 2-core test machine; compose's defaults are 32 and 8.
         "DOCPIPE_WORKER_CONCURRENCY": "8", "DOCPIPE_NIGHTLY_CONCURRENCY": "2",
     }
-    spec = compose.load(variables)
-    services: dict[str, Any] = spec["services"]
     ports = {"flower": free_port(), "simulator": free_port()}
     variables["OPENAI_BASE_URL"] = f"http://127.0.0.1:{ports['simulator']}/v1"
-    spec = compose.load(variables)
-    services = spec["services"]
+    services: dict[str, Any] = compose.load(variables)["services"]
     rewrites = {"@postgres:5432/docpipe": f"@{pg_hostport}/{name}",
                 "@redis:6379/": f"@127.0.0.1:{redis.port}/"}
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("DOCPIPE_")}
