@@ -16,16 +16,18 @@ SLOW = "A slow memo: this call takes longer than the broker's visibility timeout
 
 def test_a_task_that_outlives_the_visibility_timeout_runs_once(stack: Stack, tmp_path: Path
                                                                ) -> None:
-    # Worker A is configured consistently and holds the item's lease (40 s) while its call
-    # takes 10 s. Worker B runs with a 5 s visibility timeout (a fleet configured
+    # Worker A is configured consistently and holds the item's lease (50 s) while its call
+    # takes 25 s. Worker B runs with a 5 s visibility timeout (a fleet configured
     # inconsistently), so B's broker sweep hands A's unacked message out again while A
     # still runs it. The database lease, not the broker, must keep it to one call.
     # (Consistent settings cannot produce this: the validator refuses them.)
+    # 25 s leaves B time to start and sweep on a slow machine: with 10 s, a CI machine with
+    # a third of its CPU stolen started B too late.
     (tmp_path / "slow.txt").write_text(SLOW)
-    stack.simulator.configure(hang_on="slow memo", timeout_seconds=10)
+    stack.simulator.configure(hang_on="slow memo", timeout_seconds=25)
     stack.settings = FAULT_SETTINGS | {
-        "visibility_timeout_seconds": 60, "lease_seconds": 40, "task_soft_time_limit_seconds": 30,
-        "task_time_limit_seconds": 35, "request_timeout_seconds": 20}
+        "visibility_timeout_seconds": 80, "lease_seconds": 50, "task_soft_time_limit_seconds": 40,
+        "task_time_limit_seconds": 45, "request_timeout_seconds": 30}
     stack.start_workers(1)
     run_id = stack.ingest(tmp_path / "slow.txt")["run_id"]
     wait_until(lambda: stack.simulator.stats()["counters"].get("requests", 0) == 1,
@@ -39,10 +41,10 @@ def test_a_task_that_outlives_the_visibility_timeout_runs_once(stack: Stack, tmp
     stack.start_workers(1)
     # B's sweep puts the message back on the queue; whichever worker takes it finds the item
     # leased and leaves it alone.
-    wait_until(lambda: any("'skipped'" in w.log() for w in stack.workers), timeout=30,
+    wait_until(lambda: any("'skipped'" in w.log() for w in stack.workers), timeout=45,
                what="the message to be delivered again and skipped")
 
-    report = stack.wait_for(run_id, timeout=30)
+    report = stack.wait_for(run_id, timeout=45)
     assert report.succeeded == 1 and report.attempts == 1
     key = input_key(get_pipeline("summarise").request(SLOW))
     time.sleep(1)
