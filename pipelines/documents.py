@@ -87,8 +87,10 @@ def normalise(text: str) -> str:
     text), single spaces, at most one blank line in a row, no trailing whitespace.
     """
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
-    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    # _SPACES never matches a newline, so one pass over the text collapses the same runs as a
+    # pass per line, at a fraction of the cost (ingest spent a tenth of its time here).
+    text = _SPACES.sub(" ", _CONTROL.sub("", text))
+    lines = (line.strip() for line in text.split("\n"))
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 

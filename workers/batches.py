@@ -87,12 +87,9 @@ def _submit_group(settings: Settings, client: openai.OpenAI, run_id: int,
     lines: dict[int, bytes] = {}
     size = 0
     for item in items.values():
-        with session_scope() as session:
-            existing = repo.find_result_id(session, item.content_hash, item.pipeline_version,
-                                           item.chunk_index)
-            if existing is not None:  # done elsewhere meanwhile: reuse, send nothing
-                repo.reuse_result(session, item.id, existing)
-        if existing is not None:
+        if item.stored_result_id is not None:  # done elsewhere meanwhile: reuse, send nothing
+            with session_scope() as session:
+                repo.reuse_result(session, item.id, item.stored_result_id)
             report.reused += 1
             _after_success(item)
             continue

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import redis
 
+from workers.ratelimit import ScriptBatch
+
 _ALLOW = """
 local key = KEYS[1]
 local probe_ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -98,13 +100,19 @@ class CircuitBreaker:
         status = int(status)
         return BreakerDecision(allowed=status > 0, wait=float(wait), probe=status == 2)
 
-    def record(self, endpoint: str, *, ok: bool, now: float | None = None) -> str:
-        """Record one call's outcome; returns the breaker state after it."""
-        state = self._record(
-            keys=[self.key(endpoint), self.key(endpoint) + ":window"],
-            args=[1 if ok else 0, self.window, self.failure_ratio, self.min_calls,
-                  self.open_seconds, self.max_open_seconds, -1 if now is None else now],
-        )
+    def record(self, endpoint: str, *, ok: bool, now: float | None = None,
+               batch: ScriptBatch | None = None) -> str | None:
+        """Record one call's outcome; returns the breaker state after it.
+
+        With ``batch`` the script is queued there and None is returned.
+        """
+        keys = [self.key(endpoint), self.key(endpoint) + ":window"]
+        args = [1 if ok else 0, self.window, self.failure_ratio, self.min_calls,
+                self.open_seconds, self.max_open_seconds, -1 if now is None else now]
+        if batch is not None:
+            batch.add(self._record, keys, args)
+            return None
+        state = self._record(keys=keys, args=args)
         return state.decode() if isinstance(state, bytes) else str(state)
 
     def state(self, endpoint: str) -> dict[str, float]:

@@ -170,13 +170,9 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
             f"pipeline {pipeline.name} is now version {pipeline.version}, the run was created "
             f"with {item.pipeline_version}: start a new run", code="pipeline_changed"))
 
-    with session_scope() as session:
-        existing = repo.find_result_id(
-            session, item.content_hash, item.pipeline_version, item.chunk_index
-        )
-        if existing is not None:
-            repo.reuse_result(session, item.id, existing)
-    if existing is not None:
+    if item.stored_result_id is not None:
+        with session_scope() as session:
+            repo.reuse_result(session, item.id, item.stored_result_id)
         return _done(item, "reused")
 
     try:

@@ -25,8 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from workers.llm.errors import parse_duration
 from workers.process_local import PerProcess
@@ -244,6 +246,41 @@ def promises_key(key: str) -> str:
     return f"docpipe:ratelimit-promises:{key.removeprefix(_PREFIX)}"
 
 
+class ScriptBatch:
+    """Lua scripts queued together and run in one round trip.
+
+    redis-py's ``Script`` on a pipeline first asks ``SCRIPT EXISTS``: a second round trip, the
+    one a batch is for. Here each script goes as a bare ``EVALSHA``; one that Redis no longer
+    knows (a restart empties its script cache) is loaded and run again on its own, so no
+    script runs twice.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._calls: list[tuple[Script, list[Any], list[Any]]] = []
+
+    def add(self, script: Script, keys: list[Any], args: list[Any]) -> None:
+        """Queue ``script`` to run with ``keys`` and ``args``."""
+        self._calls.append((script, keys, args))
+
+    def execute(self) -> list[Any]:
+        """Run every queued script; return their results in order. Raises the first error."""
+        if not self._calls:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for script, keys, args in self._calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            results: list[Any] = pipe.execute(raise_on_error=False)
+        for i, (script, keys, args) in enumerate(self._calls):
+            if isinstance(results[i], redis.exceptions.NoScriptError):
+                results[i] = script(keys=keys, args=args)  # loads it, then runs it
+        self._calls.clear()
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+
 class RateLimiter:
     """The fleet-wide limiter. Thread-safe; one per process is enough."""
 
@@ -267,29 +304,31 @@ class RateLimiter:
         return Grant(reserved=int(status) == 1, wait=float(wait), epoch=int(epoch))
 
     def settle(self, key: str, *, budget: Budget, token_delta: int = 0,
-               headers: Mapping[str, str] | None = None, now: float | None = None) -> None:
-        """Correct a reservation by ``token_delta`` (real minus estimate) and follow headers."""
+               headers: Mapping[str, str] | None = None, now: float | None = None,
+               batch: ScriptBatch | None = None) -> None:
+        """Correct a reservation by ``token_delta`` (real minus estimate) and follow headers.
+
+        With ``batch`` the script is queued there, to run when the batch executes.
+        """
         h = headers or {}
         limits = {kind: _int_header(h, f"x-ratelimit-limit-{kind}")
                   for kind in ("requests", "tokens")}
         # A remaining-* count is believed only beside a plausible limit-* count.
         remaining = {kind: _int_header(h, f"x-ratelimit-remaining-{kind}", allow_zero=True)
                      if limits[kind] > 0 else -1 for kind in limits}
-        self._settle(
-            keys=[key, promises_key(key)],
-            args=[budget.rpm or 0, budget.tpm or 0, token_delta, remaining["requests"],
-                  remaining["tokens"], limits["requests"], limits["tokens"],
-                  self.burst_seconds, -1 if now is None else now],
-        )
+        _run(self._settle, batch, keys=[key, promises_key(key)],
+             args=[budget.rpm or 0, budget.tpm or 0, token_delta, remaining["requests"],
+                   remaining["tokens"], limits["requests"], limits["tokens"],
+                   self.burst_seconds, -1 if now is None else now])
 
     def cooldown(self, key: str, seconds: float, *, budget: Budget | None = None,
-                 now: float | None = None) -> None:
-        """Hold every worker back from this (endpoint, model) for ``seconds``."""
+                 now: float | None = None, batch: ScriptBatch | None = None) -> None:
+        """Hold every worker back from this (endpoint, model) for ``seconds`` (see settle)."""
         rpm = budget.rpm if budget is not None and budget.rpm else 0
         tpm = budget.tpm if budget is not None and budget.tpm else 0
-        self._cooldown(keys=[key, promises_key(key)],
-                       args=[max(0.0, seconds), -1 if now is None else now, rpm, tpm,
-                             self.burst_seconds])
+        _run(self._cooldown, batch, keys=[key, promises_key(key)],
+             args=[max(0.0, seconds), -1 if now is None else now, rpm, tpm,
+                   self.burst_seconds])
 
     def epoch(self, key: str) -> int:
         """How many cooldowns ``key`` has had: a change voids earlier reservations."""
@@ -315,6 +354,15 @@ def _int_header(headers: Mapping[str, str], name: str, *, allow_zero: bool = Fal
     except ValueError:
         return -1
     return number if number > 0 or (allow_zero and number == 0) else -1
+
+
+def _run(script: Script, batch: ScriptBatch | None, *, keys: list[Any], args: list[Any]
+         ) -> Any:
+    """Run ``script`` now, or queue it on ``batch``."""
+    if batch is None:
+        return script(keys=keys, args=args)
+    batch.add(script, keys, args)
+    return None
 
 
 def cooldown_seconds(headers: Mapping[str, str], retry_after: float | None) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
 import redis
 from celery import Task
@@ -16,6 +15,7 @@ from workers.celery_app import Queue, TaskName, app
 from workers.db.models import utcnow
 from workers.db.repository import ScheduleBusy
 from workers.llm.client import get_client
+from workers.publish import publish_tasks
 from workers.ratelimit import redis_client
 from workers.settings import get_settings
 from workers.throttle import get_throttle
@@ -103,12 +103,18 @@ def batch_tick() -> dict[str, int]:
 
 def send_items(item_ids: Sequence[int], *, queue: str = Queue.LIVE,
                countdown: float | None = None) -> None:
-    """Publish one message per item id over a single producer connection."""
+    """Publish one message per item id.
+
+    Messages due now go out in pipelines (see :mod:`workers.publish`); a retry's delayed
+    message goes through ``apply_async``, which handles the countdown.
+    """
     if not item_ids:
         return
-    options: dict[str, Any] = {"queue": queue, "routing_key": queue}
-    if countdown is not None:
-        options["countdown"] = countdown
+    if countdown is None:
+        publish_tasks(app, TaskName.PROCESS_ITEM, [(item_id,) for item_id in item_ids],
+                      queue=queue)
+        return
     with app.producer_or_acquire() as producer:
         for item_id in item_ids:
-            process_item.apply_async((item_id,), producer=producer, **options)
+            process_item.apply_async((item_id,), producer=producer, queue=queue,
+                                     routing_key=queue, countdown=countdown)

@@ -22,7 +22,14 @@ from workers.breaker import CircuitBreaker
 from workers.errors import RateLimitedError, TransientError
 from workers.llm.client import CallResult
 from workers.process_local import PerProcess
-from workers.ratelimit import Budget, RateLimiter, cooldown_seconds, limit_key, redis_client
+from workers.ratelimit import (
+    Budget,
+    RateLimiter,
+    ScriptBatch,
+    cooldown_seconds,
+    limit_key,
+    redis_client,
+)
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.throttle")
@@ -164,14 +171,19 @@ class Throttle:
         if isinstance(call.error, RateLimitedError):
             cooldown = cooldown_seconds(call.headers, call.error.retry_after)
         try:
+            # One round trip for the limiter's and the breaker's scripts.
+            batch = ScriptBatch(self.limiter.redis)
             if ticket.key is not None:
                 used = call.usage.input_tokens + call.usage.output_tokens
                 delta = used - ticket.estimate if used else 0  # no usage: the API keeps it
                 self.limiter.settle(ticket.key, budget=ticket.budget, token_delta=delta,
-                                    headers=call.headers)
+                                    headers=call.headers, batch=batch)
                 if cooldown is not None:
-                    self.limiter.cooldown(ticket.key, cooldown, budget=ticket.budget)
-            self.breaker.record(self.endpoint, ok=not isinstance(call.error, TransientError))
+                    self.limiter.cooldown(ticket.key, cooldown, budget=ticket.budget,
+                                          batch=batch)
+            self.breaker.record(self.endpoint, ok=not isinstance(call.error, TransientError),
+                                batch=batch)
+            batch.execute()
         except redis.RedisError as exc:
             log.warning("could not settle the call with the fleet limiter: %s", exc)
         return cooldown

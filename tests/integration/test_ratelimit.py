@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from workers.breaker import CircuitBreaker
-from workers.ratelimit import Budget, RateLimiter, cooldown_seconds
+from workers.ratelimit import Budget, RateLimiter, ScriptBatch, cooldown_seconds
 
 T0 = 1_000.0
 
@@ -317,3 +317,45 @@ class TestBreaker:
         endpoint = f"test-{uuid.uuid4().hex}"
         for i in range(30):
             assert breaker.record(endpoint, ok=i % 3 != 0, now=T0 + i) == "closed"
+
+
+class TestScriptBatch:
+    def test_settle_and_record_in_one_batch_equal_them_one_by_one(
+            self, client: redis.Redis) -> None:
+        one, batched = fresh_key(), fresh_key()
+        limiter = RateLimiter(client, burst_seconds=60)
+        breaker = CircuitBreaker(client, min_calls=1, window=1)
+        budget = Budget(rpm=60, tpm=6000)
+        for key in (one, batched):
+            assert limiter.acquire(key, tokens=100, budget=budget, max_wait=0, now=1000).reserved
+        limiter.settle(one, budget=budget, token_delta=50, now=1001)
+        limiter.cooldown(one, 3, budget=budget, now=1001)
+        assert breaker.record("one", ok=False, now=1001) == "open"
+
+        before = client.hgetall(batched)
+        batch = ScriptBatch(client)
+        limiter.settle(batched, budget=budget, token_delta=50, now=1001, batch=batch)
+        limiter.cooldown(batched, 3, budget=budget, now=1001, batch=batch)
+        assert breaker.record("batched", ok=False, now=1001, batch=batch) is None
+        assert client.hgetall(batched) == before  # nothing ran before execute
+        assert batch.execute()[2] == b"open"
+        assert client.hgetall(batched) == client.hgetall(one)
+        assert breaker.state("batched") == breaker.state("one")
+
+    def test_scripts_redis_forgot_run_once_each(self, client: redis.Redis) -> None:
+        # A restarted Redis has no scripts: each is loaded and run again on its own, and the
+        # ones that ran are not run twice.
+        key = fresh_key()
+        limiter = RateLimiter(client, burst_seconds=60)
+        breaker = CircuitBreaker(client, min_calls=5, window=5)
+        budget = Budget(rpm=60, tpm=6000)
+        assert limiter.acquire(key, tokens=100, budget=budget, max_wait=0, now=1000).reserved
+        client.script_flush()
+        for _ in range(2):
+            batch = ScriptBatch(client)
+            limiter.settle(key, budget=budget, token_delta=100, now=1000, batch=batch)
+            breaker.record("forgetful", ok=True, now=1000, batch=batch)
+            batch.execute()
+        # A full bucket (6,000), the 100-token charge, two true-ups of +100; two outcomes.
+        assert float(client.hget(key, "t") or 0) == pytest.approx(6000 - 100 - 200)
+        assert client.llen(CircuitBreaker.key("forgetful") + ":window") == 2

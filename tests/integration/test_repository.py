@@ -231,6 +231,53 @@ def call_in_flight(text: str, *, lease_seconds: int) -> tuple[int, int, int]:
     return run_id, item_id, attempt_id
 
 
+class TestRunReport:
+    def test_the_report_adds_up_on_both_databases(self, migrated_db: str) -> None:
+        # Ten items: item i pays i cents over one call, or two for the even ones (the first a
+        # 429 at no cost); one failed item; the rest are queued.
+        run_id, items = new_run([f"report {i}" for i in range(12)])
+        started = utcnow()
+        with session_scope() as s:
+            for i, item_id in enumerate(items[:10], start=1):
+                assert repo.claim_item(s, item_id, lease_seconds=60) is not None
+                if i % 2 == 0:
+                    repo.record_attempt(s, repo.AttemptRecord(
+                        item_id=item_id, run_id=run_id, model="m", outcome="rate_limited",
+                        started_at=started - timedelta(minutes=5), latency_ms=3))
+                repo.record_attempt(s, repo.AttemptRecord(
+                    item_id=item_id, run_id=run_id, model="m", outcome="ok",
+                    started_at=started, latency_ms=40, input_tokens=100 * i, cached_tokens=i,
+                    output_tokens=10 * i, reasoning_tokens=1, cost_usd=Decimal(i) / 100))
+                repo.add_budget_wait(s, item_id, 250)
+            repo.fail_item(s, items[10], error_class="bad_output", code="schema_violation",
+                           message="no")
+        with session_scope() as s:
+            report = repo.run_report(s, run_id)
+        assert report is not None
+        assert report.total == 12 and report.attempts == 15
+        assert report.attempts_by_outcome == {"ok": 10, "rate_limited": 5}
+        assert report.rate_limited == 5
+        assert (report.input_tokens, report.cached_tokens, report.output_tokens,
+                report.reasoning_tokens) == (5500, 55, 550, 10)
+        assert report.cost_usd == Decimal("0.55")
+        # Nearest rank over 0.01 .. 0.10: the 5th and the 9th.
+        assert report.cost_per_item == {"p50": 0.05, "p90": 0.09, "max": 0.10}
+        # 0.055 a called item, for the 11 items still open (10 running, 1 queued).
+        assert report.projected_cost_usd == Decimal("0.55") + Decimal("0.055") * 11
+        assert report.budget_wait_seconds == 2.5
+        assert report.last_minute_requests == 10 and report.last_minute_tokens == 6050
+        assert report.errors == {"bad_output:schema_violation": 1}
+        assert report.by_status[ItemStatus.FAILED] == 1
+
+    def test_a_run_without_calls_has_no_costs(self, migrated_db: str) -> None:
+        run_id, _ = new_run(["quiet"])
+        with session_scope() as s:
+            report = repo.run_report(s, run_id)
+        assert report is not None
+        assert (report.attempts, report.cost_usd, report.cost_per_item) == (0, 0, {})
+        assert report.projected_cost_usd == 0
+
+
 class TestAttemptsInFlight:
     def test_a_call_is_on_record_before_it_is_made_and_completed_after(
             self, migrated_db: str) -> None:
