@@ -117,11 +117,11 @@ def ensure_migrated(url: str | None = None) -> None:
     Raises:
         DatabaseNotMigrated: with the current and expected revisions and the command to run.
     """
-    from workers.db.migrations import current_revision, head_revision
+    from workers.db.migrations import HEAD_REVISION, stored_revision
 
     url = url or get_settings().database_url
-    current = current_revision(get_engine(url))
-    head = head_revision()
+    current = stored_revision(get_engine(url))
+    head = HEAD_REVISION
     if current != head:
         state = "has no docpipe schema" if current is None else f"is at revision {current}"
         raise DatabaseNotMigrated(
