@@ -153,6 +153,12 @@ def measure(docs: int, args: argparse.Namespace, tmp: Path) -> Size:
                 d1 - d0, t1 - t0, c1 - c0, m0, m1)
 
 
+HEADER = ("| documents | ingest, docs/s | ingest peak memory | `run_report` | `docpipe status` "
+          "| measured | docs/s | time per document (against the smallest) "
+          "| worker CPU per document | workers' memory, 10% → 90% |\n"
+          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,8 +194,7 @@ Machine: {describe_machine()}. Fresh PostgreSQL 15 (fsync off), Redis and simula
 Ingest runs alone, before the workers start. Throughput is taken between 10% and 90% of the
 first {args.window:,} documents (or of the run).
 
-| documents | ingest, docs/s | ingest peak memory | `run_report` | `docpipe status` | measured | docs/s | time per document (against the smallest) | worker CPU per document | workers' memory, 10% → 90% |
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+{HEADER}
 {rows}
 """
     emit(text, record=args.record)

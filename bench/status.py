@@ -43,13 +43,17 @@ SELECT g, md5(g::text) || md5((g + 1)::text), 'corpus/doc-' || g || '.txt', 'tex
        4000, repeat('word ', 800), 0, now()
 FROM generate_series(1, :n) AS g;
 -- 90% succeeded, 4% failed, 3% queued, 2% retry, 1% running.
+-- calls and cost_usd: the attempts written below (a call for g % 50 <> 0, a 429 for
+-- g % 10 = 0).
 INSERT INTO items (id, run_id, document_id, source, chunk_index, status, attempts, reused,
-                   budget_wait_ms, worker_losses, level, send_live, last_error_class,
-                   last_error_code, created_at, updated_at, finished_at)
+                   budget_wait_ms, worker_losses, level, send_live, calls, cost_usd,
+                   last_error_class, last_error_code, created_at, updated_at, finished_at)
 SELECT g, 1, g, 'corpus/doc-' || g || '.txt', 0,
        CASE WHEN g % 100 < 90 THEN 'succeeded' WHEN g % 100 < 94 THEN 'failed'
             WHEN g % 100 < 97 THEN 'queued' WHEN g % 100 < 99 THEN 'retry' ELSE 'running' END,
        CASE WHEN g % 100 < 90 THEN 1 ELSE 2 END, g % 50 = 0, 0, 0, 0, false,
+       CASE WHEN g % 50 <> 0 THEN 1 ELSE 0 END + CASE WHEN g % 10 = 0 THEN 1 ELSE 0 END,
+       CASE WHEN g % 50 <> 0 THEN 0.0008 ELSE 0 END,
        CASE WHEN g % 100 BETWEEN 90 AND 93 THEN 'bad_output' END,
        CASE WHEN g % 100 BETWEEN 90 AND 93 THEN 'schema_violation' END,
        now() - interval '1 hour', now(),

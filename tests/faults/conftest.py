@@ -8,6 +8,7 @@ failed with a reason; nothing is left pending; the broker's queue and unacked se
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +20,7 @@ from tests.conftest import wait_until
 from tests.e2e.conftest import Stack
 from tests.support.services import SimulatorProcess
 from workers.db.migrations import upgrade
-from workers.db.models import Document, Item, ItemStatus, Result, Run
+from workers.db.models import Attempt, AttemptOutcome, Document, Item, ItemStatus, Result, Run
 from workers.db.session import session_scope
 
 pytestmark = pytest.mark.faults
@@ -75,6 +76,14 @@ def assert_accounted_for(stack: Deployment, run_id: int, *, broker_timeout: floa
                 assert results == [item.result_id], (item.id, results)
             else:
                 assert item.last_error_code and item.last_error_message, item.id
+        # Each item's own tally of its calls (what status reads) equals its attempt rows.
+        tallies = {item_id: (calls, Decimal(str(cost))) for item_id, calls, cost in s.execute(
+            select(Attempt.item_id, func.count(), func.coalesce(func.sum(Attempt.cost_usd), 0))
+            .where(Attempt.run_id == run_id, Attempt.outcome != AttemptOutcome.IN_FLIGHT)
+            .group_by(Attempt.item_id))}
+        for item, _ in rows:
+            calls, cost = tallies.get(item.id, (0, Decimal(0)))
+            assert (item.calls, Decimal(str(item.cost_usd))) == (calls, cost), item.id
         total = s.scalar(select(func.count()).select_from(Result)
                          .where(Result.pipeline_version == run.pipeline_version))
         # One result per (content, chunk): a long document has one per chunk and reduce.

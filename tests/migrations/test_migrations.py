@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from workers.db.migrations import (
     HEAD_REVISION,
@@ -69,3 +71,39 @@ def test_the_quick_schema_check_reads_what_alembic_reads(any_db_url: str) -> Non
         downgrade(any_db_url, revision)
     assert stored_revision(engine) is None is current_revision(engine)
     engine.dispose()
+
+
+def test_item_costs_are_filled_in_from_the_attempts_already_stored(any_db_url: str) -> None:
+    # 0010 adds items.calls and items.cost_usd; items that made calls before it get theirs
+    # from their attempts (a call still in flight is counted when it is recorded).
+    upgrade(any_db_url, "0009")
+    engine = create_engine(any_db_url)
+    seed = [
+        "INSERT INTO runs (id, pipeline, pipeline_version, model, queue, status, total_items,"
+        " succeeded_items, failed_items, spent_usd, reserved_usd, mode, created_at) VALUES"
+        " (1, 'p', 'v1', 'm', 'q', 'running', 2, 0, 0, 0, 0, 'live', '2026-11-26')",
+        "INSERT INTO documents (id, content_hash, source, media_type, size_bytes, text,"
+        " attachments, created_at) VALUES (1, 'h1', 'a', 'text/plain', 1, 'a', 0, '2026-11-26'),"
+        " (2, 'h2', 'b', 'text/plain', 1, 'b', 0, '2026-11-26')",
+        "INSERT INTO items (id, run_id, document_id, source, chunk_index, status, attempts,"
+        " reused, created_at, updated_at) VALUES"
+        " (1, 1, 1, 'a', 0, 'running', 2, false, '2026-11-26', '2026-11-26'),"
+        " (2, 1, 2, 'b', 0, 'queued', 0, false, '2026-11-26', '2026-11-26')",
+        "INSERT INTO attempts (item_id, run_id, model, outcome, started_at, latency_ms,"
+        " input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_usd, reserved_usd)"
+        " VALUES (1, 1, 'm', 'rate_limited', '2026-11-26', 1, 0, 0, 0, 0, 0, 0),"
+        " (1, 1, 'm', 'ok', '2026-11-26', 1, 9, 0, 3, 0, 0.0125, 0),"
+        " (1, 1, 'm', 'in_flight', '2026-11-26', 0, 0, 0, 0, 0, 0, 0)",
+    ]
+    try:
+        with engine.begin() as connection:
+            for statement in seed:
+                connection.execute(text(statement))
+        upgrade(any_db_url)
+        with engine.connect() as connection:
+            rows = connection.execute(text(
+                "SELECT id, calls, cost_usd FROM items ORDER BY id")).all()
+        assert [(i, calls, Decimal(str(cost))) for i, calls, cost in rows] == [
+            (1, 2, Decimal("0.0125")), (2, 0, Decimal(0))]
+    finally:
+        engine.dispose()

@@ -216,6 +216,12 @@ class Item(Base):
     #: Claims that found the item still running under an expired lease: its worker was lost
     #: (killed, out of memory, past its time limit) while holding it.
     worker_losses: Mapped[int] = mapped_column(default=0, server_default="0")
+    #: The item's finished attempts (recorded or closed as lost), and what they cost together:
+    #: kept as attempts finish, so ``status`` reads per-item costs from the item rows instead
+    #: of grouping the attempts.
+    calls: Mapped[int] = mapped_column(default=0, server_default="0")
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 9), default=Decimal(0),
+                                              server_default="0")
     result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id"))
     #: Long documents become a tree (see pipelines.chunking.plan): chunks at level 0 with
     #: their span of the document's text, reduces above them. ``parent_id`` takes the result.
