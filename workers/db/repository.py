@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import Float, and_, case, cast, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -1102,8 +1102,7 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
     by_status: dict[str, int] = {}
     reused = waited_ms = 0
     for status, count, reused_here, waited_here in session.execute(
-        select(Item.status, func.count(),
-               func.coalesce(func.sum(case((Item.reused.is_(True), 1), else_=0)), 0),
+        select(Item.status, func.count(), func.count().filter(Item.reused.is_(True)),
                func.coalesce(func.sum(Item.budget_wait_ms), 0))
         .where(Item.run_id == run_id).group_by(Item.status)
     ):
@@ -1166,10 +1165,12 @@ def _cost_per_item(session: Session, run_id: int) -> tuple[int, dict[str, float]
     called = and_(Item.run_id == run_id, Item.calls > 0)
     if session.get_bind().dialect.name == "postgresql":
         # Nearest rank, as _percentile: the first value at or past the share of the rows.
+        # Sorted as float8: a tenth of the time numeric takes, and the figures are floats.
+        cost = cast(Item.cost_usd, Float)
         row = session.execute(select(
             func.count(),
-            func.percentile_disc(0.5).within_group(Item.cost_usd),
-            func.percentile_disc(0.9).within_group(Item.cost_usd),
+            func.percentile_disc(0.5).within_group(cost),
+            func.percentile_disc(0.9).within_group(cost),
             func.max(Item.cost_usd)).where(called)).one()
         if not row[0]:
             return 0, {}
