@@ -37,12 +37,13 @@ from corpus import write_corpus  # noqa: E402
 from record import describe_machine, emit  # noqa: E402
 from soak import throwaway_postgres  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
+from stack import start_simulator  # noqa: E402
 from throughput import tree_cpu  # noqa: E402
 
 from workers.db import repository as repo  # noqa: E402
 from workers.db.models import Item, ItemStatus  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
-from workers.embedded import child, docpipe_command, embedded_redis, free_port  # noqa: E402
+from workers.embedded import child, docpipe_command, embedded_redis  # noqa: E402
 
 
 @dataclass
@@ -96,13 +97,9 @@ def measure(docs: int, args: argparse.Namespace, tmp: Path) -> Size:
     with ExitStack() as stack:
         database = stack.enter_context(throwaway_postgres(work))
         broker = stack.enter_context(embedded_redis(str(work)))
-        port = free_port()
-        stack.enter_context(child(
-            docpipe_command("simulator", "--port", str(port), "--latency-ms", args.latency_ms,
-                            "--seed", "3"),
-            port=port, what="simulator", log_path=work / "simulator.log"))
+        base_url = start_simulator(stack, work, latency_ms=args.latency_ms)
         env = {**os.environ, "DOCPIPE_DATABASE_URL": database, "DOCPIPE_BROKER_URL": broker,
-               "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": "sk-bench",
+               "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-bench",
                "DOCPIPE_WORKER_CONCURRENCY": str(args.concurrency // 2),
                "DOCPIPE_WORKER_POOL": "threads"}
         subprocess.run(docpipe_command("db", "upgrade"), env=env, check=True,

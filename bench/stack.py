@@ -27,6 +27,16 @@ class BenchStack:
                               check=True, capture_output=True, text=True).stdout
 
 
+def start_simulator(stack: ExitStack, work: Path, *, latency_ms: str, seed: int = 3) -> str:
+    """Start the simulator (no rate limits) until ``stack`` closes; return its API base URL."""
+    port = free_port()
+    stack.enter_context(child(
+        docpipe_command("simulator", "--port", str(port), "--latency-ms", latency_ms,
+                        "--seed", str(seed)),
+        port=port, what="simulator", log_path=work / "simulator.log"))
+    return f"http://127.0.0.1:{port}/v1"
+
+
 @contextmanager
 def bench_stack(work: Path, *, latency_ms: str, concurrency: int, seed: int = 5,
                 name: str = "bench", settings: dict[str, str] | None = None,
@@ -39,15 +49,11 @@ def bench_stack(work: Path, *, latency_ms: str, concurrency: int, seed: int = 5,
     with ExitStack() as stack:
         database = f"sqlite:///{work}/{name}.db"
         broker = stack.enter_context(embedded_redis(str(work)))
-        port = free_port()
-        stack.enter_context(child(
-            docpipe_command("simulator", "--port", str(port), "--latency-ms", latency_ms,
-                            "--seed", str(seed)),
-            port=port, what="simulator", log_path=work / "simulator.log"))
+        base_url = start_simulator(stack, work, latency_ms=latency_ms, seed=seed)
         env = {"DOCPIPE_DATABASE_URL": database, "DOCPIPE_BROKER_URL": broker,
-               "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": "sk-bench",
+               "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-bench",
                "DOCPIPE_WORKER_CONCURRENCY": str(concurrency)} | (settings or {})
-        bench = BenchStack(database, f"http://127.0.0.1:{port}", env)
+        bench = BenchStack(database, base_url.removesuffix("/v1"), env)
         bench.docpipe("db", "upgrade")
         stack.enter_context(child(
             docpipe_command("worker", *(["--beat"] if beat else []), "--hostname",

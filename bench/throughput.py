@@ -40,12 +40,12 @@ from corpus import write_corpus  # noqa: E402
 from record import describe_machine, emit  # noqa: E402
 from soak import throwaway_postgres  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
-from stack import wait_finished  # noqa: E402
+from stack import start_simulator, wait_finished  # noqa: E402
 
 from pipelines import get_pipeline  # noqa: E402
 from workers.db.models import Attempt  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
-from workers.embedded import child, docpipe_command, embedded_redis, free_port  # noqa: E402
+from workers.embedded import child, docpipe_command, embedded_redis  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -123,7 +123,7 @@ def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Na
                 ) -> Side:
     threads = args.concurrency // args.workers
     run_env = env | {"DOCPIPE_WORKER_CONCURRENCY": str(threads),
-                     "DOCPIPE_WORKER_POOL": "threads"}
+                     "DOCPIPE_WORKER_POOL": args.pool}
     with ExitStack() as stack:
         workers = [stack.enter_context(child(
             docpipe_command("worker", "--hostname", f"tp{i}@%h", "--without-gossip",
@@ -173,6 +173,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pool", choices=("threads", "prefork"), default="threads",
+                        help="Celery pool of each worker: concurrency/workers threads, or as "
+                        "many processes")
     parser.add_argument("--latency-ms", default="500,4000",
                         help="simulator latency: MEDIAN,P99 (log-normal)")
     parser.add_argument("--words", default="50,1500", help="document length range, words")
@@ -194,12 +197,7 @@ def main() -> None:
         # its own.
         database = args.database_url or stack.enter_context(throwaway_postgres(work))
         broker = stack.enter_context(embedded_redis(str(work)))
-        port = free_port()
-        stack.enter_context(child(
-            docpipe_command("simulator", "--port", str(port), "--latency-ms", args.latency_ms,
-                            "--seed", "3"),
-            port=port, what="simulator", log_path=work / "simulator.log"))
-        base_url = f"http://127.0.0.1:{port}/v1"
+        base_url = start_simulator(stack, work, latency_ms=args.latency_ms)
         env = {"DOCPIPE_DATABASE_URL": database, "DOCPIPE_BROKER_URL": broker,
                "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-bench"}
         os.environ.update(env)
@@ -218,8 +216,9 @@ def main() -> None:
 
 `{command}` on {describe_machine()}: {args.docs:,} memos of {low} to {high} words,
 `summarise`, simulator latency {args.latency_ms} ms (median, p99; log-normal), no rate limits,
-{args.concurrency} calls in flight on each side (docpipe: {args.workers} worker processes of
-{args.concurrency // args.workers} threads, PostgreSQL 15, Redis).
+{args.concurrency} calls in flight on each side (docpipe: {args.workers} workers of
+{args.concurrency // args.workers} {"threads" if args.pool == "threads" else "pool processes"},
+PostgreSQL 15, Redis).
 
 | | documents | seconds | documents/s | CPU per document |
 |---|---|---|---|---|

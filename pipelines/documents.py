@@ -100,7 +100,12 @@ def discover(inputs: Iterable[str]) -> Iterator[Path | DocumentError]:
     Missing paths and unreadable folders come back as :class:`DocumentError`. Symlinked
     folders are not followed, so a symlink loop cannot trap the walk.
     """
-    seen: set[Path] = set()
+    # A path reached twice (a file inside a folder also given, overlapping globs) is yielded
+    # once. Only the inputs are remembered, never the files a walk finds, so memory does not
+    # grow with the folder: a walk skips the explicit files already yielded, and any input
+    # inside a folder already walked is skipped whole.
+    roots: list[Path] = []
+    files: set[Path] = set()
     for raw in inputs:
         if _GLOB_CHARS.search(raw) and not os.path.exists(raw):
             matches = sorted(glob.glob(raw, recursive=True))
@@ -111,24 +116,28 @@ def discover(inputs: Iterable[str]) -> Iterator[Path | DocumentError]:
             candidates = [raw]
         for candidate in candidates:
             path = Path(candidate)
-            if path.is_dir():
-                yield from _walk(path, seen)
-            elif path.exists() or path.is_symlink():
-                if path not in seen:
-                    seen.add(path)
-                    yield path
-            else:
+            if not (path.exists() or path.is_symlink()):
                 yield DocumentError(candidate, "no such file or folder", code="not_found")
+            elif any(path.is_relative_to(root) for root in roots):
+                continue
+            elif path.is_dir():
+                yield from _walk(path, skip=files, walked=list(roots))
+                roots.append(path)
+            elif path not in files:
+                files.add(path)
+                yield path
 
 
-def _walk(root: Path, seen: set[Path]) -> Iterator[Path | DocumentError]:
+def _walk(root: Path, *, skip: set[Path], walked: list[Path]) -> Iterator[Path | DocumentError]:
+    """Files under ``root`` in sorted order, but those in ``skip`` or under ``walked``."""
     errors: list[OSError] = []
-    for folder, dirs, files in os.walk(root, onerror=errors.append, followlinks=False):
+    for folder, dirs, names in os.walk(root, onerror=errors.append, followlinks=False):
         dirs.sort()
-        for name in sorted(files):
+        if walked:  # an earlier input inside this one was walked already
+            dirs[:] = [d for d in dirs if Path(folder, d) not in walked]
+        for name in sorted(names):
             path = Path(folder) / name
-            if path not in seen:
-                seen.add(path)
+            if path not in skip:
                 yield path
     for error in errors:
         yield DocumentError(str(error.filename), f"cannot list folder: {error.strerror}",

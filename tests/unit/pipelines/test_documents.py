@@ -166,6 +166,16 @@ class TestDiscover:
         errors = [e for e in found if isinstance(e, DocumentError)]
         assert [e.code for e in errors] == ["not_found"]
 
+    def test_overlapping_inputs_yield_each_file_once(self, tmp_path: Path) -> None:
+        (tmp_path / "d" / "sub").mkdir(parents=True)
+        for name in ("d/a.txt", "d/sub/b.txt", "c.txt"):
+            (tmp_path / name).write_text(name)
+        inputs = [tmp_path / "c.txt", tmp_path / "d" / "sub", tmp_path, tmp_path / "d" / "a.txt",
+                  tmp_path / "*.txt"]
+        found = [p.relative_to(tmp_path).as_posix() for p in discover(str(i) for i in inputs)
+                 if isinstance(p, Path)]
+        assert found == ["c.txt", "d/sub/b.txt", "d/a.txt"]
+
     def test_a_symlink_loop_does_not_trap_the_walk(self, tmp_path: Path) -> None:
         (tmp_path / "d").mkdir()
         (tmp_path / "d" / "f.txt").write_text("f")
