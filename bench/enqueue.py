@@ -3,8 +3,9 @@
 - ``apply_async``, one message at a time on one producer (docpipe before issue 8);
 - ``apply_async`` inside kombu 5.7's ``Producer.batch()``, which pipelines the round trips
   (with the task-sent event off, as for bulk sends);
-- :func:`workers.publish.publish_tasks`: Celery's ``create_task_message`` and kombu's Redis
-  envelope, a thousand ``LPUSH`` per pipeline.
+- :func:`workers.publish.publish_items`: one message built by Celery's
+  ``create_task_message``, the others copied from it, kombu's Redis envelope, a thousand
+  ``LPUSH`` per pipeline.
 
 Each sends ``--messages`` to an embedded Redis; the queue is checked to hold them all.
 
@@ -42,7 +43,7 @@ def main() -> None:
         import redis
 
         from workers.celery_app import Queue, TaskName, app
-        from workers.publish import publish_tasks
+        from workers.publish import publish_items
         from workers.tasks import process_item
 
         client = redis.Redis.from_url(broker)
@@ -65,13 +66,12 @@ def main() -> None:
                 app.conf.task_send_sent_event = True
 
         def pipelined() -> None:
-            publish_tasks(app, TaskName.PROCESS_ITEM, [(i,) for i in range(count)],
-                          queue=queue)
+            publish_items(app, TaskName.PROCESS_ITEM, list(range(count)), queue=queue)
 
         ways: list[tuple[str, Callable[[], None]]] = [
             ("`apply_async`, one round trip a message (before)", one_by_one),
             ("`apply_async` in kombu's `Producer.batch()`, no task-sent event", kombu_batch),
-            ("`publish_tasks`: a thousand `LPUSH` per pipeline (now)", pipelined),
+            ("`publish_items`: a thousand `LPUSH` per pipeline (now)", pipelined),
         ]
         rows = []
         for name, send in ways:

@@ -107,10 +107,12 @@ def reprocess(pipeline: Pipeline, *, publish: Publisher, queue: str,
     for start in range(0, len(chosen), BATCH_SIZE):
         batch = chosen[start : start + BATCH_SIZE]
         with session_scope() as session:
-            texts = repo.document_texts(session, [doc for doc, _ in batch])
+            # Only texts that may be too long for one call are read: the others need none.
+            texts = {} if pipeline.max_input_tokens is None else repo.document_texts(
+                session, [doc for doc, _ in batch], over_bytes=pipeline.max_input_tokens)
             created, added, long_documents = add_run_items(
-                session, report.run_id, [(doc, source, texts[doc]) for doc, source in batch],
-                pipeline)
+                session, report.run_id,
+                [(doc, source, texts.get(doc, "")) for doc, source in batch], pipeline)
         report.items += added
         report.long_documents += long_documents
         if created and mode != "batch":  # beat sends a batch run's items

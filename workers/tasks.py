@@ -15,7 +15,7 @@ from workers.celery_app import Queue, TaskName, app
 from workers.db.models import utcnow
 from workers.db.repository import ScheduleBusy
 from workers.llm.client import get_client
-from workers.publish import publish_tasks
+from workers.publish import publish_items
 from workers.ratelimit import redis_client
 from workers.settings import get_settings
 from workers.throttle import get_throttle
@@ -111,8 +111,7 @@ def send_items(item_ids: Sequence[int], *, queue: str = Queue.LIVE,
     if not item_ids:
         return
     if countdown is None:
-        publish_tasks(app, TaskName.PROCESS_ITEM, [(item_id,) for item_id in item_ids],
-                      queue=queue)
+        publish_items(app, TaskName.PROCESS_ITEM, item_ids, queue=queue)
         return
     with app.producer_or_acquire() as producer:
         for item_id in item_ids:

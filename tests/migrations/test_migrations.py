@@ -107,3 +107,20 @@ def test_item_costs_are_filled_in_from_the_attempts_already_stored(any_db_url: s
             (1, 2, Decimal("0.0125")), (2, 0, Decimal(0))]
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_document_text_is_compressed_with_lz4_on_postgres(postgres_url: str) -> None:
+    upgrade(postgres_url)
+    engine = create_engine(postgres_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO documents (content_hash, source, media_type, size_bytes, text,"
+                " attachments, created_at) VALUES ('h', 's', 'text/plain', 1,"
+                " repeat('compress me ', 1000), 0, now())"))
+            method = connection.scalar(text(
+                "SELECT pg_column_compression(text) FROM documents WHERE content_hash = 'h'"))
+        assert method == "lz4"
+    finally:
+        engine.dispose()

@@ -13,7 +13,27 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, delete, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -54,6 +74,36 @@ def _insert(session: Session, model: type[Any]) -> PostgresInsert | SqliteInsert
     return sqlite_insert(model)
 
 
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _in(session: Session, column: Any, values: Sequence[Any], element: Any) -> Any:
+    """``column IN values``; on PostgreSQL ``= ANY(array)``, one parameter however many.
+
+    An IN list of 500 placeholders is a new query text for psycopg to parse on every call.
+    """
+    if _postgres(session):
+        return column == any_(bindparam("values", list(values), type_=ARRAY(element)))
+    return column.in_(values)
+
+
+#: (column, array element type) of the bulk inserts' ``unnest`` parameters.
+_DOCUMENT_ARRAYS = (("content_hash", String), ("source", Text), ("media_type", String),
+                    ("size_bytes", BigInteger), ("text", Text), ("attachments", Integer))
+_ITEM_ARRAYS = (("document_id", BigInteger), ("source", Text))
+
+
+def _table(model: type[Any]) -> Table:
+    return model.metadata.tables[model.__tablename__]  # type: ignore[no-any-return]
+
+
+def _unnest(arrays: Sequence[tuple[str, Any]]) -> Any:
+    """A table of one row per array index, from one ARRAY parameter per column."""
+    return func.unnest(*(bindparam(name, type_=ARRAY(element)) for name, element in arrays)
+                       ).table_valued(*(name for name, _ in arrays)).render_derived()
+
+
 # -- documents and runs ---------------------------------------------------------------------
 
 
@@ -73,21 +123,36 @@ class NewDocument:
 def upsert_documents(session: Session, documents: Sequence[NewDocument]) -> dict[str, int]:
     """Store documents not seen before; return the id of every given content hash."""
     ids: dict[str, int] = {}
-    # One statement compiled once and run with many parameter sets (SQLAlchemy's
-    # insertmanyvalues), not a VALUES list of 500 rows compiled afresh every batch.
-    insert_new = _insert(session, Document).on_conflict_do_nothing(
-        index_elements=["content_hash"])
+    insert_new: PostgresInsert | SqliteInsert
+    if _postgres(session):
+        # One statement whatever the batch: a row per index of one array per column.
+        rows = _unnest(_DOCUMENT_ARRAYS)
+        # On the table, not the mapped class: a Core statement, which the ORM's bulk insert
+        # would otherwise take its parameters for rows.
+        insert_new = postgres_insert(_table(Document)).from_select(
+            [*(name for name, _ in _DOCUMENT_ARRAYS), "created_at"],
+            select(*rows.c, bindparam("now", type_=Document.__table__.c.created_at.type)),
+        ).on_conflict_do_nothing(index_elements=["content_hash"])
+    else:
+        insert_new = sqlite_insert(Document).on_conflict_do_nothing(
+            index_elements=["content_hash"])
     for start in range(0, len(documents), BATCH):
         chunk = documents[start : start + BATCH]
         now = utcnow()
-        session.execute(insert_new, [
-            {"content_hash": doc.content_hash, "source": doc.source,
-             "media_type": doc.media_type, "size_bytes": doc.size_bytes, "text": doc.text,
-             "attachments": len(doc.attachments), "created_at": now} for doc in chunk])
+        if _postgres(session):
+            session.execute(insert_new, {
+                "content_hash": [d.content_hash for d in chunk],
+                "source": [d.source for d in chunk], "media_type": [d.media_type for d in chunk],
+                "size_bytes": [d.size_bytes for d in chunk], "text": [d.text for d in chunk],
+                "attachments": [len(d.attachments) for d in chunk], "now": now})
+        else:
+            session.execute(insert_new, [
+                {"content_hash": doc.content_hash, "source": doc.source,
+                 "media_type": doc.media_type, "size_bytes": doc.size_bytes, "text": doc.text,
+                 "attachments": len(doc.attachments), "created_at": now} for doc in chunk])
         hashes = [doc.content_hash for doc in chunk]
-        found = session.execute(
-            select(Document.content_hash, Document.id).where(Document.content_hash.in_(hashes))
-        )
+        found = session.execute(select(Document.content_hash, Document.id).where(
+            _in(session, Document.content_hash, hashes, String)))
         ids.update(dict(found.all()))
         media = [{"document_id": ids[doc.content_hash], "position": position,
                   "kind": a.kind, "media_type": a.media_type, "filename": a.filename,
@@ -172,19 +237,37 @@ def add_items(session: Session, run_id: int, documents: Iterable[tuple[int, str]
     Returns the ids of the items created.
     """
     now = utcnow()
-    rows = [
+    documents = list(documents)
+    created: list[int] = []
+    if not documents:
+        return created
+    conflict = ["run_id", "document_id", "chunk_index"]
+    if _postgres(session):
+        rows = _unnest(_ITEM_ARRAYS)
+        stmt = postgres_insert(_table(Item)).from_select(
+            ["document_id", "source", "run_id", "chunk_index", "status", "created_at",
+             "updated_at"],
+            select(rows.c.document_id, rows.c.source, bindparam("run_id", type_=Integer),
+                   literal(0), bindparam("status", type_=String),
+                   bindparam("now", type_=Item.__table__.c.created_at.type),
+                   bindparam("now", type_=Item.__table__.c.created_at.type)),
+        ).on_conflict_do_nothing(index_elements=conflict).returning(Item.__table__.c.id)
+        for start in range(0, len(documents), BATCH):
+            chunk = documents[start : start + BATCH]
+            created.extend(session.scalars(stmt, {
+                "document_id": [doc_id for doc_id, _ in chunk],
+                "source": [source for _, source in chunk], "run_id": run_id,
+                "status": ItemStatus.PENDING, "now": now}))
+        return created
+    rows_sqlite = [
         {"run_id": run_id, "document_id": doc_id, "source": source, "chunk_index": 0,
          "status": ItemStatus.PENDING, "created_at": now, "updated_at": now}
         for doc_id, source in documents
     ]
-    created: list[int] = []
-    if not rows:
-        return created
-    stmt = (_insert(session, Item)
-            .on_conflict_do_nothing(index_elements=["run_id", "document_id", "chunk_index"])
-            .returning(Item.id))
-    for start in range(0, len(rows), BATCH):
-        created.extend(session.scalars(stmt, rows[start : start + BATCH]))
+    insert_rows = (sqlite_insert(Item).on_conflict_do_nothing(index_elements=conflict)
+                   .returning(Item.id))
+    for start in range(0, len(rows_sqlite), BATCH):
+        created.extend(session.scalars(insert_rows, rows_sqlite[start : start + BATCH]))
     return created
 
 
@@ -240,7 +323,8 @@ def mark_queued(session: Session, item_ids: Sequence[int]) -> None:
     for start in range(0, len(item_ids), BATCH):
         session.execute(
             update(Item)
-            .where(Item.id.in_(item_ids[start : start + BATCH]), Item.status == ItemStatus.PENDING)
+            .where(_in(session, Item.id, item_ids[start : start + BATCH], BigInteger),
+                   Item.status == ItemStatus.PENDING)
             .values(status=ItemStatus.QUEUED, queued_at=now, updated_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -336,13 +420,23 @@ def document_states(session: Session, *, pipeline: str, version: str,
                             bool(row.busy), bool(row.succeeded), bool(row.failed))
 
 
-def document_texts(session: Session, document_ids: Sequence[int]) -> dict[int, str]:
-    """The text of each given document."""
+def document_texts(session: Session, document_ids: Sequence[int], *,
+                   over_bytes: int | None = None) -> dict[int, str]:
+    """The text of each given document; with ``over_bytes``, only of those longer in UTF-8.
+
+    A text of at most ``max_input_tokens`` bytes fits in one call (a token is at least a
+    byte), so a reprocess run reads only the texts that may need splitting.
+    """
     texts: dict[int, str] = {}
+    size = (func.octet_length(Document.text) if _postgres(session)
+            else func.length(cast(Document.text, LargeBinary)))
     for start in range(0, len(document_ids), BATCH):
         chunk = document_ids[start : start + BATCH]
-        rows = session.execute(select(Document.id, Document.text).where(Document.id.in_(chunk)))
-        texts.update((document_id, text) for document_id, text in rows)
+        query = select(Document.id, Document.text).where(
+            _in(session, Document.id, chunk, BigInteger))
+        if over_bytes is not None:
+            query = query.where(size > over_bytes)
+        texts.update((document_id, text) for document_id, text in session.execute(query))
     return texts
 
 
