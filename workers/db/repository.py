@@ -84,7 +84,7 @@ def _in(session: Session, column: Any, values: Sequence[Any], element: Any) -> A
     An IN list of 500 placeholders is a new query text for psycopg to parse on every call.
     """
     if _postgres(session):
-        return column == any_(bindparam("values", list(values), type_=ARRAY(element)))
+        return column == any_(bindparam("values", list(values), type_=ARRAY(element), unique=True))
     return column.in_(values)
 
 
