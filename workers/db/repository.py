@@ -69,7 +69,7 @@ CLOCK_SKEW = timedelta(seconds=2)
 
 def _insert(session: Session, model: type[Any]) -> PostgresInsert | SqliteInsert:
     """An INSERT for ``model`` in the dialect of ``session`` (both have on_conflict_do_nothing)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if _postgres(session):
         return postgres_insert(model)
     return sqlite_insert(model)
 
@@ -123,15 +123,16 @@ class NewDocument:
 def upsert_documents(session: Session, documents: Sequence[NewDocument]) -> dict[str, int]:
     """Store documents not seen before; return the id of every given content hash."""
     ids: dict[str, int] = {}
+    postgres = _postgres(session)
     insert_new: PostgresInsert | SqliteInsert
-    if _postgres(session):
+    if postgres:
         # One statement whatever the batch: a row per index of one array per column.
         rows = _unnest(_DOCUMENT_ARRAYS)
         # On the table, not the mapped class: a Core statement, which the ORM's bulk insert
         # would otherwise take its parameters for rows.
         insert_new = postgres_insert(_table(Document)).from_select(
             [*(name for name, _ in _DOCUMENT_ARRAYS), "created_at"],
-            select(*rows.c, bindparam("now", type_=Document.__table__.c.created_at.type)),
+            select(*rows.c, bindparam("now", type_=_table(Document).c.created_at.type)),
         ).on_conflict_do_nothing(index_elements=["content_hash"])
     else:
         insert_new = sqlite_insert(Document).on_conflict_do_nothing(
@@ -139,7 +140,7 @@ def upsert_documents(session: Session, documents: Sequence[NewDocument]) -> dict
     for start in range(0, len(documents), BATCH):
         chunk = documents[start : start + BATCH]
         now = utcnow()
-        if _postgres(session):
+        if postgres:
             session.execute(insert_new, {
                 "content_hash": [d.content_hash for d in chunk],
                 "source": [d.source for d in chunk], "media_type": [d.media_type for d in chunk],
@@ -249,9 +250,9 @@ def add_items(session: Session, run_id: int, documents: Iterable[tuple[int, str]
              "updated_at"],
             select(rows.c.document_id, rows.c.source, bindparam("run_id", type_=Integer),
                    literal(0), bindparam("status", type_=String),
-                   bindparam("now", type_=Item.__table__.c.created_at.type),
-                   bindparam("now", type_=Item.__table__.c.created_at.type)),
-        ).on_conflict_do_nothing(index_elements=conflict).returning(Item.__table__.c.id)
+                   bindparam("now", type_=_table(Item).c.created_at.type),
+                   bindparam("now", type_=_table(Item).c.created_at.type)),
+        ).on_conflict_do_nothing(index_elements=conflict).returning(_table(Item).c.id)
         for start in range(0, len(documents), BATCH):
             chunk = documents[start : start + BATCH]
             created.extend(session.scalars(stmt, {
@@ -1257,7 +1258,7 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
 def _cost_per_item(session: Session, run_id: int) -> tuple[int, dict[str, float]]:
     """How many items made calls, and the p50, p90 and max of what each cost."""
     called = and_(Item.run_id == run_id, Item.calls > 0)
-    if session.get_bind().dialect.name == "postgresql":
+    if _postgres(session):
         # Nearest rank, as _percentile: the first value at or past the share of the rows.
         # Sorted as float8: a tenth of the time numeric takes, and the figures are floats.
         cost = cast(Item.cost_usd, Float)
