@@ -7,7 +7,7 @@ Celery's own ``create_task_message`` builds one message of protocol 2 (the heade
 worker expects), each item's message is that one with its own id and argument, and kombu's
 Redis envelope is written here, a thousand ``LPUSH`` per pipeline.
 
-``tests/unit/workers/test_publish.py`` holds the envelope to what ``apply_async`` writes, field
+``tests/integration/test_publish.py`` holds the envelope to what ``apply_async`` writes, field
 by field, so a kombu or Celery upgrade that changes it fails there, not in production.
 
 No task-sent event is published: Flower would hold every sent message of a 100,000-item run
