@@ -8,9 +8,12 @@ No worker blocks for the hours a batch may take. Each beat tick:
    API's limits are 50,000 and 200 MB), uploaded with ``purpose=batch``. The batch row and
    its items are written before the upload, so a crash leaves a record, not a lost batch.
 2. **Collects** batches that ended: each output line is validated and stored like a live
-   answer, with its usage billed at batch prices; an error line is retried in a later batch
-   (a 5xx, a 429, an expired line) or fails the item (a 4xx); an item with no line at all
-   (the batch was cancelled or failed) waits for the next batch.
+   answer, with its usage billed at batch prices. What happens to each item is decided by
+   :func:`workers.items.decide.decide`, as for a live call: an error line is classified as a
+   live error would be; a retry, a repair or a 429's wait goes in a later batch, a failure
+   fails the item and the reduces above it, and an error every item would meet (quota, key,
+   model) pauses the run. An item with no line at all (the batch was cancelled or failed)
+   waits for the next batch.
 """
 
 from __future__ import annotations
@@ -25,14 +28,37 @@ from typing import Any
 import openai
 from openai.types.responses import Response
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 import pipelines
-from pipelines import OutputError, PipelineError
+from pipelines import OutputError, PipelineDefinitionError, PipelineError
 from workers.db import repository as repo
 from workers.db.models import AttemptOutcome, BatchStatus, utcnow
 from workers.db.session import session_scope
-from workers.errors import BadOutputError, ItemError, PermanentAPIError, TransientError, Usage
+from workers.errors import (
+    BadOutputError,
+    ItemError,
+    ItemFailedError,
+    PermanentAPIError,
+    PipelineBrokenError,
+    TransientError,
+    Usage,
+)
+from workers.items.decide import (
+    Decision,
+    FailWith,
+    ParkUntil,
+    PauseRun,
+    Policy,
+    Repair,
+    RetryAfter,
+    Succeed,
+    clip,
+    decide,
+)
+from workers.items.known import known_of
 from workers.llm.client import output_text, usage_of
+from workers.llm.errors import classify_status
 from workers.pricing import Tier, price_table
 from workers.processing import request_body
 from workers.settings import Settings
@@ -60,6 +86,8 @@ class TickReport:
     #: Items a new batch could not bring back before the run's deadline: sent to workers.
     sent_live: int = 0
     failed: int = 0
+    #: Lines whose error every item of the run would meet (quota, key, model): run paused.
+    paused: int = 0
 
 
 def tick(settings: Settings, client: openai.OpenAI, publish: Publisher) -> TickReport:
@@ -75,9 +103,13 @@ def submit(settings: Settings, client: openai.OpenAI, report: TickReport) -> Non
     with session_scope() as session:
         waiting = repo.batchable_items(session, limit=settings.batch_max_requests * 4)
     for run_id, item_ids in waiting.items():
+        failed = report.failed
         for start in range(0, len(item_ids), settings.batch_max_requests):
             _submit_group(settings, client, run_id,
                           item_ids[start : start + settings.batch_max_requests], report)
+        if report.failed > failed:  # items that could not be sent may have been its last
+            with session_scope() as session:
+                repo.finish_run_if_done(session, run_id)
 
 
 def _submit_group(settings: Settings, client: openai.OpenAI, run_id: int,
@@ -101,10 +133,15 @@ def _submit_group(settings: Settings, client: openai.OpenAI, run_id: int,
                                     f"{item.pipeline_version}", code="pipeline_changed")
             body = request_body(item, pipeline, settings)
         except PipelineError as exc:
+            refused: ItemError = PipelineBrokenError(exc.message, code=exc.code) \
+                if isinstance(exc, PipelineDefinitionError) \
+                else ItemFailedError(exc.message, code=exc.code)
+            decision = decide(known_of(item, refused), Policy.of(settings))
             with session_scope() as session:
-                repo.fail_item(session, item.id, error_class="failed", code=exc.code,
-                               message=exc.message)
-            report.failed += 1
+                outcome = _apply(session, item, decision, go_live=False)
+            setattr(report, outcome, getattr(report, outcome) + 1)
+            if outcome == "paused":
+                return  # the run is paused: the rest of its items wait with it
             continue
         line = json.dumps({"custom_id": f"item-{item.id}", "method": "POST",
                            "url": "/v1/responses", "body": body},
@@ -260,47 +297,66 @@ def _take_line(settings: Settings, item: repo.ClaimedItem, batch_id: int,
         error = TransientError(str(line["error"].get("message") or code), code=code)
     else:
         detail = body.get("error") or {}
-        message = str(detail.get("message") or f"HTTP {status}")
-        code = str(detail.get("code") or f"http_{status}")
-        error = TransientError(message, code=code) if status in (408, 409, 429) or \
-            (isinstance(status, int) and status >= 500) else PermanentAPIError(message, code=code)
+        error = classify_status(
+            int(status) if isinstance(status, int) else 500,
+            code=detail.get("code") or None, kind=detail.get("type") or None,
+            message=str(detail.get("message") or f"HTTP {status}"),
+            request_id=response.get("request_id"))
     attempt = repo.AttemptRecord(
         item_id=item.id, run_id=item.run_id, model=model,
         outcome=AttemptOutcome.OK if error is None else error.error_class,
         started_at=utcnow(), latency_ms=0, http_status=status,
         error_code=error.code if error else None,
-        error_message=error.message[:2000] if error else None,
+        error_message=clip(error.message) if error else None,
         request_id=response.get("request_id"), response_id=response_id,
         input_tokens=usage.input_tokens, cached_tokens=usage.cached_tokens,
         output_tokens=usage.output_tokens, reasoning_tokens=usage.reasoning_tokens,
         cost_usd=price_table(settings).cost(model, usage, tier=Tier.BATCH),
         worker=f"batch:{batch_id}")
-
-    if error is None:
-        assert output is not None
-        with session_scope() as session:
-            repo.record_attempt(session, attempt)
+    repairing = item.last_error_class == BadOutputError.error_class
+    with session_scope() as session:
+        decision = decide(known_of(item, error, session=session, repairing=repairing),
+                          Policy.of(settings))
+        repo.record_attempt(session, attempt)
+        if isinstance(decision, Succeed):
+            assert output is not None
             repo.save_result(session, item, output=output, model=model,
                              response_id=response_id)
-        _after_success(item)
-        return "succeeded"
-    retry = isinstance(error, TransientError | BadOutputError) and \
-        item.attempts < settings.max_attempts
-    with session_scope() as session:
-        repo.record_attempt(session, attempt)
-        if retry and go_live:
-            repo.send_live(session, item.id, error_class=error.error_class, code=error.code,
-                           message=error.message[:2000])
-            return "sent_live"
-        if retry:
-            repo.return_to_batching(session, item.id, error_class=error.error_class,
-                                    code=error.code, message=error.message[:2000])
+            outcome = "succeeded"
         else:
-            repo.fail_item(session, item.id, error_class=error.error_class, code=error.code,
-                           message=error.message[:2000])
-            if item.parent_id is not None:
-                repo.fail_ancestors(session, item.id, code=error.code, message=error.message)
-    return "retried" if retry else "failed"
+            outcome = _apply(session, item, decision, go_live=go_live)
+    if outcome == "succeeded":
+        _after_success(item)
+    return outcome
+
+
+def _apply(session: Session, item: repo.ClaimedItem, decision: Decision, *, go_live: bool
+           ) -> str:
+    """Write a batch item's decision other than success; return the report field it counts."""
+    match decision:
+        case Repair(error) | RetryAfter(_, error) | ParkUntil(_, error):
+            # Another try goes in the next batch, or live if a batch could miss the deadline.
+            if go_live:
+                repo.send_live(session, item.id, error_class=error.error_class,
+                               code=error.code, message=clip(error.message))
+                return "sent_live"
+            repo.return_to_batching(session, item.id, error_class=error.error_class,
+                                    code=error.code, message=clip(error.message))
+            return "retried"
+        case PauseRun(error, reason):
+            repo.return_to_batching(session, item.id, error_class=error.error_class,
+                                    code=error.code, message=clip(error.message))
+            repo.pause_run(session, item.run_id, reason)
+            log.error("run %s paused: %s", item.run_id, reason)
+            return "paused"
+        case FailWith():
+            repo.fail_item(session, item.id, error_class=decision.error_class,
+                           code=decision.code, message=decision.message)
+            if decision.ancestors:
+                repo.fail_ancestors(session, item.id, code=decision.code, message=clip(
+                    f"part {item.chunk_index} of the document failed: {decision.message}"))
+            return "failed"
+    raise AssertionError(f"a success is written with its result, not as {decision}")
 
 
 def _parse_response(body: dict[str, Any]) -> Response | None:

@@ -10,11 +10,13 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 import pipelines
 from pipelines import OutputError, Pipeline, PipelineDefinitionError, PipelineNotFound
@@ -26,29 +28,35 @@ from workers.db.session import session_scope
 from workers.errors import (
     BadOutputError,
     BudgetExhaustedError,
-    CapacityUnavailableError,
     InfrastructureError,
     ItemError,
     ItemFailedError,
-    PauseRunError,
     PermanentAPIError,
     PipelineBrokenError,
     QuarantinedError,
-    RateLimitedError,
-    RetryableError,
     Usage,
 )
+from workers.items.decide import (
+    Decision,
+    FailWith,
+    ParkUntil,
+    PauseRun,
+    Policy,
+    Repair,
+    RetryAfter,
+    Succeed,
+    clip,
+    decide,
+)
+from workers.items.known import known_of
 from workers.llm.client import CallResult, ResponsesClient
 from workers.memory import calling
 from workers.pricing import Tier, price_table, usd
-from workers.retry import retry_delay
 from workers.settings import Settings
 from workers.throttle import Park, Throttle, TooLarge
 
 log = logging.getLogger("docpipe.items")
 
-#: Longest error message stored on an item or attempt.
-MAX_MESSAGE = 2000
 #: A truncation repair doubles max_output_tokens, up to this.
 MAX_REPAIR_OUTPUT_TOKENS = 32_768
 
@@ -63,6 +71,9 @@ class Outcome:
     retry_in: float | None = None
     #: Other items to send now: a reduce whose last part this item was.
     send: tuple[int, ...] = ()
+    #: The error code of an item that failed: a detail for the task's report, not part of
+    #: what the outcome is.
+    code: str | None = field(default=None, compare=False)
 
 
 def _countdown(settings: Settings, seconds: float) -> float | None:
@@ -121,29 +132,27 @@ def _released_on_error(item: repo.ClaimedItem, *, settings: Settings, client: Re
         log.warning("item %s released after an error in docpipe's services: %s", item.id,
                     error.message, exc_info=True,
                     extra={"item_id": item.id, "run_id": item.run_id})
-        give_up = item.attempts >= settings.max_attempts
-        if give_up:
-            error.message = f"gave up after {item.attempts} attempts: {error.message}"
-        delay = retry_delay(item.attempts, base=settings.retry_base_seconds,
-                            cap=settings.retry_max_seconds)
+        decision = decide(known_of(item, error), Policy.of(settings))
+        give_up = isinstance(decision, FailWith)
         try:
             with session_scope() as session:
                 # A call cut short by the error is paid for, perhaps, but has no answer.
                 repo.close_lost_attempts(session, item.id, code=error.code,
-                                         message=_clip(f"the call was cut short: {exc}"))
+                                         message=clip(f"the call was cut short: {exc}"))
                 released = repo.release_after_error(
                     session, item.id, error_class=error.error_class, code=error.code,
-                    message=_clip(error.message),
-                    retry_at=None if give_up else utcnow() + timedelta(seconds=delay))
-                if give_up and released and item.parent_id is not None:
-                    repo.fail_ancestors(session, item.id, code=error.code, message=_clip(
-                        f"part {item.chunk_index} of the document failed: {error.message}"))
+                    message=decision.message if isinstance(decision, FailWith)
+                    else clip(error.message),
+                    retry_at=utcnow() + timedelta(seconds=decision.seconds)
+                    if isinstance(decision, RetryAfter) else None)
+                if released and isinstance(decision, FailWith) and decision.ancestors:
+                    _fail_ancestors(session, item, decision)
         except Exception:
             log.exception("could not release item %s; its lease will expire", item.id)
             raise exc from None
         if give_up and released:
             _finish_run_if_done(item.run_id)
-            return Outcome("failed")
+            return Outcome("failed", code=error.code)
         return Outcome("retry" if released else "skipped")
 
 
@@ -153,7 +162,7 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
     if item.worker_losses >= settings.max_worker_losses:
         with session_scope() as session:
             lost = repo.last_lost_attempt(session, item.id)
-        return _fail(item, QuarantinedError(
+        return _refuse(item, settings, QuarantinedError(
             f"quarantined: its worker was lost {item.worker_losses} times while processing it "
             "(killed, out of memory or past its time limit); the document may be poison"
             + (f". Last lost call: {lost[1]}" if lost else ""),
@@ -162,11 +171,11 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
     try:
         pipeline = pipelines.get_pipeline(item.pipeline, settings.pipelines)
     except PipelineNotFound as exc:
-        return _fail(item, ItemFailedError(exc.message, code=exc.code))
+        return _refuse(item, settings, ItemFailedError(exc.message, code=exc.code))
     except PipelineDefinitionError as exc:
-        return _pause(item, PipelineBrokenError(exc.message, code=exc.code))
+        return _refuse(item, settings, PipelineBrokenError(exc.message, code=exc.code))
     if pipeline.version != item.pipeline_version:
-        return _fail(item, ItemFailedError(
+        return _refuse(item, settings, ItemFailedError(
             f"pipeline {pipeline.name} is now version {pipeline.version}, the run was created "
             f"with {item.pipeline_version}: start a new run", code="pipeline_changed"))
 
@@ -178,7 +187,7 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
     try:
         body = request_body(item, pipeline, settings)
     except DocumentError as exc:  # a scan the pipeline does not send, or cannot render
-        return _fail(item, ItemFailedError(exc.message, code=exc.code))
+        return _refuse(item, settings, ItemFailedError(exc.message, code=exc.code))
     repairing = item.last_error_class == BadOutputError.error_class
 
     admission = throttle.before_call(body)
@@ -193,7 +202,7 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
                            message_sent=countdown is not None)
         return Outcome("waiting", retry_in=countdown)
     if isinstance(admission, TooLarge):
-        return _fail(item, PermanentAPIError(
+        return _refuse(item, settings, PermanentAPIError(
             f"the request needs about {admission.estimate} tokens, above the limit of "
             f"{admission.tpm} tokens per minute", code="request_too_large"))
 
@@ -211,7 +220,7 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
                                         reserve_usd=reserve)
     if attempt_id is None:
         assert reserve is not None
-        return _pause(item, _over_budget(item, reserve))
+        return _refuse(item, settings, _over_budget(item, reserve))
     metrics.record_admission(admission.waited)
     with calling(item.id, attempt_id), metrics.IN_FLIGHT.labels(model).track_inprogress():
         call = client.create(body)
@@ -228,8 +237,14 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
     attempt = _attempt_record(item, call, error, attempt_id, settings=settings,
                               reserved=reserve or Decimal(0))
     metrics.record_call(attempt, tier=_tier(item))
-
-    if error is None:
+    if error is not None:
+        error.item_id = item.id
+        log.warning("item call failed: %s %s", error.error_class, error.code,
+                    extra={"item_id": item.id, "run_id": item.run_id,
+                           "request_id": error.request_id, "attempt": item.attempts})
+    known = known_of(item, error, repairing=repairing, cooldown=cooldown)
+    decision = decide(known, Policy.of(settings))
+    if isinstance(decision, Succeed):
         assert output is not None
         with session_scope() as session:
             repo.record_attempt(session, attempt)
@@ -239,84 +254,61 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
         log.info("item succeeded", extra={"item_id": item.id, "run_id": item.run_id,
                                           "request_id": call.request_id})
         return _done(item, "succeeded")
-
-    error.item_id = item.id
-    log.warning("item call failed: %s %s", error.error_class, error.code,
-                extra={"item_id": item.id, "run_id": item.run_id,
-                       "request_id": error.request_id, "attempt": item.attempts})
-    if isinstance(error, BadOutputError) and not repairing and \
-            item.attempts < settings.max_attempts:
-        # One repair: ask again (with room to finish, if it was cut off); a second bad answer
-        # fails the item.
-        with session_scope() as session:
-            repo.record_attempt(session, attempt)
-            repo.schedule_retry(session, item.id, not_before=utcnow(),
-                                error_class=error.error_class, code=error.code,
-                                message=_clip(error.message), message_sent=True)
-        return Outcome("retry", retry_in=0.0)
-    if isinstance(error, RateLimitedError):
-        # The fleet's cooldown is already set; the 429 is not this item's fault, so it costs
-        # no attempt, up to a cap that stops a request the API always refuses from looping.
-        wait = cooldown or 0.0
-        countdown = _countdown(settings, wait)
-        with session_scope() as session:
-            repo.record_attempt(session, attempt)
-            limited = repo.count_attempts(session, item.id, outcome=RateLimitedError.error_class)
-            if limited < settings.max_rate_limited_attempts:
-                repo.park_item(session, item.id, not_before=utcnow() + timedelta(seconds=wait),
-                               message_sent=countdown is not None)
-                return Outcome("retry", retry_in=countdown)
-        error.message = f"still rate limited after {limited} attempts: {error.message}"
-        return _fail(item, error)
-    if isinstance(error, CapacityUnavailableError):
-        # Flex capacity ran out: nothing was charged and nothing is wrong with the item, so
-        # it waits with backoff and costs no attempt, up to the same cap as a 429.
-        with session_scope() as session:
-            repo.record_attempt(session, attempt)
-            refused = repo.count_attempts(session, item.id,
-                                          outcome=CapacityUnavailableError.error_class)
-            if refused < settings.max_rate_limited_attempts:
-                wait = retry_delay(refused, base=settings.retry_base_seconds,
-                                   cap=settings.retry_max_seconds, retry_after=error.retry_after)
-                countdown = _countdown(settings, wait)
-                repo.park_item(session, item.id, not_before=utcnow() + timedelta(seconds=wait),
-                               message_sent=countdown is not None)
-                return Outcome("retry", retry_in=countdown)
-        error.message = f"no flex capacity after {refused} attempts: {error.message}"
-        return _fail(item, error)
-    if isinstance(error, BadOutputError) and repairing:
-        error.message = f"{error.message} (after one repair attempt)"
-    if isinstance(error, RetryableError) and item.attempts < settings.max_attempts:
-        delay = retry_delay(item.attempts, base=settings.retry_base_seconds,
-                            cap=settings.retry_max_seconds, retry_after=error.retry_after)
-        countdown = _countdown(settings, delay)
-        with session_scope() as session:
-            repo.record_attempt(session, attempt)
-            repo.schedule_retry(session, item.id, not_before=utcnow() + timedelta(seconds=delay),
-                                error_class=error.error_class, code=error.code,
-                                message=_clip(error.message), message_sent=countdown is not None)
-        return Outcome("retry", retry_in=countdown)
-    if isinstance(error, PauseRunError):
-        return _pause(item, error, attempt)
-    if isinstance(error, RetryableError):
-        error.message = f"gave up after {item.attempts} attempts: {error.message}"
-    return _fail(item, error, attempt)
+    return _apply(item, decision, settings=settings, attempt=attempt)
 
 
-def _pause(item: repo.ClaimedItem, error: PauseRunError,
+def _refuse(item: repo.ClaimedItem, settings: Settings, error: ItemError) -> Outcome:
+    """The item meets an error before any call: decide and apply it."""
+    return _apply(item, decide(known_of(item, error), Policy.of(settings)), settings=settings)
+
+
+def _apply(item: repo.ClaimedItem, decision: Decision, *, settings: Settings,
            attempt: repo.AttemptRecord | None = None) -> Outcome:
-    """Pause the item's run with a reason that says how to continue; the item waits."""
-    reason = f"{error.error_class} ({error.code}): {_clip(error.message, 500)}"
-    if error.hint:
-        reason += f" To continue: {error.hint.format(run=item.run_id)}."
+    """Write a decision other than success: the attempt (if a call was made) goes with it."""
     with session_scope() as session:
         if attempt is not None:
             repo.record_attempt(session, attempt)
-        repo.release_item(session, item.id, error_class=error.error_class, code=error.code,
-                          message=_clip(error.message))
-        repo.pause_run(session, item.run_id, reason)
-    log.error("run %s paused: %s", item.run_id, reason)
-    return Outcome("paused")
+        match decision:
+            case Repair(error):
+                # Ask again (with room to finish, if it was cut off); a second bad answer
+                # fails the item.
+                repo.schedule_retry(session, item.id, not_before=utcnow(),
+                                    error_class=error.error_class, code=error.code,
+                                    message=clip(error.message), message_sent=True)
+                return Outcome("retry", retry_in=0.0)
+            case ParkUntil(seconds):
+                countdown = _countdown(settings, seconds)
+                repo.park_item(session, item.id, not_before=utcnow() + timedelta(seconds=seconds),
+                               message_sent=countdown is not None)
+                return Outcome("retry", retry_in=countdown)
+            case RetryAfter(seconds, error):
+                countdown = _countdown(settings, seconds)
+                repo.schedule_retry(session, item.id,
+                                    not_before=utcnow() + timedelta(seconds=seconds),
+                                    error_class=error.error_class, code=error.code,
+                                    message=clip(error.message),
+                                    message_sent=countdown is not None)
+                return Outcome("retry", retry_in=countdown)
+            case PauseRun(error, reason):
+                repo.release_item(session, item.id, error_class=error.error_class,
+                                  code=error.code, message=clip(error.message))
+                repo.pause_run(session, item.run_id, reason)
+                log.error("run %s paused: %s", item.run_id, reason)
+                return Outcome("paused")
+            case FailWith():
+                repo.fail_item(session, item.id, error_class=decision.error_class,
+                               code=decision.code, message=decision.message)
+                if decision.ancestors:
+                    _fail_ancestors(session, item, decision)
+            case Succeed():
+                raise AssertionError("a success is written with its result")
+    _finish_run_if_done(item.run_id)
+    return Outcome("failed", code=decision.code)
+
+
+def _fail_ancestors(session: Session, item: repo.ClaimedItem, failed: FailWith) -> None:
+    repo.fail_ancestors(session, item.id, code=failed.code, message=clip(
+        f"part {item.chunk_index} of the document failed: {failed.message}"))
 
 
 def _over_budget(item: repo.ClaimedItem, reserve: Decimal) -> BudgetExhaustedError:
@@ -329,20 +321,6 @@ def _over_budget(item: repo.ClaimedItem, reserve: Decimal) -> BudgetExhaustedErr
         f"the budget of {usd(item.budget_usd)} is reached: {usd(spent)} spent and "
         f"{usd(held)} held for calls in flight, and the next call may cost up to "
         f"{usd(reserve)}.", code="budget_exhausted")
-
-
-def _fail(item: repo.ClaimedItem, error: ItemError,
-          attempt: repo.AttemptRecord | None = None) -> Outcome:
-    with session_scope() as session:
-        if attempt is not None:
-            repo.record_attempt(session, attempt)
-        repo.fail_item(session, item.id, error_class=error.error_class, code=error.code,
-                       message=_clip(error.message))
-        if item.parent_id is not None:
-            repo.fail_ancestors(session, item.id, code=error.code, message=_clip(
-                f"part {item.chunk_index} of the document failed: {error.message}"))
-    _finish_run_if_done(item.run_id)
-    return Outcome("failed")
 
 
 def request_body(item: repo.ClaimedItem, pipeline: Pipeline, settings: Settings
@@ -412,7 +390,7 @@ def _attempt_record(item: repo.ClaimedItem, call: CallResult, error: ItemError |
         outcome=AttemptOutcome.OK if error is None else error.error_class,
         started_at=call.started_at, latency_ms=call.latency_ms, http_status=call.http_status,
         error_code=error.code if error else None,
-        error_message=_clip(error.message) if error else None,
+        error_message=clip(error.message) if error else None,
         request_id=call.request_id, response_id=call.response_id,
         input_tokens=usage.input_tokens, cached_tokens=usage.cached_tokens,
         output_tokens=usage.output_tokens, reasoning_tokens=usage.reasoning_tokens,
@@ -422,7 +400,3 @@ def _attempt_record(item: repo.ClaimedItem, call: CallResult, error: ItemError |
 
 def _tier(item: repo.ClaimedItem) -> Tier:
     return Tier.FLEX if item.mode == RunMode.FLEX else Tier.DEFAULT
-
-
-def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -71,4 +71,79 @@ def test_a_tick_never_runs_beside_another(migrated_db: str, configure: Any,
         held.release()
     assert tasks.batch_tick() == {"submitted_batches": 0, "submitted_items": 0, "reused": 0,
                                   "collected_batches": 0, "succeeded": 0, "retried": 0,
-                                  "sent_live": 0, "failed": 0}
+                                  "sent_live": 0, "failed": 0, "paused": 0}
+
+
+CLAUSE = ("Clause {n}.{k}: the supplier Northwind Traders Inc shall deliver {k} pallets to "
+          "Contoso Systems Ltd in Leeds by {day} March 2025, at $1{n:03d}.00 a pallet.")
+
+
+def _long_document(path: Path, pages: int = 80) -> Path:
+    path.write_text("\n\n".join(
+        f"# Page {n}\n\n" + "\n\n".join(CLAUSE.format(n=n, k=k, day=1 + n % 28)
+                                        for k in range(14)) for n in range(pages)))
+    return path
+
+
+def _ingest_long_batch_run(tmp_path: Path) -> int:
+    report = ingest([str(_long_document(tmp_path / "contract.md"))], SUMMARISE,
+                    settings=get_settings(), publish=hold, queue="docpipe.nightly",
+                    mode="batch")
+    with session_scope() as s:
+        statuses = [i.status for i in s.scalars(select(Item).where(
+            Item.run_id == report.run_id))]
+    assert statuses.count(ItemStatus.BLOCKED) >= 1, "a long document has reduces above it"
+    return report.run_id
+
+
+def test_a_part_refused_at_submit_fails_its_reduces_and_ends_the_run(
+        migrated_db: str, configure: Any, tmp_path: Path) -> None:
+    """A part that cannot be sent fails the reduces above it: the run cannot hang `running`."""
+    from workers.db.models import Run, RunStatus
+
+    run_id = _ingest_long_batch_run(tmp_path)
+    with session_scope() as s:  # the pipeline changed since the run was created
+        s.get_one(Run, run_id).pipeline_version = "0ld"
+    tick = batches.TickReport()
+    batches.submit(get_settings(), openai.OpenAI(api_key="sk-test", base_url="http://0.0.0.0:9"),
+                   tick)
+    with session_scope() as s:
+        items = list(s.scalars(select(Item).where(Item.run_id == run_id)))
+        run = s.get_one(Run, run_id)
+        assert all(i.status == ItemStatus.FAILED for i in items), \
+            [(i.level, i.status) for i in items]
+        parts = [i for i in items if i.level == 0]
+        reduces = [i for i in items if i.level > 0]
+        assert {i.last_error_code for i in parts} == {"pipeline_changed"}
+        assert {(i.last_error_class, i.last_error_code) for i in reduces} == \
+            {("part_failed", "pipeline_changed")}
+        assert run.status == RunStatus.FINISHED
+    assert tick.failed == len(parts) and tick.submitted_items == 0
+
+
+def test_a_429_line_is_rate_limited_as_live_and_waits_for_the_next_batch(
+        migrated_db: str, configure: Any, simulator: SimulatorProcess, tmp_path: Path) -> None:
+    """A 429 in a batch line means what it means live: rate limited, never the item's fault."""
+    from workers.db.models import Attempt
+
+    write_corpus(tmp_path / "corpus", 1)
+    settings = get_settings()
+    report = ingest([str(tmp_path / "corpus")], SUMMARISE, settings=settings, publish=hold,
+                    queue="docpipe.nightly", mode="batch")
+    tick = batches.TickReport()
+    batches.submit(settings, openai.OpenAI(api_key="sk-test", base_url=simulator.base_url), tick)
+    with session_scope() as s:
+        item = s.scalars(select(Item).where(Item.run_id == report.run_id)).one()
+        batch_id = item.batch_id
+    assert batch_id is not None
+    line = {"custom_id": f"item-{item.id}", "response": {
+        "status_code": 429, "request_id": "req_1",
+        "body": {"error": {"message": "Rate limit reached", "type": "requests",
+                           "code": "rate_limit_exceeded"}}}}
+    batches._ingest(settings, batch_id, report.run_id, [line], tick)
+    with session_scope() as s:
+        item = s.get_one(Item, item.id)
+        attempt = s.scalars(select(Attempt).where(Attempt.item_id == item.id)).one()
+        assert (item.status, item.last_error_class) == (ItemStatus.PENDING, "rate_limited")
+        assert (attempt.outcome, attempt.error_code) == ("rate_limited", "rate_limit_exceeded")
+    assert (tick.retried, tick.failed) == (1, 0)

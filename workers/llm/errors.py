@@ -94,14 +94,19 @@ def classify(exc: openai.OpenAIError) -> ItemError:
     if not isinstance(exc, openai.APIStatusError):
         return PermanentAPIError(f"{exc.__class__.__name__}: {exc}", code="client_error")
 
-    status = exc.status_code
-    code = exc.code or None
-    message = exc.message
-    request_id = exc.request_id
-    headers = exc.response.headers
-    if is_quota_code(code) or is_quota_code(exc.type):
+    return classify_status(exc.status_code, code=exc.code or None, kind=exc.type,
+                           message=exc.message, request_id=exc.request_id,
+                           headers=exc.response.headers)
+
+
+def classify_status(status: int, *, code: str | None, kind: str | None, message: str,
+                    request_id: str | None = None, headers: Mapping[str, str] | None = None
+                    ) -> ItemError:
+    """The docpipe error for an HTTP error answer, live or in a Batch API line."""
+    headers = headers or {}
+    if is_quota_code(code) or is_quota_code(kind):
         return QuotaExhaustedError(
-            message, code=code or exc.type, http_status=status, request_id=request_id
+            message, code=code or kind, http_status=status, request_id=request_id
         )
     if status == 429 and (code in _CAPACITY_CODES or "resource unavailable" in message.lower()):
         return CapacityUnavailableError(
