@@ -36,6 +36,23 @@ class DatabaseNotMigrated(ConfigurationError):
     """The database schema is missing or older than this version of docpipe."""
 
 
+class ItemsFailed(DocpipeError):
+    """A task's items ended failed: raised so that Celery, and Flower, count the task failed.
+
+    The items are already failed in the database, with their codes; nothing retries the task.
+    ``docpipe replay`` brings the items back.
+    """
+
+    def __init__(self, failed: dict[int, str]) -> None:
+        self.failed = dict(failed)
+        listed = ", ".join(f"{item_id} ({code})" for item_id, code in sorted(failed.items()))
+        noun = "item" if len(failed) == 1 else "items"
+        super().__init__(f"{noun} failed: {listed}")
+
+    def __reduce__(self) -> tuple[type[ItemsFailed], tuple[dict[int, str]]]:
+        return ItemsFailed, (self.failed,)
+
+
 class ItemError(DocpipeError):
     """A failure while processing one item.
 

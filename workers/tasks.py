@@ -14,6 +14,7 @@ from workers import metrics, processing, reconcile
 from workers.celery_app import Queue, TaskName, app
 from workers.db.models import utcnow
 from workers.db.repository import ScheduleBusy
+from workers.errors import ItemsFailed
 from workers.llm.client import get_client
 from workers.publish import publish_items
 from workers.ratelimit import redis_client
@@ -25,9 +26,14 @@ log = logging.getLogger("docpipe.tasks")
 BATCH_TICK_LOCK_SECONDS = 900
 
 
-@app.task(name=TaskName.PROCESS_ITEM, bind=True, ignore_result=True)
+@app.task(name=TaskName.PROCESS_ITEM, bind=True, ignore_result=True, throws=(ItemsFailed,))
 def process_item(self: Task, item_id: int) -> str:  # type: ignore[type-arg]
-    """Process one item by id; the message carries nothing else."""
+    """Process one item by id; the message carries nothing else.
+
+    Raises:
+        ItemsFailed: the item ended failed (after its decision was written), so the task is
+            a failure in Celery's events and Flower, with the item and its code.
+    """
     settings = get_settings()
     outcome = processing.process_item(item_id, settings=settings, client=get_client(settings),
                                       throttle=get_throttle(settings))
@@ -38,6 +44,8 @@ def process_item(self: Task, item_id: int) -> str:  # type: ignore[type-arg]
         send_items([item_id], queue=queue, countdown=outcome.retry_in)
     if outcome.send:
         send_items(outcome.send, queue=queue)
+    if outcome.status == "failed":
+        raise ItemsFailed({item_id: outcome.code or "failed"})
     return outcome.status
 
 

@@ -1,0 +1,89 @@
+"""What Flower shows is true: a task whose item failed is a failed task, with its item and code.
+
+Flower builds its view from Celery's events with ``celery.events.state.State``; this test
+builds the same state from the same events, sent by real workers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.events.state import State
+from kombu import Connection
+from sqlalchemy import select
+
+from tests.conftest import wait_until
+from tests.e2e.conftest import Stack
+from tests.e2e.test_pipeline import write_corpus
+from workers.db.models import Item
+from workers.db.session import session_scope
+
+pytestmark = pytest.mark.e2e
+
+
+Events = Callable[[], State]
+
+
+@pytest.fixture
+def events(stack: Stack) -> Iterator[Events]:
+    """Celery's event state as Flower would hold it, from a receiver on the stack's broker."""
+    seen: list[dict[str, Any]] = []  # appended by the receiver, read by the test
+    stop = threading.Event()
+    app = Celery(broker=stack.broker_url)
+
+    def state() -> State:
+        built = State()
+        for event in list(seen):
+            built.event(event)
+        return built
+
+    def capture() -> None:
+        with Connection(stack.broker_url) as connection:
+            receiver = app.events.Receiver(connection, handlers={"*": seen.append})
+            while not stop.is_set():
+                try:
+                    receiver.capture(limit=50, timeout=0.5)
+                except TimeoutError:
+                    continue
+
+    thread = threading.Thread(target=capture, daemon=True)
+    thread.start()
+    yield state
+    stop.set()
+    thread.join(timeout=10)
+
+
+def test_a_failed_item_is_a_failed_task_in_celerys_events(stack: Stack, events: Events,
+                                                          tmp_path: Path) -> None:
+    write_corpus(tmp_path / "corpus", 3)
+    stack.simulator.configure(force_error={"status": 400, "code": "invalid_json_schema",
+                                           "type": "invalid_request_error",
+                                           "message": "simulated 400"})
+    stack.start_workers(1)
+    # The worker's own events arrive only once the receiver is bound: no task is missed.
+    wait_until(lambda: any(w.alive for w in events().workers.values()), timeout=60,
+               what="the worker's events to reach the receiver")
+    report = stack.wait_for(stack.ingest(tmp_path / "corpus")["run_id"], timeout=60)
+    assert report.failed == 3
+
+    def processed() -> list[object]:
+        done = [t for t in events().tasks.values()
+                if t.name == "docpipe.items.process" and t.state in ("SUCCESS", "FAILURE")]
+        return done if len(done) >= 3 else []
+
+    tasks = wait_until(processed, timeout=30, what="three processed tasks in the events")
+    with session_scope(stack.database_url) as session:
+        item_ids = set(session.scalars(select(Item.id).where(Item.run_id == report.run_id)))
+    assert {t.state for t in tasks} == {"FAILURE"}  # type: ignore[attr-defined]
+    for task in tasks:
+        item_id = int(str(task.args).strip("[](),"))  # type: ignore[attr-defined]
+        assert item_id in item_ids
+        assert f"item failed: {item_id} (invalid_json_schema)" in str(
+            task.exception)  # type: ignore[attr-defined]
+    # An expected failure: one line in the worker's log, no traceback.
+    assert "Traceback" not in stack.workers[0].log()
