@@ -56,7 +56,7 @@ from workers.items.decide import (
     clip,
     decide,
 )
-from workers.items.known import known_of
+from workers.items.rows import known_of, write_failure
 from workers.llm.client import output_text, usage_of
 from workers.llm.errors import classify_status
 from workers.pricing import Tier, price_table
@@ -136,8 +136,8 @@ def _submit_group(settings: Settings, client: openai.OpenAI, run_id: int,
             refused: ItemError = PipelineBrokenError(exc.message, code=exc.code) \
                 if isinstance(exc, PipelineDefinitionError) \
                 else ItemFailedError(exc.message, code=exc.code)
-            decision = decide(known_of(item, refused), Policy.of(settings))
             with session_scope() as session:
+                decision = decide(known_of(session, item, refused), Policy.of(settings))
                 outcome = _apply(session, item, decision, go_live=False)
             setattr(report, outcome, getattr(report, outcome) + 1)
             if outcome == "paused":
@@ -315,7 +315,7 @@ def _take_line(settings: Settings, item: repo.ClaimedItem, batch_id: int,
         worker=f"batch:{batch_id}")
     repairing = item.last_error_class == BadOutputError.error_class
     with session_scope() as session:
-        decision = decide(known_of(item, error, session=session, repairing=repairing),
+        decision = decide(known_of(session, item, error, repairing=repairing),
                           Policy.of(settings))
         repo.record_attempt(session, attempt)
         if isinstance(decision, Succeed):
@@ -350,11 +350,7 @@ def _apply(session: Session, item: repo.ClaimedItem, decision: Decision, *, go_l
             log.error("run %s paused: %s", item.run_id, reason)
             return "paused"
         case FailWith():
-            repo.fail_item(session, item.id, error_class=decision.error_class,
-                           code=decision.code, message=decision.message)
-            if decision.ancestors:
-                repo.fail_ancestors(session, item.id, code=decision.code, message=clip(
-                    f"part {item.chunk_index} of the document failed: {decision.message}"))
+            write_failure(session, item, decision)
             return "failed"
     raise AssertionError(f"a success is written with its result, not as {decision}")
 

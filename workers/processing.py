@@ -48,7 +48,7 @@ from workers.items.decide import (
     clip,
     decide,
 )
-from workers.items.known import known_of
+from workers.items.rows import fail_ancestors, known_of, write_failure
 from workers.llm.client import CallResult, ResponsesClient
 from workers.memory import calling
 from workers.pricing import Tier, price_table, usd
@@ -132,10 +132,10 @@ def _released_on_error(item: repo.ClaimedItem, *, settings: Settings, client: Re
         log.warning("item %s released after an error in docpipe's services: %s", item.id,
                     error.message, exc_info=True,
                     extra={"item_id": item.id, "run_id": item.run_id})
-        decision = decide(known_of(item, error), Policy.of(settings))
-        give_up = isinstance(decision, FailWith)
         try:
             with session_scope() as session:
+                decision = decide(known_of(session, item, error), Policy.of(settings))
+                give_up = isinstance(decision, FailWith)
                 # A call cut short by the error is paid for, perhaps, but has no answer.
                 repo.close_lost_attempts(session, item.id, code=error.code,
                                          message=clip(f"the call was cut short: {exc}"))
@@ -146,7 +146,7 @@ def _released_on_error(item: repo.ClaimedItem, *, settings: Settings, client: Re
                     retry_at=utcnow() + timedelta(seconds=decision.seconds)
                     if isinstance(decision, RetryAfter) else None)
                 if released and isinstance(decision, FailWith) and decision.ancestors:
-                    _fail_ancestors(session, item, decision)
+                    fail_ancestors(session, item, decision)
         except Exception:
             log.exception("could not release item %s; its lease will expire", item.id)
             raise exc from None
@@ -242,73 +242,72 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
         log.warning("item call failed: %s %s", error.error_class, error.code,
                     extra={"item_id": item.id, "run_id": item.run_id,
                            "request_id": error.request_id, "attempt": item.attempts})
-    known = known_of(item, error, repairing=repairing, cooldown=cooldown)
-    decision = decide(known, Policy.of(settings))
-    if isinstance(decision, Succeed):
-        assert output is not None
-        with session_scope() as session:
-            repo.record_attempt(session, attempt)
+    with session_scope() as session:
+        decision = decide(known_of(session, item, error, repairing=repairing,
+                                   cooldown=cooldown), Policy.of(settings))
+        repo.record_attempt(session, attempt)
+        if isinstance(decision, Succeed):
+            assert output is not None
             repo.add_budget_wait(session, item.id, int(admission.waited * 1000))
             repo.save_result(session, item, output=output, model=call.model,
                              response_id=call.response_id)
-        log.info("item succeeded", extra={"item_id": item.id, "run_id": item.run_id,
-                                          "request_id": call.request_id})
-        return _done(item, "succeeded")
-    return _apply(item, decision, settings=settings, attempt=attempt)
+        else:
+            outcome = _write(session, item, decision, settings=settings)
+    if not isinstance(decision, Succeed):
+        return _after_write(item, outcome)
+    log.info("item succeeded", extra={"item_id": item.id, "run_id": item.run_id,
+                                      "request_id": call.request_id})
+    return _done(item, "succeeded")
 
 
 def _refuse(item: repo.ClaimedItem, settings: Settings, error: ItemError) -> Outcome:
-    """The item meets an error before any call: decide and apply it."""
-    return _apply(item, decide(known_of(item, error), Policy.of(settings)), settings=settings)
-
-
-def _apply(item: repo.ClaimedItem, decision: Decision, *, settings: Settings,
-           attempt: repo.AttemptRecord | None = None) -> Outcome:
-    """Write a decision other than success: the attempt (if a call was made) goes with it."""
+    """The item meets an error before any call: decide and write it."""
     with session_scope() as session:
-        if attempt is not None:
-            repo.record_attempt(session, attempt)
-        match decision:
-            case Repair(error):
-                # Ask again (with room to finish, if it was cut off); a second bad answer
-                # fails the item.
-                repo.schedule_retry(session, item.id, not_before=utcnow(),
-                                    error_class=error.error_class, code=error.code,
-                                    message=clip(error.message), message_sent=True)
-                return Outcome("retry", retry_in=0.0)
-            case ParkUntil(seconds):
-                countdown = _countdown(settings, seconds)
-                repo.park_item(session, item.id, not_before=utcnow() + timedelta(seconds=seconds),
-                               message_sent=countdown is not None)
-                return Outcome("retry", retry_in=countdown)
-            case RetryAfter(seconds, error):
-                countdown = _countdown(settings, seconds)
-                repo.schedule_retry(session, item.id,
-                                    not_before=utcnow() + timedelta(seconds=seconds),
-                                    error_class=error.error_class, code=error.code,
-                                    message=clip(error.message),
-                                    message_sent=countdown is not None)
-                return Outcome("retry", retry_in=countdown)
-            case PauseRun(error, reason):
-                repo.release_item(session, item.id, error_class=error.error_class,
-                                  code=error.code, message=clip(error.message))
-                repo.pause_run(session, item.run_id, reason)
-                log.error("run %s paused: %s", item.run_id, reason)
-                return Outcome("paused")
-            case FailWith():
-                repo.fail_item(session, item.id, error_class=decision.error_class,
-                               code=decision.code, message=decision.message)
-                if decision.ancestors:
-                    _fail_ancestors(session, item, decision)
-            case Succeed():
-                raise AssertionError("a success is written with its result")
-    _finish_run_if_done(item.run_id)
-    return Outcome("failed", code=decision.code)
+        decision = decide(known_of(session, item, error), Policy.of(settings))
+        outcome = _write(session, item, decision, settings=settings)
+    return _after_write(item, outcome)
 
 
-def _fail_ancestors(session: Session, item: repo.ClaimedItem, failed: FailWith) -> None:
-    repo.fail_ancestors(session, item.id, code=failed.code, message=clip(
-        f"part {item.chunk_index} of the document failed: {failed.message}"))
+def _write(session: Session, item: repo.ClaimedItem, decision: Decision, *,
+           settings: Settings) -> Outcome:
+    """Write a decision other than success, in the transaction that recorded the attempt."""
+    match decision:
+        case Repair(error):
+            # Ask again (with room to finish, if it was cut off); a second bad answer fails
+            # the item.
+            repo.schedule_retry(session, item.id, not_before=utcnow(),
+                                error_class=error.error_class, code=error.code,
+                                message=clip(error.message), message_sent=True)
+            return Outcome("retry", retry_in=0.0)
+        case ParkUntil(seconds):
+            countdown = _countdown(settings, seconds)
+            repo.park_item(session, item.id, not_before=utcnow() + timedelta(seconds=seconds),
+                           message_sent=countdown is not None)
+            return Outcome("retry", retry_in=countdown)
+        case RetryAfter(seconds, error):
+            countdown = _countdown(settings, seconds)
+            repo.schedule_retry(session, item.id,
+                                not_before=utcnow() + timedelta(seconds=seconds),
+                                error_class=error.error_class, code=error.code,
+                                message=clip(error.message), message_sent=countdown is not None)
+            return Outcome("retry", retry_in=countdown)
+        case PauseRun(error, reason):
+            repo.release_item(session, item.id, error_class=error.error_class,
+                              code=error.code, message=clip(error.message))
+            repo.pause_run(session, item.run_id, reason)
+            log.error("run %s paused: %s", item.run_id, reason)
+            return Outcome("paused")
+        case FailWith():
+            write_failure(session, item, decision)
+            return Outcome("failed", code=decision.code)
+    raise AssertionError(f"a success is written with its result, not as {decision}")
+
+
+def _after_write(item: repo.ClaimedItem, outcome: Outcome) -> Outcome:
+    # After the commit, for the reason in _finish_run_if_done.
+    if outcome.status == "failed":
+        _finish_run_if_done(item.run_id)
+    return outcome
 
 
 def _over_budget(item: repo.ClaimedItem, reserve: Decimal) -> BudgetExhaustedError:
