@@ -9,6 +9,7 @@ successful probe closes the breaker; a failed one reopens it for twice as long, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -95,8 +96,17 @@ class CircuitBreaker:
 
     def allow(self, endpoint: str, *, now: float | None = None) -> BreakerDecision:
         """May this worker call ``endpoint`` now?"""
-        status, wait = self._allow(keys=[self.key(endpoint)],
-                                   args=[self.open_seconds, -1 if now is None else now])
+        return self.decision(self._allow(keys=[self.key(endpoint)],
+                                         args=[self.open_seconds, -1 if now is None else now]))
+
+    def queue_allow(self, endpoint: str, batch: ScriptBatch) -> None:
+        """:meth:`allow`, queued on ``batch``; :meth:`decision` reads its answer."""
+        batch.add(self._allow, [self.key(endpoint)], [self.open_seconds, -1])
+
+    @staticmethod
+    def decision(answer: Any) -> BreakerDecision:
+        """The :class:`BreakerDecision` in the allow script's answer."""
+        status, wait = answer
         status = int(status)
         return BreakerDecision(allowed=status > 0, wait=float(wait), probe=status == 2)
 

@@ -23,7 +23,7 @@ Corrections keep the two in step:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -294,14 +294,29 @@ class RateLimiter:
     def acquire(self, key: str, *, tokens: int, budget: Budget, max_wait: float,
                 requests: int = 1, now: float | None = None) -> Grant:
         """Reserve ``requests`` and ``tokens`` if the slot starts within ``max_wait`` seconds."""
-        status, wait, epoch = self._acquire(
+        return grant_of(self._acquire(
             keys=[key, promises_key(key)],
             args=[budget.rpm or 0, budget.tpm or 0, requests, tokens, self.burst_seconds,
                   -1 if now is None else now, max_wait],
-        )
-        if int(status) == -1:
-            return Grant(reserved=False, wait=math.inf, too_large=True)
-        return Grant(reserved=int(status) == 1, wait=float(wait), epoch=int(epoch))
+        ))
+
+    def acquire_many(self, asks: Sequence[tuple[str, int, Budget]], *, max_wait: float,
+                     now: float | None = None, batch: ScriptBatch | None = None
+                     ) -> list[Grant]:
+        """Reserve one request each for several calls, ``(key, tokens, budget)``, in one round
+        trip. Each reservation is the same atomic script as :meth:`acquire`, run in order, so a
+        group is admitted exactly as its calls would be one after another.
+
+        With ``batch`` the scripts are queued there and ``[]`` is returned: the caller reads
+        each answer with :func:`grant_of`.
+        """
+        own = batch is None
+        batch = ScriptBatch(self.redis) if batch is None else batch
+        for key, tokens, budget in asks:
+            batch.add(self._acquire, [key, promises_key(key)],
+                      [budget.rpm or 0, budget.tpm or 0, 1, tokens, self.burst_seconds,
+                       -1 if now is None else now, max_wait])
+        return [grant_of(answer) for answer in batch.execute()] if own else []
 
     def settle(self, key: str, *, budget: Budget, token_delta: int = 0,
                headers: Mapping[str, str] | None = None, now: float | None = None,
@@ -342,6 +357,14 @@ class RateLimiter:
     def keys(self) -> list[str]:
         """Every (endpoint, model) key the fleet has used recently."""
         return sorted(k.decode() for k in self.redis.scan_iter(f"{_PREFIX}*"))
+
+
+def grant_of(answer: Any) -> Grant:
+    """The :class:`Grant` in an acquire script's answer."""
+    status, wait, epoch = answer
+    if int(status) == -1:
+        return Grant(reserved=False, wait=math.inf, too_large=True)
+    return Grant(reserved=int(status) == 1, wait=float(wait), epoch=int(epoch))
 
 
 def _int_header(headers: Mapping[str, str], name: str, *, allow_zero: bool = False) -> int:

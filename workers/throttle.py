@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,9 +25,11 @@ from workers.llm.client import CallResult
 from workers.process_local import PerProcess
 from workers.ratelimit import (
     Budget,
+    Grant,
     RateLimiter,
     ScriptBatch,
     cooldown_seconds,
+    grant_of,
     limit_key,
     redis_client,
 )
@@ -43,7 +46,11 @@ class Ticket:
     endpoint: str
     budget: Budget
     estimate: int
+    #: Seconds waited for the slot (:meth:`Throttle.before_call`), or still to wait before
+    #: it starts (:meth:`Throttle.before_calls`).
     waited: float
+    #: The limiter's epoch when the slot was reserved (see :meth:`Throttle.still_valid`).
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,71 @@ class Throttle:
             if self.limiter.epoch(key) == grant.epoch:
                 return Ticket(key, self.endpoint, budget, estimate, waited)
 
+    def before_calls(self, bodies: Sequence[dict[str, Any]], *, max_wait: float | None = None
+                     ) -> list[Ticket | Park | TooLarge]:
+        """Admit a group's calls in one round trip: the breaker once, the limiter per call.
+
+        Unlike :meth:`before_call` nothing sleeps here: a :class:`Ticket` whose slot starts
+        later carries its ``waited`` (the delay before its start) and its ``epoch``; the caller
+        starts it then, unless :meth:`still_valid` says a 429 voided it meanwhile.
+        """
+        if not bodies:
+            return []
+        asks = []
+        for body in bodies:
+            model = str(body.get("model", ""))
+            asks.append((limit_key(self.endpoint, model), admission_tokens(body),
+                         self.budget(model)))
+        # The breaker's question and the limiter's reservations share one round trip. While
+        # the breaker is open the slots reserved are not used: the API is failing then, and
+        # budget refills.
+        batch = ScriptBatch(self.limiter.redis)
+        self.breaker.queue_allow(self.endpoint, batch)
+        limited = self.settings.ratelimit_enabled
+        if limited:
+            self.limiter.acquire_many(asks, batch=batch, max_wait=(
+                self.settings.max_inline_wait_seconds if max_wait is None else max_wait))
+        answers = batch.execute()
+        decision = self.breaker.decision(answers[0])
+        if not decision.allowed:
+            return [Park(decision.wait + random.uniform(0, 1), "circuit_open") for _ in bodies]
+        if not limited:
+            grants = [Grant(reserved=True, wait=0.0)] * len(asks)
+        else:
+            grants = [grant_of(answer) for answer in answers[1:]]
+        admitted: list[Ticket | Park | TooLarge] = []
+        for i, ((key, estimate, budget), grant) in enumerate(zip(asks, grants, strict=True)):
+            if decision.probe and i > 0:
+                # Half open: one call probes the API; the others wait for its answer.
+                admitted.append(Park(1 + random.uniform(0, 1), "circuit_open"))
+            elif not limited:
+                admitted.append(Ticket(None, self.endpoint, budget, estimate, 0.0))
+            elif grant.too_large:
+                admitted.append(TooLarge(estimate, budget.tpm))
+            elif not grant.reserved:
+                admitted.append(Park(grant.wait * random.uniform(1.0, 1.1), "budget"))
+            else:
+                admitted.append(Ticket(key, self.endpoint, budget, estimate,
+                                       max(0.0, grant.wait), epoch=grant.epoch))
+        return admitted
+
+    def still_valid(self, ticket: Ticket) -> bool:
+        """Whether a delayed ticket's slot stands: a 429 since it was reserved voids it."""
+        return ticket.key is None or ticket.waited <= 0 or \
+            self.limiter.epoch(ticket.key) == ticket.epoch
+
+    def settle_calls(self, calls: Sequence[tuple[Ticket, CallResult]]) -> list[float | None]:
+        """:meth:`after_call` for several calls, in one round trip."""
+        cooldowns: list[float | None] = []
+        try:
+            batch = ScriptBatch(self.limiter.redis)
+            for ticket, call in calls:
+                cooldowns.append(self._settle(ticket, call, batch))
+            batch.execute()
+        except redis.RedisError as exc:
+            log.warning("could not settle the calls with the fleet limiter: %s", exc)
+        return cooldowns
+
     def after_call(self, ticket: Ticket, call: CallResult) -> float | None:
         """Correct the reservation with the real usage, and learn from headers and errors.
 
@@ -168,24 +240,28 @@ class Throttle:
         Best effort: the answer is paid for, so losing Redis here must not lose it too.
         """
         cooldown = None
-        if isinstance(call.error, RateLimitedError):
-            cooldown = cooldown_seconds(call.headers, call.error.retry_after)
         try:
             # One round trip for the limiter's and the breaker's scripts.
             batch = ScriptBatch(self.limiter.redis)
-            if ticket.key is not None:
-                used = call.usage.input_tokens + call.usage.output_tokens
-                delta = used - ticket.estimate if used else 0  # no usage: the API keeps it
-                self.limiter.settle(ticket.key, budget=ticket.budget, token_delta=delta,
-                                    headers=call.headers, batch=batch)
-                if cooldown is not None:
-                    self.limiter.cooldown(ticket.key, cooldown, budget=ticket.budget,
-                                          batch=batch)
-            self.breaker.record(self.endpoint, ok=not isinstance(call.error, TransientError),
-                                batch=batch)
+            cooldown = self._settle(ticket, call, batch)
             batch.execute()
         except redis.RedisError as exc:
             log.warning("could not settle the call with the fleet limiter: %s", exc)
+        return cooldown
+
+    def _settle(self, ticket: Ticket, call: CallResult, batch: ScriptBatch) -> float | None:
+        cooldown = None
+        if isinstance(call.error, RateLimitedError):
+            cooldown = cooldown_seconds(call.headers, call.error.retry_after)
+        if ticket.key is not None:
+            used = call.usage.input_tokens + call.usage.output_tokens
+            delta = used - ticket.estimate if used else 0  # no usage: the API keeps it
+            self.limiter.settle(ticket.key, budget=ticket.budget, token_delta=delta,
+                                headers=call.headers, batch=batch)
+            if cooldown is not None:
+                self.limiter.cooldown(ticket.key, cooldown, budget=ticket.budget, batch=batch)
+        self.breaker.record(self.endpoint, ok=not isinstance(call.error, TransientError),
+                            batch=batch)
         return cooldown
 
 

@@ -68,23 +68,26 @@ calls = st.lists(
     burst=st.floats(min_value=0.2, max_value=5),
     max_wait=st.floats(min_value=0, max_value=120),
     cooldowns=cooldowns,
+    group=st.integers(min_value=1, max_value=16),
 )
 # A call that used more than its estimate, settling while a second call waits for its slot
 # (found by Hypothesis in CI: the waiting call met an API bucket one token short).
 @example(calls=[(0.0, 4501, 1500, 1.0), (0.0, 101, 0, 1.0)], rpm=20, tpm=6000, burst=5.0,
-         max_wait=2.0, cooldowns=[])
+         max_wait=2.0, cooldowns=[], group=1)
 # A slot set by the token budget, so the request budget (one request of capacity) would
 # have refilled past its cap before the call.
 @example(calls=[(0.0, 1, 1, 1.0), (1.0, 5701, 0, 1.0), (1.0, 1, 0, 1.0)], rpm=1, tpm=6000,
-         burst=1.0, max_wait=62.0, cooldowns=[(2.0, 3.0)])
+         burst=1.0, max_wait=62.0, cooldowns=[(2.0, 3.0)], group=1)
 # A 429 while true-ups have left the API's bucket in debt.
 @example(calls=[(0.0, 5373, 0, 1.0), (1.0, 114, 459, 1.0), (2.0, 185, 0, 1.0),
                 (1.0, 1, 754, 0.25)], rpm=21, tpm=6000, burst=1.0, max_wait=3.0,
-         cooldowns=[(6.0, 1.0)])
+         cooldowns=[(6.0, 1.0)], group=1)
 def test_never_grants_more_than_the_api_allows(
     client: redis.Redis, calls: list[tuple[float, int, int, float]], rpm: int, tpm: int,
-    burst: float, max_wait: float, cooldowns: list[tuple[float, float]],
+    burst: float, max_wait: float, cooldowns: list[tuple[float, float]], group: int,
 ) -> None:
+    """Calls asked for at the same moment are reserved as one group (up to ``group``), in one
+    round trip, as a group engine admits them."""
     limiter = RateLimiter(client, burst_seconds=burst)
     key, budget = fresh_key(), Budget(rpm=rpm, tpm=tpm)
     api_requests, api_tokens = ApiBucket(rpm), ApiBucket(tpm)
@@ -103,16 +106,26 @@ def test_never_grants_more_than_the_api_allows(
     while events:
         when, seq, kind, estimate, delta, latency = heapq.heappop(events)
         if kind == "ask":
-            grant = limiter.acquire(key, tokens=estimate, budget=budget, max_wait=max_wait,
-                                    now=when)
-            if grant.too_large:
-                assert estimate > tpm
-            elif grant.reserved:
-                assert grant.wait <= max_wait + 1e-9
-                slot = next(order)
-                epochs[slot] = grant.epoch
-                heapq.heappush(events, (when + grant.wait, slot, "call", estimate, delta,
-                                        latency))
+            asks = [(estimate, delta, latency)]
+            while len(asks) < group and events and events[0][0] == when and \
+                    events[0][2] == "ask":
+                _, _, _, *ask = heapq.heappop(events)
+                asks.append((ask[0], ask[1], ask[2]))
+            if len(asks) == 1:
+                grants = [limiter.acquire(key, tokens=estimate, budget=budget,
+                                          max_wait=max_wait, now=when)]
+            else:
+                grants = limiter.acquire_many([(key, a[0], budget) for a in asks],
+                                              max_wait=max_wait, now=when)
+            for (estimate, delta, latency), grant in zip(asks, grants, strict=True):
+                if grant.too_large:
+                    assert estimate > tpm
+                elif grant.reserved:
+                    assert grant.wait <= max_wait + 1e-9
+                    slot = next(order)
+                    epochs[slot] = grant.epoch
+                    heapq.heappush(events, (when + grant.wait, slot, "call", estimate, delta,
+                                            latency))
         elif kind == "429":
             # Any worker's 429: the whole fleet cools down.
             limiter.cooldown(key, latency, budget=budget, now=when)

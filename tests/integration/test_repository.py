@@ -93,6 +93,41 @@ class TestClaim:
             assert repo.claim_item(s, item_id, lease_seconds=60) is not None
 
 
+    def test_a_group_claim_takes_each_waiting_item_once_and_leaves_suspects(
+            self, migrated_db: str) -> None:
+        _, ids = new_run([f"group {i}" for i in range(6)])
+        with session_scope() as s:
+            s.execute(update(Item).where(Item.id == ids[1]).values(worker_losses=1))
+            held = repo.claim_item(s, ids[4], lease_seconds=60)
+        assert held is not None
+
+        def claim() -> dict[int, repo.ClaimedItem]:
+            with session_scope() as s:
+                return repo.claim_items(s, ids, lease_seconds=60)
+
+        claims = race(4, claim)
+        taken = [item_id for c in claims for item_id in c]
+        assert sorted(taken) == [ids[0], ids[2], ids[3], ids[5]], "each once; no suspect"
+        assert all(c.attempts == 1 for claim_ in claims for c in claim_.values())
+        with session_scope() as s:
+            assert repo.suspects_among(s, ids) == [ids[1]]
+            assert repo.claim_items(s, [], lease_seconds=60) == {}
+
+    def test_group_attempt_rows_come_back_in_order_and_a_never_sent_one_goes(
+            self, migrated_db: str) -> None:
+        run_id, ids = new_run(["one", "two", "three"])
+        with session_scope() as s:
+            rows = repo.begin_attempts(s, [repo.NewAttempt(i, run_id, "gpt-4.1-mini")
+                                           for i in ids], worker="w@h")
+        with session_scope() as s:
+            attempts = {a.id: a for a in s.scalars(select(Attempt))}
+            assert [attempts[r].item_id for r in rows] == ids
+            assert {a.outcome for a in attempts.values()} == {AttemptOutcome.IN_FLIGHT}
+            repo.drop_attempt(s, rows[1])
+        with session_scope() as s:
+            assert sorted(s.scalars(select(Attempt.item_id))) == [ids[0], ids[2]]
+
+
 class TestResults:
     def test_racing_writers_make_one_result_and_both_items_point_at_it(self, migrated_db: str
                                                                       ) -> None:

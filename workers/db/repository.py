@@ -544,6 +544,47 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
     return item
 
 
+def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int
+                ) -> dict[int, ClaimedItem]:
+    """Take every waiting item of ``item_ids`` under a lease, in one conditional UPDATE.
+
+    The group form of :func:`claim_item` with ``suspects=False``: items whose worker was lost
+    before are left for :func:`claim_item` to take one at a time. Returns the claimed items by
+    id; an id missing from the answer is done, held elsewhere, not due, paused or a suspect.
+    """
+    if not item_ids:
+        return {}
+    now = utcnow()
+    claimable = and_(
+        or_(Item.status.in_([ItemStatus.PENDING, ItemStatus.QUEUED]),
+            and_(Item.status == ItemStatus.RETRY,
+                 or_(Item.not_before.is_(None), Item.not_before <= now + CLOCK_SKEW))),
+        Item.worker_losses == 0)
+    run_active = (
+        select(Run.id).where(Run.id == Item.run_id, Run.status.in_(RunStatus.ACTIVE),
+                             or_(Run.mode != RunMode.BATCH, Item.send_live)).exists()
+    )
+    claimed = list(session.scalars(
+        update(Item)
+        .where(Item.id.in_(item_ids), Item.document_id.is_not(None), claimable, run_active)
+        .values(status=ItemStatus.RUNNING, attempts=Item.attempts + 1,
+                lease_expires_at=now + timedelta(seconds=lease_seconds), not_before=None,
+                updated_at=now)
+        .returning(Item.id)
+        .execution_options(synchronize_session=False)))
+    return _load_items(session, Item.id.in_(claimed)) if claimed else {}
+
+
+def suspects_among(session: Session, item_ids: Sequence[int]) -> list[int]:
+    """Which of ``item_ids`` are suspects: a worker was lost holding them (see below)."""
+    if not item_ids:
+        return []
+    lost_now = and_(Item.status == ItemStatus.RUNNING, Item.lease_expires_at < utcnow())
+    return list(session.scalars(
+        select(Item.id).where(Item.id.in_(item_ids), or_(Item.worker_losses > 0, lost_now))
+        .order_by(Item.id)))
+
+
 def suspected_losses(session: Session, item_id: int) -> int:
     """How often workers were lost holding the item, counting a loss not yet claimed over."""
     lost_now = and_(Item.status == ItemStatus.RUNNING, Item.lease_expires_at < utcnow())
@@ -627,6 +668,45 @@ def begin_attempt(session: Session, *, item_id: int, run_id: int, model: str, wo
             reserved_usd=reserve_usd or Decimal(0),
         ).returning(Attempt.id)
     ).scalar_one())
+
+
+@dataclass(frozen=True)
+class NewAttempt:
+    """A call about to be made, for :func:`begin_attempts`."""
+
+    item_id: int
+    run_id: int
+    model: str
+
+
+def begin_attempts(session: Session, calls: Sequence[NewAttempt], *, worker: str
+                   ) -> list[int]:
+    """Record calls about to be made (``in_flight``) in one INSERT; return their ids in order.
+
+    The group form of :func:`begin_attempt` for calls that hold no budget.
+    """
+    if not calls:
+        return []
+    now = utcnow()
+    rows = [{"item_id": c.item_id, "run_id": c.run_id, "model": c.model, "worker": worker,
+             "outcome": AttemptOutcome.IN_FLIGHT, "started_at": now, "latency_ms": 0,
+             "reserved_usd": Decimal(0)} for c in calls]
+    inserted = session.execute(_insert(session, Attempt).values(rows)
+                               .returning(Attempt.id, Attempt.item_id)).all()
+    by_item = {item_id: attempt_id for attempt_id, item_id in inserted}
+    return [int(by_item[c.item_id]) for c in calls]
+
+
+def drop_attempt(session: Session, attempt_id: int) -> None:
+    """Delete an ``in_flight`` row whose call was never sent (a 429 voided its slot first),
+    releasing what it held against the budget: one attempt row per HTTP call."""
+    dropped = session.execute(
+        delete(Attempt).where(Attempt.id == attempt_id,
+                              Attempt.outcome == AttemptOutcome.IN_FLIGHT)
+        .returning(Attempt.run_id, Attempt.reserved_usd)
+        .execution_options(synchronize_session=False)).first()
+    if dropped is not None and dropped[1]:
+        _move_to_spent(session, dropped[0], released=dropped[1], spent=Decimal(0))
 
 
 def _move_to_spent(session: Session, run_id: int, *, released: Decimal, spent: Decimal) -> None:
