@@ -7,13 +7,14 @@ same total concurrency:
 - **raw**: one process, an ``asyncio`` loop with ``--concurrency`` calls in flight through
   ``AsyncOpenAI.responses.create``; it reads each file and sends the pipeline's request body.
   No queue, no database, no limiter, no validation.
-- **docpipe**: PostgreSQL (a throwaway cluster), Redis, ``--workers`` worker processes of
-  ``concurrency / workers`` threads each, and ``docpipe ingest`` of the folder.
+- **docpipe**: PostgreSQL (a throwaway cluster), Redis, one ``docpipe worker`` with its
+  defaults (one engine process per core, ``concurrency / processes`` calls in flight each),
+  and ``docpipe ingest`` of the folder.
 
 Figures: documents per second for each (docpipe end to end, ingest included, and from its
 first call to its last), the ratio, and CPU seconds per document: the raw process's (the SDK
 call and its HTTP) against docpipe's workers and ingest. The difference is what docpipe
-spends per document outside the SDK call.
+spends per document outside the SDK call. Peak resident memory of an engine process, too.
 
     python bench/throughput.py --docs 20000 --record
 """
@@ -83,6 +84,9 @@ class Side:
     calling_seconds: float | None = None
     ingest_seconds: float | None = None
     ingest_cpu: float | None = None
+    processes: int = 1
+    #: docpipe only: the largest peak resident memory of its engine processes.
+    peak_rss_mb: float = 0.0
 
     @property
     def per_second(self) -> float:
@@ -119,27 +123,35 @@ def run_raw(files: list[Path], base_url: str, concurrency: int) -> Side:
     return Side("raw", time.monotonic() - started, calls, cpu_seconds(os.getpid()) - before)
 
 
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """A process's resident memory now and at its peak, in MB."""
+    values = dict(line.split(":", 1) for line in
+                  Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return (int(values["VmRSS"].split()[0]) / 1024, int(values["VmHWM"].split()[0]) / 1024)
+
+
 def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Namespace
                 ) -> Side:
-    threads = args.concurrency // args.workers
-    run_env = env | {"DOCPIPE_WORKER_CONCURRENCY": str(threads),
-                     "DOCPIPE_WORKER_POOL": args.pool}
+    processes = args.processes or os.cpu_count() or 1
+    run_env = env | {"DOCPIPE_WORKER_PROCESSES": str(processes),
+                     "DOCPIPE_WORKER_CONCURRENCY": str(args.concurrency // processes)}
     with ExitStack() as stack:
-        workers = [stack.enter_context(child(
-            docpipe_command("worker", "--hostname", f"tp{i}@%h", "--without-gossip",
+        # One command, as a user starts it: `docpipe worker` starts its processes itself.
+        worker = stack.enter_context(child(
+            docpipe_command("worker", "--hostname", "tp@%h", "--without-gossip",
                             "--without-mingle", "-Q", "docpipe.live"),
-            env=run_env, what="worker", log_path=work / f"worker{i}.log"))
-            for i in range(args.workers)]
-        time.sleep(4)  # connected before the clock starts
+            env=run_env, what="worker", log_path=work / "worker.log"))
+        time.sleep(5)  # connected before the clock starts
+        engines = _children(worker.pid)
         profiler = None
         if args.profile:
             # Sampled from outside: py-spy adds no code to the worker (--nonblocking: it does
-            # not even pause it).
+            # not even pause it). One engine process: they run the same code.
             profiler = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(workers[0].pid), "--rate", "200",
+                ["py-spy", "record", "--pid", str(engines[0]), "--rate", "200",
                  "--format", "raw", "--nonblocking", "--output", str(args.profile)],
                 stdout=subprocess.DEVNULL, stderr=(work / "py-spy.log").open("ab"))
-        cpu_before = sum(tree_cpu(w.pid) for w in workers)
+        cpu_before = tree_cpu(worker.pid)
         started = time.monotonic()
         ingest = subprocess.Popen(
             docpipe_command("ingest", str(corpus), "--pipeline", "summarise", "--json"),
@@ -154,7 +166,8 @@ def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Na
         ingest_cpu = usage.ru_utime + usage.ru_stime
         wait_finished(env["DOCPIPE_DATABASE_URL"], int(report["run_id"]), poll=0.5)
         seconds = time.monotonic() - started
-        cpu = sum(tree_cpu(w.pid) for w in workers) - cpu_before
+        cpu = tree_cpu(worker.pid) - cpu_before
+        peak_rss = max(_rss_mb(pid)[1] for pid in engines)
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=60)
@@ -164,7 +177,8 @@ def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Na
                 func.max(Attempt.started_at)).where(Attempt.run_id == report["run_id"])).one()
     calling = (last - first).total_seconds() if first and last else None
     return Side("docpipe", seconds, int(calls), cpu, calling_seconds=calling,
-                ingest_seconds=ingest_seconds, ingest_cpu=ingest_cpu)
+                ingest_seconds=ingest_seconds, ingest_cpu=ingest_cpu, processes=processes,
+                peak_rss_mb=peak_rss)
 
 
 def main() -> None:
@@ -172,10 +186,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--pool", choices=("threads", "prefork"), default="threads",
-                        help="Celery pool of each worker: concurrency/workers threads, or as "
-                        "many processes")
+    parser.add_argument("--processes", type=int, help="docpipe's engine processes "
+                        "(default: docpipe's, one per core); each keeps concurrency/processes "
+                        "calls in flight")
     parser.add_argument("--latency-ms", default="500,4000",
                         help="simulator latency: MEDIAN,P99 (log-normal)")
     parser.add_argument("--words", default="50,1500", help="document length range, words")
@@ -216,9 +229,9 @@ def main() -> None:
 
 `{command}` on {describe_machine()}: {args.docs:,} memos of {low} to {high} words,
 `summarise`, simulator latency {args.latency_ms} ms (median, p99; log-normal), no rate limits,
-{args.concurrency} calls in flight on each side (docpipe: {args.workers} workers of
-{args.concurrency // args.workers} {"threads" if args.pool == "threads" else "pool processes"},
-PostgreSQL 15, Redis).
+{args.concurrency} calls in flight on each side (docpipe: one `docpipe worker` with its
+defaults, here {ours.processes} engine processes of {args.concurrency // ours.processes} calls
+in flight; PostgreSQL 15, Redis).
 
 | | documents | seconds | documents/s | CPU per document |
 |---|---|---|---|---|
@@ -232,6 +245,7 @@ PostgreSQL 15, Redis).
   ({calling / raw.per_second:.2f} counting from docpipe's first call).
 - Ingest took {ours.ingest_seconds:.1f} s and {ours.ingest_cpu:.1f} CPU s
   ({(ours.ingest_cpu or 0) / ours.calls * 1000:.2f} ms per document), while the workers ran.
+- Peak resident memory of an engine process: {ours.peak_rss_mb:.0f} MB.
 - docpipe's workers spent {(ours.cpu - raw.cpu) / ours.calls * 1000:.2f} CPU ms per document
   more than the raw loop's whole process: that is docpipe's cost outside the SDK call.
 """

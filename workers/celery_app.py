@@ -73,7 +73,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        worker_concurrency=settings.worker_concurrency,
+        worker_concurrency=settings.pool_concurrency,
         worker_pool=settings.worker_pool,
         beat_schedule={
             "reconcile": {"task": TaskName.RECONCILE.value,

@@ -380,19 +380,31 @@ def worker_cmd(
         help="Also run beat (the reconciler) in this worker: for one-machine setups. "
         "Run exactly one beat per fleet.")] = False,
 ) -> None:
-    """Run a Celery worker; extra options go to ``celery worker``."""
+    """Run docpipe's workers: one process per core (``DOCPIPE_WORKER_PROCESSES``), each a
+    Celery worker whose event loop keeps ``DOCPIPE_WORKER_CONCURRENCY`` calls in flight.
+    Extra options go to ``celery worker``."""
     settings = _settings()
     _migrated(settings)
-    if settings.metrics_port is not None:
-        # Before anything imports prometheus-client, which reads this once: each pool process
-        # then writes its own metric files, and this process serves their sum.
+    from workers import processes
+
+    supervised = os.environ.get(processes.CHILD_ENV) == "1" and \
+        PROMETHEUS_MULTIPROC_ENV in os.environ
+    if settings.metrics_port is not None and not supervised:
+        # Before anything imports prometheus-client, which reads this once: each process
+        # (pool processes, or the engine processes started below) then writes its own
+        # metric files there, and one process serves their sum.
         os.environ[PROMETHEUS_MULTIPROC_ENV] = str(_fresh_metrics_dir(settings.metrics_dir))
+    if settings.processes > 1 and settings.worker_pool == "threads":
+        raise typer.Exit(processes.supervise(
+            [*processes.own_command(), "worker", "--queues", queues], ctx.args,
+            count=settings.processes, beat=["--beat"] if beat else [],
+            env=dict(os.environ)))
     from workers.celery_app import app as celery_app
 
     if beat:
         settings.beat_schedule_file.parent.mkdir(parents=True, exist_ok=True)
     argv = ["worker", "--pool", settings.worker_pool, "--concurrency",
-            str(settings.worker_concurrency), "-Q", queues, "-E", "--loglevel", "INFO",
+            str(settings.pool_concurrency), "-Q", queues, "-E", "--loglevel", "INFO",
             *(["--beat", "--schedule", str(settings.beat_schedule_file)] if beat else []),
             *ctx.args]
     from workers import liveness

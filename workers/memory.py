@@ -44,27 +44,38 @@ class Call:
     attempt_id: int
 
 
-_current: Call | None = None
+#: The calls in flight in this process, by attempt id: a group's calls share the process, and
+#: which of them blew its memory cannot be told, so each is named.
+_current: dict[int, Call] = {}
+
+
+def begin_call(item_id: int, attempt_id: int) -> None:
+    """Mark a call in flight until :func:`end_call`."""
+    _current[attempt_id] = Call(item_id, attempt_id)
+
+
+def end_call(attempt_id: int) -> None:
+    """The call is answered (or was never sent)."""
+    _current.pop(attempt_id, None)
 
 
 @contextmanager
 def calling(item_id: int, attempt_id: int) -> Iterator[None]:
-    """Mark the call in progress (prefork runs one task per process, so one slot is enough)."""
-    global _current
-    _current = Call(item_id, attempt_id)
+    """Mark the call in progress for the time of the block."""
+    begin_call(item_id, attempt_id)
     try:
         yield
     finally:
-        _current = None
+        end_call(attempt_id)
 
 
-OnLimit = Callable[[Call, str], None]
+OnLimit = Callable[[list[Call], str], None]
 
 
 def start_watchdog(limit_mb: int, on_limit: OnLimit) -> threading.Thread:
     """Watch this process's memory; past ``limit_mb``, report through ``on_limit``, then die.
 
-    ``on_limit`` gets the call in progress and a message, and should record it durably; it
+    ``on_limit`` gets the calls in flight and a message, and should record it durably; it
     runs while memory still grows, so it must be quick.
     """
     limit = limit_mb * 1024 * 1024
@@ -77,13 +88,16 @@ def start_watchdog(limit_mb: int, on_limit: OnLimit) -> threading.Thread:
                 continue
             message = (f"the worker process passed its memory limit of {limit_mb} MB "
                        f"({used // (1024 * 1024)} MB resident) during this call and was killed")
-            call = _current
-            log.error("%s (item %s)", message, call.item_id if call else "none")
-            if call is not None:
+            calls = list(_current.values())
+            log.error("%s (items %s)", message,
+                      ", ".join(str(c.item_id) for c in calls) or "none")
+            if len(calls) > 1:
+                message += f", one of {len(calls)} calls in flight in the process"
+            if calls:
                 try:
-                    on_limit(call, message)
+                    on_limit(calls, message)
                 except Exception:  # dying anyway; the claim after this still counts the loss
-                    log.exception("could not record the memory limit on the attempt")
+                    log.exception("could not record the memory limit on the attempts")
             os.kill(os.getpid(), signal.SIGKILL)
 
     thread = threading.Thread(target=watch, name="docpipe-memory-watchdog", daemon=True)

@@ -6,6 +6,7 @@ tests) on its own. The task only re-publishes the item when the outcome asks for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -53,7 +54,7 @@ from workers.llm.client import CallResult, ResponsesClient
 from workers.memory import calling
 from workers.pricing import Tier, price_table, usd
 from workers.settings import Settings
-from workers.throttle import Park, Throttle, TooLarge
+from workers.throttle import Park, Throttle, Ticket, TooLarge
 
 log = logging.getLogger("docpipe.items")
 
@@ -76,7 +77,7 @@ class Outcome:
     code: str | None = field(default=None, compare=False)
 
 
-def _countdown(settings: Settings, seconds: float) -> float | None:
+def countdown_for(settings: Settings, seconds: float) -> float | None:
     """The countdown to send for a wait of ``seconds``, or None to leave it to the reconciler.
 
     Redis holds a countdown message unacked in a worker's memory, so only short waits go
@@ -118,8 +119,13 @@ def _guarded(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
     Without this, an exception (Redis or the database going away, a time limit) would leave
     the item running until its lease expires, and the reconciler would count a lost worker.
     """
-    with logs.bind(run_id=item.run_id, item_id=item.id, attempt=item.attempts):
+    with item_context(item):
         return _released_on_error(item, settings=settings, client=client, throttle=throttle)
+
+
+def item_context(item: repo.ClaimedItem, **more: Any) -> contextlib.AbstractContextManager[None]:
+    """The log context of everything done for ``item``: its run, id and attempt."""
+    return logs.bind(run_id=item.run_id, item_id=item.id, attempt=item.attempts, **more)
 
 
 def _released_on_error(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesClient,
@@ -127,136 +133,208 @@ def _released_on_error(item: repo.ClaimedItem, *, settings: Settings, client: Re
     try:
         return _process(item, settings=settings, client=client, throttle=throttle)
     except Exception as exc:
-        error = InfrastructureError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__)
-        error.item_id = item.id
-        log.warning("item %s released after an error in docpipe's services: %s", item.id,
-                    error.message, exc_info=True,
-                    extra={"item_id": item.id, "run_id": item.run_id})
-        try:
-            with session_scope() as session:
-                decision = decide(known_of(session, item, error), Policy.of(settings))
-                give_up = isinstance(decision, FailWith)
-                # A call cut short by the error is paid for, perhaps, but has no answer.
-                repo.close_lost_attempts(session, item.id, code=error.code,
-                                         message=clip(f"the call was cut short: {exc}"))
-                released = repo.release_after_error(
-                    session, item.id, error_class=error.error_class, code=error.code,
-                    message=decision.message if isinstance(decision, FailWith)
-                    else clip(error.message),
-                    retry_at=utcnow() + timedelta(seconds=decision.seconds)
-                    if isinstance(decision, RetryAfter) else None)
-                if released and isinstance(decision, FailWith) and decision.ancestors:
-                    fail_ancestors(session, item, decision)
-        except Exception:
-            log.exception("could not release item %s; its lease will expire", item.id)
-            raise exc from None
-        if give_up and released:
-            _finish_run_if_done(item.run_id)
-            return Outcome("failed", code=error.code)
-        return Outcome("retry" if released else "skipped")
+        return release_after(item, exc, settings=settings)
 
 
-def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesClient,
-             throttle: Throttle) -> Outcome:
+def release_after(item: repo.ClaimedItem, exc: Exception, *, settings: Settings) -> Outcome:
+    """Release a claimed item after ``exc``, an error in docpipe's own services, as decided.
 
+    Its call, if one was in flight, is recorded as cut short. Raises ``exc`` again when even
+    the release cannot be written: the item's lease then expires.
+    """
+    error = InfrastructureError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__)
+    error.item_id = item.id
+    log.warning("item %s released after an error in docpipe's services: %s", item.id,
+                error.message, exc_info=True,
+                extra={"item_id": item.id, "run_id": item.run_id})
+    try:
+        with session_scope() as session:
+            decision = decide(known_of(session, item, error), Policy.of(settings))
+            give_up = isinstance(decision, FailWith)
+            # A call cut short by the error is paid for, perhaps, but has no answer.
+            repo.close_lost_attempts(session, item.id, code=error.code,
+                                     message=clip(f"the call was cut short: {exc}"))
+            released = repo.release_after_error(
+                session, item.id, error_class=error.error_class, code=error.code,
+                message=decision.message if isinstance(decision, FailWith)
+                else clip(error.message),
+                retry_at=utcnow() + timedelta(seconds=decision.seconds)
+                if isinstance(decision, RetryAfter) else None)
+            if released and isinstance(decision, FailWith) and decision.ancestors:
+                fail_ancestors(session, item, decision)
+    except Exception:
+        log.exception("could not release item %s; its lease will expire", item.id)
+        raise exc from None
+    if give_up and released:
+        finish_run_if_done(item.run_id)
+        return Outcome("failed", code=error.code)
+    return Outcome("retry" if released else "skipped")
+
+
+@dataclass(frozen=True)
+class Ready:
+    """An item whose request is built: the next step is its admission."""
+
+    item: repo.ClaimedItem
+    pipeline: Pipeline
+    body: dict[str, Any]
+    #: Its previous answer was bad: this call is the one repair.
+    repairing: bool
+
+
+def prepare(item: repo.ClaimedItem, settings: Settings) -> Ready | ItemError | None:
+    """What stands before an item's call: its request, or the error that refuses it before
+    any call, or None when a stored result can be reused (the caller writes the reuse)."""
     if item.worker_losses >= settings.max_worker_losses:
         with session_scope() as session:
             lost = repo.last_lost_attempt(session, item.id)
-        return _refuse(item, settings, QuarantinedError(
+        return QuarantinedError(
             f"quarantined: its worker was lost {item.worker_losses} times while processing it "
             "(killed, out of memory or past its time limit); the document may be poison"
             + (f". Last lost call: {lost[1]}" if lost else ""),
-            code="memory_limit" if lost and lost[0] == "memory_limit" else "worker_lost"))
-
+            code="memory_limit" if lost and lost[0] == "memory_limit" else "worker_lost")
     try:
         pipeline = pipelines.get_pipeline(item.pipeline, settings.pipelines)
     except PipelineNotFound as exc:
-        return _refuse(item, settings, ItemFailedError(exc.message, code=exc.code))
+        return ItemFailedError(exc.message, code=exc.code)
     except PipelineDefinitionError as exc:
-        return _refuse(item, settings, PipelineBrokenError(exc.message, code=exc.code))
+        return PipelineBrokenError(exc.message, code=exc.code)
     if pipeline.version != item.pipeline_version:
-        return _refuse(item, settings, ItemFailedError(
+        return ItemFailedError(
             f"pipeline {pipeline.name} is now version {pipeline.version}, the run was created "
-            f"with {item.pipeline_version}: start a new run", code="pipeline_changed"))
-
+            f"with {item.pipeline_version}: start a new run", code="pipeline_changed")
     if item.stored_result_id is not None:
-        with session_scope() as session:
-            repo.reuse_result(session, item.id, item.stored_result_id)
-        return _done(item, "reused")
-
+        return None
     try:
         body = request_body(item, pipeline, settings)
     except DocumentError as exc:  # a scan the pipeline does not send, or cannot render
-        return _refuse(item, settings, ItemFailedError(exc.message, code=exc.code))
-    repairing = item.last_error_class == BadOutputError.error_class
+        return ItemFailedError(exc.message, code=exc.code)
+    return Ready(item, pipeline, body, item.last_error_class == BadOutputError.error_class)
 
-    admission = throttle.before_call(body)
-    if isinstance(admission, Park):
-        metrics.record_parked(admission.reason)
-        countdown = _countdown(settings, admission.seconds)
-        with session_scope() as session:
-            repo.park_item(session, item.id,
-                           waited_ms=int(admission.seconds * 1000)
-                           if admission.reason == "budget" else 0,
-                           not_before=utcnow() + timedelta(seconds=admission.seconds),
-                           message_sent=countdown is not None)
-        return Outcome("waiting", retry_in=countdown)
-    if isinstance(admission, TooLarge):
-        return _refuse(item, settings, PermanentAPIError(
-            f"the request needs about {admission.estimate} tokens, above the limit of "
-            f"{admission.tpm} tokens per minute", code="request_too_large"))
 
-    model = str(body["model"])
-    reserve = None
-    if item.budget_usd is not None:
-        # The worst case: every estimated input token uncached, and the longest answer.
-        max_output = int(body["max_output_tokens"])
-        reserve = price_table(settings).cost(model, Usage(
-            input_tokens=max(0, admission.estimate - max_output), output_tokens=max_output),
-            tier=_tier(item))
-    with session_scope() as session:
-        attempt_id = repo.begin_attempt(session, item_id=item.id, run_id=item.run_id,
-                                        model=model, worker=_worker_name(),
-                                        reserve_usd=reserve)
-    if attempt_id is None:
-        assert reserve is not None
-        return _refuse(item, settings, _over_budget(item, reserve))
-    metrics.record_admission(admission.waited)
-    with calling(item.id, attempt_id), metrics.IN_FLIGHT.labels(model).track_inprogress():
-        call = client.create(body)
-    logs.update(request_id=call.request_id)
-    cooldown = throttle.after_call(admission, call)
+def too_large(admission: TooLarge) -> PermanentAPIError:
+    """The error of a request the per-minute token limit can never admit."""
+    return PermanentAPIError(
+        f"the request needs about {admission.estimate} tokens, above the limit of "
+        f"{admission.tpm} tokens per minute", code="request_too_large")
+
+
+def write_park(session: Session, item: repo.ClaimedItem, park: Park, *,
+               settings: Settings) -> Outcome:
+    """Park an item the throttle did not admit (no attempt spent)."""
+    metrics.record_parked(park.reason)
+    countdown = countdown_for(settings, park.seconds)
+    repo.park_item(session, item.id,
+                   waited_ms=int(park.seconds * 1000) if park.reason == "budget" else 0,
+                   not_before=utcnow() + timedelta(seconds=park.seconds),
+                   message_sent=countdown is not None)
+    return Outcome("waiting", retry_in=countdown)
+
+
+def reserve_for(ready: Ready, ticket: Ticket, settings: Settings) -> Decimal | None:
+    """What a call of a run with a budget holds before it is sent: its worst case."""
+    if ready.item.budget_usd is None:
+        return None
+    # The worst case: every estimated input token uncached, and the longest answer.
+    max_output = int(ready.body["max_output_tokens"])
+    return price_table(settings).cost(str(ready.body["model"]), Usage(
+        input_tokens=max(0, ticket.estimate - max_output), output_tokens=max_output),
+        tier=tier_of(ready.item))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A finished call, checked: its error (None: a valid output) and its attempt row."""
+
+    call: CallResult
+    error: ItemError | None
+    output: dict[str, Any] | None
+    attempt: repo.AttemptRecord
+
+
+def answer_of(ready: Ready, call: CallResult, attempt_id: int, *, reserve: Decimal | None,
+              settings: Settings) -> Answer:
+    """Check a finished call's output against the pipeline, and count the call."""
+    item = ready.item
     error = call.error
     output = None
     if error is None:
         try:
-            output = pipeline.validate_output(call.output_text or "")
+            output = ready.pipeline.validate_output(call.output_text or "")
         except OutputError as exc:
             error = BadOutputError(exc.message, code=exc.code, http_status=call.http_status,
                                    request_id=call.request_id, usage=call.usage)
-    attempt = _attempt_record(item, call, error, attempt_id, settings=settings,
-                              reserved=reserve or Decimal(0))
-    metrics.record_call(attempt, tier=_tier(item))
+    attempt = attempt_record(item, call, error, attempt_id, settings=settings,
+                             reserved=reserve or Decimal(0))
+    metrics.record_call(attempt, tier=tier_of(item))
     if error is not None:
         error.item_id = item.id
         log.warning("item call failed: %s %s", error.error_class, error.code,
                     extra={"item_id": item.id, "run_id": item.run_id,
                            "request_id": error.request_id, "attempt": item.attempts})
-    with session_scope() as session:
-        decision = decide(known_of(session, item, error, repairing=repairing,
-                                   cooldown=cooldown), Policy.of(settings))
-        repo.record_attempt(session, attempt)
-        if isinstance(decision, Succeed):
-            assert output is not None
-            repo.add_budget_wait(session, item.id, int(admission.waited * 1000))
-            repo.save_result(session, item, output=output, model=call.model,
-                             response_id=call.response_id)
-        else:
-            outcome = _write(session, item, decision, settings=settings)
+    return Answer(call, error, output, attempt)
+
+
+def write_answer(session: Session, ready: Ready, answer: Answer, *, waited: float,
+                 cooldown: float | None, settings: Settings) -> Outcome:
+    """Decide about an answered call and write the decision with its attempt, in ``session``.
+
+    A success is ``Outcome("succeeded")``: its parent and the run's end are the caller's, after
+    the commit.
+    """
+    item = ready.item
+    decision = decide(known_of(session, item, answer.error, repairing=ready.repairing,
+                               cooldown=cooldown), Policy.of(settings))
+    repo.record_attempt(session, answer.attempt)
     if not isinstance(decision, Succeed):
-        return _after_write(item, outcome)
+        return write_decision(session, item, decision, settings=settings)
+    assert answer.output is not None
+    if waited > 0:
+        repo.add_budget_wait(session, item.id, int(waited * 1000))
+    repo.save_result(session, item, output=answer.output, model=answer.call.model,
+                     response_id=answer.call.response_id)
     log.info("item succeeded", extra={"item_id": item.id, "run_id": item.run_id,
-                                      "request_id": call.request_id})
+                                      "request_id": answer.call.request_id})
+    return Outcome("succeeded")
+
+
+def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesClient,
+             throttle: Throttle) -> Outcome:
+    ready = prepare(item, settings)
+    if ready is None:
+        with session_scope() as session:
+            repo.reuse_result(session, item.id, item.stored_result_id)  # type: ignore[arg-type]
+        return _done(item, "reused")
+    if isinstance(ready, ItemError):
+        return _refuse(item, settings, ready)
+
+    admission = throttle.before_call(ready.body)
+    if isinstance(admission, Park):
+        with session_scope() as session:
+            return write_park(session, item, admission, settings=settings)
+    if isinstance(admission, TooLarge):
+        return _refuse(item, settings, too_large(admission))
+
+    reserve = reserve_for(ready, admission, settings)
+    with session_scope() as session:
+        attempt_id = repo.begin_attempt(session, item_id=item.id, run_id=item.run_id,
+                                        model=str(ready.body["model"]), worker=worker_name(),
+                                        reserve_usd=reserve)
+    if attempt_id is None:
+        assert reserve is not None
+        return _refuse(item, settings, over_budget(item, reserve))
+    metrics.record_admission(admission.waited)
+    with calling(item.id, attempt_id), \
+            metrics.IN_FLIGHT.labels(str(ready.body["model"])).track_inprogress():
+        call = client.create(ready.body)
+    logs.update(request_id=call.request_id)
+    cooldown = throttle.after_call(admission, call)
+    answer = answer_of(ready, call, attempt_id, reserve=reserve, settings=settings)
+    with session_scope() as session:
+        outcome = write_answer(session, ready, answer, waited=admission.waited,
+                               cooldown=cooldown, settings=settings)
+    if outcome.status != "succeeded":
+        return _after_write(item, outcome)
     return _done(item, "succeeded")
 
 
@@ -264,11 +342,11 @@ def _refuse(item: repo.ClaimedItem, settings: Settings, error: ItemError) -> Out
     """The item meets an error before any call: decide and write it."""
     with session_scope() as session:
         decision = decide(known_of(session, item, error), Policy.of(settings))
-        outcome = _write(session, item, decision, settings=settings)
+        outcome = write_decision(session, item, decision, settings=settings)
     return _after_write(item, outcome)
 
 
-def _write(session: Session, item: repo.ClaimedItem, decision: Decision, *,
+def write_decision(session: Session, item: repo.ClaimedItem, decision: Decision, *,
            settings: Settings) -> Outcome:
     """Write a decision other than success, in the transaction that recorded the attempt."""
     match decision:
@@ -280,12 +358,12 @@ def _write(session: Session, item: repo.ClaimedItem, decision: Decision, *,
                                 message=clip(error.message), message_sent=True)
             return Outcome("retry", retry_in=0.0)
         case ParkUntil(seconds):
-            countdown = _countdown(settings, seconds)
+            countdown = countdown_for(settings, seconds)
             repo.park_item(session, item.id, not_before=utcnow() + timedelta(seconds=seconds),
                            message_sent=countdown is not None)
             return Outcome("retry", retry_in=countdown)
         case RetryAfter(seconds, error):
-            countdown = _countdown(settings, seconds)
+            countdown = countdown_for(settings, seconds)
             repo.schedule_retry(session, item.id,
                                 not_before=utcnow() + timedelta(seconds=seconds),
                                 error_class=error.error_class, code=error.code,
@@ -306,11 +384,11 @@ def _write(session: Session, item: repo.ClaimedItem, decision: Decision, *,
 def _after_write(item: repo.ClaimedItem, outcome: Outcome) -> Outcome:
     # After the commit, for the reason in _finish_run_if_done.
     if outcome.status == "failed":
-        _finish_run_if_done(item.run_id)
+        finish_run_if_done(item.run_id)
     return outcome
 
 
-def _over_budget(item: repo.ClaimedItem, reserve: Decimal) -> BudgetExhaustedError:
+def over_budget(item: repo.ClaimedItem, reserve: Decimal) -> BudgetExhaustedError:
     with session_scope() as session:
         run = repo.get_run(session, item.run_id)
         assert run is not None
@@ -357,11 +435,11 @@ def _done(item: repo.ClaimedItem, status: str) -> Outcome:
         with session_scope() as session:
             if repo.unblock_parent(session, item.parent_id):
                 send = (item.parent_id,)
-    _finish_run_if_done(item.run_id)
+    finish_run_if_done(item.run_id)
     return Outcome(status, send=send)
 
 
-def _finish_run_if_done(run_id: int) -> None:
+def finish_run_if_done(run_id: int) -> None:
     # In its own transaction, after the item's commit: of items finishing concurrently, the
     # last to commit then sees all the others terminal. Checked inside the item's own
     # transaction, each would still see the others open and the run would never finish.
@@ -369,7 +447,7 @@ def _finish_run_if_done(run_id: int) -> None:
         repo.finish_run_if_done(session, run_id)
 
 
-def _worker_name() -> str:
+def worker_name() -> str:
     return _named(os.getpid())
 
 
@@ -379,13 +457,13 @@ def _named(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}"
 
 
-def _attempt_record(item: repo.ClaimedItem, call: CallResult, error: ItemError | None,
+def attempt_record(item: repo.ClaimedItem, call: CallResult, error: ItemError | None,
                     attempt_id: int, *, settings: Settings, reserved: Decimal
                     ) -> repo.AttemptRecord:
     usage = call.usage
     return repo.AttemptRecord(
         id=attempt_id, item_id=item.id, run_id=item.run_id, model=call.model,
-        worker=_worker_name(), reserved_usd=reserved,
+        worker=worker_name(), reserved_usd=reserved,
         outcome=AttemptOutcome.OK if error is None else error.error_class,
         started_at=call.started_at, latency_ms=call.latency_ms, http_status=call.http_status,
         error_code=error.code if error else None,
@@ -393,9 +471,9 @@ def _attempt_record(item: repo.ClaimedItem, call: CallResult, error: ItemError |
         request_id=call.request_id, response_id=call.response_id,
         input_tokens=usage.input_tokens, cached_tokens=usage.cached_tokens,
         output_tokens=usage.output_tokens, reasoning_tokens=usage.reasoning_tokens,
-        cost_usd=price_table(settings).cost(call.model, usage, tier=_tier(item)),
+        cost_usd=price_table(settings).cost(call.model, usage, tier=tier_of(item)),
     )
 
 
-def _tier(item: repo.ClaimedItem) -> Tier:
+def tier_of(item: repo.ClaimedItem) -> Tier:
     return Tier.FLEX if item.mode == RunMode.FLEX else Tier.DEFAULT

@@ -33,9 +33,10 @@ PRIORITY = 0
 PERSISTENT = 2
 
 
-def publish_items(app: Celery, task_name: str, item_ids: Sequence[int], *,
+def publish_items(app: Celery, task_name: str, item_ids: Sequence[int | list[int]], *,
                   queue: str) -> list[str]:
-    """Send one ``task_name(item_id)`` message per id to ``queue``; return the task ids.
+    """Send one ``task_name(arg)`` message per entry of ``item_ids`` (an id, or a group of
+    ids) to ``queue``; return the task ids.
 
     ``queue`` is one of the app's queue names. Raises the Redis client's errors: a message is
     in the queue only if its pipeline ran, so on an error the caller treats the whole batch
@@ -64,11 +65,12 @@ def publish_items(app: Celery, task_name: str, item_ids: Sequence[int], *,
                 for item_id in item_ids[start : start + PIPELINE_SIZE]:
                     task_id = str(uuid.uuid4())
                     body = json.dumps([[item_id], kwargs, embed]).encode()
+                    argsrepr = repr((item_id,))
                     envelope = {
                         "body": base64.b64encode(body).decode(), "content-encoding": "utf-8",
                         "content-type": "application/json",
                         "headers": {**template.headers, "id": task_id, "root_id": task_id,
-                                    "argsrepr": f"({item_id},)"},
+                                    "argsrepr": argsrepr},
                         "properties": {**properties, "correlation_id": task_id,
                                        "delivery_tag": str(uuid.uuid4())}}
                     pipe.lpush(queue, json.dumps(envelope))

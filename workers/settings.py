@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Requests a minute one prompt_cache_key keeps on one cache machine (see the API docs).
 REQUESTS_PER_CACHE_KEY = 15
+#: Model calls a worker process keeps in flight on its event loop unless told otherwise:
+#: enough for multi-second calls at a few hundred requests per minute.
+DEFAULT_CALLS_IN_FLIGHT = 256
 DEFAULT_DATABASE_FILE = Path(".docpipe") / "docpipe.db"
 DEFAULT_DATABASE_URL = f"sqlite:///./{DEFAULT_DATABASE_FILE}"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
@@ -91,11 +94,21 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "DOCPIPE_OPENAI_BASE_URL")
     )
 
-    worker_concurrency: int = Field(default=32, ge=1, description="In-flight items per worker.")
+    worker_concurrency: int | None = Field(
+        default=None, ge=1, description="threads pool: model calls in flight per worker "
+        f"process, on its event loop (default {DEFAULT_CALLS_IN_FLIGHT}); prefork: pool "
+        "processes, each with one group in flight (default: one per core).")
     worker_pool: Literal["threads", "prefork", "solo"] = Field(
         default="threads",
-        description="Celery pool. Calls are I/O-bound, so threads keep many in flight per process.",
+        description="Celery pool. threads: one process whose event loop keeps every call in "
+        "flight; prefork: a process per group, for the hard memory limit.",
     )
+    worker_processes: int | None = Field(
+        default=None, ge=1, description="Worker processes `docpipe worker` starts, each "
+        "with its own event loop (default: one per core).")
+    group_size: int = Field(
+        default=16, ge=1, le=500, description="Items per task message: a worker claims, "
+        "admits and records a message's items together, paying the fixed costs once.")
     worker_max_memory_mb: int | None = Field(
         default=None, gt=0, description="Hard memory limit per pool process (prefork only): a "
         "process past it while handling a document kills itself and the call is recorded as "
@@ -244,6 +257,30 @@ class Settings(BaseSettings):
             return self.prompt_cache_shards
         limits = self.model_limits.get(model)
         return max(1, math.ceil(limits.rpm / REQUESTS_PER_CACHE_KEY)) if limits else 1
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Model calls one worker process keeps in flight (one pool process: one group)."""
+        if self.worker_pool == "threads":
+            return self.worker_concurrency or DEFAULT_CALLS_IN_FLIGHT
+        return self.group_size
+
+    @property
+    def pool_concurrency(self) -> int:
+        """Celery's ``--concurrency``: task threads (twice the groups that fill the calls in
+        flight, so a group finishing its slowest call never leaves slots idle), or pool
+        processes."""
+        if self.worker_pool == "threads":
+            return 2 * math.ceil(self.calls_in_flight / min(self.group_size,
+                                                            self.calls_in_flight))
+        if self.worker_pool == "solo":
+            return 1
+        return self.worker_concurrency or os.cpu_count() or 1
+
+    @property
+    def processes(self) -> int:
+        """Worker processes ``docpipe worker`` runs."""
+        return self.worker_processes or os.cpu_count() or 1
 
     @property
     def effective_broker_url(self) -> str:

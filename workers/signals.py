@@ -85,7 +85,7 @@ def watch_liveness(sender: Any = None, **_: Any) -> None:
 
     window = settings.worker_liveness_seconds
     check = liveness.LivenessCheck(
-        window=window, concurrency=settings.worker_concurrency, activity=_activity,
+        window=window, concurrency=settings.pool_concurrency, activity=_activity,
         probe=liveness.Probe(backlog=backlog, active=lambda: len(worker_state.active_requests)))
     controller = getattr(sender, "controller", None)
     liveness.start(check, interval=min(5.0, window / 4), on_stall=lambda: liveness.restart_in_place(
@@ -112,10 +112,11 @@ def after_fork(**_: Any) -> None:
         memory.start_watchdog(limit, _record_memory_loss)
 
 
-def _record_memory_loss(call: memory.Call, message: str) -> None:
+def _record_memory_loss(calls: list[memory.Call], message: str) -> None:
     with session_scope() as session:
-        repo.close_lost_attempts(session, call.item_id, attempt_id=call.attempt_id,
-                                 code="memory_limit", message=message)
+        for call in calls:
+            repo.close_lost_attempts(session, call.item_id, attempt_id=call.attempt_id,
+                                     code="memory_limit", message=message)
 
 
 @worker_process_shutdown.connect

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -10,11 +11,13 @@ import redis
 from celery import Task
 
 import pipelines
-from workers import metrics, processing, reconcile
+from workers import metrics, reconcile
 from workers.celery_app import Queue, TaskName, app
 from workers.db.models import utcnow
 from workers.db.repository import ScheduleBusy
 from workers.errors import ItemsFailed
+from workers.items import group
+from workers.items.engine import get_engine
 from workers.llm.client import get_client
 from workers.publish import publish_items
 from workers.ratelimit import redis_client
@@ -27,26 +30,35 @@ BATCH_TICK_LOCK_SECONDS = 900
 
 
 @app.task(name=TaskName.PROCESS_ITEM, bind=True, ignore_result=True, throws=(ItemsFailed,))
-def process_item(self: Task, item_id: int) -> str:  # type: ignore[type-arg]
-    """Process one item by id; the message carries nothing else.
+def process_item(self: Task, item_ids: int | list[int]) -> str:  # type: ignore[type-arg]
+    """Process a group of items by id (or one item: a bare id); the message carries nothing
+    else.
 
     Raises:
-        ItemsFailed: the item ended failed (after its decision was written), so the task is
-            a failure in Celery's events and Flower, with the item and its code.
+        ItemsFailed: items ended failed (after their decisions were written), so the task is
+            a failure in Celery's events and Flower, with the items and their codes.
     """
     settings = get_settings()
-    outcome = processing.process_item(item_id, settings=settings, client=get_client(settings),
-                                      throttle=get_throttle(settings))
+    ids = [item_ids] if isinstance(item_ids, int) else [int(i) for i in item_ids]
+    outcomes = group.process_items(ids, settings=settings, engine=get_engine(settings),
+                                   throttle=get_throttle(settings),
+                                   client=get_client(settings))
     delivery = self.request.delivery_info or {}
     queue = delivery.get("routing_key") or Queue.LIVE
-    metrics.record_outcome(queue, outcome.status)
-    if outcome.retry_in is not None:
-        send_items([item_id], queue=queue, countdown=outcome.retry_in)
-    if outcome.send:
-        send_items(outcome.send, queue=queue)
-    if outcome.status == "failed":
-        raise ItemsFailed({item_id: outcome.code or "failed"})
-    return outcome.status
+    retries: dict[float, list[int]] = defaultdict(list)
+    unblocked: list[int] = []
+    for item_id, outcome in outcomes.items():
+        metrics.record_outcome(queue, outcome.status)
+        if outcome.retry_in is not None:
+            retries[outcome.retry_in].append(item_id)
+        unblocked += outcome.send
+    for countdown, waiting in retries.items():
+        send_items(waiting, queue=queue, countdown=countdown)
+    send_items(unblocked, queue=queue)
+    failed = {i: o.code or "failed" for i, o in outcomes.items() if o.status == "failed"}
+    if failed:
+        raise ItemsFailed(failed)
+    return ",".join(sorted({o.status for o in outcomes.values()}))
 
 
 @app.task(name=TaskName.RECONCILE, ignore_result=True)
@@ -111,17 +123,22 @@ def batch_tick() -> dict[str, int]:
 
 def send_items(item_ids: Sequence[int], *, queue: str = Queue.LIVE,
                countdown: float | None = None) -> None:
-    """Publish one message per item id.
+    """Publish the items in messages of up to ``group_size`` ids (a message of one carries
+    the bare id, as before groups).
 
     Messages due now go out in pipelines (see :mod:`workers.publish`); a retry's delayed
     message goes through ``apply_async``, which handles the countdown.
     """
     if not item_ids:
         return
+    size = get_settings().group_size
+    groups: list[int | list[int]] = [
+        list(item_ids[i : i + size]) if len(item_ids) - i > 1 and size > 1 else item_ids[i]
+        for i in range(0, len(item_ids), size)]
     if countdown is None:
-        publish_items(app, TaskName.PROCESS_ITEM, item_ids, queue=queue)
+        publish_items(app, TaskName.PROCESS_ITEM, groups, queue=queue)
         return
     with app.producer_or_acquire() as producer:
-        for item_id in item_ids:
-            process_item.apply_async((item_id,), producer=producer, queue=queue,
+        for ids in groups:
+            process_item.apply_async((ids,), producer=producer, queue=queue,
                                      routing_key=queue, countdown=countdown)

@@ -35,7 +35,8 @@ class Stack:
         values: dict[str, Any] = {
             "database_url": self.database_url, "broker_url": self.broker_url,
             "openai_base_url": self.simulator.base_url, "openai_api_key": "sk-e2e-secret-key",
-            "worker_concurrency": 8, "max_attempts": 4, "retry_base_seconds": 0.05,
+            "worker_concurrency": 8, "worker_processes": 1, "max_attempts": 4,
+            "retry_base_seconds": 0.05,
             "retry_max_seconds": 0.5, "request_timeout_seconds": 10,
         }
         return docpipe_env(**(values | self.settings))

@@ -31,3 +31,5 @@ def test_throughput_benchmark_smoke(tmp_path: Path, postgres_url: str) -> None:
     ratio = re.search(r"Ratio, end to end: ([0-9.]+)", out)
     assert ratio is not None and 0 < float(ratio.group(1)) < 5
     assert "CPU ms per document" in out
+    rss = re.search(r"Peak resident memory of an engine process: ([0-9]+) MB", out)
+    assert rss is not None and 0 < int(rss.group(1)) < 2000, out

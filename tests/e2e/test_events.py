@@ -64,6 +64,7 @@ def test_a_failed_item_is_a_failed_task_in_celerys_events(stack: Stack, events: 
     stack.simulator.configure(force_error={"status": 400, "code": "invalid_json_schema",
                                            "type": "invalid_request_error",
                                            "message": "simulated 400"})
+    stack.settings |= {"group_size": 1}  # one task per item
     stack.start_workers(1)
     # The worker's own events arrive only once the receiver is bound: no task is missed.
     wait_until(lambda: any(w.alive for w in events().workers.values()), timeout=60,
@@ -87,3 +88,28 @@ def test_a_failed_item_is_a_failed_task_in_celerys_events(stack: Stack, events: 
             task.exception)  # type: ignore[attr-defined]
     # An expected failure: one line in the worker's log, no traceback.
     assert "Traceback" not in stack.workers[0].log()
+
+
+def test_a_group_whose_items_failed_is_one_failed_task_naming_each(
+        stack: Stack, events: Events, tmp_path: Path) -> None:
+    write_corpus(tmp_path / "corpus", 5)
+    stack.simulator.configure(force_error={"status": 400, "code": "invalid_json_schema",
+                                           "type": "invalid_request_error",
+                                           "message": "simulated 400"})
+    stack.start_workers(1)
+    wait_until(lambda: any(w.alive for w in events().workers.values()), timeout=60,
+               what="the worker's events to reach the receiver")
+    report = stack.wait_for(stack.ingest(tmp_path / "corpus")["run_id"], timeout=60)
+    assert report.failed == 5
+
+    def processed() -> list[Any]:
+        return [t for t in events().tasks.values()
+                if t.name == "docpipe.items.process" and t.state == "FAILURE"]
+
+    (task,) = wait_until(processed, timeout=30, what="the group's failed task")
+    with session_scope(stack.database_url) as session:
+        item_ids = sorted(session.scalars(select(Item.id).where(Item.run_id == report.run_id)))
+    carried = sorted(int(v) for v in str(task.args).strip("[](),").split(",") if v.strip())
+    assert carried == item_ids, "its args show the item ids it carried"
+    for item_id in item_ids:
+        assert f"{item_id} (invalid_json_schema)" in str(task.exception)

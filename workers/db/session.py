@@ -70,7 +70,7 @@ def get_engine(url: str | None = None) -> Engine:
         with _lock:
             engine = _engines.get(key)
             if engine is None:
-                engine = create_db_engine(url, pool_size=min(settings.worker_concurrency, 20))
+                engine = create_db_engine(url, pool_size=min(settings.pool_concurrency, 20))
                 _engines[key] = engine
                 _makers[engine] = sessionmaker(engine, expire_on_commit=False)
     return engine

@@ -60,36 +60,64 @@ class ResponsesClient:
 
     def create(self, body: dict[str, Any]) -> CallResult:
         """Send one request; never raises for API or network failures."""
-        started = utcnow()
-        clock = time.perf_counter()
-        model = str(body.get("model", ""))
+        started, clock = utcnow(), time.perf_counter()
         try:
             raw = self._client.responses.with_raw_response.create(**body)
         except openai.OpenAIError as exc:
-            error = classify(exc)
-            return CallResult(
-                model=model, started_at=started, latency_ms=_ms_since(clock),
-                http_status=error.http_status, request_id=error.request_id, error=error,
-                headers=exc.response.headers if isinstance(exc, openai.APIStatusError) else {},
-            )
-        latency = _ms_since(clock)
-        response = raw.parse()
-        result = CallResult(
-            model=response.model or model, started_at=started, latency_ms=latency,
-            http_status=raw.status_code, request_id=raw.request_id, response_id=response.id,
-            usage=usage_of(response), headers=raw.headers,
-        )
-        try:
-            result.output_text = output_text(response)
-        except ItemError as exc:
-            exc.request_id, exc.response_id = result.request_id, response.id
-            exc.usage, exc.http_status = result.usage, raw.status_code
-            result.error = exc
-        return result
+            return _failed(exc, body, started, clock)
+        return _answered(raw, body, started, clock)
 
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()
+
+
+class AsyncResponsesClient:
+    """:class:`ResponsesClient` on ``AsyncOpenAI``, for the item engine's event loop."""
+
+    def __init__(self, *, api_key: str, base_url: str | None, timeout: float) -> None:
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
+
+    async def create(self, body: dict[str, Any]) -> CallResult:
+        """Send one request; never raises for API or network failures."""
+        started, clock = utcnow(), time.perf_counter()
+        try:
+            raw = await self._client.responses.with_raw_response.create(**body)
+        except openai.OpenAIError as exc:
+            return _failed(exc, body, started, clock)
+        return _answered(raw, body, started, clock)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._client.close()
+
+
+def _failed(exc: openai.OpenAIError, body: dict[str, Any], started: datetime, clock: float
+            ) -> CallResult:
+    error = classify(exc)
+    return CallResult(
+        model=str(body.get("model", "")), started_at=started, latency_ms=_ms_since(clock),
+        http_status=error.http_status, request_id=error.request_id, error=error,
+        headers=exc.response.headers if isinstance(exc, openai.APIStatusError) else {},
+    )
+
+
+def _answered(raw: Any, body: dict[str, Any], started: datetime, clock: float) -> CallResult:
+    latency = _ms_since(clock)
+    response = raw.parse()
+    result = CallResult(
+        model=response.model or str(body.get("model", "")), started_at=started,
+        latency_ms=latency, http_status=raw.status_code, request_id=raw.request_id,
+        response_id=response.id, usage=usage_of(response), headers=raw.headers,
+    )
+    try:
+        result.output_text = output_text(response)
+    except ItemError as exc:
+        exc.request_id, exc.response_id = result.request_id, response.id
+        exc.usage, exc.http_status = result.usage, raw.status_code
+        result.error = exc
+    return result
 
 
 def _ms_since(clock: float) -> int:
@@ -152,9 +180,14 @@ _clients: PerProcess[None, ResponsesClient] = PerProcess()
 
 def get_client(settings: Settings) -> ResponsesClient:
     """This process's client (one connection pool per process, shared by its threads)."""
-    if settings.openai_api_key is None:
-        raise ConfigurationError("OPENAI_API_KEY is not set: workers cannot call the model API")
-    key = settings.openai_api_key.get_secret_value()
+    key = api_key(settings)
     return _clients.get(None, lambda: ResponsesClient(
         api_key=key, base_url=settings.openai_base_url,
         timeout=settings.request_timeout_seconds))
+
+
+def api_key(settings: Settings) -> str:
+    """The API key, or a clear error naming the setting when it is missing."""
+    if settings.openai_api_key is None:
+        raise ConfigurationError("OPENAI_API_KEY is not set: workers cannot call the model API")
+    return settings.openai_api_key.get_secret_value()

@@ -1,0 +1,130 @@
+"""A group of items through the engine, against the simulator, Redis and both databases."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import func, select, update
+
+from pipelines import get_pipeline
+from tests.conftest import wait_until
+from tests.integration.test_repository import new_run
+from tests.support.services import SimulatorProcess
+from workers.breaker import CircuitBreaker
+from workers.db.models import Attempt, AttemptOutcome, Item, ItemStatus, Result, Run, RunStatus
+from workers.db.session import session_scope
+from workers.items.engine import Engine
+from workers.items.group import process_items
+from workers.llm.client import AsyncResponsesClient, ResponsesClient
+from workers.ratelimit import RateLimiter
+from workers.settings import Settings, get_settings
+from workers.throttle import Throttle
+
+
+@pytest.fixture
+def settings(migrated_db: str, broker_url: str, simulator: SimulatorProcess,
+             configure: Any) -> Settings:
+    configure(openai_base_url=simulator.base_url, openai_api_key="sk-group",
+              broker_url=broker_url, retry_base_seconds=0.05, retry_max_seconds=0.2)
+    return get_settings()
+
+
+@pytest.fixture
+def engine(simulator: SimulatorProcess) -> Iterator[Engine]:
+    engine = Engine(lambda: AsyncResponsesClient(api_key="sk-group",
+                                                 base_url=simulator.base_url, timeout=10),
+                    in_flight=8)
+    yield engine
+    engine.close()
+
+
+def run_group(ids: list[int], settings: Settings, engine: Engine) -> dict[int, Any]:
+    client = redis.Redis.from_url(settings.effective_broker_url)
+    throttle = Throttle(settings, RateLimiter(client), CircuitBreaker(client))
+    sync = ResponsesClient(api_key="sk-group", base_url=settings.openai_base_url, timeout=10)
+    return process_items(ids, settings=settings, engine=engine, throttle=throttle, client=sync)
+
+
+def texts(n: int) -> list[str]:
+    return [f"Document {i} of the group, about the harbour's {i} cranes." for i in range(n)]
+
+
+def test_a_group_larger_than_the_engine_is_answered_once_per_item(
+        settings: Settings, engine: Engine, simulator: SimulatorProcess) -> None:
+    run_id, ids = new_run(texts(20), version=get_pipeline("summarise").version)
+    outcomes = run_group(ids, settings, engine)
+    assert {o.status for o in outcomes.values()} == {"succeeded"} and set(outcomes) == set(ids)
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Attempt)) == 20
+        assert s.scalar(select(func.count()).select_from(Attempt).where(
+            Attempt.outcome != AttemptOutcome.OK)) == 0
+        assert s.scalar(select(func.count()).select_from(Result)) == 20
+        run = s.get(Run, run_id)
+        assert run is not None and run.status == RunStatus.FINISHED
+    assert simulator.stats()["counters"]["requests"] == 20
+    assert engine._free == engine.in_flight, "every slot is given back"
+
+
+def test_every_attempt_row_is_written_before_its_call_is_answered(
+        settings: Settings, engine: Engine, simulator: SimulatorProcess) -> None:
+    simulator.configure(latency_ms=1500, latency_sigma=0.0)
+    _, ids = new_run(texts(6), version=get_pipeline("summarise").version)
+    done: dict[int, Any] = {}
+    thread = threading.Thread(target=lambda: done.update(run_group(ids, settings, engine)))
+    thread.start()
+
+    def in_flight() -> int:
+        with session_scope() as s:
+            return int(s.scalar(select(func.count()).select_from(Attempt).where(
+                Attempt.outcome == AttemptOutcome.IN_FLIGHT)) or 0)
+
+    # All six rows exist together while the calls are out (each takes 1.5 s).
+    wait_until(lambda: in_flight() == 6, timeout=20, interval=0.05, what="six in-flight rows")
+    assert simulator.stats()["counters"].get("status_200", 0) == 0
+    thread.join(30)
+    assert {o.status for o in done.values()} == {"succeeded"}
+    assert in_flight() == 0
+
+
+def test_ids_given_twice_or_already_done_are_processed_once(
+        settings: Settings, engine: Engine, simulator: SimulatorProcess) -> None:
+    _, ids = new_run(texts(4), version=get_pipeline("summarise").version)
+    first = run_group(ids + ids[:2], settings, engine)
+    again = run_group(ids, settings, engine)
+    assert {o.status for o in first.values()} == {"succeeded"}
+    assert {o.status for o in again.values()} == {"skipped"}
+    assert simulator.stats()["counters"]["requests"] == 4
+
+
+def test_a_suspect_is_left_out_of_the_group_and_runs_alone(
+        settings: Settings, engine: Engine, simulator: SimulatorProcess) -> None:
+    _, ids = new_run(texts(5), version=get_pipeline("summarise").version)
+    with session_scope() as s:
+        s.execute(update(Item).where(Item.id == ids[2]).values(worker_losses=1))
+    outcomes = run_group(ids, settings, engine)
+    assert {o.status for o in outcomes.values()} == {"succeeded"}
+    with session_scope() as s:
+        suspect = s.get(Item, ids[2])
+        assert suspect is not None and suspect.status == ItemStatus.SUCCEEDED
+        assert suspect.worker_losses == 1
+
+
+def test_answers_the_decision_core_retries_or_fails_are_written_per_item(
+        settings: Settings, engine: Engine, simulator: SimulatorProcess) -> None:
+    # Every call fails with a 500: each item is released for a retry, none is lost or
+    # left running, and every call made has its row with the error.
+    simulator.configure(error_rate=1.0)
+    _, ids = new_run(texts(6), version=get_pipeline("summarise").version)
+    outcomes = run_group(ids, settings, engine)
+    assert {o.status for o in outcomes.values()} == {"retry"}
+    with session_scope() as s:
+        items = s.scalars(select(Item).where(Item.id.in_(ids))).all()
+        assert {i.status for i in items} == {ItemStatus.RETRY}
+        assert all(i.lease_expires_at is None for i in items)
+        attempts = s.scalars(select(Attempt)).all()
+        assert len(attempts) == simulator.stats()["counters"]["requests"] == 6
+        assert {a.outcome for a in attempts} == {"transient"}

@@ -1,0 +1,128 @@
+"""The item engine's event loop: every model call a worker process makes, on one loop.
+
+Threads that block on an HTTP call each cost a stack and a share of the GIL, and hundreds of
+them turn I/O-bound work into CPU-bound work. So a process keeps one ``asyncio`` loop in a
+thread of its own, with one ``AsyncOpenAI`` client (one connection pool), and at most
+``in_flight`` calls at a time, counted in slots that a group takes before it claims. The
+group processor (:mod:`workers.items.group`) hands each call to it from a Celery task thread
+and waits on the future; everything else (the database, Redis, the decision) stays in that
+thread, so the loop does nothing but HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from workers import metrics
+from workers.llm.client import AsyncResponsesClient, CallResult
+from workers.process_local import PerProcess
+from workers.settings import Settings
+
+
+@dataclass(frozen=True)
+class Voided:
+    """A delayed call whose slot a 429 voided while it waited; ``admission`` is what asking
+    the limiter again gave instead (the caller parks or refuses the item)."""
+
+    admission: object
+
+
+#: Asked, after a call's delay, whether its slot still stands; else for a new admission,
+#: which the call uses if it is a ticket. Both run in a thread: they talk to Redis.
+Recheck = Callable[[], bool]
+Readmit = Callable[[], tuple[bool, object]]
+
+
+class Engine:
+    """One process's event loop and model client. Thread-safe: any thread may call."""
+
+    def __init__(self, client: Callable[[], AsyncResponsesClient], *, in_flight: int) -> None:
+        self.in_flight = in_flight
+        self._free = in_flight
+        self._freed = threading.Condition()
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._client: AsyncResponsesClient | None = None
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._client = client()
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="docpipe-engine", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def take(self, count: int) -> int:
+        """Wait until ``count`` of the ``in_flight`` slots are free (at most all of them), take
+        them and return how many. A group takes its slots before it claims its items, so
+        nothing is claimed, leased or held against a budget while it waits."""
+        count = min(count, self.in_flight)
+        with self._freed:
+            self._freed.wait_for(lambda: self._free >= count)
+            self._free -= count
+        return count
+
+    def give_back(self, count: int = 1) -> None:
+        """Free ``count`` slots: calls answered, or items that need no call."""
+        if count <= 0:
+            return
+        with self._freed:
+            self._free += count
+            self._freed.notify_all()
+
+    def call(self, body: dict[str, Any], *, delay: float = 0.0,
+             recheck: Recheck | None = None, readmit: Readmit | None = None
+             ) -> concurrent.futures.Future[CallResult | Voided]:
+        """Send ``body`` after ``delay`` seconds, in a slot the caller took (:meth:`take`)
+        and gives back (:meth:`give_back`) once it has written the answer.
+
+        A delayed call asks ``recheck`` first; if its slot was voided, ``readmit`` gives a new
+        admission (``(True, ticket)`` to call now) or the future's :class:`Voided`.
+        """
+        return asyncio.run_coroutine_threadsafe(
+            self._call(body, delay, recheck, readmit), self._loop)
+
+    async def _call(self, body: dict[str, Any], delay: float, recheck: Recheck | None,
+                    readmit: Readmit | None) -> CallResult | Voided:
+        assert self._client is not None
+        if delay > 0:
+            await asyncio.sleep(delay)
+            if recheck is not None and not await asyncio.to_thread(recheck):
+                assert readmit is not None
+                admitted, admission = await asyncio.to_thread(readmit)
+                if not admitted:
+                    return Voided(admission)
+        gauge = metrics.IN_FLIGHT.labels(str(body.get("model", "")))
+        gauge.inc()
+        try:
+            return await self._client.create(body)
+        finally:
+            gauge.dec()
+
+    def close(self) -> None:
+        """Close the client and stop the loop (for tests; a worker's loop lives with it)."""
+        if self._client is not None:
+            asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+_engines: PerProcess[None, Engine] = PerProcess()
+
+
+def get_engine(settings: Settings) -> Engine:
+    """This process's engine (made anew in a forked child: a loop does not survive a fork)."""
+    from workers.llm.client import api_key
+
+    key = api_key(settings)
+    return _engines.get(None, lambda: Engine(
+        lambda: AsyncResponsesClient(api_key=key, base_url=settings.openai_base_url,
+                                     timeout=settings.request_timeout_seconds),
+        in_flight=settings.calls_in_flight))
