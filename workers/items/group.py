@@ -105,10 +105,11 @@ class _Group:
         try:
             self._run()
         except Exception as exc:
-            for future in self.pending:
+            for future, call in self.pending.items():
                 # Its slot comes back when it ends (at once if it has).
                 future.cancel()
                 future.add_done_callback(lambda _: self.engine.give_back())
+                memory.end_call(call.attempt_id)
             for item in self.items:
                 if item.id not in self.outcomes:
                     self.outcomes[item.id] = processing.release_after(
@@ -247,7 +248,6 @@ class _Group:
                 done, waiting = wait(waiting, timeout=timeout, return_when=FIRST_COMPLETED)
             for future in done:
                 call = self.pending[future]
-                memory.end_call(call.attempt_id)
                 result = future.result()
                 if isinstance(result, Voided):
                     voided.append((future, call, result.admission))
@@ -268,8 +268,10 @@ class _Group:
             self._written([future for future, _, _ in voided])
 
     def _written(self, futures: list[Future[CallResult | Voided]]) -> None:
+        # The memory guard names a call until its answer is written: reading a huge answer
+        # is what takes a process past its limit.
         for future in futures:
-            del self.pending[future]
+            memory.end_call(self.pending.pop(future).attempt_id)
         self.engine.give_back(len(futures))
 
     def _write(self, answered: list[tuple[_Call, Answer]]) -> None:
