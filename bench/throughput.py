@@ -130,6 +130,18 @@ def _rss_mb(pid: int) -> tuple[float, float]:
     return (int(values["VmRSS"].split()[0]) / 1024, int(values["VmHWM"].split()[0]) / 1024)
 
 
+def _wait_ready(log_path: Path, processes: int, timeout: float = 180) -> None:
+    """Until each of ``processes`` Celery workers has logged that it is ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log_path.read_text() if log_path.exists() else ""
+        if text.count(" ready.") >= processes:
+            time.sleep(1)  # its first prefetch reaches the broker
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"the worker did not get ready in {timeout:.0f} s: see {log_path}")
+
+
 def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Namespace
                 ) -> Side:
     processes = args.processes or os.cpu_count() or 1
@@ -141,7 +153,8 @@ def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Na
             docpipe_command("worker", "--hostname", "tp@%h", "--without-gossip",
                             "--without-mingle", "-Q", "docpipe.live"),
             env=run_env, what="worker", log_path=work / "worker.log"))
-        time.sleep(5)  # connected before the clock starts
+        # Every engine process connected and booted before the clock starts.
+        _wait_ready(work / "worker.log", processes)
         engines = _children(worker.pid)
         profiler = None
         if args.profile:

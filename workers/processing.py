@@ -275,27 +275,39 @@ def answer_of(ready: Ready, call: CallResult, attempt_id: int, *, reserve: Decim
     return Answer(call, error, output, attempt)
 
 
-def write_answer(session: Session, ready: Ready, answer: Answer, *, waited: float,
-                 cooldown: float | None, settings: Settings) -> Outcome:
-    """Decide about an answered call and write the decision with its attempt, in ``session``.
+def decide_answer(session: Session, ready: Ready, answer: Answer, *, cooldown: float | None,
+                  settings: Settings) -> Decision:
+    """The decision core's answer about an answered call, from the facts in ``session``."""
+    return decide(known_of(session, ready.item, answer.error, repairing=ready.repairing,
+                           cooldown=cooldown), Policy.of(settings))
 
-    A success is ``Outcome("succeeded")``: its parent and the run's end are the caller's, after
-    the commit.
+
+def write_answer(session: Session, ready: Ready, answer: Answer, decision: Decision, *,
+                 settings: Settings) -> Outcome:
+    """Write ``decision`` about an answered call that did not succeed, with its attempt.
+
+    Successes go through :func:`write_successes`, together.
     """
-    item = ready.item
-    decision = decide(known_of(session, item, answer.error, repairing=ready.repairing,
-                               cooldown=cooldown), Policy.of(settings))
+    assert not isinstance(decision, Succeed)
     repo.record_attempt(session, answer.attempt)
-    if not isinstance(decision, Succeed):
-        return write_decision(session, item, decision, settings=settings)
-    assert answer.output is not None
-    if waited > 0:
-        repo.add_budget_wait(session, item.id, int(waited * 1000))
-    repo.save_result(session, item, output=answer.output, model=answer.call.model,
-                     response_id=answer.call.response_id)
-    log.info("item succeeded", extra={"item_id": item.id, "run_id": item.run_id,
-                                      "request_id": answer.call.request_id})
-    return Outcome("succeeded")
+    return write_decision(session, ready.item, decision, settings=settings)
+
+
+def write_successes(session: Session, answered: list[tuple[Ready, Answer, float]]
+                    ) -> dict[int, Outcome]:
+    """Write answers whose decision is success (each ``(ready, answer, waited)``): their
+    attempts, results and items in a few statements. Each is ``Outcome("succeeded")``: its
+    parent and the run's end are the caller's, after the commit."""
+    successes = []
+    for ready, answer, waited in answered:
+        assert answer.output is not None  # a success has a valid output
+        successes.append(repo.Success(ready.item, answer.attempt, answer.output,
+                                      answer.call.response_id, waited_ms=int(waited * 1000)))
+    repo.record_successes(session, successes)
+    for ready, answer, _ in answered:
+        with item_context(ready.item, request_id=answer.call.request_id):
+            log.info("item succeeded")
+    return {ready.item.id: Outcome("succeeded") for ready, _, _ in answered}
 
 
 def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesClient,
@@ -331,8 +343,11 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
     cooldown = throttle.after_call(admission, call)
     answer = answer_of(ready, call, attempt_id, reserve=reserve, settings=settings)
     with session_scope() as session:
-        outcome = write_answer(session, ready, answer, waited=admission.waited,
-                               cooldown=cooldown, settings=settings)
+        decision = decide_answer(session, ready, answer, cooldown=cooldown, settings=settings)
+        if not isinstance(decision, Succeed):
+            outcome = write_answer(session, ready, answer, decision, settings=settings)
+        else:
+            outcome = write_successes(session, [(ready, answer, admission.waited)])[item.id]
     if outcome.status != "succeeded":
         return _after_write(item, outcome)
     return _done(item, "succeeded")

@@ -110,6 +110,24 @@ def after_fork(**_: Any) -> None:
     limit = get_settings().worker_max_memory_mb
     if limit is not None:
         memory.start_watchdog(limit, _record_memory_loss)
+    _warm_up()
+
+
+@worker_ready.connect
+def warm_up(**_: Any) -> None:
+    """The process that runs the tasks (threads or solo pool) gets ready before the first."""
+    if get_settings().worker_pool != "prefork":
+        _warm_up()
+
+
+def _warm_up() -> None:
+    # The event loop, its client and the tokenizer's tables (a second of CPU) are built
+    # once per process: before the first task, so its calls do not wait for them.
+    from pipelines.tokens import encoding
+    from workers.items.engine import get_engine
+
+    encoding()
+    get_engine(get_settings())
 
 
 def _record_memory_loss(calls: list[memory.Call], message: str) -> None:

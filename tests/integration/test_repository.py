@@ -153,6 +153,50 @@ class TestResults:
             statuses = s.scalars(select(Item.status).where(Item.id.in_([first, second])))
             assert set(statuses) == {ItemStatus.SUCCEEDED}
 
+    def test_a_group_of_successes_is_written_as_one_at_a_time_would_be(
+            self, migrated_db: str) -> None:
+        # Four answers: two plain, one whose row was closed as lost meanwhile (its lease ran
+        # out, the answer came after all), one whose result a racing writer stored first.
+        run_id, ids = new_run(["g-one", "g-two", "g-lost", "g-raced"], version="vg")
+        _, (other,) = new_run(["g-raced"], version="vg")
+        with session_scope() as s:
+            s.execute(update(Run).where(Run.id == run_id).values(budget_usd=Decimal(1)))
+        with session_scope() as s:
+            items = repo.claim_items(s, [*ids, other], lease_seconds=60)
+            rows = {i: repo.begin_attempt(s, item_id=i, run_id=run_id, model="gpt-4.1-mini",
+                                          worker="w", reserve_usd=Decimal("0.01"))
+                    for i in ids}
+        with session_scope() as s:
+            repo.close_lost_attempts(s, ids[2])
+            raced = repo.save_result(s, items[other], output={"by": "racer"},
+                                     model="gpt-4.1-mini", response_id="resp_r")
+        now = utcnow()
+        with session_scope() as s:
+            written = repo.record_successes(s, [
+                repo.Success(items[i], repo.AttemptRecord(
+                    item_id=i, run_id=run_id, model="gpt-4.1-mini", outcome=AttemptOutcome.OK,
+                    started_at=now, latency_ms=5, cost_usd=Decimal("0.001"),
+                    reserved_usd=Decimal("0.01"), id=rows[i]),
+                    {"n": i}, f"resp_{i}", waited_ms=7 if i == ids[0] else 0)
+                for i in ids])
+        assert written[ids[3]] == raced and len(set(written.values())) == 4
+        with session_scope() as s:
+            for i in ids:
+                item = s.get(Item, i)
+                assert item is not None and item.status == ItemStatus.SUCCEEDED
+                assert item.result_id == written[i] and item.calls == 1
+                assert item.cost_usd == Decimal("0.001")
+            assert s.get(Item, ids[0]).budget_wait_ms == 7  # type: ignore[union-attr]
+            assert {a.outcome for a in s.scalars(select(Attempt).where(
+                Attempt.run_id == run_id))} == {AttemptOutcome.OK}
+            run = s.get(Run, run_id)
+            assert run is not None and run.reserved_usd == 0
+            # Three calls cost what they cost; the lost one was counted at its worst case
+            # when closed, and is now replaced by its real cost.
+            assert run.spent_usd == Decimal("0.004")
+            assert s.scalar(select(func.count()).select_from(Result)
+                            .where(Result.pipeline_version == "vg")) == 4
+
     @settings(max_examples=15, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=8))

@@ -857,6 +857,97 @@ def save_result(
     return result_id
 
 
+@dataclass(frozen=True)
+class Success:
+    """An answered call whose decision is success, for :func:`record_successes`."""
+
+    item: ClaimedItem
+    attempt: AttemptRecord
+    output: dict[str, Any]
+    response_id: str | None
+    waited_ms: int = 0
+
+
+def record_successes(session: Session, successes: Sequence[Success]) -> dict[int, int]:
+    """The group form of :func:`record_attempt` then :func:`save_result`, for answers that
+    succeeded: their attempt rows completed, their results stored (or the racing writer's
+    found) and their items completed with their tallies, in a few statements however many
+    there are. Returns each item's result id.
+    """
+    if not successes:
+        return {}
+    # 1. Complete the in-flight rows in one executemany. A row closed as lost meanwhile (its
+    #    lease ran out) takes the one-row path, which knows how to count it; the rows are
+    #    locked first (SQLite: the transaction holds the write lock from its BEGIN).
+    ids = [s.attempt.id for s in successes if s.attempt.id is not None]
+    still = set(session.scalars(
+        select(Attempt.id).where(_in(session, Attempt.id, ids, BigInteger),
+                                 Attempt.outcome == AttemptOutcome.IN_FLIGHT)
+        .with_for_update())) if ids else set()
+    fast = [s for s in successes if s.attempt.id in still]
+    for s in successes:
+        if s.attempt.id not in still:
+            record_attempt(session, s.attempt)
+    if fast:
+        attempts = _table(Attempt)
+        columns = [k for k in vars(fast[0].attempt) if k != "id"]
+        session.connection().execute(
+            update(attempts).where(attempts.c.id == bindparam("_id"))
+            .values({k: bindparam(f"_{k}") for k in columns}),
+            [{"_id": s.attempt.id, **{f"_{k}": getattr(s.attempt, k) for k in columns}}
+             for s in fast])
+        held: dict[int, tuple[Decimal, Decimal]] = {}
+        for s in fast:
+            if s.attempt.reserved_usd:
+                released, spent = held.get(s.attempt.run_id, (Decimal(0), Decimal(0)))
+                held[s.attempt.run_id] = (released + s.attempt.reserved_usd,
+                                          spent + s.attempt.cost_usd)
+        for run_id, (released, spent) in held.items():
+            _move_to_spent(session, run_id, released=released, spent=spent)
+    counted = {s.item.id for s in fast}
+
+    # 2. The results in one INSERT; the keys a racing writer stored first are looked up.
+    now = utcnow()
+    key_of = {(s.item.content_hash, s.item.pipeline_version, s.item.chunk_index): s
+              for s in successes}
+    inserted = session.execute(
+        _insert(session, Result)
+        .values([{"content_hash": s.item.content_hash,
+                  "pipeline_version": s.item.pipeline_version,
+                  "chunk_index": s.item.chunk_index, "pipeline": s.item.pipeline,
+                  "document_id": s.item.document_id, "item_id": s.item.id,
+                  "output": s.output, "model": s.attempt.model,
+                  "response_id": s.response_id, "created_at": now}
+                 for s in key_of.values()])
+        .on_conflict_do_nothing(index_elements=["content_hash", "pipeline_version",
+                                                "chunk_index"])
+        .returning(Result.id, Result.content_hash, Result.pipeline_version,
+                   Result.chunk_index)).all()
+    result_of = {(h, v, c): rid for rid, h, v, c in inserted}
+    for key in key_of.keys() - result_of.keys():
+        found = find_result_id(session, *key)
+        assert found is not None  # the racing writer's
+        result_of[key] = found
+    result_ids = {s.item.id: result_of[(s.item.content_hash, s.item.pipeline_version,
+                                        s.item.chunk_index)] for s in successes}
+
+    # 3. Complete the items, adding each call (unless counted above one by one) and its wait.
+    items = _table(Item)
+    session.connection().execute(
+        update(items).where(items.c.id == bindparam("_id")).values(
+            status=ItemStatus.SUCCEEDED, result_id=bindparam("_result"), reused=False,
+            lease_expires_at=None, not_before=None, finished_at=now, updated_at=now,
+            last_error_class=None, last_error_code=None, last_error_message=None,
+            calls=items.c.calls + bindparam("_calls"),
+            cost_usd=items.c.cost_usd + bindparam("_cost"),
+            budget_wait_ms=items.c.budget_wait_ms + bindparam("_waited")),
+        [{"_id": s.item.id, "_result": result_ids[s.item.id],
+          "_calls": 1 if s.item.id in counted else 0,
+          "_cost": s.attempt.cost_usd if s.item.id in counted else Decimal(0),
+          "_waited": s.waited_ms} for s in successes])
+    return result_ids
+
+
 def reuse_result(session: Session, item_id: int, result_id: int) -> None:
     """Complete an item with a result that already existed; no call was made."""
     _complete(session, item_id, result_id, reused=True)

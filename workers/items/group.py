@@ -32,7 +32,7 @@ from workers import memory, metrics, processing
 from workers.db import repository as repo
 from workers.db.session import session_scope
 from workers.errors import ItemError
-from workers.items.decide import Policy, decide
+from workers.items.decide import Policy, Succeed, decide
 from workers.items.engine import Engine, Voided
 from workers.items.rows import known_of
 from workers.llm.client import CallResult, ResponsesClient
@@ -278,12 +278,19 @@ class _Group:
         cooldowns = self.throttle.settle_calls([(c.ticket, a.call) for c, a in answered])
         written: dict[int, Outcome] = {}
         with session_scope() as session:
+            succeeded: list[tuple[Ready, Answer, float]] = []
             for (call, answer), cooldown in zip(answered, cooldowns, strict=True):
                 with processing.item_context(call.ready.item,
                                              request_id=answer.call.request_id):
+                    decision = processing.decide_answer(session, call.ready, answer,
+                                                        cooldown=cooldown,
+                                                        settings=self.settings)
+                    if isinstance(decision, Succeed):
+                        succeeded.append((call.ready, answer, call.ticket.waited))
+                        continue
                     written[call.ready.item.id] = processing.write_answer(
-                        session, call.ready, answer, waited=call.ticket.waited,
-                        cooldown=cooldown, settings=self.settings)
+                        session, call.ready, answer, decision, settings=self.settings)
+            written |= processing.write_successes(session, succeeded)
         self.outcomes |= written
         self._hand_up([c.ready.item for c, _ in answered
                        if written[c.ready.item.id].status == "succeeded"])
