@@ -29,9 +29,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +46,7 @@ from sqlalchemy import func, select  # noqa: E402
 from stack import start_simulator, wait_finished  # noqa: E402
 
 from pipelines import get_pipeline  # noqa: E402
-from workers.db.models import Attempt  # noqa: E402
+from workers.db.models import Attempt, AttemptOutcome  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
 from workers.embedded import child, docpipe_command, embedded_redis  # noqa: E402
 
@@ -82,6 +84,12 @@ class Side:
     cpu: float
     #: docpipe only: from its first call's start to its last call's start.
     calling_seconds: float | None = None
+    #: Share of the whole machine's CPU busy meanwhile (simulator, databases included).
+    machine_busy: float = 0.0
+    #: docpipe only: calls in flight (attempt rows written, not answered), sampled.
+    mean_in_flight: float = 0.0
+    #: docpipe only: seconds from ``docpipe ingest`` starting to the first call.
+    first_call_after: float = 0.0
     ingest_seconds: float | None = None
     ingest_cpu: float | None = None
     processes: int = 1
@@ -116,11 +124,26 @@ async def _raw(files: list[Path], base_url: str, concurrency: int) -> int:
     return done
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / TICKS, sum(values) / TICKS
+
+
+def busy_share(before: tuple[float, float]) -> float:
+    """Share of the machine's CPU that was busy since ``before`` (every process counted)."""
+    busy, total = machine_cpu()
+    return (busy - before[0]) / max(total - before[1], 1e-9)
+
+
 def run_raw(files: list[Path], base_url: str, concurrency: int) -> Side:
     before = cpu_seconds(os.getpid())
+    machine = machine_cpu()
     started = time.monotonic()
     calls = asyncio.run(_raw(files, base_url, concurrency))
-    return Side("raw", time.monotonic() - started, calls, cpu_seconds(os.getpid()) - before)
+    return Side("raw", time.monotonic() - started, calls, cpu_seconds(os.getpid()) - before,
+                machine_busy=busy_share(machine))
 
 
 def _rss_mb(pid: int) -> tuple[float, float]:
@@ -128,6 +151,14 @@ def _rss_mb(pid: int) -> tuple[float, float]:
     values = dict(line.split(":", 1) for line in
                   Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return (int(values["VmRSS"].split()[0]) / 1024, int(values["VmHWM"].split()[0]) / 1024)
+
+
+def _sample_in_flight(database_url: str, stop: threading.Event, samples: list[int]) -> None:
+    """Every half second until ``stop``: attempts in flight (written, not yet answered)."""
+    while not stop.wait(0.5):
+        with session_scope(database_url) as session:
+            samples.append(int(session.scalar(select(func.count()).select_from(Attempt).where(
+                Attempt.outcome == AttemptOutcome.IN_FLIGHT)) or 0))
 
 
 def _wait_ready(log_path: Path, processes: int, timeout: float = 180) -> None:
@@ -165,6 +196,13 @@ def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Na
                  "--format", "raw", "--nonblocking", "--output", str(args.profile)],
                 stdout=subprocess.DEVNULL, stderr=(work / "py-spy.log").open("ab"))
         cpu_before = tree_cpu(worker.pid)
+        machine = machine_cpu()
+        sampling = threading.Event()
+        in_flight: list[int] = []
+        sampler = threading.Thread(target=_sample_in_flight, daemon=True,
+                                   args=(env["DOCPIPE_DATABASE_URL"], sampling, in_flight))
+        sampler.start()
+        wall_start = datetime.now(UTC)
         started = time.monotonic()
         ingest = subprocess.Popen(
             docpipe_command("ingest", str(corpus), "--pipeline", "summarise", "--json"),
@@ -179,6 +217,8 @@ def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Na
         ingest_cpu = usage.ru_utime + usage.ru_stime
         wait_finished(env["DOCPIPE_DATABASE_URL"], int(report["run_id"]), poll=0.5)
         seconds = time.monotonic() - started
+        sampling.set()
+        machine_busy = busy_share(machine)
         cpu = tree_cpu(worker.pid) - cpu_before
         peak_rss = max(_rss_mb(pid)[1] for pid in engines)
         if profiler is not None:
@@ -189,9 +229,13 @@ def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Na
                 func.count(), func.min(Attempt.started_at),
                 func.max(Attempt.started_at)).where(Attempt.run_id == report["run_id"])).one()
     calling = (last - first).total_seconds() if first and last else None
+    if first is not None and first.tzinfo is None:  # SQLite gives them back naive
+        first = first.replace(tzinfo=UTC)
     return Side("docpipe", seconds, int(calls), cpu, calling_seconds=calling,
                 ingest_seconds=ingest_seconds, ingest_cpu=ingest_cpu, processes=processes,
-                peak_rss_mb=peak_rss)
+                peak_rss_mb=peak_rss, machine_busy=machine_busy,
+                mean_in_flight=sum(in_flight[2:-2]) / max(len(in_flight[2:-2]), 1),
+                first_call_after=(first - wall_start).total_seconds() if first else 0.0)
 
 
 def main() -> None:
@@ -256,8 +300,13 @@ in flight; PostgreSQL 15, Redis).
 
 - **Ratio, end to end: {ratio:.2f}** of the raw loop's documents per second
   ({calling / raw.per_second:.2f} counting from docpipe's first call).
+- The first call started {ours.first_call_after:.1f} s after `docpipe ingest` did.
 - Ingest took {ours.ingest_seconds:.1f} s and {ours.ingest_cpu:.1f} CPU s
   ({(ours.ingest_cpu or 0) / ours.calls * 1000:.2f} ms per document), while the workers ran.
+- The machine's CPU was {raw.machine_busy:.0%} busy during the raw loop and
+  {ours.machine_busy:.0%} during docpipe's run (every process: simulator, PostgreSQL, Redis).
+- docpipe kept {ours.mean_in_flight:.0f} calls in flight on average of its
+  {args.concurrency} (attempt rows in flight, sampled every 0.5 s).
 - Peak resident memory of an engine process: {ours.peak_rss_mb:.0f} MB.
 - docpipe's workers spent {(ours.cpu - raw.cpu) / ours.calls * 1000:.2f} CPU ms per document
   more than the raw loop's whole process: that is docpipe's cost outside the SDK call.

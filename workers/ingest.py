@@ -27,6 +27,8 @@ log = logging.getLogger("docpipe.ingest")
 Publisher = Callable[..., None]
 #: Sources written and published per batch.
 BATCH_SIZE = 500
+#: The first batch: small, so workers start calling while the rest is read.
+FIRST_BATCH_SIZE = 32
 
 
 @dataclass
@@ -71,13 +73,15 @@ def ingest(
 
     if mode == "batch":  # beat sends batch runs; a worker never takes their items
         publish = _hold
+    batch = FIRST_BATCH_SIZE
     for read in read_paths(paths, settings):
         if isinstance(read, DocumentError):
             failures.append(read)
         else:
             documents.append(read)
-        if len(documents) + len(failures) >= BATCH_SIZE:
+        if len(documents) + len(failures) >= batch:
             flush()
+            batch = min(2 * batch, BATCH_SIZE)
     flush()
 
     with session_scope() as session:
