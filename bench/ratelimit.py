@@ -151,7 +151,8 @@ def report(results: list[Result], args: argparse.Namespace, command: str) -> str
         "",
         f"Command: `{command}`  ",
         f"Machine: {machine()}. Simulator latency {args.latency_ms} ms (median, p99), "
-        f"{args.concurrency} threads per worker, warm-up {args.warmup:g} s excluded, "
+        f"{args.concurrency} calls in flight per worker process, "
+        f"warm-up {args.warmup:g} s excluded, "
         f"measured {args.minutes:g} min.",
         "",
         "| fleet | requests/min | tokens/min | binding limit | share of it | calls | 429s | "
@@ -172,7 +173,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=30.0, help="Seconds not measured.")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=8, help="Threads per worker.")
+    parser.add_argument("--concurrency", type=int, default=8,
+                        help="Calls in flight per worker process (DOCPIPE_WORKER_CONCURRENCY).")
     parser.add_argument("--latency-ms", default="300,1500")
     parser.add_argument("--docs", type=int, default=None,
                         help="Corpus size (default: more than the limits allow in the run).")

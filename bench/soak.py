@@ -214,8 +214,9 @@ def report(f: Figures, args: argparse.Namespace, command: str) -> str:
         f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {machine}. PostgreSQL 15, Redis with AOF, {args.workers} workers x "
-        f"{args.concurrency} threads, simulator latency {args.latency_ms} ms (median, p99). "
+        f"Machine: {machine}. PostgreSQL 15, Redis with AOF, {args.workers} `docpipe worker` "
+        f"commands (an engine process per core each, {args.concurrency} calls in flight per "
+        f"process), simulator latency {args.latency_ms} ms (median, p99). "
         f"Timings: " + ", ".join(f"{k.removeprefix('DOCPIPE_').lower()}={v}"
                                  for k, v in SOAK_SETTINGS.items()) + ".",
         "",
@@ -237,7 +238,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=32, help="Threads per worker.")
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="Calls in flight per worker process (DOCPIPE_WORKER_CONCURRENCY).")
     parser.add_argument("--latency-ms", default="200,1000")
     parser.add_argument("--kill-at", type=float, default=0.3, help="Share done at the kill.")
     parser.add_argument("--redis-at", type=float, default=0.6,
