@@ -722,7 +722,7 @@ def limits_cmd(as_json: JsonOpt = False) -> None:
     import redis
     from kombu.utils.url import maybe_sanitize_url
 
-    from workers.throttle import get_throttle
+    from workers.admission.throttle import get_throttle
 
     try:
         snapshot = get_throttle(settings).snapshot()

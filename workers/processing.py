@@ -23,6 +23,7 @@ import pipelines
 from pipelines import OutputError, Pipeline, PipelineDefinitionError, PipelineNotFound
 from pipelines.errors import DocumentError
 from workers import logs, metrics
+from workers.admission.throttle import Park, Throttle, Ticket, TooLarge
 from workers.db import repository as repo
 from workers.db.models import AttemptOutcome, RunMode, utcnow
 from workers.db.session import session_scope
@@ -54,7 +55,6 @@ from workers.llm.client import CallResult, ResponsesClient
 from workers.memory import calling
 from workers.pricing import Tier, price_table, usd
 from workers.settings import Settings
-from workers.throttle import Park, Throttle, Ticket, TooLarge
 
 log = logging.getLogger("docpipe.items")
 

@@ -17,6 +17,7 @@ from celery.signals import (
 from celery.worker import state as worker_state
 
 from workers import liveness, logs, memory, metrics
+from workers.admission.limiter import redis_client
 from workers.celery_app import Queue
 from workers.db import repository as repo
 from workers.db.session import (
@@ -26,7 +27,6 @@ from workers.db.session import (
     session_scope,
 )
 from workers.errors import ConfigurationError
-from workers.ratelimit import redis_client
 from workers.settings import get_settings
 
 log = logging.getLogger("docpipe.worker")

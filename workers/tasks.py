@@ -12,6 +12,8 @@ from celery import Task
 
 import pipelines
 from workers import metrics, reconcile
+from workers.admission.limiter import redis_client
+from workers.admission.throttle import get_throttle
 from workers.celery_app import Queue, TaskName, app
 from workers.db.models import utcnow
 from workers.db.repository import ScheduleBusy
@@ -20,9 +22,7 @@ from workers.items import group
 from workers.items.engine import get_engine
 from workers.llm.client import get_client
 from workers.publish import publish_items
-from workers.ratelimit import redis_client
 from workers.settings import get_settings
-from workers.throttle import get_throttle
 
 log = logging.getLogger("docpipe.tasks")
 #: Longest a batch tick may hold the fleet's tick lock (uploading 200 MB included).

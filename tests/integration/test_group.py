@@ -14,15 +14,15 @@ from pipelines import get_pipeline
 from tests.conftest import wait_until
 from tests.integration.test_repository import new_run
 from tests.support.services import SimulatorProcess
-from workers.breaker import CircuitBreaker
+from workers.admission.breaker import CircuitBreaker
+from workers.admission.limiter import RateLimiter
+from workers.admission.throttle import Throttle
 from workers.db.models import Attempt, AttemptOutcome, Item, ItemStatus, Result, Run, RunStatus
 from workers.db.session import session_scope
 from workers.items.engine import Engine
 from workers.items.group import process_items
 from workers.llm.client import AsyncResponsesClient, ResponsesClient
-from workers.ratelimit import RateLimiter
 from workers.settings import Settings, get_settings
-from workers.throttle import Throttle
 
 
 @pytest.fixture

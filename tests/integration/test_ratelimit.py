@@ -15,8 +15,8 @@ import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from workers.breaker import CircuitBreaker
-from workers.ratelimit import Budget, RateLimiter, ScriptBatch, cooldown_seconds
+from workers.admission.breaker import CircuitBreaker
+from workers.admission.limiter import Budget, RateLimiter, ScriptBatch, cooldown_seconds
 
 T0 = 1_000.0
 

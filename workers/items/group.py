@@ -29,6 +29,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from workers import memory, metrics, processing
+from workers.admission.throttle import Park, Throttle, Ticket, TooLarge
 from workers.db import repository as repo
 from workers.db.session import session_scope
 from workers.errors import ItemError
@@ -38,7 +39,6 @@ from workers.items.rows import known_of
 from workers.llm.client import CallResult, ResponsesClient
 from workers.processing import Answer, Outcome, Ready
 from workers.settings import Settings
-from workers.throttle import Park, Throttle, Ticket, TooLarge
 
 log = logging.getLogger("docpipe.items")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from workers.ratelimit import ScriptBatch
+from workers.admission.limiter import ScriptBatch
 
 _ALLOW = """
 local key = KEYS[1]

@@ -19,11 +19,8 @@ from urllib.parse import urlsplit
 import redis
 
 from pipelines.tokens import admission_tokens
-from workers.breaker import CircuitBreaker
-from workers.errors import RateLimitedError, TransientError
-from workers.llm.client import CallResult
-from workers.process_local import PerProcess
-from workers.ratelimit import (
+from workers.admission.breaker import CircuitBreaker
+from workers.admission.limiter import (
     Budget,
     Grant,
     RateLimiter,
@@ -33,6 +30,9 @@ from workers.ratelimit import (
     limit_key,
     redis_client,
 )
+from workers.errors import RateLimitedError, TransientError
+from workers.llm.client import CallResult
+from workers.process_local import PerProcess
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.throttle")
