@@ -109,7 +109,7 @@ def _global(log_format: LogFormatOpt = None) -> None:
         # Through the environment, so worker, beat and Flower children log the same way.
         os.environ["DOCPIPE_LOG_FORMAT"] = log_format
         get_settings.cache_clear()
-    from workers import logs
+    from workers.ops import logs
 
     logs.configure(_settings().log_format, level=logging.WARNING)
 
@@ -218,7 +218,7 @@ def ingest_cmd(
         console.print(f"run {report.run_id}: {report.items} items queued, {report.duplicates} "
                       f"duplicates skipped, {report.unreadable} unreadable")
     if wait:
-        from workers import monitor
+        from workers.ops import monitor
 
         final = monitor.watch(report.run_id, console=err if as_json else console)
         raise typer.Exit(0 if final.status == "finished" else EXIT_PAUSED)
@@ -416,7 +416,7 @@ def worker_cmd(
     raise typer.Exit(int(code or 0))
 
 
-#: prometheus-client's multiprocess folder (not imported from workers.metrics, which would
+#: prometheus-client's multiprocess folder (not imported from workers.ops.metrics, which would
 #: import prometheus-client before the variable is set).
 PROMETHEUS_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -444,7 +444,7 @@ def flower_cmd(
     Flower starts only on loopback, and only with --no-auth.
     """
     settings = _settings()
-    from workers.flower import launch
+    from workers.ops.flower import launch
 
     plan = launch(settings, allow_no_auth_on_loopback=no_auth)
     os.environ.update(plan.environ)
@@ -579,7 +579,8 @@ def _environ(overrides: dict[str, str]) -> Iterator[None]:
 
 def _follow(run_id: int, settings: Settings, processes: list[Any]) -> dict[str, Any]:
     """Show the live view until the run finishes or pauses; reconcile on the way."""
-    from workers import monitor, reconcile
+    from workers import reconcile
+    from workers.ops import monitor
     from workers.tasks import send_items
 
     last_sweep = time.monotonic()
@@ -637,7 +638,7 @@ def status_cmd(
         if run_id is None or as_json:
             err.print("[red]docpipe:[/red] --watch needs a run id, and no --json")
             raise typer.Exit(2)
-        from workers import monitor
+        from workers.ops import monitor
 
         try:
             monitor.watch(run_id, console=console, interval=interval)
@@ -703,7 +704,7 @@ def report_cmd(
     documents, errors by class, and the run's configuration."""
     settings = _settings()
     _migrated(settings)
-    from workers import report
+    from workers.ops import report
 
     try:
         data = report.gather(run_id)

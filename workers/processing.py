@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 import pipelines
 from pipelines import OutputError, Pipeline, PipelineDefinitionError, PipelineNotFound
 from pipelines.errors import DocumentError
-from workers import logs, metrics
 from workers.admission.throttle import Park, Throttle, Ticket, TooLarge
 from workers.db import repository as repo
 from workers.db.models import AttemptOutcome, RunMode, utcnow
@@ -53,6 +52,7 @@ from workers.items.decide import (
 from workers.items.rows import fail_ancestors, known_of, write_failure
 from workers.llm.client import CallResult, ResponsesClient
 from workers.memory import calling
+from workers.ops import logs, metrics
 from workers.pricing import Tier, price_table, usd
 from workers.settings import Settings
 

@@ -16,7 +16,7 @@ from celery.signals import (
 )
 from celery.worker import state as worker_state
 
-from workers import liveness, logs, memory, metrics
+from workers import liveness, memory
 from workers.admission.limiter import redis_client
 from workers.celery_app import Queue
 from workers.db import repository as repo
@@ -27,6 +27,7 @@ from workers.db.session import (
     session_scope,
 )
 from workers.errors import ConfigurationError
+from workers.ops import logs, metrics
 from workers.settings import get_settings
 
 log = logging.getLogger("docpipe.worker")

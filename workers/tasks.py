@@ -11,7 +11,7 @@ import redis
 from celery import Task
 
 import pipelines
-from workers import metrics, reconcile
+from workers import reconcile
 from workers.admission.limiter import redis_client
 from workers.admission.throttle import get_throttle
 from workers.celery_app import Queue, TaskName, app
@@ -21,6 +21,7 @@ from workers.errors import ItemsFailed
 from workers.items import group
 from workers.items.engine import get_engine
 from workers.llm.client import get_client
+from workers.ops import metrics
 from workers.publish import publish_items
 from workers.settings import get_settings
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from workers import metrics
 from workers.llm.client import AsyncResponsesClient, CallResult
+from workers.ops import metrics
 from workers.process_local import PerProcess
 from workers.settings import Settings
 

@@ -28,7 +28,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from workers import memory, metrics, processing
+from workers import memory, processing
 from workers.admission.throttle import Park, Throttle, Ticket, TooLarge
 from workers.db import repository as repo
 from workers.db.session import session_scope
@@ -37,6 +37,7 @@ from workers.items.decide import Policy, Succeed, decide
 from workers.items.engine import Engine, Voided
 from workers.items.rows import known_of
 from workers.llm.client import CallResult, ResponsesClient
+from workers.ops import metrics
 from workers.processing import Answer, Outcome, Ready
 from workers.settings import Settings
 

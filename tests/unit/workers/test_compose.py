@@ -170,7 +170,7 @@ def dashboard_metric_names() -> set[str]:
 def test_dashboard_names_series_docpipe_defines() -> None:
     from prometheus_client import CollectorRegistry
 
-    from workers import metrics
+    from workers.ops import metrics
 
     registry = CollectorRegistry()
     for collector in (metrics.CALLS, metrics.CALL_LATENCY, metrics.TOKENS, metrics.COST,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workers.errors import ConfigurationError
-from workers.flower import is_loopback, launch
+from workers.ops.flower import is_loopback, launch
 from workers.settings import Settings
 
 

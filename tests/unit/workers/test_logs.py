@@ -10,8 +10,8 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from workers import logs
 from workers.cli import app
+from workers.ops import logs
 from workers.settings import get_settings
 
 

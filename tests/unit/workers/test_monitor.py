@@ -7,8 +7,8 @@ from decimal import Decimal
 
 from rich.console import Console
 
-from workers import monitor
 from workers.db.repository import RunReport
+from workers.ops import monitor
 
 
 def report(done: int, *, total: int = 100, attempts: int = 0, limited: int = 0,
