@@ -58,18 +58,23 @@ def events(stack: Stack) -> Iterator[Events]:
     thread.join(timeout=10)
 
 
-def test_a_failed_item_is_a_failed_task_in_celerys_events(stack: Stack, events: Events,
-                                                          tmp_path: Path) -> None:
-    write_corpus(tmp_path / "corpus", 3)
+def run_refused(stack: Stack, events: Events, tmp_path: Path, *, documents: int) -> Any:
+    """A run of ``documents`` whose every call the API refuses (a 400), to its end."""
+    write_corpus(tmp_path / "corpus", documents)
     stack.simulator.configure(force_error={"status": 400, "code": "invalid_json_schema",
                                            "type": "invalid_request_error",
                                            "message": "simulated 400"})
-    stack.settings |= {"group_size": 1}  # one task per item
     stack.start_workers(1)
     # The worker's own events arrive only once the receiver is bound: no task is missed.
     wait_until(lambda: any(w.alive for w in events().workers.values()), timeout=60,
                what="the worker's events to reach the receiver")
-    report = stack.wait_for(stack.ingest(tmp_path / "corpus")["run_id"], timeout=60)
+    return stack.wait_for(stack.ingest(tmp_path / "corpus")["run_id"], timeout=60)
+
+
+def test_a_failed_item_is_a_failed_task_in_celerys_events(stack: Stack, events: Events,
+                                                          tmp_path: Path) -> None:
+    stack.settings |= {"group_size": 1}  # one task per item
+    report = run_refused(stack, events, tmp_path, documents=3)
     assert report.failed == 3
 
     def processed() -> list[object]:
@@ -92,14 +97,7 @@ def test_a_failed_item_is_a_failed_task_in_celerys_events(stack: Stack, events: 
 
 def test_a_group_whose_items_failed_is_one_failed_task_naming_each(
         stack: Stack, events: Events, tmp_path: Path) -> None:
-    write_corpus(tmp_path / "corpus", 5)
-    stack.simulator.configure(force_error={"status": 400, "code": "invalid_json_schema",
-                                           "type": "invalid_request_error",
-                                           "message": "simulated 400"})
-    stack.start_workers(1)
-    wait_until(lambda: any(w.alive for w in events().workers.values()), timeout=60,
-               what="the worker's events to reach the receiver")
-    report = stack.wait_for(stack.ingest(tmp_path / "corpus")["run_id"], timeout=60)
+    report = run_refused(stack, events, tmp_path, documents=5)
     assert report.failed == 5
 
     def processed() -> list[Any]:
