@@ -3,7 +3,7 @@
 - ``apply_async``, one message at a time on one producer (docpipe before issue 8);
 - ``apply_async`` inside kombu 5.7's ``Producer.batch()``, which pipelines the round trips
   (with the task-sent event off, as for bulk sends);
-- :func:`workers.publish.publish_items`: one message built by Celery's
+- :func:`workers.runtime.publish.publish_items`: one message built by Celery's
   ``create_task_message``, the others copied from it, kombu's Redis envelope, a thousand
   ``LPUSH`` per pipeline.
 
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from record import describe_machine, emit  # noqa: E402
 
-from workers.embedded import embedded_redis  # noqa: E402
+from workers.runtime.embedded import embedded_redis  # noqa: E402
 
 
 def main() -> None:
@@ -42,9 +42,9 @@ def main() -> None:
         os.environ["DOCPIPE_BROKER_URL"] = broker
         import redis
 
-        from workers.celery_app import Queue, TaskName, app
-        from workers.publish import publish_items
-        from workers.tasks import process_item
+        from workers.runtime.celery_app import Queue, TaskName, app
+        from workers.runtime.publish import publish_items
+        from workers.runtime.tasks import process_item
 
         client = redis.Redis.from_url(broker)
         queue = Queue.LIVE.value

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from corpus import write_corpus  # noqa: E402
 from record import emit  # noqa: E402
 
-from workers.embedded import child, docpipe_command, embedded_redis, free_port  # noqa: E402
+from workers.runtime.embedded import child, docpipe_command, embedded_redis, free_port  # noqa: E402
 
 
 @dataclass

@@ -49,7 +49,7 @@ from throughput import tree_cpu  # noqa: E402
 from workers.db import repository as repo  # noqa: E402
 from workers.db.models import Item, ItemStatus, Run  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
-from workers.embedded import child, docpipe_command, embedded_redis  # noqa: E402
+from workers.runtime.embedded import child, docpipe_command, embedded_redis  # noqa: E402
 
 
 @dataclass

@@ -44,7 +44,7 @@ from tests.faults.conftest import assert_accounted_for  # noqa: E402
 from tests.support.services import RedisServer, WorkerProcess  # noqa: E402
 from workers.db.models import Attempt, AttemptOutcome, Item  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
-from workers.embedded import (  # noqa: E402
+from workers.runtime.embedded import (  # noqa: E402
     docpipe_command,
     free_port,
     stop,

@@ -10,7 +10,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.embedded import child, docpipe_command, embedded_redis, free_port
+from workers.runtime.embedded import child, docpipe_command, embedded_redis, free_port
 
 
 @dataclass

@@ -30,7 +30,7 @@ from sqlalchemy import text  # noqa: E402
 
 from workers.db import repository as repo  # noqa: E402
 from workers.db.session import get_engine, session_scope  # noqa: E402
-from workers.embedded import docpipe_command  # noqa: E402
+from workers.runtime.embedded import docpipe_command  # noqa: E402
 
 SEED = """
 INSERT INTO runs (id, pipeline, pipeline_version, model, queue, status, total_items,

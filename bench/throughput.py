@@ -48,7 +48,7 @@ from stack import start_simulator, wait_finished  # noqa: E402
 from pipelines import get_pipeline  # noqa: E402
 from workers.db.models import Attempt, AttemptOutcome  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
-from workers.embedded import child, docpipe_command, embedded_redis  # noqa: E402
+from workers.runtime.embedded import child, docpipe_command, embedded_redis  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -30,7 +30,7 @@ os.environ.pop("OPENAI_API_KEY", None)
 os.environ.pop("OPENAI_BASE_URL", None)
 
 from tests.support.services import SimulatorProcess  # noqa: E402
-from workers.embedded import free_port, redis_server_binary, wait_for_port  # noqa: E402
+from workers.runtime.embedded import free_port, redis_server_binary, wait_for_port  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -206,8 +206,8 @@ def ingest_cmd(
     settings = _settings()
     _migrated(settings)
     chosen = get_pipeline(pipeline, settings.pipelines)
-    from workers.ingest import ingest
-    from workers.tasks import send_items
+    from workers.runs.ingest import ingest
+    from workers.runtime.tasks import send_items
 
     report = ingest(paths, chosen, settings=settings, publish=send_items, queue=queue,
                     budget_usd=_money(budget_usd), mode=_mode(mode, budget_usd=budget_usd),
@@ -241,8 +241,8 @@ def reprocess_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pipeline over the stored documents its current version has no result for."""
-    from workers.reprocess import REASONS, reprocess
-    from workers.tasks import send_items
+    from workers.runs.reprocess import REASONS, reprocess
+    from workers.runtime.tasks import send_items
 
     chosen_reasons = tuple(only or REASONS)
     if unknown := sorted(set(chosen_reasons) - set(REASONS)):
@@ -320,8 +320,8 @@ def estimate_cmd(
     from sqlalchemy.exc import OperationalError
 
     from workers.errors import ConfigurationError
-    from workers.estimate import estimate
-    from workers.pricing import price_table, usd
+    from workers.runs.estimate import estimate
+    from workers.runs.pricing import price_table, usd
     from workers.settings import DEFAULT_DATABASE_FILE
 
     try:
@@ -363,7 +363,7 @@ def beat_cmd() -> None:
     """
     settings = _settings()
     _migrated(settings)
-    from workers.celery_app import app as celery_app
+    from workers.runtime.celery_app import app as celery_app
 
     settings.beat_schedule_file.parent.mkdir(parents=True, exist_ok=True)
     celery_app.start(["beat", "--schedule", str(settings.beat_schedule_file),
@@ -385,7 +385,7 @@ def worker_cmd(
     Extra options go to ``celery worker``."""
     settings = _settings()
     _migrated(settings)
-    from workers import processes
+    from workers.runtime import processes
 
     supervised = os.environ.get(processes.CHILD_ENV) == "1" and \
         PROMETHEUS_MULTIPROC_ENV in os.environ
@@ -399,7 +399,7 @@ def worker_cmd(
             [*processes.own_command(), "worker", "--queues", queues], ctx.args,
             count=settings.processes, beat=["--beat"] if beat else [],
             env=dict(os.environ)))
-    from workers.celery_app import app as celery_app
+    from workers.runtime.celery_app import app as celery_app
 
     if beat:
         settings.beat_schedule_file.parent.mkdir(parents=True, exist_ok=True)
@@ -407,7 +407,7 @@ def worker_cmd(
             str(settings.pool_concurrency), "-Q", queues, "-E", "--loglevel", "INFO",
             *(["--beat", "--schedule", str(settings.beat_schedule_file)] if beat else []),
             *ctx.args]
-    from workers import liveness
+    from workers.runtime import liveness
 
     # app.start rather than worker_main, which drops the exit code: a worker that Celery gave
     # up on must not exit 0, or no supervisor restarts it.
@@ -453,7 +453,7 @@ def flower_cmd(
     if not plan.authenticated:
         err.print(f"[yellow]Flower has no login; it listens on {settings.flower_address} "
                   "only[/yellow]")
-    from workers.celery_app import app as celery_app
+    from workers.runtime.celery_app import app as celery_app
 
     raise typer.Exit(int(celery_app.start(plan.argv) or 0))
 
@@ -524,7 +524,7 @@ def _run_foreground(paths: list[str], pipeline_name: str, *, simulate: bool, wor
                   "API, or pass --simulate to use docpipe's simulator (no real model).")
         raise typer.Exit(2)
     _migrated(settings, auto=True)
-    from workers.embedded import child, docpipe_command, embedded_redis, free_port
+    from workers.runtime.embedded import child, docpipe_command, embedded_redis, free_port
 
     with ExitStack() as stack:
         overrides: dict[str, str] = {}
@@ -550,8 +550,8 @@ def _run_foreground(paths: list[str], pipeline_name: str, *, simulate: bool, wor
                 log_path=log_dir / "worker.log"))
             for i in range(workers)
         ]
-        from workers.ingest import ingest
-        from workers.tasks import send_items
+        from workers.runs.ingest import ingest
+        from workers.runtime.tasks import send_items
 
         report = ingest(paths, chosen, settings=settings, publish=send_items,
                         queue="docpipe.live", budget_usd=budget_usd, mode=mode)
@@ -579,9 +579,9 @@ def _environ(overrides: dict[str, str]) -> Iterator[None]:
 
 def _follow(run_id: int, settings: Settings, processes: list[Any]) -> dict[str, Any]:
     """Show the live view until the run finishes or pauses; reconcile on the way."""
-    from workers import reconcile
     from workers.ops import monitor
-    from workers.tasks import send_items
+    from workers.runs import reconcile
+    from workers.runtime.tasks import send_items
 
     last_sweep = time.monotonic()
 
@@ -676,7 +676,7 @@ def status_cmd(
         console.print(f"waited for rate limits: {r['budget_wait_seconds']:.1f}s   last "
                       f"minute: {r['requests_last_minute']} requests, "
                       f"{r['tokens_last_minute']} tokens")
-        from workers.pricing import usd
+        from workers.runs.pricing import usd
 
         def money(key: str) -> str:
             return usd(Decimal(str(r[key])))
@@ -830,7 +830,7 @@ def replay_cmd(
     _migrated(settings)
     from workers.db import repository as repo
     from workers.db.session import session_scope
-    from workers.tasks import send_items
+    from workers.runtime.tasks import send_items
 
     with session_scope() as session:
         run = repo.get_run(session, run_id)
@@ -858,10 +858,10 @@ def resume_cmd(
     """Continue a paused run, and re-enqueue items that have no message in flight."""
     settings = _settings()
     _migrated(settings)
-    from workers import reconcile
     from workers.db import repository as repo
     from workers.db.session import session_scope
-    from workers.tasks import send_items
+    from workers.runs import reconcile
+    from workers.runtime.tasks import send_items
 
     with session_scope() as session:
         repo.resume_run(session, run_id, budget_usd=_money(budget_usd))

@@ -43,7 +43,7 @@ from tests.unit.workers.test_compose import dashboard_metric_names
 from workers.db import repository as repo
 from workers.db.models import Attempt
 from workers.db.session import session_scope
-from workers.embedded import free_port, stop
+from workers.runtime.embedded import free_port, stop
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from tests.faults.conftest import assert_accounted_for
 from workers.db.models import Attempt, AttemptOutcome, Run
 from workers.db.session import session_scope
 from workers.errors import Usage
-from workers.pricing import Tier, cost_usd
+from workers.runs.pricing import Tier, cost_usd
 
 pytestmark = pytest.mark.e2e
 

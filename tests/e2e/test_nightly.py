@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 def beat_tick(stack: Stack, schedule: str) -> None:
     """Send what beat sends when ``schedule`` is due: one task message, nothing else."""
-    code = ("from workers.celery_app import TaskName, app; "
+    code = ("from workers.runtime.celery_app import TaskName, app; "
             f"app.send_task(TaskName.START_SCHEDULED.value, args=({schedule!r},))")
     subprocess.run([sys.executable, "-c", code], env=stack.env, check=True, timeout=60)
 

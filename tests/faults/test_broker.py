@@ -20,8 +20,8 @@ from tests.faults.conftest import assert_accounted_for
 from tests.support.services import docpipe_argv
 from workers.db.models import Attempt, Item, Result
 from workers.db.session import session_scope
+from workers.runtime.tasks import process_item
 from workers.simulator import input_key
-from workers.tasks import process_item
 
 
 def test_flushall_mid_run_then_the_reconciler(stack: Stack, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from tests.faults.conftest import assert_accounted_for
 from tests.support.services import RedisServer
 from workers.db.models import Attempt, Item, Run
 from workers.db.session import session_scope
-from workers.embedded import free_port
+from workers.runtime.embedded import free_port
 
 REDIS_PASSWORD = "redis-canary-41c2e8"
 

@@ -11,10 +11,10 @@ from sqlalchemy import select
 from pipelines import SUMMARISE
 from tests.e2e.test_pipeline import write_corpus
 from tests.support.services import SimulatorProcess
-from workers import batches
 from workers.db.models import Batch, Item, ItemStatus
 from workers.db.session import session_scope
-from workers.ingest import ingest
+from workers.runs import batch_mode as batches
+from workers.runs.ingest import ingest
 from workers.settings import get_settings
 
 
@@ -61,7 +61,7 @@ def test_a_tick_never_runs_beside_another(migrated_db: str, configure: Any,
     import redis
 
     configure(broker_url=broker_url, openai_api_key="sk-test")
-    from workers import tasks
+    from workers.runtime import tasks
 
     held = redis.Redis.from_url(broker_url).lock("docpipe:batches:tick", timeout=30)
     assert held.acquire(blocking=False)

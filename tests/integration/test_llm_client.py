@@ -8,7 +8,6 @@ import pytest
 
 from pipelines import SUMMARISE
 from tests.support.services import SimulatorProcess
-from workers.embedded import free_port
 from workers.errors import (
     AuthenticationFailedError,
     BadOutputError,
@@ -20,7 +19,8 @@ from workers.errors import (
     Usage,
 )
 from workers.llm.client import ResponsesClient
-from workers.pricing import cost_usd, price_for
+from workers.runs.pricing import cost_usd, price_for
+from workers.runtime.embedded import free_port
 
 TEXT = "Acme Widgets Ltd sold ten widgets to Globex Corporation for $500.00 on 3 May 2025."
 

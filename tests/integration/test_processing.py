@@ -8,14 +8,14 @@ from redis.retry import Retry
 
 from pipelines import get_pipeline
 from tests.integration.test_repository import new_run
-from workers import processing
 from workers.admission.breaker import CircuitBreaker
 from workers.admission.limiter import RateLimiter
 from workers.admission.throttle import Throttle
 from workers.db.models import Item, ItemStatus
 from workers.db.session import session_scope
-from workers.embedded import free_port
+from workers.items import processing
 from workers.llm.client import ResponsesClient
+from workers.runtime.embedded import free_port
 from workers.settings import Settings, get_settings
 
 

@@ -11,10 +11,10 @@ import pytest
 import redis
 from kombu import Connection
 
-from workers.celery_app import Queue, TaskName, create_celery
-from workers.publish import PIPELINE_SIZE, publish_items
+from workers.runtime.celery_app import Queue, TaskName, create_celery
+from workers.runtime.publish import PIPELINE_SIZE, publish_items
+from workers.runtime.tasks import process_item
 from workers.settings import Settings
-from workers.tasks import process_item
 
 #: Fields that differ by design between two messages: their ids, arguments and sender (the
 #: reference goes out through the module's app, ours through the fixture's).

@@ -12,11 +12,11 @@ from sqlalchemy import select
 
 from tests.integration.test_repository import new_run, race
 from tests.support.services import RedisServer
-from workers import reconcile
 from workers.db import repository as repo
 from workers.db.models import Item, ItemStatus, utcnow
 from workers.db.session import session_scope
-from workers.embedded import free_port
+from workers.runs import reconcile
+from workers.runtime.embedded import free_port
 from workers.settings import get_settings
 
 

@@ -15,7 +15,7 @@ from pipelines.documents import content_hash
 from workers.db import repository as repo
 from workers.db.models import Document, Item, ItemStatus, Run, RunStatus, utcnow
 from workers.db.session import session_scope
-from workers.reprocess import reprocess
+from workers.runs.reprocess import reprocess
 
 V1 = dataclasses.replace(SUMMARISE, instructions="Summarise the document (first wording).")
 V2 = dataclasses.replace(SUMMARISE, instructions="Summarise the document (second wording).")

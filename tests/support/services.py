@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers.embedded import redis_server_binary, stop, wait_for_port
+from workers.runtime.embedded import redis_server_binary, stop, wait_for_port
 
 
 def docpipe_argv(*args: str) -> list[str]:

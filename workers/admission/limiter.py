@@ -31,7 +31,7 @@ import redis
 from redis.commands.core import Script
 
 from workers.llm.errors import parse_duration
-from workers.process_local import PerProcess
+from workers.runtime.process_local import PerProcess
 
 #: Reserve a slot and report when it starts. Returns {status, wait, epoch}:
 #: status 1 = reserved (start after wait), 0 = not reserved (wait > max_wait), -1 = too big.

@@ -32,7 +32,7 @@ from workers.admission.limiter import (
 )
 from workers.errors import RateLimitedError, TransientError
 from workers.llm.client import CallResult
-from workers.process_local import PerProcess
+from workers.runtime.process_local import PerProcess
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.throttle")

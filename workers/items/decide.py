@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from workers.admission.backoff import retry_delay
 from workers.errors import (
     BadOutputError,
     CapacityUnavailableError,
@@ -23,7 +24,6 @@ from workers.errors import (
     RateLimitedError,
     RetryableError,
 )
-from workers.retry import retry_delay
 from workers.settings import Settings
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from workers.llm.client import AsyncResponsesClient, CallResult
 from workers.ops import metrics
-from workers.process_local import PerProcess
+from workers.runtime.process_local import PerProcess
 from workers.settings import Settings
 
 

@@ -4,7 +4,7 @@ One task message carries a group of item ids. Its thread, in order:
 
 1. takes as many of the engine's slots as the group has items, before anything is claimed;
 2. claims the group in one conditional UPDATE (suspects, items whose worker was lost before,
-   are left out: they run alone afterwards, through :func:`workers.processing.process_item`);
+   are left out: they run alone afterwards, through :func:`workers.items.processing.process_item`);
 3. builds the requests and admits every call through the breaker and the limiter in one
    Redis round trip;
 4. writes every call's ``in_flight`` attempt row before any request is sent, in one INSERT
@@ -15,7 +15,7 @@ One task message carries a group of item ids. Its thread, in order:
 6. checks each run's end once, after the group's last commit.
 
 Every decision is the decision core's (:mod:`workers.items.decide`), through the same steps
-as the one-item path (:mod:`workers.processing`): both are one code path per step.
+as the one-item path (:mod:`workers.items.processing`): both are one code path per step.
 """
 
 from __future__ import annotations
@@ -28,17 +28,18 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from workers import memory, processing
 from workers.admission.throttle import Park, Throttle, Ticket, TooLarge
 from workers.db import repository as repo
 from workers.db.session import session_scope
 from workers.errors import ItemError
+from workers.items import processing
 from workers.items.decide import Policy, Succeed, decide
 from workers.items.engine import Engine, Voided
+from workers.items.processing import Answer, Outcome, Ready
 from workers.items.rows import known_of
 from workers.llm.client import CallResult, ResponsesClient
 from workers.ops import metrics
-from workers.processing import Answer, Outcome, Ready
+from workers.runtime import memory
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.items")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.liveness import Activity, LivenessCheck, Probe, crash_restart_delay
+from workers.runtime.liveness import Activity, LivenessCheck, Probe, crash_restart_delay
 
 
 @dataclass

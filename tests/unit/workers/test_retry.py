@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.retry import backoff_delay, retry_delay
+from workers.admission.backoff import backoff_delay, retry_delay
 
 attempts = st.integers(min_value=1, max_value=200)
 bases = st.floats(min_value=0.001, max_value=10)

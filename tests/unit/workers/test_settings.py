@@ -84,7 +84,7 @@ def test_schedules_become_beat_entries_on_the_control_queue(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from celery.schedules import crontab
 
-    from workers.celery_app import Queue, TaskName, create_celery
+    from workers.runtime.celery_app import Queue, TaskName, create_celery
 
     monkeypatch.setenv("DOCPIPE_SCHEDULES", '{"nightly": {"pipeline": "invoices", '
                        '"cron": "30 1 * * 1-5", "only": ["outdated"]}}')

@@ -51,9 +51,9 @@ from workers.items.decide import (
 )
 from workers.items.rows import fail_ancestors, known_of, write_failure
 from workers.llm.client import CallResult, ResponsesClient
-from workers.memory import calling
 from workers.ops import logs, metrics
-from workers.pricing import Tier, price_table, usd
+from workers.runs.pricing import Tier, price_table, usd
+from workers.runtime.memory import calling
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.items")

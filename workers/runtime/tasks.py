@@ -11,10 +11,8 @@ import redis
 from celery import Task
 
 import pipelines
-from workers import reconcile
 from workers.admission.limiter import redis_client
 from workers.admission.throttle import get_throttle
-from workers.celery_app import Queue, TaskName, app
 from workers.db.models import utcnow
 from workers.db.repository import ScheduleBusy
 from workers.errors import ItemsFailed
@@ -22,7 +20,9 @@ from workers.items import group
 from workers.items.engine import get_engine
 from workers.llm.client import get_client
 from workers.ops import metrics
-from workers.publish import publish_items
+from workers.runs import reconcile
+from workers.runtime.celery_app import Queue, TaskName, app
+from workers.runtime.publish import publish_items
 from workers.settings import get_settings
 
 log = logging.getLogger("docpipe.tasks")
@@ -74,7 +74,7 @@ def reconcile_runs() -> int:
 @app.task(name=TaskName.START_SCHEDULED, ignore_result=True)
 def start_scheduled(name: str) -> int | None:
     """Start schedule ``name``'s reprocessing run, unless its previous run is unfinished."""
-    from workers import reprocess as reprocessing
+    from workers.runs import reprocess as reprocessing
 
     settings = get_settings()
     spec = settings.schedules.get(name)
@@ -101,7 +101,7 @@ def batch_tick() -> dict[str, int]:
     """Send waiting batch-mode items as batches and take in the batches that ended."""
     from dataclasses import asdict
 
-    from workers import batches
+    from workers.runs import batch_mode as batches
 
     settings = get_settings()
     # One tick at a time across the fleet: beat fires again while a long tick (a large file
@@ -127,7 +127,7 @@ def send_items(item_ids: Sequence[int], *, queue: str = Queue.LIVE,
     """Publish the items in messages of up to ``group_size`` ids (a message of one carries
     the bare id, as before groups).
 
-    Messages due now go out in pipelines (see :mod:`workers.publish`); a retry's delayed
+    Messages due now go out in pipelines (see :mod:`workers.runtime.publish`); a retry's delayed
     message goes through ``apply_async``, which handles the countdown.
     """
     if not item_ids:

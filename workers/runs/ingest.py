@@ -86,7 +86,7 @@ def ingest(
 
     with session_scope() as session:
         repo.start_run(session, report.run_id)
-    # After start_run commits (see workers.processing._finish_run_if_done for why).
+    # After start_run commits (see workers.items.processing._finish_run_if_done for why).
     with session_scope() as session:
         repo.finish_run_if_done(session, report.run_id)
     return report

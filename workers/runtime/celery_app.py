@@ -12,7 +12,7 @@ from celery import Celery
 from celery.schedules import crontab
 from kombu import Queue as KombuQueue
 
-from workers.memory import RECYCLE_SHARE
+from workers.runtime.memory import RECYCLE_SHARE
 from workers.settings import Settings, get_settings
 
 
@@ -38,7 +38,7 @@ def create_celery(settings: Settings) -> Celery:
     app = Celery(
         "docpipe",
         broker=settings.effective_broker_url,
-        include=["workers.tasks", "workers.signals"],
+        include=["workers.runtime.tasks", "workers.runtime.signals"],
     )
     visibility = settings.visibility_timeout_seconds
     app.conf.update(

@@ -56,11 +56,11 @@ from workers.items.decide import (
     clip,
     decide,
 )
+from workers.items.processing import request_body
 from workers.items.rows import known_of, write_failure
 from workers.llm.client import output_text, usage_of
 from workers.llm.errors import classify_status
-from workers.pricing import Tier, price_table
-from workers.processing import request_body
+from workers.runs.pricing import Tier, price_table
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.batches")

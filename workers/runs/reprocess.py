@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pipelines import Pipeline
 from workers.db import repository as repo
 from workers.db.session import session_scope
-from workers.ingest import BATCH_SIZE, Publisher, add_run_items
+from workers.runs.ingest import BATCH_SIZE, Publisher, add_run_items
 
 Reason = Literal["missing", "outdated", "failed"]
 REASONS: tuple[Reason, ...] = ("missing", "outdated", "failed")

@@ -16,9 +16,7 @@ from celery.signals import (
 )
 from celery.worker import state as worker_state
 
-from workers import liveness, memory
 from workers.admission.limiter import redis_client
-from workers.celery_app import Queue
 from workers.db import repository as repo
 from workers.db.session import (
     dispose_engines,
@@ -28,6 +26,8 @@ from workers.db.session import (
 )
 from workers.errors import ConfigurationError
 from workers.ops import logs, metrics
+from workers.runtime import liveness, memory
+from workers.runtime.celery_app import Queue
 from workers.settings import get_settings
 
 log = logging.getLogger("docpipe.worker")
