@@ -1,0 +1,104 @@
+"""The ``docpipe`` Typer app, its consoles and the options and checks commands share."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from workers.settings import Settings, get_settings
+
+app = typer.Typer(help="docpipe: durable document pipelines on the OpenAI Responses API.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+# Messages name paths and commands to copy: never break a line inside them.
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_PAUSED = 3
+
+PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="Pipeline name.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+BudgetOpt = Annotated[float | None, typer.Option(
+    "--budget-usd", min=0, help="Pause the run before a call that could take its spend past "
+    "this many dollars (calls in flight count at their worst case).")]
+ModeOpt = Annotated[str, typer.Option(
+    "--mode", help="live (standard tier), flex (half price, slower; refusals for lack of "
+    "capacity are retried) or batch (the Batch API: half price, within 24 hours; sent and "
+    "collected by beat).")]
+DeadlineOpt = Annotated[float | None, typer.Option(
+    "--deadline-hours", min=0, help="Batch mode: the run must be done this many hours from "
+    "now. An item a new 24-hour batch could not bring back in time is sent live instead.")]
+LogFormatOpt = Annotated[str | None, typer.Option(
+    "--log-format", help="text or json (one object a line, with run, item and request ids); "
+    "sets DOCPIPE_LOG_FORMAT for the processes this command starts.")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one line naming what is wrong; return the exit to raise."""
+    err.print(f"[red]docpipe:[/red] {message}")
+    return typer.Exit(code)
+
+
+def checked_mode(mode: str, *, allowed: tuple[str, ...] = ("live", "flex", "batch"),
+                 budget_usd: float | None = None) -> str:
+    """``--mode``, refused where it does not apply."""
+    if mode not in allowed:
+        raise fail(f"--mode takes {', '.join(allowed)} here, not {mode!r}")
+    if mode == "batch" and budget_usd is not None:
+        raise fail("--budget-usd is not enforced for batch runs yet; run without it, or use "
+                   "--mode flex (also half price) with a budget")
+    return mode
+
+
+def deadline(hours: float | None, mode: str) -> datetime | None:
+    """``--deadline-hours`` as an instant; batch mode only."""
+    if hours is None:
+        return None
+    if mode != "batch":
+        raise fail("--deadline-hours applies to --mode batch only")
+    return datetime.now(UTC) + timedelta(hours=hours)
+
+
+def money(amount: float | None) -> Decimal | None:
+    """A dollar option as an exact amount."""
+    return None if amount is None else Decimal(str(amount))
+
+
+@app.callback()
+def _global(log_format: LogFormatOpt = None) -> None:
+    """docpipe: durable document pipelines on the OpenAI Responses API."""
+    if log_format is not None:
+        if log_format not in ("text", "json"):
+            raise fail(f"--log-format takes text or json, not {log_format!r}")
+        # Through the environment, so worker, beat and Flower children log the same way.
+        os.environ["DOCPIPE_LOG_FORMAT"] = log_format
+        get_settings.cache_clear()
+    from workers.ops import logs
+
+    logs.configure(settings().log_format, level=logging.WARNING)
+
+
+def settings() -> Settings:
+    """The settings, or one line saying which is invalid."""
+    try:
+        return get_settings()
+    except ValueError as exc:
+        err.print(f"[red]docpipe: invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def migrated(current: Settings, *, auto: bool = False) -> Settings:
+    """Refuse to go on against a database whose schema is behind (the embedded one is
+    upgraded when ``auto``)."""
+    from workers.db.migrations import upgrade
+    from workers.db.session import ensure_migrated
+
+    if auto and current.uses_default_database:
+        upgrade(current.database_url)
+    ensure_migrated(current.database_url)
+    return current

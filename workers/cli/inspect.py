@@ -1,0 +1,140 @@
+"""What a run did: status, report, limits and results."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from workers.cli.app import JsonOpt, app, console, fail, migrated, settings
+from workers.errors import ConfigurationError
+from workers.ops import exports, tables
+
+
+@app.command("status")
+def status_cmd(
+    run_id: Annotated[int | None, typer.Argument(help="Run id; all recent runs if omitted.")]
+    = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", "-w", help="A live view of the run until it finishes or pauses: progress, "
+        "throughput, ETA, spend so far and projected, errors, 429 rate.")] = False,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between updates.")] = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Progress, errors, tokens and cost of a run (or of recent runs)."""
+    migrated(settings())
+    if watch:
+        _watch(run_id, interval=interval, as_json=as_json)
+        return
+    reports = _reports(run_id)
+    if run_id is not None and not reports:
+        raise fail(f"no run {run_id}", 1)
+    if as_json:
+        console.print_json(data=reports[0] if run_id is not None else reports)
+        return
+    console.print(tables.runs(reports))
+    for line in tables.reasons(reports):
+        console.print(line)
+    if run_id is not None:
+        for line in tables.run_details(reports[0]):
+            console.print(line)
+
+
+def _watch(run_id: int | None, *, interval: float, as_json: bool) -> None:
+    if run_id is None or as_json:
+        raise fail("--watch needs a run id, and no --json")
+    from workers.ops import monitor
+
+    try:
+        monitor.watch(run_id, console=console, interval=interval)
+    except LookupError:
+        raise fail(f"no run {run_id}", 1) from None
+
+
+def _reports(run_id: int | None) -> list[dict[str, Any]]:
+    from workers.db import repository as repo
+    from workers.db.session import session_scope
+
+    with session_scope() as session:
+        ids = [run_id] if run_id is not None else [r.id for r in repo.list_runs(session)]
+        found = [repo.run_report(session, i) for i in ids]
+        return [report.as_dict() for report in found if report is not None]
+
+
+@app.command("report")
+def report_cmd(
+    run_id: Annotated[int, typer.Argument(help="Run id.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] =
+    Path("report.html"),
+) -> None:
+    """Write one self-contained HTML page about a run: plots, slowest and costliest
+    documents, errors by class, and the run's configuration."""
+    current = migrated(settings())
+    from workers.ops import report
+
+    try:
+        data = report.gather(run_id)
+    except LookupError:
+        raise fail(f"no run {run_id}", 1) from None
+    output.write_text(report.render(data, current), encoding="utf-8")
+    console.print(f"run {run_id}: {len(data.started)} calls, {data.report.total} items; "
+                  f"report written to {output}")
+
+
+@app.command("limits")
+def limits_cmd(as_json: JsonOpt = False) -> None:
+    """The fleet's rate-limit budgets, levels, cooldowns and circuit breakers."""
+    current = settings()
+    import redis
+    from kombu.utils.url import maybe_sanitize_url
+
+    from workers.admission.throttle import get_throttle
+
+    try:
+        snapshot = get_throttle(current).snapshot()
+    except redis.RedisError as exc:
+        raise ConfigurationError(
+            "cannot read the limiter from the broker at "
+            f"{maybe_sanitize_url(current.effective_broker_url)}: {exc}"
+        ) from exc
+    if as_json:
+        console.print_json(data=snapshot.as_dict())
+        return
+    console.print(tables.limits(snapshot))
+    console.print(f"breaker for {snapshot.endpoint}: {snapshot.breaker}")
+
+
+@app.command("results")
+def results_cmd(
+    run_id: Annotated[int | None, typer.Argument(help="Run id.")] = None,
+    pipeline: Annotated[str | None, typer.Option(
+        "--pipeline", "-p", help="Instead of a run: each document's latest result from this "
+        "pipeline.")] = None,
+    version: Annotated[str | None, typer.Option(
+        help="With --pipeline: the results of this version instead of the latest.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
+) -> None:
+    """Export a run's documents (output or error), or a pipeline's results by version."""
+    if fmt not in exports.FORMATS:
+        raise fail("--format must be jsonl or csv")
+    if (run_id is None) == (pipeline is None):
+        raise fail("give a run id, or --pipeline NAME [--version V]")
+    migrated(settings())
+    from workers.db import repository as repo
+    from workers.db.session import session_scope
+
+    stream = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout
+    try:
+        with session_scope() as session:
+            if pipeline is not None:
+                exports.write_pipeline(stream, fmt, repo.iter_pipeline_results(
+                    session, pipeline, version=version))
+            else:
+                assert run_id is not None
+                exports.write_run(stream, fmt, repo.iter_item_results(session, run_id))
+    finally:
+        if output:
+            stream.close()

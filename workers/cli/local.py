@@ -1,0 +1,144 @@
+"""``docpipe run`` and ``docpipe demo``: a whole run on this machine, in the foreground."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipelines import get_pipeline
+from workers.cli.app import (
+    EXIT_PAUSED,
+    BudgetOpt,
+    ModeOpt,
+    PipelineOpt,
+    app,
+    checked_mode,
+    console,
+    fail,
+    migrated,
+    money,
+    settings,
+)
+from workers.ops import tables
+from workers.settings import get_settings
+
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples" / "documents"
+SIMULATOR_KEY = "sk-docpipe-simulator"
+
+
+@app.command("run")
+def run_cmd(
+    paths: Annotated[list[str], typer.Argument(help="Files, folders or glob patterns.")],
+    pipeline: PipelineOpt = "summarise",
+    simulate: Annotated[bool, typer.Option(help="Answer with docpipe's simulator.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes to start.")] = 1,
+    budget_usd: BudgetOpt = None,
+    mode: ModeOpt = "live",
+) -> None:
+    """Ingest, process and report in one go, on this machine."""
+    # A batch takes up to 24 hours: start it with `ingest --mode batch` and let beat collect.
+    report = _run_foreground(paths, pipeline, simulate=simulate, workers=workers,
+                             budget_usd=money(budget_usd),
+                             mode=checked_mode(mode, allowed=("live", "flex")))
+    raise typer.Exit(0 if report.get("status") == "finished" else EXIT_PAUSED)
+
+
+@app.command("demo")
+def demo_cmd(
+    pipeline: PipelineOpt = "summarise",
+    path: Annotated[Path, typer.Option(help="Documents to run.")] = EXAMPLES,
+) -> None:
+    """Run the example documents through the simulator and show the results."""
+    if not path.exists():
+        raise fail(f"no example documents at {path}; pass --path")
+    report = _run_foreground([str(path)], pipeline, simulate=True, workers=1)
+    from workers.db import repository as repo
+    from workers.db.session import session_scope
+
+    with session_scope() as session:
+        console.print(tables.documents(repo.iter_item_results(session, report["run_id"]),
+                                       title=f"run {report['run_id']}: {pipeline}"))
+    raise typer.Exit(0 if report.get("status") == "finished" else EXIT_PAUSED)
+
+
+def _run_foreground(paths: list[str], pipeline_name: str, *, simulate: bool, workers: int,
+                    budget_usd: Decimal | None = None, mode: str = "live") -> dict[str, Any]:
+    current = settings()
+    chosen = get_pipeline(pipeline_name, current.pipelines)
+    if current.openai_api_key is None and not simulate:
+        raise fail("OPENAI_API_KEY is not set. Set it to call the OpenAI API, or pass "
+                   "--simulate to use docpipe's simulator (no real model).")
+    migrated(current, auto=True)
+    with ExitStack() as stack:
+        stack.enter_context(_environ(_services(stack, current, simulate=simulate)))
+        get_settings.cache_clear()
+        current = settings()
+        processes = _start_workers(stack, workers)
+        from workers.ops import monitor
+        from workers.runs.ingest import ingest
+        from workers.runs.operations import Supervisor
+        from workers.runtime.tasks import send_items
+
+        report = ingest(paths, chosen, settings=current, publish=send_items,
+                        queue="docpipe.live", budget_usd=budget_usd, mode=mode)
+        console.print(f"run {report.run_id}: {report.items} items, {report.duplicates} "
+                      f"duplicates, {report.unreadable} unreadable")
+        supervisor = Supervisor(report.run_id, settings=current, publish=send_items,
+                                processes=processes)
+        final = monitor.watch(report.run_id, console=console, interval=0.3,
+                              on_tick=supervisor).as_dict()
+    console.print(tables.summary(final))
+    if simulate:
+        console.print("[yellow]simulated: no model was called; costs are what the same "
+                      "tokens would cost[/yellow]")
+    return final
+
+
+def _services(stack: ExitStack, current: Any, *, simulate: bool) -> dict[str, str]:
+    """Start what the settings do not name (a broker, the simulator); their environment."""
+    from workers.runtime.embedded import child, docpipe_command, embedded_redis, free_port
+
+    overrides: dict[str, str] = {}
+    if current.broker_url is None:
+        overrides["DOCPIPE_BROKER_URL"] = stack.enter_context(embedded_redis())
+        console.print(f"[dim]embedded Redis at {overrides['DOCPIPE_BROKER_URL']}[/dim]")
+    if simulate:
+        port = free_port()
+        stack.enter_context(child(docpipe_command("simulator", "--port", str(port)),
+                                  port=port, what="simulator"))
+        overrides |= {"OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+                      "OPENAI_API_KEY": SIMULATOR_KEY}
+        console.print("[yellow]simulated: answers come from docpipe's Responses API "
+                      "simulator, not from a model[/yellow]")
+    return overrides
+
+
+def _start_workers(stack: ExitStack, count: int) -> list[Any]:
+    from workers.runtime.embedded import child, docpipe_command
+
+    log_dir = Path(".docpipe")
+    log_dir.mkdir(exist_ok=True)
+    return [stack.enter_context(child(
+        docpipe_command("worker", "--hostname", f"docpipe{i}@%h"), what="worker",
+        log_path=log_dir / "worker.log")) for i in range(count)]
+
+
+@contextmanager
+def _environ(overrides: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()

@@ -1,0 +1,215 @@
+"""The run commands: ingest, reprocess, estimate, cancel, replay, resume."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from pipelines import get_pipeline
+from workers.cli.app import (
+    EXIT_PAUSED,
+    BudgetOpt,
+    DeadlineOpt,
+    JsonOpt,
+    ModeOpt,
+    PipelineOpt,
+    app,
+    checked_mode,
+    console,
+    deadline,
+    err,
+    fail,
+    migrated,
+    money,
+    settings,
+)
+
+RunIdArg = Annotated[int, typer.Argument(help="Run id.")]
+PathsArg = Annotated[list[str], typer.Argument(help="Files, folders or glob patterns.")]
+
+
+@app.command("ingest")
+def ingest_cmd(
+    paths: PathsArg,
+    pipeline: PipelineOpt = "summarise",
+    queue: Annotated[str, typer.Option(help="Queue for the run's items.")] = "docpipe.live",
+    budget_usd: BudgetOpt = None,
+    mode: ModeOpt = "live",
+    deadline_hours: DeadlineOpt = None,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Then show the run's progress until it finishes or pauses (exit 3 if "
+        "paused). Workers must be running.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record documents and items for a new run and enqueue them; print the run id."""
+    current = migrated(settings())
+    chosen = get_pipeline(pipeline, current.pipelines)
+    from workers.runs.ingest import ingest
+    from workers.runtime.tasks import send_items
+
+    report = ingest(paths, chosen, settings=current, publish=send_items, queue=queue,
+                    budget_usd=money(budget_usd),
+                    mode=checked_mode(mode, budget_usd=budget_usd),
+                    deadline_at=deadline(deadline_hours, mode))
+    if as_json:
+        console.print_json(data=report.as_dict())
+    else:
+        console.print(f"run {report.run_id}: {report.items} items queued, {report.duplicates} "
+                      f"duplicates skipped, {report.unreadable} unreadable")
+    if wait:
+        from workers.ops import monitor
+
+        final = monitor.watch(report.run_id, console=err if as_json else console)
+        raise typer.Exit(0 if final.status == "finished" else EXIT_PAUSED)
+
+
+@app.command("reprocess")
+def reprocess_cmd(
+    pipeline: PipelineOpt = "summarise",
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="missing (never processed), outdated (by an older version) or failed; "
+        "repeat for more. Default: all three.")] = None,
+    since: Annotated[datetime | None, typer.Option(
+        help="Only documents first stored at or after this date or time (UTC).")] = None,
+    where: Annotated[str | None, typer.Option(
+        help="Only documents whose source matches this glob, e.g. '*/invoices/*.pdf'.")] = None,
+    queue: Annotated[str, typer.Option(help="Queue for the run's items.")] = "docpipe.nightly",
+    budget_usd: BudgetOpt = None,
+    mode: ModeOpt = "live",
+    deadline_hours: DeadlineOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a pipeline over the stored documents its current version has no result for."""
+    from workers.runs.reprocess import REASONS, reprocess
+    from workers.runtime.tasks import send_items
+
+    chosen_reasons = tuple(only or REASONS)
+    if unknown := sorted(set(chosen_reasons) - set(REASONS)):
+        raise fail(f"--only takes {', '.join(REASONS)}; not {unknown}")
+    current = migrated(settings())
+    chosen = get_pipeline(pipeline, current.pipelines)
+    report = reprocess(chosen, publish=send_items, queue=queue,
+                       only=chosen_reasons,  # type: ignore[arg-type]
+                       since=since.replace(tzinfo=UTC) if since and since.tzinfo is None
+                       else since, where=where, budget_usd=money(budget_usd),
+                       mode=checked_mode(mode, budget_usd=budget_usd),
+                       deadline_at=deadline(deadline_hours, mode))
+    if as_json:
+        console.print_json(data=report.as_dict())
+        return
+    taken = ", ".join(f"{n} {reason}" for reason, n in sorted(report.selected.items()))
+    skipped = ", ".join(f"{n} {reason.replace('_', ' ')}"
+                        for reason, n in sorted(report.skipped.items())) or "none"
+    if report.run_id is None:
+        console.print(f"nothing to reprocess for {chosen.name} {chosen.version}; "
+                      f"skipped: {skipped}")
+    else:
+        console.print(f"run {report.run_id}: {report.items} documents queued ({taken}); "
+                      f"skipped: {skipped}")
+
+
+@app.command("estimate")
+def estimate_cmd(paths: PathsArg, pipeline: PipelineOpt = "summarise",
+                 as_json: JsonOpt = False) -> None:
+    """Predict the tokens and dollars of a run before anything is sent."""
+    current = settings()
+    chosen = get_pipeline(pipeline, current.pipelines)
+    from sqlalchemy.exc import OperationalError
+
+    from workers.errors import ConfigurationError
+    from workers.runs.estimate import estimate
+    from workers.runs.pricing import price_table, usd
+    from workers.settings import DEFAULT_DATABASE_FILE
+
+    try:
+        if current.uses_default_database and not DEFAULT_DATABASE_FILE.exists():
+            raise ConfigurationError("no embedded database yet")  # do not create one
+        migrated(current)
+        use_database = True
+    except (ConfigurationError, OperationalError):
+        use_database = False  # no history and no reuse to count: estimate the rest
+        err.print("[dim]no docpipe database here: not counting results to reuse[/dim]")
+    result = estimate(paths, chosen, settings=current, prices=price_table(current),
+                      use_database=use_database)
+    if as_json:
+        console.print_json(data=result.as_dict())
+        return
+    console.print(f"{result.documents} documents ({result.duplicates} duplicates, "
+                  f"{result.already_done} already done for version {result.pipeline_version}) "
+                  f"and {result.unreadable} unreadable: {result.to_call} calls to "
+                  f"{result.model}")
+    console.print(f"input: {result.input_tokens:,} tokens (o200k_base, counted)   output: at "
+                  f"most {result.max_output_tokens:,} tokens (max_output_tokens each)")
+    if not result.priced:
+        console.print(f"[yellow]no price for {result.model}: set DOCPIPE_PRICES[/yellow]")
+        return
+    if result.expected_usd is not None and result.typical_output_tokens is not None:
+        console.print(f"expected: {usd(result.expected_usd)} (output like the "
+                      f"{result.calls_seen} calls made so far: "
+                      f"{result.typical_output_tokens:.0f} tokens each)")
+    console.print(f"at most: {usd(result.ceiling_usd)}, or {usd(result.ceiling_batch_usd)} "
+                  "through the Batch API")
+
+
+@app.command("cancel")
+def cancel_cmd(run_id: RunIdArg, as_json: JsonOpt = False) -> None:
+    """Stop a run: items not yet sent fail as cancelled, its open batches are cancelled.
+
+    Calls in flight finish and are kept (they are paid for); so are the lines a cancelled
+    batch completed before it stopped.
+    """
+    from workers.runs import operations
+
+    try:
+        done = operations.cancel(run_id, settings=migrated(settings()))
+    except operations.RunNotFound as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        console.print_json(data={"run_id": run_id, "status": done.status,
+                                 "batches_cancelled": list(done.batches_cancelled)})
+        return
+    console.print(f"run {run_id} cancelled ({done.status}); batches cancelled: "
+                  f"{len(done.batches_cancelled)}")
+
+
+@app.command("replay")
+def replay_cmd(
+    run_id: RunIdArg,
+    status: Annotated[list[str], typer.Option(help="Item statuses to replay.")] = ["failed"],  # noqa: B006
+    as_json: JsonOpt = False,
+) -> None:
+    """Put a run's failed items back in the queue; succeeded items are never called again."""
+    migrated(settings())
+    from workers.runs import operations
+    from workers.runtime.tasks import send_items
+
+    try:
+        count = operations.replay(run_id, status, publish=send_items)
+    except operations.RunNotFound as exc:
+        raise fail(str(exc), 1) from None
+    if as_json:
+        console.print_json(data={"run_id": run_id, "replayed": count})
+    else:
+        console.print(f"run {run_id}: {count} items replayed")
+
+
+@app.command("resume")
+def resume_cmd(
+    run_id: RunIdArg,
+    budget_usd: Annotated[float | None, typer.Option(
+        "--budget-usd", min=0, help="A new budget for the run, in dollars.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue a paused run, and re-enqueue items that have no message in flight."""
+    current = migrated(settings())
+    from workers.runs import operations
+    from workers.runtime.tasks import send_items
+
+    count = operations.resume(run_id, settings=current, publish=send_items,
+                              budget_usd=money(budget_usd))
+    if as_json:
+        console.print_json(data={"run_id": run_id, "requeued": count})
+    else:
+        console.print(f"run {run_id}: {count} items re-enqueued")

@@ -1,0 +1,124 @@
+"""The CLI's tables and summary lines, built from the reports the runtime returns.
+
+Only the CLI prints them (an import-linter contract), so how a run looks on a terminal is
+decided here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from workers.runs.pricing import usd
+
+_SUMMARY_KEYS = ("pipeline", "pipeline_version", "total", "succeeded", "failed", "reused",
+                 "attempts", "rate_limited", "input_tokens", "cached_tokens", "output_tokens")
+_PIPELINE_KEYS = ("name", "version", "model", "source", "description")
+
+
+def pipelines(rows: Iterable[Mapping[str, Any]]) -> Table:
+    """The pipelines, one a row."""
+    table = Table(*_PIPELINE_KEYS)
+    for row in rows:
+        table.add_row(*(str(row[k]) for k in _PIPELINE_KEYS))
+    return table
+
+
+def runs(reports: Iterable[Mapping[str, Any]]) -> Table:
+    """``docpipe status``: one row a run."""
+    table = Table("run", "pipeline", "status", "total", "succeeded", "failed", "pending",
+                  "attempts", "429s", "tokens in/cached/out", "cost $")
+    for r in reports:
+        table.add_row(str(r["run_id"]), r["pipeline"], r["status"], str(r["total"]),
+                      str(r["succeeded"]), str(r["failed"]), str(r["pending"]),
+                      str(r["attempts"]), str(r["rate_limited"]),
+                      f"{r['input_tokens']}/{r['cached_tokens']}/{r['output_tokens']}",
+                      f"{r['cost_usd']:.4f}")
+    return table
+
+
+def reasons(reports: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Why each paused run is paused."""
+    return [f"run {r['run_id']}: {r['status_reason']}" for r in reports if r.get("status_reason")]
+
+
+def _money(r: Mapping[str, Any], key: str) -> str:
+    return usd(Decimal(str(r[key])))
+
+
+def _spend(r: Mapping[str, Any]) -> str:
+    spend = f"spent {_money(r, 'cost_usd')}, projected {_money(r, 'projected_cost_usd')}"
+    if r["budget_usd"] is not None:
+        spend += (f", budget {_money(r, 'budget_usd')} ({_money(r, 'in_flight_usd')} held for "
+                  "calls in flight)")
+    if per := r["cost_per_item"]:
+        spend += "; per item " + ", ".join(
+            f"{k} {usd(Decimal(str(per[k])))}" for k in ("p50", "p90", "max"))
+    return spend
+
+
+def run_details(r: Mapping[str, Any]) -> list[str]:
+    """``docpipe status RUN``: the lines below the table."""
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r["attempts_by_outcome"].items()))
+    return [
+        f"attempts by class: {outcomes or 'none'}",
+        f"waited for rate limits: {r['budget_wait_seconds']:.1f}s   last minute: "
+        f"{r['requests_last_minute']} requests, {r['tokens_last_minute']} tokens",
+        f"prompt cache: {r['cache_hit_ratio']:.1%} of input tokens cached",
+        _spend(r),
+        *(f"failed {error}: {count}" for error, count in sorted(r["errors"].items())),
+    ]
+
+
+def summary(report: Mapping[str, Any]) -> Table:
+    """The table ``docpipe run`` and ``demo`` end with."""
+    table = Table(show_header=False, title=f"run {report['run_id']} {report['status']}")
+    for key in _SUMMARY_KEYS:
+        table.add_row(key, str(report[key]))
+    table.add_row("cost_usd", f"{report['cost_usd']:.6f}")
+    for error, count in report["errors"].items():
+        table.add_row(f"error {error}", str(count))
+    if report.get("status_reason"):
+        table.add_row("paused because", report["status_reason"])
+    return table
+
+
+def limits(snapshot: Any) -> Table:
+    """``docpipe limits``: one row a rate-limit key."""
+    table = Table("key", "rpm", "tpm", "source", "requests left", "tokens left", "cooldown s")
+    for row in snapshot.limits:
+        table.add_row(row.key, str(row.rpm or "-"), str(row.tpm or "-"), row.source,
+                      str(row.requests_available), str(row.tokens_available),
+                      str(row.cooldown_seconds))
+    return table
+
+
+def _record_suffix(source: str) -> str:
+    return "#" + source.split("#", 1)[1] if "#" in source else ""
+
+
+def short_output(output: Mapping[str, Any]) -> str:
+    """A result in a few lines: lists cut to four entries, values to 160 characters."""
+    lines = []
+    for key, value in output.items():
+        if isinstance(value, list):
+            value = ", ".join(v.get("name", str(v)) if isinstance(v, dict) else str(v)
+                              for v in value[:4])
+        text = str(value)
+        lines.append(f"[bold]{key}[/bold]: {text[:160] + ('…' if len(text) > 160 else '')}")
+    return "\n".join(lines)
+
+
+def documents(rows: Iterable[Any], *, title: str) -> Table:
+    """``docpipe demo``: each document with its result or its error."""
+    table = Table("document", "status", "result", title=title, show_lines=True)
+    for row in rows:
+        shown = short_output(row.output) if row.output else \
+            f"[red]{row.error_code}[/red]: {row.error_message}"
+        table.add_row(Path(row.source.split("#")[0]).name + _record_suffix(row.source),
+                      row.status, shown)
+    return table

@@ -1,0 +1,121 @@
+"""What an operator does to a run: cancel it, replay its failures, resume it, follow it.
+
+The CLI parses and prints; these functions do the work, so every front end (the CLI, a test,
+a script) cancels, replays and resumes a run the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+from workers.db import repository as repo
+from workers.db.session import session_scope
+from workers.errors import ConfigurationError
+from workers.runs import reconcile
+from workers.settings import Settings
+
+Publisher = Callable[..., None]
+
+
+class RunNotFound(LookupError):
+    """The run id names no run."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"no run {run_id}")
+        self.run_id = run_id
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """A cancelled run: its status after the cancel, and the provider batches cancelled."""
+
+    run_id: int
+    status: str
+    batches_cancelled: tuple[str, ...]
+
+
+def cancel(run_id: int, *, settings: Settings) -> Cancelled:
+    """Stop a run: items not yet sent fail as cancelled, its open batches are cancelled.
+
+    Calls in flight finish and are kept (they are paid for); so are the lines a cancelled
+    batch completed before it stopped.
+    """
+    with session_scope() as session:
+        if repo.get_run(session, run_id) is None:
+            raise RunNotFound(run_id)
+        open_batches = repo.cancel_run(session, run_id)
+    if open_batches:
+        from workers.llm.client import get_client
+
+        sdk = get_client(settings).sdk
+        for provider_id in open_batches:
+            sdk.batches.cancel(provider_id)
+    with session_scope() as session:
+        report = repo.run_report(session, run_id)
+    assert report is not None
+    return Cancelled(run_id, report.status, tuple(open_batches))
+
+
+def replay(run_id: int, statuses: Sequence[str], *, publish: Publisher) -> int:
+    """Put a run's items in ``statuses`` back in its queue; return how many were sent.
+
+    Succeeded items are never called again: their results stay.
+    """
+    with session_scope() as session:
+        run = repo.get_run(session, run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        queue = run.queue
+        ids = repo.replay_items(session, run_id, statuses)
+    publish(ids, queue=queue)
+    with session_scope() as session:
+        repo.touch_queued(session, ids)
+    return len(ids)
+
+
+def resume(run_id: int, *, settings: Settings, publish: Publisher,
+           budget_usd: Decimal | None = None) -> int:
+    """Continue a paused run (with a new budget if given) and re-send what has no message.
+
+    Returns the number of items sent again.
+    """
+    with session_scope() as session:
+        repo.resume_run(session, run_id, budget_usd=budget_usd)
+    return reconcile.requeue(run_id, settings=settings, publish=publish,
+                             queued_grace_seconds=0, immediate=True)
+
+
+class _Process(Protocol):
+    def poll(self) -> int | None: ...
+
+
+class Supervisor:
+    """Keeps a foreground run going while its own workers run it (``docpipe run``).
+
+    There is no beat in that mode, so every ``sweep_seconds`` it reconciles the run; when
+    every worker has exited it stops with the command that continues the run.
+    """
+
+    def __init__(self, run_id: int, *, settings: Settings, publish: Publisher,
+                 processes: Sequence[_Process], sweep_seconds: float = 15.0) -> None:
+        self.run_id = run_id
+        self._settings = settings
+        self._publish = publish
+        self._processes = processes
+        self._sweep_seconds = sweep_seconds
+        self._last_sweep = time.monotonic()
+
+    def __call__(self, _report: Any = None) -> None:
+        """One tick: check the workers, then reconcile if a sweep is due."""
+        if not any(p.poll() is None for p in self._processes):
+            raise ConfigurationError(
+                "every worker exited; see .docpipe/worker.log. The run is kept: "
+                f"`docpipe resume {self.run_id}` continues it"
+            )
+        if time.monotonic() - self._last_sweep > self._sweep_seconds:
+            reconcile.requeue(self.run_id, settings=self._settings, publish=self._publish)
+            self._last_sweep = time.monotonic()
