@@ -36,6 +36,11 @@ class DatabaseNotMigrated(ConfigurationError):
     """The database schema is missing or older than this version of docpipe."""
 
 
+class ScheduleBusy(DocpipeError):
+    """The schedule's previous run has not finished, so a new one may not start (beat
+    skips this night's run; nothing to retry)."""
+
+
 class ItemsFailed(DocpipeError):
     """A task's items ended failed: raised so that Celery, and Flower, count the task failed.
 

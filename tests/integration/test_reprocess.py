@@ -15,6 +15,7 @@ from pipelines.documents import content_hash
 from workers.db import repository as repo
 from workers.db.models import Document, Item, ItemStatus, Run, RunStatus, utcnow
 from workers.db.session import session_scope
+from workers.errors import ScheduleBusy
 from workers.runs.reprocess import reprocess
 
 V1 = dataclasses.replace(SUMMARISE, instructions="Summarise the document (first wording).")
@@ -134,10 +135,10 @@ def test_a_version_that_is_current_everywhere_starts_no_run(migrated_db: str) ->
 def test_a_schedule_never_has_two_unfinished_runs(corpus: dict[str, str]) -> None:
     first = reprocess(V2, publish=Sent(), queue="q", schedule="nightly")
     assert first.run_id is not None
-    with pytest.raises(repo.ScheduleBusy):
+    with pytest.raises(ScheduleBusy):
         reprocess(V2, publish=Sent(), queue="q", schedule="nightly")
     # The lock is the database's: a bare insert is refused too, even skipping the check.
-    with pytest.raises(repo.ScheduleBusy), session_scope() as s:
+    with pytest.raises(ScheduleBusy), session_scope() as s:
         repo.create_run(s, pipeline="summarise", version="x", model="m", queue="q",
                         schedule="nightly")
     # Another schedule, and runs without one, are not held back.
@@ -160,7 +161,7 @@ def test_racing_ticks_start_one_run(corpus: dict[str, str]) -> None:
         barrier.wait()
         try:
             started.append(reprocess(V2, publish=Sent(), queue="q", schedule="race").run_id)
-        except repo.ScheduleBusy as exc:
+        except ScheduleBusy as exc:
             refused.append(exc)
 
     threads = [threading.Thread(target=tick) for _ in range(4)]

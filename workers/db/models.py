@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum, nonmember
 from typing import Any
 
 from sqlalchemy import (
@@ -25,6 +26,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Where the item states are defined, with their transitions; re-exported for the models.
+from workers.items.states import ItemStatus as ItemStatus
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -71,22 +75,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
 
 
-class ItemStatus:
-    """Item states. ``succeeded`` and ``failed`` are terminal."""
-
-    PENDING = "pending"  # written, message not yet sent
-    QUEUED = "queued"  # message sent
-    RUNNING = "running"  # claimed by a worker under a lease
-    RETRY = "retry"  # waiting until not_before
-    BLOCKED = "blocked"  # a reduce waiting for the results of its parts
-    BATCHED = "batched"  # sent in a Batch API batch, waiting for it to end
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-    TERMINAL = (SUCCEEDED, FAILED)
-
-
-class AttemptOutcome:
+class AttemptOutcome(StrEnum):
     """Attempt outcomes besides the error classes of :mod:`workers.errors`."""
 
     OK = "ok"
@@ -94,7 +83,7 @@ class AttemptOutcome:
     LOST = "lost"  # its process died during the call
 
 
-class RunMode:
+class RunMode(StrEnum):
     """How a run's calls are sent: ``live`` (standard tier), ``flex`` (half price, slower,
     sometimes refused for lack of capacity) or ``batch`` (the Batch API: half price, within
     24 hours, submitted and collected by beat instead of workers)."""
@@ -103,10 +92,10 @@ class RunMode:
     FLEX = "flex"
     BATCH = "batch"
 
-    ALL = (LIVE, FLEX, BATCH)
+    ALL = nonmember(("live", "flex", "batch"))
 
 
-class RunStatus:
+class RunStatus(StrEnum):
     """Run states."""
 
     INGESTING = "ingesting"
@@ -114,7 +103,7 @@ class RunStatus:
     PAUSED = "paused"
     FINISHED = "finished"
 
-    ACTIVE = (INGESTING, RUNNING)
+    ACTIVE = nonmember(("ingesting", "running"))
 
 
 class Document(Base):
@@ -246,14 +235,14 @@ class Item(Base):
     finished_at: Mapped[datetime | None]
 
 
-class BatchStatus:
+class BatchStatus(StrEnum):
     """A docpipe batch's states. Provider states in between are kept as they come."""
 
     SUBMITTING = "submitting"  # items marked, file not yet accepted
     SUBMIT_FAILED = "submit_failed"  # the upload or creation failed; items went back
     INGESTED = "ingested"  # ended at the provider, every line taken into the database
 
-    PROVIDER_ENDED = ("completed", "expired", "failed", "cancelled")
+    PROVIDER_ENDED = nonmember(("completed", "expired", "failed", "cancelled"))
 
 
 class Batch(Base):

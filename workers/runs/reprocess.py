@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pipelines import Pipeline
 from workers.db import repository as repo
 from workers.db.session import session_scope
+from workers.errors import ScheduleBusy
 from workers.runs.ingest import BATCH_SIZE, Publisher, add_run_items
 
 Reason = Literal["missing", "outdated", "failed"]
@@ -76,13 +77,13 @@ def reprocess(pipeline: Pipeline, *, publish: Publisher, queue: str,
     ``schedule`` is that schedule's only unfinished run.
 
     Raises:
-        repo.ScheduleBusy: the schedule's previous run has not finished.
+        ScheduleBusy: the schedule's previous run has not finished.
     """
     report = ReprocessReport(pipeline.name, pipeline.version)
     chosen: list[tuple[int, str]] = []
     with session_scope() as session:
         if schedule is not None and (busy := repo.unfinished_scheduled_run(session, schedule)):
-            raise repo.ScheduleBusy(f"schedule {schedule!r}: run {busy} has not finished")
+            raise ScheduleBusy(f"schedule {schedule!r}: run {busy} has not finished")
         for state in repo.document_states(session, pipeline=pipeline.name,
                                           version=pipeline.version, since=since):
             if where is not None and not fnmatch.fnmatchcase(state.source, where):

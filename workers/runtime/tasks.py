@@ -14,8 +14,7 @@ import pipelines
 from workers.admission.limiter import redis_client
 from workers.admission.throttle import get_throttle
 from workers.db.models import utcnow
-from workers.db.repository import ScheduleBusy
-from workers.errors import ItemsFailed
+from workers.errors import ItemsFailed, ScheduleBusy
 from workers.items import group
 from workers.items.engine import get_engine
 from workers.llm.client import get_client

@@ -1,0 +1,156 @@
+"""Results: stored once per (content, pipeline version, chunk), and the successes that
+write them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    bindparam,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from workers.db.dialect import BATCH, any_in, insert_for, table_of
+from workers.db.models import (
+    Attempt,
+    AttemptOutcome,
+    Result,
+    utcnow,
+)
+from workers.db.repository.attempts import AttemptRecord, move_to_spent, record_attempt
+from workers.db.repository.item_queries import ClaimedItem
+from workers.db.repository.items import Completion, complete, complete_many
+
+
+def find_result_id(session: Session, content_hash: str, version: str, chunk: int) -> int | None:
+    """The id of the result for (content, pipeline version, chunk), if one exists."""
+    return session.scalar(
+        select(Result.id).where(
+            Result.content_hash == content_hash,
+            Result.pipeline_version == version,
+            Result.chunk_index == chunk,
+        )
+    )
+
+
+def hashes_with_results(session: Session, hashes: Sequence[str], version: str) -> set[str]:
+    """Which of ``hashes`` already have a result for pipeline ``version``."""
+    found: set[str] = set()
+    for start in range(0, len(hashes), BATCH):
+        found.update(session.scalars(select(Result.content_hash).where(
+            Result.content_hash.in_(hashes[start : start + BATCH]),
+            Result.pipeline_version == version, Result.chunk_index == 0)))
+    return found
+
+
+def save_result(
+    session: Session,
+    item: ClaimedItem,
+    *,
+    output: dict[str, Any],
+    model: str,
+    response_id: str | None,
+) -> int:
+    """Store the item's result (or find the one a racing worker stored) and complete it."""
+    session.execute(
+        insert_for(session, Result)
+        .values(
+            content_hash=item.content_hash, pipeline_version=item.pipeline_version,
+            chunk_index=item.chunk_index, pipeline=item.pipeline, document_id=item.document_id,
+            item_id=item.id, output=output, model=model, response_id=response_id,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["content_hash", "pipeline_version", "chunk_index"])
+    )
+    result_id = find_result_id(session, item.content_hash, item.pipeline_version, item.chunk_index)
+    assert result_id is not None  # inserted above or by the racing writer
+    complete(session, item.id, result_id, reused=False)
+    return result_id
+
+
+@dataclass(frozen=True)
+class Success:
+    """An answered call whose decision is success, for :func:`record_successes`."""
+
+    item: ClaimedItem
+    attempt: AttemptRecord
+    output: dict[str, Any]
+    response_id: str | None
+    waited_ms: int = 0
+
+
+def record_successes(session: Session, successes: Sequence[Success]) -> dict[int, int]:
+    """The group form of :func:`record_attempt` then :func:`save_result`, for answers that
+    succeeded: their attempt rows completed, their results stored (or the racing writer's
+    found) and their items completed with their tallies, in a few statements however many
+    there are. Returns each item's result id.
+    """
+    if not successes:
+        return {}
+    # 1. Complete the in-flight rows in one executemany. A row closed as lost meanwhile (its
+    #    lease ran out) takes the one-row path, which knows how to count it; the rows are
+    #    locked first (SQLite: the transaction holds the write lock from its BEGIN).
+    ids = [s.attempt.id for s in successes if s.attempt.id is not None]
+    still = set(session.scalars(
+        select(Attempt.id).where(any_in(session, Attempt.id, ids, BigInteger),
+                                 Attempt.outcome == AttemptOutcome.IN_FLIGHT)
+        .with_for_update())) if ids else set()
+    fast = [s for s in successes if s.attempt.id in still]
+    for s in successes:
+        if s.attempt.id not in still:
+            record_attempt(session, s.attempt)
+    if fast:
+        attempts = table_of(Attempt)
+        columns = [k for k in vars(fast[0].attempt) if k != "id"]
+        session.connection().execute(
+            update(attempts).where(attempts.c.id == bindparam("_id"))
+            .values({k: bindparam(f"_{k}") for k in columns}),
+            [{"_id": s.attempt.id, **{f"_{k}": getattr(s.attempt, k) for k in columns}}
+             for s in fast])
+        held: dict[int, tuple[Decimal, Decimal]] = {}
+        for s in fast:
+            if s.attempt.reserved_usd:
+                released, spent = held.get(s.attempt.run_id, (Decimal(0), Decimal(0)))
+                held[s.attempt.run_id] = (released + s.attempt.reserved_usd,
+                                          spent + s.attempt.cost_usd)
+        for run_id, (released, spent) in held.items():
+            move_to_spent(session, run_id, released=released, spent=spent)
+    counted = {s.item.id for s in fast}
+
+    # 2. The results in one INSERT; the keys a racing writer stored first are looked up.
+    now = utcnow()
+    key_of = {(s.item.content_hash, s.item.pipeline_version, s.item.chunk_index): s
+              for s in successes}
+    inserted = session.execute(
+        insert_for(session, Result)
+        .values([{"content_hash": s.item.content_hash,
+                  "pipeline_version": s.item.pipeline_version,
+                  "chunk_index": s.item.chunk_index, "pipeline": s.item.pipeline,
+                  "document_id": s.item.document_id, "item_id": s.item.id,
+                  "output": s.output, "model": s.attempt.model,
+                  "response_id": s.response_id, "created_at": now}
+                 for s in key_of.values()])
+        .on_conflict_do_nothing(index_elements=["content_hash", "pipeline_version",
+                                                "chunk_index"])
+        .returning(Result.id, Result.content_hash, Result.pipeline_version,
+                   Result.chunk_index)).all()
+    result_of = {(h, v, c): rid for rid, h, v, c in inserted}
+    for key in key_of.keys() - result_of.keys():
+        found = find_result_id(session, *key)
+        assert found is not None  # the racing writer's
+        result_of[key] = found
+    result_ids = {s.item.id: result_of[(s.item.content_hash, s.item.pipeline_version,
+                                        s.item.chunk_index)] for s in successes}
+
+    # 3. Complete the items, adding each call (unless counted above one by one) and its wait.
+    complete_many(session, [
+        Completion(s.item.id, result_ids[s.item.id], calls=1 if s.item.id in counted else 0,
+                   cost_usd=s.attempt.cost_usd if s.item.id in counted else Decimal(0),
+                   waited_ms=s.waited_ms) for s in successes], now=now)
+    return result_ids

@@ -1,0 +1,191 @@
+"""Runs: created, started, paused, resumed, replayed, cancelled and finished."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    func,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from workers.db.models import (
+    BatchStatus,
+    Item,
+    ItemStatus,
+    Run,
+    RunMode,
+    RunStatus,
+    utcnow,
+)
+from workers.db.repository.batches import run_batches
+from workers.db.repository.item_queries import status_counts
+from workers.db.repository.items import cancel_unsent, reset_for_replay
+from workers.errors import ScheduleBusy
+
+
+def create_run(session: Session, *, pipeline: str, version: str, model: str, queue: str,
+               budget_usd: Decimal | None = None, schedule: str | None = None,
+               mode: str = RunMode.LIVE, deadline_at: datetime | None = None) -> Run:
+    """A new run in ``ingesting`` state: workers may start, but it cannot finish yet.
+
+    Raises:
+        ScheduleBusy: ``schedule`` already has an unfinished run (a unique index says so).
+    """
+    run = Run(
+        pipeline=pipeline,
+        pipeline_version=version,
+        model=model,
+        queue=queue,
+        status=RunStatus.INGESTING,
+        budget_usd=budget_usd,
+        schedule=schedule,
+        mode=mode,
+        deadline_at=deadline_at,
+        created_at=utcnow(),
+    )
+    if schedule is None:
+        session.add(run)
+        session.flush()
+        return run
+    try:
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError as exc:
+        raise ScheduleBusy(f"schedule {schedule!r} has a run that has not finished") from exc
+    return run
+
+
+def unfinished_scheduled_run(session: Session, schedule: str) -> int | None:
+    """The id of the schedule's unfinished run, if it has one."""
+    return session.scalar(select(Run.id).where(Run.schedule == schedule,
+                                               Run.status != RunStatus.FINISHED))
+
+
+def get_run(session: Session, run_id: int) -> Run | None:
+    """The run with ``run_id``."""
+    return session.get(Run, run_id)
+
+
+def list_runs(session: Session, limit: int = 20) -> list[Run]:
+    """The most recent runs, newest first."""
+    return list(session.scalars(select(Run).order_by(Run.id.desc()).limit(limit)))
+
+
+def start_run(session: Session, run_id: int) -> None:
+    """Ingest is complete: record the total and let the run finish when its items do."""
+    total = session.scalar(select(func.count()).where(Item.run_id == run_id)) or 0
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.INGESTING)
+        .values(status=RunStatus.RUNNING, total_items=total)
+    )
+
+
+def finish_run_if_done(session: Session, run_id: int) -> bool:
+    """Mark the run finished if it is running and no item is left to do. Safe to race."""
+    open_items = (
+        select(Item.id)
+        .where(Item.run_id == run_id, Item.status.not_in(ItemStatus.TERMINAL))
+        .exists()
+    )
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.RUNNING, ~open_items)
+        .values(status=RunStatus.FINISHED, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    # Counted once, by the call that finished the run: every item calls this, and counting
+    # the run's items each time made a run's cost grow with the square of its size.
+    counts = status_counts(session, run_id)
+    session.execute(
+        update(Run).where(Run.id == run_id)
+        .values(succeeded_items=counts.get(ItemStatus.SUCCEEDED, 0),
+                failed_items=counts.get(ItemStatus.FAILED, 0))
+        .execution_options(synchronize_session=False))
+    return True
+
+
+def running_run_ids(session: Session) -> list[int]:
+    """Ids of runs in ``running`` state."""
+    return list(session.scalars(select(Run.id).where(Run.status == RunStatus.RUNNING)))
+
+
+def pause_run(session: Session, run_id: int, reason: str) -> None:
+    """Pause an active run; workers stop claiming its items until it is resumed."""
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_(RunStatus.ACTIVE))
+        .values(status=RunStatus.PAUSED, status_reason=reason)
+    )
+
+
+def replay_items(session: Session, run_id: int, statuses: Sequence[str]) -> list[int]:
+    """Reset the run's items in ``statuses`` to pending and reopen the run.
+
+    Items without a document (unreadable sources) stay failed: nothing to call the API with.
+    Each item is reset by one caller only, so concurrent replays do not double the work.
+    """
+    ids = reset_for_replay(session, run_id, statuses)
+    if ids:
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status=RunStatus.RUNNING, status_reason=None, finished_at=None)
+        )
+    return ids
+
+
+def resume_run(session: Session, run_id: int, *, budget_usd: Decimal | None = None) -> None:
+    """Reopen a paused run so its items can be claimed again, with a new budget if given."""
+    if budget_usd is not None:
+        session.execute(update(Run).where(Run.id == run_id).values(budget_usd=budget_usd))
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.PAUSED)
+        .values(status=RunStatus.RUNNING, status_reason=None)
+    )
+
+
+def cancel_run(session: Session, run_id: int) -> list[str]:
+    """Stop a run: it pauses as ``cancelled``, and items not yet sent fail as ``cancelled``.
+
+    Items in flight (a live call, a batch at the provider) finish as they end: their answers
+    are paid for, so they are kept. Returns the provider ids of the run's open batches, to
+    cancel there.
+    """
+    session.execute(update(Run).where(Run.id == run_id, Run.status != RunStatus.FINISHED)
+                    .values(status=RunStatus.PAUSED, status_reason=CANCELLED_REASON))
+    cancel_unsent(session, run_id)
+    finish_cancelled_run(session, run_id)
+    return [b.provider_batch_id for b in run_batches(session, run_id)
+            if b.provider_batch_id and b.status not in (BatchStatus.INGESTED,
+                                                        *BatchStatus.PROVIDER_ENDED)]
+
+
+#: The status reason of a cancelled run.
+CANCELLED_REASON = "cancelled"
+
+
+def finish_cancelled_run(session: Session, run_id: int) -> bool:
+    """A cancelled run with nothing left in flight is finished (reason: cancelled)."""
+    open_items = select(Item.id).where(Item.run_id == run_id,
+                                       Item.status.not_in(ItemStatus.TERMINAL)).exists()
+    counts = status_counts(session, run_id)
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.PAUSED,
+               Run.status_reason == CANCELLED_REASON, ~open_items)
+        .values(status=RunStatus.FINISHED, finished_at=utcnow(),
+                succeeded_items=counts.get(ItemStatus.SUCCEEDED, 0),
+                failed_items=counts.get(ItemStatus.FAILED, 0))
+        .execution_options(synchronize_session=False))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
