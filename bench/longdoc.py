@@ -26,7 +26,7 @@ from record import describe_machine, emit  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from stack import bench_stack, wait_finished  # noqa: E402
 
-from tests.e2e.test_long_documents import contract  # noqa: E402
+from tests.support.corpus import contract  # noqa: E402
 from workers.db.models import Attempt, AttemptOutcome, Item  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
 

@@ -40,7 +40,7 @@ from corpus import write_corpus  # noqa: E402
 from record import describe_machine, emit  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from tests.faults.conftest import assert_accounted_for  # noqa: E402
+from tests.support.accounting import assert_accounted_for  # noqa: E402
 from tests.support.services import RedisServer, WorkerProcess  # noqa: E402
 from workers.db.models import Attempt, AttemptOutcome, Item  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402

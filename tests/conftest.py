@@ -210,12 +210,3 @@ def python() -> str:
     return sys.executable
 
 
-def wait_until(predicate: Any, *, timeout: float, interval: float = 0.2, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")

@@ -2,82 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import wait_until
-from tests.support.services import SimulatorProcess, WorkerProcess, docpipe_env, run_docpipe
-from workers.db import repository as repo
+from tests.support.services import SimulatorProcess
+from tests.support.stack import Stack
 from workers.db.migrations import upgrade
-from workers.db.session import session_scope
 
 pytestmark = pytest.mark.e2e
 
 
-@dataclass
-class Stack:
-    """docpipe wired to real services, driven through its CLI."""
-
-    database_url: str
-    broker_url: str
-    simulator: SimulatorProcess
-    tmp: Path
-    settings: dict[str, Any] = field(default_factory=dict)
-    workers: list[WorkerProcess] = field(default_factory=list)
-
-    @property
-    def env(self) -> dict[str, str]:
-        values: dict[str, Any] = {
-            "database_url": self.database_url, "broker_url": self.broker_url,
-            "openai_base_url": self.simulator.base_url, "openai_api_key": "sk-e2e-secret-key",
-            "worker_concurrency": 8, "worker_processes": 1, "max_attempts": 4,
-            "retry_base_seconds": 0.05,
-            "retry_max_seconds": 0.5, "request_timeout_seconds": 10,
-        }
-        return docpipe_env(**(values | self.settings))
-
-    def start_workers(self, count: int = 1, *, beat: bool = False) -> None:
-        for i in range(count):
-            worker = WorkerProcess(f"w{len(self.workers)}", self.env,
-                                   self.tmp / f"worker{len(self.workers)}.log",
-                                   beat=beat and i == 0)
-            worker.start()
-            self.workers.append(worker)
-
-    def stop_workers(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-        self.workers.clear()
-
-    def cli(self, *args: str, check: bool = True) -> Any:
-        result = run_docpipe(*args, env=self.env, check=check)
-        return json.loads(result.stdout) if "--json" in args else result
-
-    def ingest(self, *paths: Path | str, pipeline: str = "summarise") -> dict[str, int]:
-        report: dict[str, int] = self.cli("ingest", *map(str, paths), "--pipeline", pipeline,
-                                          "--json")
-        return report
-
-    def report(self, run_id: int) -> repo.RunReport:
-        with session_scope(self.database_url) as session:
-            report = repo.run_report(session, run_id)
-        assert report is not None
-        return report
-
-    def wait_for(self, run_id: int, status: str = "finished", timeout: float = 120
-                 ) -> repo.RunReport:
-        try:
-            wait_until(lambda: self.report(run_id).status == status, timeout=timeout,
-                       what=f"run {run_id} to be {status}")
-        except AssertionError as exc:
-            logs = "\n".join(w.log()[-3000:] for w in self.workers)
-            raise AssertionError(f"{exc}; report={self.report(run_id)}\n{logs}") from None
-        return self.report(run_id)
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import wait_until
-from tests.e2e.conftest import Stack
-from tests.e2e.test_pipeline import write_corpus
-from tests.faults.conftest import assert_accounted_for
+from tests.support.accounting import assert_accounted_for
+from tests.support.corpus import write_corpus
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 from workers.db.models import Attempt, AttemptOutcome, Batch, Item, ItemStatus
 from workers.db.session import session_scope
 from workers.errors import Usage

@@ -36,10 +36,10 @@ from PIL import Image, ImageStat
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from tests.conftest import wait_until
 from tests.support import compose
+from tests.support.compose import dashboard_metric_names
 from tests.support.services import RedisServer, docpipe_argv
-from tests.unit.workers.test_compose import dashboard_metric_names
+from tests.support.waiting import wait_until
 from workers.db import repository as repo
 from workers.db.models import Attempt
 from workers.db.session import session_scope

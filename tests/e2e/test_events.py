@@ -17,9 +17,9 @@ from celery.events.state import State
 from kombu import Connection
 from sqlalchemy import select
 
-from tests.conftest import wait_until
-from tests.e2e.conftest import Stack
-from tests.e2e.test_pipeline import write_corpus
+from tests.support.corpus import write_corpus
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 from workers.db.models import Item
 from workers.db.session import session_scope
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import wait_until
-from tests.e2e.conftest import Stack
-from tests.e2e.test_pipeline import write_corpus
+from tests.support.corpus import write_corpus
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 from workers.db.models import Attempt, Item, ItemStatus, Result
 from workers.db.session import session_scope
 

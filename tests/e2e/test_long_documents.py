@@ -10,23 +10,16 @@ from sqlalchemy import select
 
 from pipelines import get_pipeline
 from pipelines.chunking import plan
-from tests.e2e.conftest import Stack
-from tests.faults.conftest import assert_accounted_for
+from tests.support.accounting import assert_accounted_for
+from tests.support.corpus import contract
+from tests.support.stack import Stack
 from workers.db.models import Attempt, AttemptOutcome, Item, ItemStatus, Result
 from workers.db.session import session_scope
 
 pytestmark = pytest.mark.e2e
 
-CLAUSE = ("Clause {n}.{k}: the supplier Northwind Traders Inc shall deliver {k} pallets to "
-          "Contoso Systems Ltd in Leeds by {day} March 2025, at $1{n:03d}.00 a pallet; late "
-          "delivery costs two percent a week.")
 
 
-def contract(pages: int) -> str:
-    return "\n\n".join(
-        f"# Page {n}\n\n" + "\n\n".join(CLAUSE.format(n=n, k=k, day=1 + n % 28)
-                                        for k in range(14))
-        for n in range(pages))
 
 
 @pytest.mark.parametrize("pipeline", ["summarise", "extract"])

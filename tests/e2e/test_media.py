@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from pipelines import EXTRACT
 from pipelines.media import image_tokens
-from tests.e2e.conftest import Stack
-from tests.faults.conftest import assert_accounted_for
+from tests.support.accounting import assert_accounted_for
 from tests.support.files import make_image, make_png_bomb, make_scanned_pdf
+from tests.support.stack import Stack
 from workers.db.models import (
     Attachment,
     Attempt,

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.e2e.conftest import Stack
-from tests.e2e.test_pipeline import write_corpus
-from tests.unit.pipelines.test_loader import write_invoices
+from tests.support.corpus import write_corpus, write_invoices
+from tests.support.stack import Stack
 from workers.db.models import Item, Run, RunStatus
 from workers.db.session import session_scope
 

@@ -12,38 +12,19 @@ import redis
 from sqlalchemy import func, select
 
 from pipelines import get_pipeline
-from tests.conftest import wait_until
-from tests.e2e.conftest import Stack
-from workers.db.models import Attempt, Document, Item, ItemStatus, Result
+from tests.support.corpus import input_keys, write_corpus
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
+from workers.db.models import Attempt, Item, ItemStatus, Result
 from workers.db.session import session_scope
 from workers.simulator import input_key
 
 pytestmark = pytest.mark.e2e
 
-WORDS = ("contract invoice report revenue supplier warehouse shipment quarter payment customer "
-         "audit budget forecast license renewal").split()
 
 
-def write_corpus(folder: Path, count: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        body = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(20 + i % 50))
-        text = (f"Document {i} from Northwind Traders Inc to Contoso Systems Ltd, dated "
-                f"{1 + i % 28} March 2025.\nThe total is ${100 + i}.50. {body.capitalize()}.\n")
-        path = folder / f"doc-{i:04d}.{('txt', 'md')[i % 2]}"
-        path.write_text(text)
-        paths.append(path)
-    return paths
 
 
-def input_keys(stack: Stack, item_ids: list[int], pipeline: str) -> dict[int, str]:
-    chosen = get_pipeline(pipeline)
-    with session_scope(stack.database_url) as s:
-        rows = s.execute(select(Item.id, Document.text).join(Document, Document.id ==
-                                                               Item.document_id)
-                         .where(Item.id.in_(item_ids)))
-        return {item_id: input_key(chosen.request(text)) for item_id, text in rows}
 
 
 def test_200_documents_two_workers_with_5xx_and_429s(stack: Stack, tmp_path: Path) -> None:

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.e2e.conftest import Stack
-from tests.e2e.test_pipeline import write_corpus
-from tests.unit.pipelines.test_loader import INVOICE_SCHEMA, write_invoices
+from tests.support.corpus import INVOICE_SCHEMA, write_corpus, write_invoices
+from tests.support.stack import Stack
 from workers.db.models import Item, Result, Run
 from workers.db.session import session_scope
 

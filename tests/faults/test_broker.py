@@ -13,11 +13,11 @@ from kombu import Connection
 from sqlalchemy import func, select
 
 from pipelines import get_pipeline
-from tests.conftest import wait_until
-from tests.e2e.conftest import Stack
-from tests.e2e.test_pipeline import write_corpus
-from tests.faults.conftest import assert_accounted_for
+from tests.support.accounting import assert_accounted_for
+from tests.support.corpus import write_corpus
 from tests.support.services import docpipe_argv
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 from workers.db.models import Attempt, Item, Result
 from workers.db.session import session_scope
 from workers.runtime.tasks import process_item

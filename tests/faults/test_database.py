@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import restart_postgres, wait_until
-from tests.e2e.conftest import Stack
-from tests.e2e.test_pipeline import write_corpus
-from tests.faults.conftest import assert_accounted_for
+from tests.conftest import restart_postgres
+from tests.support.accounting import assert_accounted_for
+from tests.support.corpus import write_corpus
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 
 def test_postgres_restarted_immediately_during_writes(stack: Stack, tmp_path: Path) -> None:

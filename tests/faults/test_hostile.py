@@ -11,9 +11,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from tests.e2e.conftest import Stack
-from tests.e2e.test_pipeline import write_corpus
-from tests.faults.conftest import assert_accounted_for
+from tests.support.accounting import assert_accounted_for
+from tests.support.corpus import write_corpus
 from tests.support.files import (
     make_encrypted_pdf,
     make_pdf,
@@ -22,6 +21,7 @@ from tests.support.files import (
     make_zip_bomb_docx,
 )
 from tests.support.services import docpipe_argv
+from tests.support.stack import Stack
 from workers.db.models import Attempt, Document, Item, ItemStatus, Result
 from workers.db.session import session_scope
 

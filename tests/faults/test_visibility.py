@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 from pipelines import get_pipeline
-from tests.conftest import wait_until
-from tests.e2e.conftest import Stack
-from tests.faults.conftest import FAULT_SETTINGS, assert_accounted_for
+from tests.support.accounting import assert_accounted_for
+from tests.support.stack import FAULT_SETTINGS, Stack
+from tests.support.waiting import wait_until
 from workers.simulator import input_key
 
 SLOW = "A slow memo: this call takes longer than the broker's visibility timeout."

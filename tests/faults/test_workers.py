@@ -10,11 +10,11 @@ from pathlib import Path
 from celery import Celery
 from sqlalchemy import select
 
-from tests.conftest import wait_until
-from tests.e2e.conftest import Stack
-from tests.e2e.test_pipeline import input_keys, write_corpus
-from tests.faults.conftest import assert_accounted_for
+from tests.support.accounting import assert_accounted_for
+from tests.support.corpus import input_keys, write_corpus
 from tests.support.services import WorkerProcess
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 from workers.db.models import Item, ItemStatus
 from workers.db.session import session_scope
 

@@ -9,7 +9,7 @@ import openai
 from sqlalchemy import select
 
 from pipelines import SUMMARISE
-from tests.e2e.test_pipeline import write_corpus
+from tests.support.corpus import write_corpus
 from tests.support.services import SimulatorProcess
 from workers.db.models import Batch, Item, ItemStatus
 from workers.db.session import session_scope

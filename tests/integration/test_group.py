@@ -11,9 +11,9 @@ import redis
 from sqlalchemy import func, select, update
 
 from pipelines import get_pipeline
-from tests.conftest import wait_until
-from tests.integration.test_repository import new_run
+from tests.support.db import new_run
 from tests.support.services import SimulatorProcess
+from tests.support.waiting import wait_until
 from workers.admission.breaker import CircuitBreaker
 from workers.admission.limiter import RateLimiter
 from workers.admission.throttle import Throttle

@@ -7,7 +7,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pipelines import get_pipeline
-from tests.integration.test_repository import new_run
+from tests.support.db import new_run
 from workers.admission.breaker import CircuitBreaker
 from workers.admission.limiter import RateLimiter
 from workers.admission.throttle import Throttle

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from sqlalchemy import select
 
-from tests.integration.test_repository import new_run, race
+from tests.support.db import new_run, race
 from tests.support.services import RedisServer
 from workers.db import repository as repo
 from workers.db.models import Item, ItemStatus, utcnow

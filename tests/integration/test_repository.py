@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
-from pipelines.documents import content_hash
+from tests.support.db import new_run, race
 from workers.db import repository as repo
 from workers.db.models import (
     Attempt,
@@ -26,30 +24,6 @@ from workers.db.models import (
     utcnow,
 )
 from workers.db.session import session_scope
-
-
-def new_run(texts: list[str], *, pipeline: str = "summarise", version: str = "v1"
-            ) -> tuple[int, list[int]]:
-    with session_scope() as s:
-        run = repo.create_run(s, pipeline=pipeline, version=version, model="gpt-4.1-mini",
-                              queue="docpipe.live")
-        docs = [repo.NewDocument(content_hash(t), f"src-{i}", "text/plain", len(t), t)
-                for i, t in enumerate(texts)]
-        ids = repo.upsert_documents(s, docs)
-        items = repo.add_items(s, run.id, [(ids[d.content_hash], d.source) for d in docs])
-        repo.start_run(s, run.id)
-        return run.id, items
-
-
-def race(workers: int, fn: Callable[[], Any]) -> list[Any]:
-    barrier = threading.Barrier(workers)
-
-    def go() -> Any:
-        barrier.wait()
-        return fn()
-
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda _: go(), range(workers)))
 
 
 class TestIngestRows:

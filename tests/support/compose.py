@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -89,3 +90,10 @@ def environment(spec: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+def dashboard_metric_names() -> set[str]:
+    """The docpipe_* series the Grafana dashboard queries."""
+    dashboard = json.loads((ROOT / "workers/deploy/grafana/dashboards/docpipe.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    return set(re.findall(r"\b(docpipe_[a-z0-9_]+)", exprs))

@@ -11,46 +11,7 @@ import pytest
 
 from pipelines import BUILTIN_PIPELINES, OutputError, get_pipeline, list_pipelines
 from pipelines.loader import PipelineDefinitionError, Registry, load_file
-
-INVOICE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "number": {"type": "string"},
-        "total": {"type": "number"},
-        "currency": {"type": ["string", "null"]},
-        "lines": {"type": "array", "items": {
-            "type": "object",
-            "properties": {"item": {"type": "string"}, "amount": {"type": "number"}},
-            "required": ["item", "amount"], "additionalProperties": False}},
-    },
-    "required": ["number", "total", "currency", "lines"],
-    "additionalProperties": False,
-}
-
-INVOICES_TOML = '''
-name = "invoices"
-model = "gpt-4.1-mini"
-description = "Invoice numbers, totals and lines."
-instructions = """Extract the invoice's number, total, currency and lines."""
-max_output_tokens = 800
-temperature = 0
-reasoning_effort = "low"
-schema_name = "Invoice"
-max_input_tokens = 8000
-image_detail = "low"
-schema_file = "invoice.schema.json"
-'''
-
-
-def write_invoices(folder: Path, *, instructions: str | None = None) -> Path:
-    path = folder / "invoices.toml"
-    text = INVOICES_TOML
-    if instructions is not None:
-        text = text.replace("Extract the invoice's number, total, currency and lines.",
-                            instructions)
-    path.write_text(text)
-    (folder / "invoice.schema.json").write_text(json.dumps(INVOICE_SCHEMA))
-    return path
+from tests.support.corpus import INVOICE_SCHEMA, write_invoices
 
 
 def test_a_toml_pipeline_loads_with_its_request_shape(tmp_path: Path) -> None:
@@ -111,6 +72,7 @@ def test_a_python_module_with_a_pydantic_model(tmp_path: Path) -> None:
     (tmp_path / "contracts.py").write_text('''
 from pydantic import BaseModel, ConfigDict
 from pipelines import Pipeline
+from tests.support.corpus import INVOICE_SCHEMA, write_invoices
 
 
 class Contract(BaseModel):

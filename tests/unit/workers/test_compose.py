@@ -18,6 +18,7 @@ import typer
 import yaml
 
 from tests.support import compose
+from tests.support.compose import dashboard_metric_names
 from workers.cli import app
 from workers.settings import Settings
 
@@ -160,11 +161,6 @@ def test_grafana_dashboard_uses_the_provisioned_datasource() -> None:
         assert panel["targets"] and all(t["expr"] for t in panel["targets"])
 
 
-def dashboard_metric_names() -> set[str]:
-    """The docpipe_* series the Grafana dashboard queries."""
-    dashboard = json.loads((ROOT / "workers/deploy/grafana/dashboards/docpipe.json").read_text())
-    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
-    return set(re.findall(r"\b(docpipe_[a-z0-9_]+)", exprs))
 
 
 def test_dashboard_names_series_docpipe_defines() -> None:
