@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from tests.support.waiting import wait_until
 from workers.db.models import Attempt, AttemptOutcome, Document, Item, ItemStatus, Result, Run
 from workers.db.session import session_scope
+from workers.items import states
 
 
 class Deployment(Protocol):
@@ -34,7 +35,11 @@ def assert_accounted_for(stack: Deployment, run_id: int, *, broker_timeout: floa
             .where(Item.run_id == run_id)).all()
         assert rows, "the run has no items"
         for item, content_hash in rows:
-            assert item.status in ItemStatus.TERMINAL, (item.id, item.status)
+            # The state machine's table is the invariant: a state it knows, and a terminal
+            # one, with no worker still holding the item.
+            assert item.status in states.ALL and item.status in ItemStatus.TERMINAL, (
+                item.id, item.status)
+            assert item.lease_expires_at is None, (item.id, item.status)
             if item.status == ItemStatus.SUCCEEDED:
                 results = s.scalars(select(Result.id).where(
                     Result.content_hash == content_hash,

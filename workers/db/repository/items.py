@@ -510,7 +510,6 @@ def touch_queued(session: Session, item_ids: Sequence[int]) -> None:
         )
 
 
-#: Item states a batch run's item is sent from: never sent, unblocked (a reduce), or due again.
 #: The states a batch run's item waits in before it joins a batch.
 BATCHABLE = tuple(sorted(states.BATCH.sources))
 
