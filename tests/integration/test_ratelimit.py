@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from workers.admission.breaker import CircuitBreaker
-from workers.admission.limiter import Budget, RateLimiter, ScriptBatch, cooldown_seconds
+from workers.admission.limiter import Budget, RateLimiter, cooldown_seconds
+from workers.admission.scripts import ScriptBatch
 
 T0 = 1_000.0
 

@@ -13,60 +13,14 @@ from typing import Any
 
 import redis
 
-from workers.admission.limiter import ScriptBatch
+from workers.admission.scripts import ScriptBatch, load_script
 
-_ALLOW = """
-local key = KEYS[1]
-local probe_ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2])
-if now < 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local open_until = tonumber(redis.call('HGET', key, 'open_until')) or 0
-if open_until == 0 then return {1, '0'} end
-if now < open_until then return {0, tostring(open_until - now)} end
-local probe_until = tonumber(redis.call('HGET', key, 'probe_until')) or 0
-if now < probe_until then return {0, tostring(probe_until - now)} end
-redis.call('HSET', key, 'probe_until', tostring(now + probe_ttl))
-return {2, '0'}
-"""
-
-_RECORD = """
-local key, window = KEYS[1], KEYS[2]
-local ok, size, ratio, min_calls = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-  tonumber(ARGV[4])
-local base, max_open, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-if now < 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local open_until = tonumber(redis.call('HGET', key, 'open_until')) or 0
-if open_until > 0 then
-  if ok == 1 then
-    redis.call('DEL', key, window)
-    return 'closed'
-  end
-  if now < open_until then return 'open' end
-  local interval = math.min(max_open, (tonumber(redis.call('HGET', key, 'interval')) or base) * 2)
-  redis.call('HSET', key, 'open_until', tostring(now + interval), 'interval', tostring(interval),
-             'probe_until', '0')
-  return 'open'
-end
-redis.call('LPUSH', window, ok)
-redis.call('LTRIM', window, 0, size - 1)
-redis.call('EXPIRE', window, 3600)
-local outcomes = redis.call('LRANGE', window, 0, -1)
-local failures = 0
-for _, v in ipairs(outcomes) do if v == '0' then failures = failures + 1 end end
-if #outcomes >= min_calls and failures >= ratio * #outcomes then
-  redis.call('HSET', key, 'open_until', tostring(now + base), 'interval', tostring(base),
-             'probe_until', '0')
-  redis.call('EXPIRE', key, 86400)
-  redis.call('DEL', window)
-  return 'open'
-end
-return 'closed'
-"""
+#: May a call go now? {1, 0}: yes; {2, 0}: yes, as the one probe of a tripped endpoint;
+#: {0, wait}: not for ``wait`` seconds.
+_ALLOW = load_script("breaker_allow")
+#: Add a call's outcome to the recent window and return the state it leaves, ``open`` or
+#: ``closed``: a failed probe reopens for twice as long, a good one closes.
+_RECORD = load_script("breaker_record")
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,11 @@ from workers.admission.limiter import (
     Budget,
     Grant,
     RateLimiter,
-    ScriptBatch,
     cooldown_seconds,
     grant_of,
     limit_key,
-    redis_client,
 )
+from workers.admission.scripts import ScriptBatch, redis_client
 from workers.errors import RateLimitedError, TransientError
 from workers.llm.client import CallResult
 from workers.runtime.process_local import PerProcess

@@ -30,7 +30,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from workers.admission.limiter import redis_client
+from workers.admission.scripts import redis_client
 from workers.db import repository as repo
 from workers.db.models import AttemptOutcome
 from workers.db.session import session_scope

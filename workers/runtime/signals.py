@@ -16,7 +16,7 @@ from celery.signals import (
 )
 from celery.worker import state as worker_state
 
-from workers.admission.limiter import redis_client
+from workers.admission.scripts import redis_client
 from workers.db import repository as repo
 from workers.db.session import (
     dispose_engines,

@@ -11,7 +11,7 @@ import redis
 from celery import Task
 
 import pipelines
-from workers.admission.limiter import redis_client
+from workers.admission.scripts import redis_client
 from workers.admission.throttle import get_throttle
 from workers.db.models import utcnow
 from workers.errors import ItemsFailed, ScheduleBusy
