@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,10 +11,10 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from workers.errors import DatabaseNotMigrated
+from workers.runtime.process_local import PerProcess
 from workers.settings import get_settings
 
-_lock = threading.Lock()
-_engines: dict[tuple[int, str], Engine] = {}
+_engines: PerProcess[str, Engine] = PerProcess()
 _makers: dict[Engine, sessionmaker[Session]] = {}
 
 
@@ -64,36 +62,27 @@ def get_engine(url: str | None = None) -> Engine:
     """
     settings = get_settings()
     url = url or settings.database_url
-    key = (os.getpid(), url)
-    engine = _engines.get(key)
-    if engine is None:
-        with _lock:
-            engine = _engines.get(key)
-            if engine is None:
-                engine = create_db_engine(url, pool_size=min(settings.pool_concurrency, 20))
-                _engines[key] = engine
-                _makers[engine] = sessionmaker(engine, expire_on_commit=False)
+    return _engines.get(url, lambda: _made(create_db_engine(
+        url, pool_size=min(settings.pool_concurrency, 20))))
+
+
+def _made(engine: Engine) -> Engine:
+    _makers[engine] = sessionmaker(engine, expire_on_commit=False)
     return engine
 
 
 def forget_inherited_engines() -> None:
     """Drop engines inherited through fork without closing their parent's connections."""
-    with _lock:
-        for (pid, _url), engine in list(_engines.items()):
-            if pid != os.getpid():
-                engine.dispose(close=False)
-                del _engines[(pid, _url)]
-                _makers.pop(engine, None)
+    for engine in _engines.take_inherited():
+        engine.dispose(close=False)
+        _makers.pop(engine, None)
 
 
 def dispose_engines() -> None:
     """Close every engine this process opened."""
-    with _lock:
-        for (pid, url), engine in list(_engines.items()):
-            if pid == os.getpid():
-                engine.dispose()
-                del _engines[(pid, url)]
-                _makers.pop(engine, None)
+    for engine in _engines.take_own():
+        engine.dispose()
+        _makers.pop(engine, None)
 
 
 @contextmanager

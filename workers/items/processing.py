@@ -49,6 +49,7 @@ from workers.items.decide import (
     clip,
     decide,
 )
+from workers.items.requests import request_body
 from workers.items.rows import fail_ancestors, known_of, write_failure
 from workers.llm.client import CallResult, ResponsesClient
 from workers.ops import logs, metrics
@@ -57,10 +58,6 @@ from workers.runtime.memory import calling
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.items")
-
-#: A truncation repair doubles max_output_tokens, up to this.
-MAX_REPAIR_OUTPUT_TOKENS = 32_768
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -413,33 +410,6 @@ def over_budget(item: repo.ClaimedItem, reserve: Decimal) -> BudgetExhaustedErro
         f"the budget of {usd(item.budget_usd)} is reached: {usd(spent)} spent and "
         f"{usd(held)} held for calls in flight, and the next call may cost up to "
         f"{usd(reserve)}.", code="budget_exhausted")
-
-
-def request_body(item: repo.ClaimedItem, pipeline: Pipeline, settings: Settings
-                 ) -> dict[str, Any]:
-    """The ``POST /v1/responses`` body for an item, live or in a batch.
-
-    A chunk sends its span of the text; a reduce, its parts' results; a flex run asks for the
-    flex tier; a repair of a cut-off answer gets twice the room.
-
-    Raises:
-        DocumentError: the pipeline does not send this document's scan, or cannot render it.
-    """
-    shards = settings.cache_shards(pipeline.model)
-    if item.level > 0:
-        with session_scope() as session:
-            parts = repo.part_outputs(session, item.id)
-        body = pipeline.reduce_request(parts, cache_shards=shards)
-    else:
-        text = item.text if item.text_start is None else item.text[item.text_start:item.text_end]
-        body = pipeline.request(text, cache_shards=shards, attachments=item.attachments)
-    if item.mode == RunMode.FLEX:
-        body["service_tier"] = "flex"
-    if item.last_error_class == BadOutputError.error_class and \
-            item.last_error_code == "truncated":
-        body["max_output_tokens"] = min(2 * int(body["max_output_tokens"]),
-                                        MAX_REPAIR_OUTPUT_TOKENS)
-    return body
 
 
 def _done(item: repo.ClaimedItem, status: str) -> Outcome:

@@ -15,7 +15,7 @@ from typing import Any
 import openai
 from openai.types.responses import Response
 
-from workers.db.models import utcnow
+from workers.clock import utcnow
 from workers.errors import (
     BadOutputError,
     ConfigurationError,

@@ -56,7 +56,7 @@ from workers.items.decide import (
     clip,
     decide,
 )
-from workers.items.processing import request_body
+from workers.items.requests import request_body
 from workers.items.rows import known_of, write_failure
 from workers.llm.client import output_text, usage_of
 from workers.llm.errors import classify_status

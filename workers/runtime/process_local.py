@@ -33,3 +33,17 @@ class PerProcess(Generic[K, V]):
                     value = factory()
                     self._items[slot] = value
         return value
+
+    def take_inherited(self) -> list[V]:
+        """Remove and return the objects made by other processes (inherited through fork)."""
+        with self._lock:
+            return self._take(lambda pid: pid != os.getpid())
+
+    def take_own(self) -> list[V]:
+        """Remove and return the objects this process made, to be closed."""
+        with self._lock:
+            return self._take(lambda pid: pid == os.getpid())
+
+    def _take(self, which: Callable[[int], bool]) -> list[V]:
+        taken = [slot for slot in self._items if which(slot[0])]
+        return [self._items.pop(slot) for slot in taken]

@@ -15,12 +15,12 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from workers.simulator.server import Simulator
+from workers.simulator.wire import Responder
+from workers.simulator.wire import error as _error
 
 #: The API's limits on one batch input file.
 MAX_BATCH_LINES = 50_000
@@ -85,7 +85,7 @@ class Batch:
 class BatchService:
     """Routes and state of ``/v1/files`` and ``/v1/batches``."""
 
-    def __init__(self, simulator: Simulator) -> None:
+    def __init__(self, simulator: Responder) -> None:
         self.simulator = simulator
         self.files: dict[str, StoredFile] = {}
         self.batches: dict[str, Batch] = {}
@@ -100,9 +100,7 @@ class BatchService:
         app.router.add_post("/v1/batches/{batch_id}/cancel", self.cancel)
 
     async def upload(self, request: web.Request) -> web.Response:
-        from workers.simulator.server import _error
-
-        if (denied := self.simulator._check_auth(request)) is not None:
+        if (denied := self.simulator.check_auth(request)) is not None:
             return denied
         form = await request.post()
         upload, purpose = form.get("file"), str(form.get("purpose", ""))
@@ -132,9 +130,7 @@ class BatchService:
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
     async def create(self, request: web.Request) -> web.Response:
-        from workers.simulator.server import _error
-
-        if (denied := self.simulator._check_auth(request)) is not None:
+        if (denied := self.simulator.check_auth(request)) is not None:
             return denied
         body = await request.json()
         stored = self.files.get(str(body.get("input_file_id")))
@@ -230,19 +226,15 @@ class BatchService:
         self.simulator.stats["batch_lines_ok"] += batch.counts["completed"]
 
     def _answer(self, body: dict[str, Any], *, fail: bool) -> tuple[int, dict[str, Any]]:
-        from pipelines.tokens import estimate_request_tokens
-
         if fail:
             return 500, {"error": {"message": "The server had an error processing your "
                                    "request.", "type": "server_error", "param": None,
                                    "code": None}}
-        invalid = self.simulator._validate(body)
+        invalid = self.simulator.validate(body)
         if invalid is not None:
             assert isinstance(invalid.body, bytes)
             return invalid.status, json.loads(invalid.body)
-        payload = self.simulator._completed(body, estimate_request_tokens(body),
-                                            int(body.get("max_output_tokens") or 4096))
-        return 200, payload
+        return 200, self.simulator.answer(body)
 
     def _store(self, name: str, lines: list[str]) -> str:
         stored = StoredFile(f"file-{secrets.token_hex(12)}", name, "batch_output",
@@ -252,6 +244,4 @@ class BatchService:
 
 
 def _not_found(kind: str, name: str) -> web.Response:
-    from workers.simulator.server import _error
-
     return _error(404, f"No such {kind}: '{name}'.", "invalid_request_error", None)

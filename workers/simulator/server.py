@@ -36,6 +36,7 @@ from pipelines.tokens import chars_estimate, count_tokens, estimate_request_toke
 from workers.simulator.batches import MAX_BATCH_FILE_BYTES, BatchService
 from workers.simulator.generate import generate
 from workers.simulator.limits import Limits
+from workers.simulator.wire import error as _error
 
 log = logging.getLogger("docpipe.simulator")
 
@@ -205,12 +206,6 @@ def _document_text(body: dict[str, Any]) -> str:
     return text
 
 
-def _error(status: int, message: str, type_: str, code: str | None, param: str | None = None,
-           headers: dict[str, str] | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return web.json_response(body, status=status, headers=headers)
-
-
 class Simulator:
     """The simulator's state: config, rate-limit buckets, counters and the cache."""
 
@@ -268,7 +263,7 @@ class Simulator:
 
     # -- the API ---------------------------------------------------------------------------
 
-    def _check_auth(self, request: web.Request) -> web.Response | None:
+    def check_auth(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization", "")
         key = header.removeprefix("Bearer ").strip()
         if not key or (self.config.api_key and key != self.config.api_key):
@@ -289,7 +284,7 @@ class Simulator:
                           "invalid_request_error", None)
         return body
 
-    def _validate(self, body: dict[str, Any]) -> web.Response | None:
+    def validate(self, body: dict[str, Any]) -> web.Response | None:
         if "response_format" in body:
             return _error(400, "Unsupported parameter: 'response_format'. In the Responses API, "
                           "this parameter has moved to 'text.format'.", "invalid_request_error",
@@ -334,7 +329,7 @@ class Simulator:
         return _media_error(body)
 
     async def input_tokens(self, request: web.Request) -> web.Response:
-        if (denied := self._check_auth(request)) is not None:
+        if (denied := self.check_auth(request)) is not None:
             return denied
         body = await self._body(request)
         if isinstance(body, web.Response):
@@ -354,7 +349,7 @@ class Simulator:
     async def _responses(self, request: web.Request, headers: dict[str, str]
                          ) -> web.StreamResponse:
         config = self.config
-        if (denied := self._check_auth(request)) is not None:
+        if (denied := self.check_auth(request)) is not None:
             denied.headers.update(headers)
             return denied
         body = await self._body(request)
@@ -362,7 +357,7 @@ class Simulator:
             return body
         key = input_key(body)
         self.calls_by_input[key] += 1
-        if (invalid := self._validate(body)) is not None:
+        if (invalid := self.validate(body)) is not None:
             invalid.headers.update(headers)
             return invalid
         if config.force_error:
@@ -479,6 +474,11 @@ class Simulator:
             "retry-after-ms": str(max(1, int(wait * 1000))),
         }
         return _error(429, message, kind, "rate_limit_exceeded", headers=headers)
+
+    def answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The response object for a valid request, as ``POST /v1/responses`` answers it."""
+        return self._completed(body, estimate_request_tokens(body),
+                               int(body.get("max_output_tokens") or 4096))
 
     def _completed(self, body: dict[str, Any], input_tokens: int, max_output: int
                    ) -> dict[str, Any]:
