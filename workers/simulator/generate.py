@@ -193,41 +193,47 @@ class _Generator:
         node = self.resolve(node)
         if context and name in context:
             return self.fit(node, context[name])
-        branches = node.get("anyOf")
-        types = node.get("type")
-        nullable = (isinstance(types, list) and "null" in types) or any(
-            self.resolve(b).get("type") == "null" for b in branches or []
-        )
-        if branches:
-            non_null = [b for b in branches if self.resolve(b).get("type") != "null"]
-            hinted = self.hint(name, node)
-            if hinted is None and nullable:
-                return None
-            return self.value(non_null[0], name, context) if non_null else None
+        nullable = self._allows_null(node)
+        if node.get("anyOf"):
+            return self._branch(node, name, context, nullable=nullable)
         if "enum" in node:
             return self.enum(node["enum"], name)
         if "const" in node:
             return node["const"]
+        types = node.get("type")
         kind = types[0] if isinstance(types, list) else types
         if isinstance(types, list) and nullable:
             kind = next((t for t in types if t != "null"), "null")
             if self.hint(name, node) is None and kind not in ("object", "array"):
                 return None
+        return self._of_kind(kind, node, name, context)
+
+    def _branch(self, node: dict[str, Any], name: str | None, context: dict[str, Any] | None,
+                *, nullable: bool) -> Any:
+        """A value for an ``anyOf``: null when nothing hints at one, else the first branch."""
+        non_null = [b for b in node["anyOf"] if self.resolve(b).get("type") != "null"]
+        if self.hint(name, node) is None and nullable:
+            return None
+        return self.value(non_null[0], name, context) if non_null else None
+
+    def _of_kind(self, kind: Any, node: dict[str, Any], name: str | None,
+                 context: dict[str, Any] | None) -> Any:
         if kind == "object":
             return {key: self.value(child, key, context)
                     for key, child in node.get("properties", {}).items()}
         if kind == "array":
             return self.array(node, name)
         if kind in ("number", "integer"):
-            number = self.hint(name, node)
-            value = number if isinstance(number, (int, float)) else len(self.facts.sentences)
-            return int(value) if kind == "integer" else float(value)
-        if kind == "boolean":
-            return False
-        if kind == "null":
-            return None
+            return self._number(kind, node, name)
+        if kind in ("boolean", "null"):
+            return False if kind == "boolean" else None
         hinted = self.hint(name, node)
         return str(hinted) if hinted is not None else self.fallback_string()
+
+    def _number(self, kind: str, node: dict[str, Any], name: str | None) -> int | float:
+        number = self.hint(name, node)
+        value = number if isinstance(number, (int, float)) else len(self.facts.sentences)
+        return int(value) if kind == "integer" else float(value)
 
     def fit(self, node: dict[str, Any], value: Any) -> Any:
         node = self.resolve(node)

@@ -348,7 +348,6 @@ class Simulator:
 
     async def _responses(self, request: web.Request, headers: dict[str, str]
                          ) -> web.StreamResponse:
-        config = self.config
         if (denied := self.check_auth(request)) is not None:
             denied.headers.update(headers)
             return denied
@@ -360,6 +359,27 @@ class Simulator:
         if (invalid := self.validate(body)) is not None:
             invalid.headers.update(headers)
             return invalid
+        if (refused := self._refused(body, headers)) is not None:
+            return refused
+        max_output = int(body.get("max_output_tokens") or 4096)
+        charge = chars_estimate(body) + max_output
+        if (limited := self._over_limit(body, charge, headers)) is not None:
+            return limited
+        self.stats["admitted"] += 1
+        if (failed := await self._fault(request, body, headers)) is not None:
+            return failed
+        await self._latency()
+        payload = self._completed(body, estimate_request_tokens(body), max_output)
+        self._settle(payload["usage"], charge, key)
+        headers |= self.limits.headers()
+        headers["openai-processing-ms"] = str(int(self.config.latency_ms))
+        if self.config.bloat_on and self.config.bloat_on in _document_text(body):
+            return await self._bloated(request, payload, headers)
+        return web.json_response(payload, headers=headers)
+
+    def _refused(self, body: dict[str, Any], headers: dict[str, str]) -> web.Response | None:
+        """Refusals before any budget is charged: a forced error, no quota, no flex capacity."""
+        config = self.config
         if config.force_error:
             forced = config.force_error
             return _error(int(forced.get("status", 400)), str(forced.get("message", "forced")),
@@ -372,7 +392,6 @@ class Simulator:
                           "billing details. For more information on this error, read the docs: "
                           "https://platform.openai.com/docs/guides/error-codes/api-errors.",
                           "insufficient_quota", "insufficient_quota", headers=headers)
-
         if body.get("service_tier") == "flex" and config.flex_unavailable_rate and \
                 self.rng.random() < config.flex_unavailable_rate:
             # Not charged and not a rate limit: no x-ratelimit headers move. The docs name the
@@ -381,19 +400,23 @@ class Simulator:
             return _error(429, "Resource Unavailable: there is no flex processing capacity for "
                           "this request right now. Retry later, or send service_tier 'auto'.",
                           "invalid_request_error", "resource_unavailable", headers=headers)
+        return None
 
-        input_tokens = estimate_request_tokens(body)
-        max_output = int(body.get("max_output_tokens") or 4096)
-        charge = chars_estimate(body) + max_output
+    def _over_limit(self, body: dict[str, Any], charge: int, headers: dict[str, str]
+                    ) -> web.Response | None:
+        """The 429 of a request the buckets (or an injected rate limit) refuse."""
+        config = self.config
         refused = self.limits.admit(charge)
         injected = config.rate_limit_rate and self.rng.random() < config.rate_limit_rate
         if refused is None and injected:
             refused = ("requests", config.rate_limit_retry_ms / 1000
                        if config.rate_limit_retry_ms else 0.2 + self.rng.random())
-        if refused is not None:
-            return self._rate_limited(body, refused, charge, headers)
+        return self._rate_limited(body, refused, charge, headers) if refused else None
 
-        self.stats["admitted"] += 1
+    async def _fault(self, request: web.Request, body: dict[str, Any], headers: dict[str, str]
+                     ) -> web.Response | None:
+        """An injected fault of an admitted call: a reset, a hang, or a 5xx."""
+        config = self.config
         roll = self.rng.random()
         if roll < config.reset_rate:
             self.stats["resets"] += 1
@@ -414,22 +437,16 @@ class Simulator:
                        "again later.")
             headers |= self.limits.headers()
             return _error(status, message, "server_error", None, headers=headers)
+        return None
 
-        await self._latency()
-        payload = self._completed(body, input_tokens, max_output)
-        usage = payload["usage"]
-        # True the admission charge up (or down) to what the call really used.
+    def _settle(self, usage: dict[str, Any], charge: int, key: str) -> None:
+        """True the admission charge up (or down) to what the call really used; count it."""
+        used = usage["input_tokens"] + usage["output_tokens"]
         if (bucket := self.limits.tokens) is not None:
-            refund = charge - (usage["input_tokens"] + usage["output_tokens"])
-            bucket.level = min(bucket.capacity, bucket.level + refund)
+            bucket.level = min(bucket.capacity, bucket.level + charge - used)
         self.stats["ok"] += 1
-        self.stats["ok_tokens"] += usage["input_tokens"] + usage["output_tokens"]
+        self.stats["ok_tokens"] += used
         self.ok_by_input[key] += 1
-        headers |= self.limits.headers()
-        headers["openai-processing-ms"] = str(int(config.latency_ms))
-        if config.bloat_on and config.bloat_on in _document_text(body):
-            return await self._bloated(request, payload, headers)
-        return web.json_response(payload, headers=headers)
 
     async def _bloated(self, request: web.Request, payload: dict[str, Any],
                        headers: dict[str, str]) -> web.StreamResponse:
