@@ -276,13 +276,18 @@ def complete(session: Session, item_id: int, result_id: int, *, reused: bool) ->
     session.execute(
         update(Item)
         .where(Item.id == item_id, _from(states.SUCCEED))
-        .values(
-            status=states.SUCCEED.target, result_id=result_id, reused=reused,
-            lease_expires_at=None, not_before=None, finished_at=now, updated_at=now,
-            last_error_class=None, last_error_code=None, last_error_message=None,
-        )
+        .values(status=states.SUCCEED.target, result_id=result_id, reused=reused,
+                **_finished_clean(now))
         .execution_options(synchronize_session=False)
     )
+
+
+def _finished_clean(now: datetime) -> dict[str, Any]:
+    """What a success writes besides its status and result: no lease, no wait, no error,
+    finished now."""
+    return {"lease_expires_at": None, "not_before": None,
+            "finished_at": now, "updated_at": now, "last_error_class": None,
+            "last_error_code": None, "last_error_message": None}
 
 
 @dataclass(frozen=True)
@@ -306,8 +311,7 @@ def complete_many(session: Session, completions: Sequence[Completion], *, now: d
         .where(items.c.id == bindparam("_id"), _from(states.SUCCEED, items.c.status))
         .values(
             status=states.SUCCEED.target, result_id=bindparam("_result"), reused=False,
-            lease_expires_at=None, not_before=None, finished_at=now, updated_at=now,
-            last_error_class=None, last_error_code=None, last_error_message=None,
+            **_finished_clean(now),
             calls=items.c.calls + bindparam("_calls"),
             cost_usd=items.c.cost_usd + bindparam("_cost"),
             budget_wait_ms=items.c.budget_wait_ms + bindparam("_waited")),
@@ -332,7 +336,7 @@ def schedule_retry(
             status=states.RETRY.target, not_before=not_before, lease_expires_at=None,
             queued_at=now if message_sent else None,
             last_error_class=error_class, last_error_code=code, last_error_message=message,
-            updated_at=utcnow(),
+            updated_at=now,
         )
         .execution_options(synchronize_session=False)
     )
