@@ -5,14 +5,17 @@ that refill over a minute and answer 429 with the API's body and headers, like t
 ``--workers`` ``docpipe worker`` processes then work through a corpus big enough to keep them
 busy for ``--minutes``. Two fleets are run one after the other, on fresh state:
 
-- ``docpipe``: the fleet-wide Redis limiter (the default);
+- ``docpipe``: the fleet-wide Redis limiter (the default), with no limits configured: the
+  fleet learns them from the API's ``x-ratelimit-limit-*`` headers;
+- ``configured``: the same limiter, told the limits (``DOCPIPE_MODEL_LIMITS``);
 - ``celery``: the limiter off, and Celery's own per-worker ``rate_limit`` set to R/W per
   minute, what a Celery user would do today.
 
 Achieved throughput is measured on the simulator's side, after ``--warmup`` seconds:
 requests per minute as the API counts them (requests it admitted under its limits), and
 tokens per minute as the API bills them (input + output of completed calls). The binding
-limit is whichever is the larger share.
+limit is whichever is the larger share. 429s are counted over the whole run, warm-up
+included: that is when a fleet that does not know its budget yet is refused.
 The figures are printed and, with ``--record``, appended to ``docs/benchmarks.md``.
 
     python bench/ratelimit.py --rpm 600 --tpm 10000000 --minutes 5 --record
@@ -60,6 +63,9 @@ class Result:
     ok: int
     rpm_share: float
     tpm_share: float
+    #: Over the whole run, warm-up included.
+    all_requests: int = 0
+    all_rate_limited: int = 0
 
     @property
     def binding(self) -> str:
@@ -71,7 +77,7 @@ class Result:
 
     @property
     def limited_share(self) -> float:
-        return self.rate_limited / self.requests if self.requests else 0.0
+        return self.all_rate_limited / self.all_requests if self.all_requests else 0.0
 
 
 def stats(port: int) -> dict[str, int]:
@@ -88,6 +94,7 @@ def run_fleet(fleet: str, args: argparse.Namespace, corpus: Path, work: Path) ->
         stack.enter_context(child(
             docpipe_command("simulator", "--port", str(port), "--rpm", str(args.rpm),
                             "--tpm", str(args.tpm), "--latency-ms", args.latency_ms,
+                            "--limit-window-seconds", str(args.limit_window_seconds),
                             "--seed", "1"),
             port=port, what="simulator", log_path=work / f"simulator-{fleet}.log"))
         env = {
@@ -95,9 +102,13 @@ def run_fleet(fleet: str, args: argparse.Namespace, corpus: Path, work: Path) ->
             "DOCPIPE_BROKER_URL": broker,
             "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
             "OPENAI_API_KEY": "sk-bench",
-            "DOCPIPE_WORKER_CONCURRENCY": str(args.concurrency),
             "DOCPIPE_MAX_ATTEMPTS": "10",
         }
+        if args.concurrency:
+            env["DOCPIPE_WORKER_CONCURRENCY"] = str(args.concurrency)
+        if fleet == "configured":
+            env["DOCPIPE_MODEL_LIMITS"] = json.dumps(
+                {"gpt-4.1-mini": {"rpm": args.rpm, "tpm": args.tpm}})
         if fleet == "celery":
             per_worker = args.rpm / args.workers
             env |= {"DOCPIPE_RATELIMIT_ENABLED": "false",
@@ -136,7 +147,9 @@ def run_fleet(fleet: str, args: argparse.Namespace, corpus: Path, work: Path) ->
     rpm = delta("admitted") * 60 / seconds
     tpm = delta("ok_tokens") * 60 / seconds
     return Result(fleet, seconds, rpm, tpm, delta("requests"), delta("rate_limited"),
-                  delta("ok"), rpm / args.rpm, tpm / args.tpm)
+                  delta("ok"), rpm / args.rpm, tpm / args.tpm,
+                  all_requests=last.counters.get("requests", 0),
+                  all_rate_limited=last.counters.get("rate_limited", 0))
 
 
 def machine() -> str:
@@ -151,18 +164,20 @@ def report(results: list[Result], args: argparse.Namespace, command: str) -> str
         "",
         f"Command: `{command}`  ",
         f"Machine: {machine()}. Simulator latency {args.latency_ms} ms (median, p99), "
-        f"{args.concurrency} calls in flight per worker process, "
+        f"limits enforced over {args.limit_window_seconds:g} s, "
+        f"{args.concurrency or 'the default (256)'} calls in flight per worker process, "
         f"warm-up {args.warmup:g} s excluded, "
         f"measured {args.minutes:g} min.",
         "",
-        "| fleet | requests/min | tokens/min | binding limit | share of it | calls | 429s | "
-        "429 share |",
+        "| fleet | requests/min | tokens/min | binding limit | share of it | calls | "
+        "429s in the whole run | 429 share |",
         "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.fleet} | {r.rpm:,.1f} | {r.tpm:,.0f} | {r.binding} | {r.share:.1%} | "
-            f"{r.requests:,} | {r.rate_limited:,} | {r.limited_share:.2%} |")
+            f"{r.requests:,} | {r.all_rate_limited:,} of {r.all_requests:,} | "
+            f"{r.limited_share:.2%} |")
     return "\n".join(lines) + "\n"
 
 
@@ -173,12 +188,16 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=30.0, help="Seconds not measured.")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=8,
-                        help="Calls in flight per worker process (DOCPIPE_WORKER_CONCURRENCY).")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="Calls in flight per worker process (DOCPIPE_WORKER_CONCURRENCY; "
+                        "default: docpipe's).")
+    parser.add_argument("--limit-window-seconds", type=float, default=60.0,
+                        help="Seconds of each limit the simulator lets through at once.")
     parser.add_argument("--latency-ms", default="300,1500")
     parser.add_argument("--docs", type=int, default=None,
                         help="Corpus size (default: more than the limits allow in the run).")
-    parser.add_argument("--fleets", default="docpipe,celery")
+    parser.add_argument("--fleets", default="docpipe,configured,celery",
+                        help="docpipe (limits learned), configured, celery.")
     parser.add_argument("--database-url", default=None, help="Default: a SQLite file per run.")
     parser.add_argument("--record", action="store_true", help="Append to docs/benchmarks.md.")
     args = parser.parse_args()

@@ -137,6 +137,10 @@ class Settings(BaseSettings):
         default=True, description="Pace calls with the fleet-wide Redis limiter.")
     ratelimit_burst_seconds: float = Field(
         default=1.0, gt=0, le=60, description="Budget a quiet key may spend at once, in seconds.")
+    learned_limits_ttl_seconds: float = Field(
+        default=600.0, gt=0, description="How long a budget learned from the API's "
+        "x-ratelimit-limit-* headers (or their absence) stands without an answer that renews "
+        "it; then one call probes the API again before the fleet goes on.")
     max_inline_wait_seconds: float = Field(
         default=5.0, ge=0, description="Longest wait for budget inside a task; longer waits "
         "park the item in the database.")

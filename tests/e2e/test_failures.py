@@ -50,9 +50,10 @@ def assert_one_attempt_row_per_call(stack: Stack, run_id: int) -> None:
 def test_429_cools_the_whole_fleet_down_and_costs_no_attempt(stack: Stack, tmp_path: Path
                                                              ) -> None:
     # Limits on the simulator make it send x-ratelimit-* headers, as the API does, so the
-    # fleet learns 300 RPM (one call per 0.2 s). Then every call is answered 429 with
-    # retry-after-ms 1000. Pacing alone would let through 5 calls a second, and 16 threads
-    # retrying on their own about 16; the shared cooldown lets through one per second.
+    # fleet learns 300 RPM (one call per 0.2 s) from its one probe's answer. Then every call
+    # is answered 429 with retry-after-ms 1000. Pacing alone would let through 5 calls a
+    # second, and 16 threads retrying on their own about 16; the shared cooldown lets through
+    # one per second.
     write_corpus(tmp_path / "corpus", 20)
     stack.simulator.configure(rpm=300, tpm=10_000_000, rate_limit_rate=1.0,
                               rate_limit_retry_ms=1000)
@@ -60,7 +61,7 @@ def test_429_cools_the_whole_fleet_down_and_costs_no_attempt(stack: Stack, tmp_p
     stack.start_workers(2)
     run_id = stack.ingest(tmp_path / "corpus")["run_id"]
     wait_until(lambda: calls(stack) > 0, timeout=30, what="a first call")
-    time.sleep(1.5)  # the first calls went out before any headers were seen
+    time.sleep(1.5)  # the budget is learned from the first answer; let the cooldowns begin
     start, first = time.monotonic(), calls(stack)
     time.sleep(6)
     made = calls(stack) - first

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from workers.admission.breaker import CircuitBreaker
 from workers.admission.limiter import Budget, RateLimiter, cooldown_seconds
 from workers.admission.scripts import ScriptBatch
+from workers.admission.throttle import Park, Throttle, Ticket
+from workers.settings import Settings
 
 T0 = 1_000.0
 
@@ -291,6 +293,218 @@ def test_after_a_429_the_fleet_queues_behind_the_cooldown_at_the_budgets_pace(
              for _ in range(3)]
     # One call when the cooldown ends, then one a second: not three at once.
     assert waits == pytest.approx([4.0, 5.0, 6.0], abs=1e-3)
+
+
+def _headers(rpm: int, tpm: int, requests_left: float, tokens_left: float) -> dict[str, str]:
+    return {"x-ratelimit-limit-requests": str(rpm), "x-ratelimit-limit-tokens": str(tpm),
+            "x-ratelimit-remaining-requests": str(max(0, int(requests_left))),
+            "x-ratelimit-remaining-tokens": str(max(0, int(tokens_left)))}
+
+
+class TestLearnedBudgets:
+    """A budget nobody configured: one probe, then the API's headers, as a configured one."""
+
+    def test_one_probe_goes_and_the_rest_wait_for_its_headers(self, client: redis.Redis
+                                                              ) -> None:
+        limiter, key, unknown = RateLimiter(client), fresh_key(), Budget()
+        probe = limiter.acquire(key, tokens=10, budget=unknown, max_wait=5, now=T0)
+        assert probe.reserved and probe.wait == 0 and not probe.learning
+        # Every other call in the fleet, in any process, waits: nothing is reserved for it.
+        for other in (limiter, RateLimiter(client)):
+            waiting = other.acquire(key, tokens=10, budget=unknown, max_wait=5, now=T0 + 0.1)
+            assert waiting.learning and not waiting.reserved
+            assert waiting.wait == pytest.approx(0.05)
+        # Asked again later, it waits about half as long as the probe has been out.
+        assert limiter.acquire(key, tokens=10, budget=unknown, max_wait=5,
+                               now=T0 + 3).wait == pytest.approx(1.5)
+        assert limiter.acquire(key, tokens=10, budget=unknown, max_wait=5,
+                               now=T0 + 30).wait == pytest.approx(2)
+        limiter.settle(key, budget=unknown, answered=True, request_id="req_probe",
+                       headers=_headers(60, 600_000, 59, 599_990), now=T0 + 30)
+        # Now paced as a configured 60 RPM: one second's burst, then a call a second.
+        waits = [limiter.acquire(key, tokens=10, budget=unknown, max_wait=60, now=T0 + 30)
+                 for _ in range(3)]
+        assert all(g.reserved and not g.learning for g in waits)
+        assert [g.wait for g in waits] == pytest.approx([0, 1, 2])
+        learned = limiter.learned(key, now=T0 + 30)
+        assert learned is not None and (learned.rpm, learned.tpm) == (60, 600_000)
+        assert (learned.source, learned.request_id, learned.at) == ("headers", "req_probe",
+                                                                    T0 + 30)
+
+    def test_a_success_without_limit_headers_means_no_limit(self, client: redis.Redis
+                                                            ) -> None:
+        limiter, key, unknown = RateLimiter(client), fresh_key(), Budget()
+        assert limiter.acquire(key, tokens=10, budget=unknown, max_wait=0, now=T0).reserved
+        limiter.settle(key, budget=unknown, answered=True, headers={}, now=T0 + 0.2)
+        grants = [limiter.acquire(key, tokens=10, budget=unknown, max_wait=0, now=T0 + 0.2)
+                  for _ in range(500)]
+        assert all(g.reserved and g.wait == 0 for g in grants)
+        learned = limiter.learned(key, now=T0 + 0.2)
+        assert learned is not None and learned.source == "none"
+        assert (learned.rpm, learned.tpm) == (None, None)
+
+    def test_an_error_without_headers_lets_the_next_call_probe(self, client: redis.Redis
+                                                               ) -> None:
+        limiter, key, unknown = RateLimiter(client), fresh_key(), Budget()
+        assert limiter.acquire(key, tokens=10, budget=unknown, max_wait=0, now=T0).reserved
+        limiter.settle(key, budget=unknown, answered=False, headers={}, now=T0 + 1)  # a 502
+        assert limiter.learned(key, now=T0 + 1) is None
+        second = limiter.acquire(key, tokens=10, budget=unknown, max_wait=0, now=T0 + 1)
+        assert second.reserved and not second.learning
+        assert limiter.acquire(key, tokens=10, budget=unknown, max_wait=0,
+                               now=T0 + 1).learning
+
+    def test_a_probe_that_never_answers_is_given_up_after_its_hold(self, client: redis.Redis
+                                                                   ) -> None:
+        limiter, key, unknown = RateLimiter(client, probe_hold=30), fresh_key(), Budget()
+        assert limiter.acquire(key, tokens=10, budget=unknown, max_wait=0, now=T0).reserved
+        assert limiter.acquire(key, tokens=10, budget=unknown, max_wait=0,
+                               now=T0 + 29).learning
+        # Its process died: after the hold, another call probes.
+        assert limiter.acquire(key, tokens=10, budget=unknown, max_wait=0,
+                               now=T0 + 31).reserved
+
+    def test_a_learned_budget_expires_and_is_probed_for_again(self, client: redis.Redis
+                                                              ) -> None:
+        limiter, key, unknown = RateLimiter(client, learned_ttl=600), fresh_key(), Budget()
+        limiter.acquire(key, tokens=10, budget=unknown, max_wait=0, now=T0)
+        limiter.settle(key, budget=unknown, answered=True,
+                       headers=_headers(300, 1_000_000, 299, 999_990), now=T0)
+        assert limiter.learned(key, now=T0 + 599) is not None
+        assert limiter.learned(key, now=T0 + 601) is None
+        # Renewed by every answer that names the limits...
+        limiter.settle(key, budget=unknown, answered=True,
+                       headers=_headers(300, 1_000_000, 299, 999_990), now=T0 + 500)
+        assert limiter.learned(key, now=T0 + 1000) is not None
+        # ...and once it is older than the TTL, one call probes before the fleet goes on.
+        probe = limiter.acquire(key, tokens=10, budget=unknown, max_wait=0, now=T0 + 1101)
+        assert probe.reserved and not probe.learning
+        assert limiter.acquire(key, tokens=10, budget=unknown, max_wait=0,
+                               now=T0 + 1101).learning
+
+    def test_a_limit_that_changes_voids_the_slots_promised_at_the_old_pace(
+        self, client: redis.Redis
+    ) -> None:
+        limiter, key, unknown = RateLimiter(client), fresh_key(), Budget()
+        limiter.acquire(key, tokens=10, budget=unknown, max_wait=0, now=T0)
+        limiter.settle(key, budget=unknown, answered=True, headers=_headers(120, 10**7, 119,
+                                                                            10**7), now=T0)
+        promised = [limiter.acquire(key, tokens=10, budget=unknown, max_wait=60, now=T0)
+                    for _ in range(4)]
+        assert [g.wait for g in promised] == pytest.approx([0, 0, 0.5, 1.0])
+        # The API now says 60 RPM: the promised slots are void, and the calls queue again at
+        # the new pace, behind the two that went (the burst is spent: a call a second).
+        limiter.settle(key, budget=unknown, answered=True, headers=_headers(60, 10**7, 57,
+                                                                            10**7), now=T0)
+        assert limiter.epoch(key) != promised[-1].epoch
+        again = [limiter.acquire(key, tokens=10, budget=unknown, max_wait=60, now=T0).wait
+                 for _ in range(2)]
+        assert again == pytest.approx([1.0, 2.0])
+
+    def test_a_probe_whose_call_is_not_sent_is_given_back(self, client: redis.Redis) -> None:
+        limiter, key, unknown = RateLimiter(client), fresh_key(), Budget()
+        probe = limiter.acquire(key, tokens=10, budget=unknown, max_wait=0, now=T0)
+        assert probe.probe is not None
+        assert limiter.acquire(key, tokens=10, budget=unknown, max_wait=0, now=T0).learning
+        limiter.release_probe(key, "not this probe")  # another's: kept
+        assert limiter.acquire(key, tokens=10, budget=unknown, max_wait=0, now=T0).learning
+        limiter.release_probe(key, probe.probe)
+        again = limiter.acquire(key, tokens=10, budget=unknown, max_wait=0, now=T0)
+        assert again.reserved and again.probe is not None
+
+    def test_the_breaker_does_not_hold_a_probe_it_stopped(self, client: redis.Redis,
+                                                          broker_url: str) -> None:
+        settings = Settings(broker_url=broker_url, breaker_min_calls=1, breaker_window=1,
+                            openai_base_url=f"http://{uuid.uuid4().hex}.test/v1")
+        breaker = CircuitBreaker(client, window=1, min_calls=1, failure_ratio=1.0,
+                                 open_seconds=30)
+        throttle = Throttle(settings, RateLimiter(client), breaker)
+        breaker.record(throttle.endpoint, ok=False)  # open for 30 s
+        parked = throttle.before_calls([{"model": "gpt-4.1-mini", "input": "x"}] * 3)
+        assert [type(a) for a in parked] == [Park] * 3
+        # The breaker closes: the first call to come probes the budget, as if none had asked.
+        client.delete(CircuitBreaker.key(throttle.endpoint))
+        first, second = throttle.before_calls([{"model": "gpt-4.1-mini", "input": "x"}] * 2)
+        assert isinstance(first, Ticket) and first.probe is not None and not first.learning
+        assert isinstance(second, Ticket) and second.learning
+
+    def test_a_configured_budget_needs_no_probe(self, client: redis.Redis) -> None:
+        limiter, key = RateLimiter(client), fresh_key()
+        grants = [limiter.acquire(key, tokens=10, budget=Budget(rpm=600), max_wait=0, now=T0)
+                  for _ in range(10)]
+        assert all(g.reserved and not g.learning for g in grants)
+
+
+#: Calls from several worker processes: (process, seconds since the previous ask, estimated
+#: tokens, real minus estimate, latency until the answer).
+fleet_calls = st.lists(
+    st.tuples(st.integers(min_value=0, max_value=3), st.floats(min_value=0, max_value=2),
+              st.integers(min_value=1, max_value=3000),
+              st.integers(min_value=-1000, max_value=800),
+              st.floats(min_value=0.01, max_value=3)),
+    min_size=1, max_size=60,
+)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=fleet_calls, rpm=st.integers(min_value=1, max_value=600),
+       tpm=st.integers(min_value=6000, max_value=300_000),
+       ttl=st.floats(min_value=1, max_value=120), max_wait=st.floats(min_value=0, max_value=30))
+def test_learned_budgets_never_grant_more_than_the_api_allows(
+    client: redis.Redis, calls: list[tuple[int, float, int, int, float]], rpm: int, tpm: int,
+    ttl: float, max_wait: float,
+) -> None:
+    """Four processes, each with its own limiter, and no budget configured: every budget is
+    learned from the API's answers (limits and what remains, as the API sends them), is
+    forgotten after ``ttl`` and probed for again. The API admits every call made."""
+    limiters = [RateLimiter(client, burst_seconds=1.0, learned_ttl=ttl, probe_hold=10)
+                for _ in range(4)]
+    key, unknown = fresh_key(), Budget()
+    api_requests, api_tokens = ApiBucket(rpm), ApiBucket(tpm)
+    order = itertools.count()
+    events: list[tuple[float, int, str, int, int, int, float]] = []
+    t = T0
+    for process, gap, estimate, delta, latency in calls:
+        t += gap
+        estimate = min(estimate, tpm)
+        heapq.heappush(events, (t, next(order), "ask", process, estimate,
+                                max(delta, -estimate), latency))
+    epochs: dict[int, int] = {}
+    while events:
+        when, seq, kind, process, estimate, delta, latency = heapq.heappop(events)
+        limiter = limiters[process]
+        if kind == "ask":
+            grant = limiter.acquire(key, tokens=estimate, budget=unknown, max_wait=max_wait,
+                                    now=when)
+            assert not grant.too_large
+            if grant.learning or not grant.reserved:
+                # Waiting for a probe's headers, or parked: ask again later.
+                heapq.heappush(events, (when + max(grant.wait, 0.05), next(order), "ask",
+                                        process, estimate, delta, latency))
+            else:
+                slot = next(order)
+                epochs[slot] = grant.epoch
+                heapq.heappush(events, (when + grant.wait, slot, "call", process, estimate,
+                                        delta, latency))
+        elif kind == "call" and epochs[seq] != limiter.epoch(key):
+            heapq.heappush(events, (when, next(order), "ask", process, estimate, delta,
+                                    latency))
+        elif kind == "call":
+            for bucket in (api_requests, api_tokens):
+                bucket.advance(when)
+            assert api_requests.level >= 1 - 1e-6
+            assert api_tokens.level >= estimate - 1e-6 * tpm
+            api_requests.level -= 1
+            api_tokens.level -= estimate
+            heapq.heappush(events, (when + latency, next(order), "settle", process, estimate,
+                                    delta, 0))
+        else:
+            for bucket in (api_requests, api_tokens):
+                bucket.advance(when)
+            api_tokens.level -= delta
+            limiter.settle(key, budget=unknown, token_delta=delta, answered=True, now=when,
+                           headers=_headers(rpm, tpm, api_requests.level, api_tokens.level))
 
 
 @pytest.mark.parametrize(("headers", "retry_after", "expected"), [

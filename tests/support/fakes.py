@@ -96,6 +96,7 @@ class FakeThrottle:
         self.failures_in_a_row = 0
         self.open_until = 0.0
         self.admitted: list[Ticket] = []
+        self.not_sent: list[Ticket] = []
         self.settled: list[tuple[Ticket, CallResult]] = []
 
     def budget(self, model: str) -> Budget:
@@ -123,6 +124,10 @@ class FakeThrottle:
     def before_calls(self, bodies: Sequence[dict[str, Any]], *, max_wait: float | None = None
                      ) -> list[Ticket | Park | TooLarge]:
         return [self.before_call(body) for body in bodies]
+
+    def unused(self, tickets: Sequence[Ticket]) -> None:
+        """Tickets whose calls were not sent (the fake has no budget probe to give back)."""
+        self.not_sent.extend(tickets)
 
     def still_valid(self, ticket: Ticket) -> bool:
         return ticket.key is None or ticket.waited <= 0 or \

@@ -18,11 +18,18 @@ Corrections keep the two in step:
   promised slot that has not started (a sorted set beside the hash records them), forgives
   their charges, and bumps the epoch: their holders reserve again, behind the overrun.
 - :meth:`RateLimiter.cooldown` holds the whole fleet back after a 429.
+
+A budget nobody configured is learned from the API's ``x-ratelimit-limit-*`` headers. Until
+it is known, one call in the whole fleet probes the API and every other call waits for its
+answer, so an unknown budget is never exceeded by more than that call. An answer's headers
+renew what was learned; a success without them says there is no limit. What was learned is
+trusted for ``learned_ttl`` seconds without being seen again, then probed for anew.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,14 +39,17 @@ import redis
 from workers.admission.scripts import ScriptBatch, load_script, run_script
 from workers.llm.errors import parse_duration
 
-#: Reserve a slot and report when it starts. Returns {status, wait, epoch}:
-#: status 1 = reserved (start after wait), 0 = not reserved (wait > max_wait), -1 = too big.
+#: Reserve a slot and report when it starts. Returns {status, wait, epoch, probe}:
+#: status 1 = reserved (start after wait), 0 = not reserved (wait > max_wait), -1 = too big,
+#: 2 = not reserved: the budget is being learned, ask again after wait. ``probe`` is set
+#: when this call is the one that learns it.
 #: ``ts`` is when the levels were last brought up to date; after a cooldown it lies in the
 #: future (the cooldown's end), and no budget refills before it.
 _ACQUIRE = load_script("acquire")
 
 #: True a charge up to the real usage, learn limits from headers, follow remaining-*.
-#: An upward true-up voids the promised slots that have not started and forgives their charge.
+#: An upward true-up, or a learned limit that shrank, voids the promised slots that have not
+#: started and forgives their charge.
 _SETTLE = load_script("settle")
 
 #: After a 429: nobody calls this (endpoint, model) before ``now + seconds``. The levels are
@@ -48,6 +58,9 @@ _SETTLE = load_script("settle")
 #: again, so they queue behind the cooldown at the budget's pace instead of all calling when
 #: it ends.
 _COOLDOWN = load_script("cooldown")
+
+#: A probe whose call was not sent: the next call probes instead.
+_RELEASE_PROBE = load_script("release_probe")
 
 
 @dataclass(frozen=True)
@@ -70,12 +83,33 @@ class Grant:
     reserved: bool
     wait: float
     too_large: bool = False
+    #: Nothing reserved because the budget is not known yet: one call probes the API, and
+    #: this one asks again after ``wait`` seconds.
+    learning: bool = False
+    #: Set when this call probes the API for the budget: give it back with
+    #: :meth:`RateLimiter.release_probe` if the call is not sent after all.
+    probe: str | None = None
     #: The key's cooldown count when the slot was reserved: if it has changed by the time the
     #: slot starts, a 429 voided the reservation.
     epoch: int = 0
 
 
+@dataclass(frozen=True)
+class Learned:
+    """A budget learned from the API: limits (None: none), when, and from which answer."""
+
+    rpm: int | None
+    tpm: int | None
+    #: When the last answer that said so arrived (epoch seconds).
+    at: float
+    #: ``headers`` (``x-ratelimit-limit-*``) or ``none`` (a success that named no limit).
+    source: str
+    request_id: str | None
+
+
 _PREFIX = "docpipe:ratelimit:"
+#: Fields of a budget's hash that hold text, not numbers.
+_TEXT_FIELDS = {b"lsrc", b"lreq"}
 
 
 def limit_key(endpoint: str, model: str) -> str:
@@ -92,21 +126,25 @@ def promises_key(key: str) -> str:
 class RateLimiter:
     """The fleet-wide limiter. Thread-safe; one per process is enough."""
 
-    def __init__(self, client: redis.Redis, *, burst_seconds: float = 1.0) -> None:
+    def __init__(self, client: redis.Redis, *, burst_seconds: float = 1.0,
+                 learned_ttl: float = 600.0, probe_hold: float = 120.0) -> None:
         self.redis = client
         self.burst_seconds = burst_seconds
+        #: How long a budget learned from headers stands without an answer that renews it.
+        self.learned_ttl = learned_ttl
+        #: How long a probe keeps the others waiting if its answer never comes back (its
+        #: process died): then another call probes.
+        self.probe_hold = probe_hold
         self._acquire = client.register_script(_ACQUIRE)
         self._settle = client.register_script(_SETTLE)
         self._cooldown = client.register_script(_COOLDOWN)
+        self._release_probe = client.register_script(_RELEASE_PROBE)
 
     def acquire(self, key: str, *, tokens: int, budget: Budget, max_wait: float,
                 requests: int = 1, now: float | None = None) -> Grant:
         """Reserve ``requests`` and ``tokens`` if the slot starts within ``max_wait`` seconds."""
-        return grant_of(self._acquire(
-            keys=[key, promises_key(key)],
-            args=[budget.rpm or 0, budget.tpm or 0, requests, tokens, self.burst_seconds,
-                  -1 if now is None else now, max_wait],
-        ))
+        return grant_of(self._acquire(keys=[key, promises_key(key)], args=self._acquire_args(
+            budget, requests=requests, tokens=tokens, now=now, max_wait=max_wait)))
 
     def acquire_many(self, asks: Sequence[tuple[str, int, Budget]], *, max_wait: float,
                      now: float | None = None, batch: ScriptBatch | None = None
@@ -121,17 +159,24 @@ class RateLimiter:
         own = batch is None
         batch = ScriptBatch(self.redis) if batch is None else batch
         for key, tokens, budget in asks:
-            batch.add(self._acquire, [key, promises_key(key)],
-                      [budget.rpm or 0, budget.tpm or 0, 1, tokens, self.burst_seconds,
-                       -1 if now is None else now, max_wait])
+            batch.add(self._acquire, [key, promises_key(key)], self._acquire_args(
+                budget, requests=1, tokens=tokens, now=now, max_wait=max_wait))
         return [grant_of(answer) for answer in batch.execute()] if own else []
 
+    def _acquire_args(self, budget: Budget, *, requests: int, tokens: int, now: float | None,
+                      max_wait: float) -> list[float]:
+        return [budget.rpm or 0, budget.tpm or 0, requests, tokens, self.burst_seconds,
+                -1 if now is None else now, max_wait, self.learned_ttl, self.probe_hold]
+
     def settle(self, key: str, *, budget: Budget, token_delta: int = 0,
-               headers: Mapping[str, str] | None = None, now: float | None = None,
+               headers: Mapping[str, str] | None = None, answered: bool = False,
+               request_id: str | None = None, now: float | None = None,
                batch: ScriptBatch | None = None) -> None:
         """Correct a reservation by ``token_delta`` (real minus estimate) and follow headers.
 
-        With ``batch`` the script is queued there, to run when the batch executes.
+        ``answered`` says the API answered the call (a 2xx): its headers then name every
+        limit there is. ``request_id`` is kept as where a learned budget came from. With
+        ``batch`` the script is queued there, to run when the batch executes.
         """
         h = headers or {}
         limits = {kind: _int_header(h, f"x-ratelimit-limit-{kind}")
@@ -142,7 +187,8 @@ class RateLimiter:
         run_script(self._settle, batch, keys=[key, promises_key(key)],
              args=[budget.rpm or 0, budget.tpm or 0, token_delta, remaining["requests"],
                    remaining["tokens"], limits["requests"], limits["tokens"],
-                   self.burst_seconds, -1 if now is None else now])
+                   self.burst_seconds, -1 if now is None else now, int(answered),
+                   request_id or ""])
 
     def cooldown(self, key: str, seconds: float, *, budget: Budget | None = None,
                  now: float | None = None, batch: ScriptBatch | None = None) -> None:
@@ -153,14 +199,35 @@ class RateLimiter:
              args=[max(0.0, seconds), -1 if now is None else now, rpm, tpm,
                    self.burst_seconds])
 
+    def release_probe(self, key: str, probe: str) -> None:
+        """Give back a probe (:attr:`Grant.probe`) whose call was not sent, so that the fleet
+        does not wait for its answer until the probe's hold runs out."""
+        self._release_probe(keys=[key], args=[probe])
+
     def epoch(self, key: str) -> int:
         """How many cooldowns ``key`` has had: a change voids earlier reservations."""
         return int(self.redis.hget(key, "epoch") or 0)
 
     def state(self, key: str) -> dict[str, float]:
-        """The stored state of one key: levels, learned limits, cooldown end (epoch seconds)."""
+        """The stored numbers of one key: levels, learned limits and when (``lat``), cooldown
+        end and probe deadline (epoch seconds)."""
         raw = self.redis.hgetall(key)
-        return {k.decode(): float(v) for k, v in raw.items()}  # type: ignore[union-attr]
+        return {k.decode(): float(v) for k, v in raw.items()  # type: ignore[union-attr]
+                if k not in _TEXT_FIELDS}
+
+    def learned(self, key: str, *, now: float | None = None) -> Learned | None:
+        """What the fleet learned of ``key``'s budget from the API, if it still stands."""
+        lat, lrpm, ltpm, source, request_id = (
+            v.decode() if isinstance(v, bytes) else v
+            for v in self.redis.hmget(key, "lat", "lrpm", "ltpm", "lsrc", "lreq"))
+        if lat is None:
+            return None
+        at = float(lat)
+        age = (time.time() if now is None else now) - at
+        if age > self.learned_ttl:
+            return None
+        return Learned(rpm=int(float(lrpm or 0)) or None, tpm=int(float(ltpm or 0)) or None,
+                       at=at, source=source or "headers", request_id=request_id or None)
 
     def keys(self) -> list[str]:
         """Every (endpoint, model) key the fleet has used recently."""
@@ -169,10 +236,13 @@ class RateLimiter:
 
 def grant_of(answer: Any) -> Grant:
     """The :class:`Grant` in an acquire script's answer."""
-    status, wait, epoch = answer
+    status, wait, epoch, *rest = answer
     if int(status) == -1:
         return Grant(reserved=False, wait=math.inf, too_large=True)
-    return Grant(reserved=int(status) == 1, wait=float(wait), epoch=int(epoch))
+    probe = rest[0] if rest else None
+    probe = probe.decode() if isinstance(probe, bytes) else probe
+    return Grant(reserved=int(status) == 1, wait=float(wait), epoch=int(epoch),
+                 learning=int(status) == 2, probe=probe or None)
 
 
 def _int_header(headers: Mapping[str, str], name: str, *, allow_zero: bool = False) -> int:

@@ -12,7 +12,8 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,6 +51,11 @@ class Ticket:
     waited: float
     #: The limiter's epoch when the slot was reserved (see :meth:`Throttle.still_valid`).
     epoch: int = 0
+    #: No slot yet: the budget is being learned from another call's answer. Ask again after
+    #: ``waited`` seconds.
+    learning: bool = False
+    #: This call probes the API for its budget: :meth:`Throttle.unused` if it is not sent.
+    probe: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,12 +87,19 @@ class LimitState:
     key: str
     rpm: int | None
     tpm: int | None
-    #: ``settings`` when configured, ``headers`` when learned from ``x-ratelimit-limit-*``.
+    #: ``settings`` when configured; ``headers`` when learned from ``x-ratelimit-limit-*``;
+    #: ``none`` when the API's answers name no limit; ``unknown`` until a probe's answer
+    #: comes back (or once what was learned is older than ``learned_limits_ttl_seconds``).
     source: str
-    requests_available: float
-    tokens_available: float
+    #: Budget free now; None where there is no budget to spend.
+    requests_available: float | None
+    tokens_available: float | None
     cooldown_seconds: float
-
+    #: When the budget was last learned (ISO 8601, UTC) and the request id of that answer.
+    learned_at: str | None = None
+    learned_from: str | None = None
+    #: Seconds until what was learned is probed for again, if nothing renews it.
+    expires_in_seconds: float | None = None
 
 @dataclass(frozen=True)
 class ThrottleState:
@@ -117,66 +130,71 @@ class Throttle:
     def snapshot(self) -> ThrottleState:
         """The fleet's limiter and breaker state, read from Redis."""
         now = time.time()
-        rows = []
-        for key in self.limiter.keys():
-            state = self.limiter.state(key)
-            configured = self.budget(key.rsplit(":", 1)[-1])
-            learned_rpm, learned_tpm = state.get("lrpm"), state.get("ltpm")
-            rows.append(LimitState(
-                key=key,
-                rpm=configured.rpm or (int(learned_rpm) if learned_rpm else None),
-                tpm=configured.tpm or (int(learned_tpm) if learned_tpm else None),
-                source="settings" if configured.rpm or configured.tpm else "headers",
-                requests_available=round(state.get("r", 0.0), 2),
-                tokens_available=round(state.get("t", 0.0)),
-                cooldown_seconds=round(max(0.0, state.get("cool", 0.0) - now), 2),
-            ))
+        rows = [self._limit_state(key, now) for key in self.limiter.keys()]
         breaker = self.breaker.state(self.endpoint)
         open_for = max(0.0, breaker.get("open_until", 0.0) - now)
         status = "open" if open_for > 0 else ("half-open" if breaker.get("open_until")
                                               else "closed")
         return ThrottleState(self.endpoint, rows, status, round(open_for, 2))
 
+    def _limit_state(self, key: str, now: float) -> LimitState:
+        state = self.limiter.state(key)
+        configured = self.budget(key.rsplit(":", 1)[-1])
+        learned = self.limiter.learned(key, now=now)
+        rpm, tpm = configured.rpm, configured.tpm
+        if configured.rpm or configured.tpm:
+            source = "settings"
+        elif learned is None:
+            source = "unknown"
+        else:
+            source, rpm, tpm = learned.source, learned.rpm, learned.tpm
+        if learned is not None and (configured.rpm is None or configured.tpm is None):
+            rpm, tpm = rpm or learned.rpm, tpm or learned.tpm
+        return LimitState(
+            key=key, rpm=rpm, tpm=tpm, source=source,
+            requests_available=round(state.get("r", 0.0), 2) if rpm else None,
+            tokens_available=round(state.get("t", 0.0)) if tpm else None,
+            cooldown_seconds=round(max(0.0, state.get("cool", 0.0) - now), 2),
+            learned_at=None if learned is None else
+            datetime.fromtimestamp(learned.at, UTC).isoformat(timespec="seconds"),
+            learned_from=None if learned is None else learned.request_id,
+            expires_in_seconds=None if learned is None else
+            round(learned.at + self.limiter.learned_ttl - now, 1),
+        )
+
     def before_call(self, body: dict[str, Any]) -> Ticket | Park | TooLarge:
-        """Admit a call of ``body``, waiting briefly if needed, or say how long to park."""
-        decision = self.breaker.allow(self.endpoint)
-        if not decision.allowed:
-            return Park(decision.wait + random.uniform(0, 1), "circuit_open")
-        model = str(body.get("model", ""))
-        budget = self.budget(model)
-        estimate = admission_tokens(body)
-        if not self.settings.ratelimit_enabled:
-            return Ticket(None, self.endpoint, budget, estimate, 0.0)
-        key = limit_key(self.endpoint, model)
+        """Admit a call of ``body``, waiting here up to ``max_inline_wait_seconds`` for its
+        slot, or say how long to park. The returned ticket's ``waited`` is the time waited."""
         deadline = time.monotonic() + self.settings.max_inline_wait_seconds
         waited = 0.0
         while True:
-            max_wait = max(0.0, deadline - time.monotonic())
-            grant = self.limiter.acquire(key, tokens=estimate, budget=budget, max_wait=max_wait)
-            if grant.too_large:
-                return TooLarge(estimate, budget.tpm)
-            if not grant.reserved:
-                # The limiter spaces reserved calls; a little jitter spreads the parked ones.
-                return Park(grant.wait * random.uniform(1.0, 1.1), "budget")
-            if grant.wait <= 0:
-                return Ticket(key, self.endpoint, budget, estimate, waited)
-            time.sleep(grant.wait)
-            waited += grant.wait
-            # A 429 elsewhere in the fleet while this call slept voids the slot: queue again
-            # behind the cooldown rather than call into it.
-            if self.limiter.epoch(key) == grant.epoch:
-                return Ticket(key, self.endpoint, budget, estimate, waited)
+            (admission,) = self.before_calls(
+                [body], max_wait=max(0.0, deadline - time.monotonic()))
+            if not isinstance(admission, Ticket) or admission.waited <= 0:
+                return replace(admission, waited=waited) if isinstance(admission, Ticket) \
+                    else admission
+            time.sleep(admission.waited)
+            waited += admission.waited
+            # A 429 elsewhere in the fleet while this call slept voids the slot (queue again
+            # behind the cooldown rather than call into it), and a budget being learned
+            # reserved none: ask again.
+            if self.still_valid(admission):
+                return replace(admission, waited=waited)
 
     def before_calls(self, bodies: Sequence[dict[str, Any]], *, max_wait: float | None = None
                      ) -> list[Ticket | Park | TooLarge]:
         """Admit a group's calls in one round trip: the breaker once, the limiter per call.
 
-        Unlike :meth:`before_call` nothing sleeps here: a :class:`Ticket` whose slot starts
-        later carries its ``waited`` (the delay before its start) and its ``epoch``; the caller
-        starts it then, unless :meth:`still_valid` says a 429 voided it meanwhile.
+        Nothing sleeps here: a :class:`Ticket` whose slot starts later carries its ``waited``
+        (the delay before its start) and its ``epoch``; the caller starts it then, unless
+        :meth:`still_valid` says a 429 voided it meanwhile. A ticket that is ``learning``
+        reserved nothing (the budget is being learned from a probe call): :meth:`still_valid`
+        is False for it, and the caller asks again after its delay. :meth:`before_call` is
+        this, for one call, with the waiting done.
         """
         if not bodies:
             return []
+        max_wait = self.settings.max_inline_wait_seconds if max_wait is None else max_wait
         asks = []
         for body in bodies:
             model = str(body.get("model", ""))
@@ -189,34 +207,60 @@ class Throttle:
         self.breaker.queue_allow(self.endpoint, batch)
         limited = self.settings.ratelimit_enabled
         if limited:
-            self.limiter.acquire_many(asks, batch=batch, max_wait=(
-                self.settings.max_inline_wait_seconds if max_wait is None else max_wait))
+            self.limiter.acquire_many(asks, batch=batch, max_wait=max_wait)
         answers = batch.execute()
         decision = self.breaker.decision(answers[0])
-        if not decision.allowed:
-            return [Park(decision.wait + random.uniform(0, 1), "circuit_open") for _ in bodies]
-        if not limited:
-            grants = [Grant(reserved=True, wait=0.0)] * len(asks)
-        else:
-            grants = [grant_of(answer) for answer in answers[1:]]
+        grants = [grant_of(answer) for answer in answers[1:]] if limited else \
+            [Grant(reserved=True, wait=0.0)] * len(asks)
         admitted: list[Ticket | Park | TooLarge] = []
-        for i, ((key, estimate, budget), grant) in enumerate(zip(asks, grants, strict=True)):
-            if decision.probe and i > 0:
+        for i, (ask, grant) in enumerate(zip(asks, grants, strict=True)):
+            if not decision.allowed:
+                admitted.append(Park(decision.wait + random.uniform(0, 1), "circuit_open"))
+            elif decision.probe and i > 0:
                 # Half open: one call probes the API; the others wait for its answer.
                 admitted.append(Park(1 + random.uniform(0, 1), "circuit_open"))
-            elif not limited:
-                admitted.append(Ticket(None, self.endpoint, budget, estimate, 0.0))
-            elif grant.too_large:
-                admitted.append(TooLarge(estimate, budget.tpm))
-            elif not grant.reserved:
-                admitted.append(Park(grant.wait * random.uniform(1.0, 1.1), "budget"))
             else:
-                admitted.append(Ticket(key, self.endpoint, budget, estimate,
-                                       max(0.0, grant.wait), epoch=grant.epoch))
+                admitted.append(self._admission(ask, grant, limited=limited,
+                                                max_wait=max_wait))
+        # A budget probe the breaker stopped would keep the fleet waiting for nothing.
+        self.unused([Ticket(key, self.endpoint, budget, estimate, 0.0, probe=grant.probe)
+                     for (key, estimate, budget), grant, admission
+                     in zip(asks, grants, admitted, strict=True)
+                     if grant.probe and not isinstance(admission, Ticket)])
         return admitted
 
+    def unused(self, tickets: Sequence[Ticket]) -> None:
+        """Tickets whose calls will not be sent (the run's budget had no room): a budget
+        probe among them is given back, so another call learns the budget instead."""
+        for ticket in tickets:
+            if ticket.probe is not None and ticket.key is not None:
+                try:
+                    self.limiter.release_probe(ticket.key, ticket.probe)
+                except redis.RedisError as exc:  # its hold runs out instead
+                    log.warning("could not give back a rate-limit probe: %s", exc)
+
+    def _admission(self, ask: tuple[str, int, Budget], grant: Grant, *, limited: bool,
+                   max_wait: float) -> Ticket | Park | TooLarge:
+        """What one limiter grant means for its call: the one rule for every path."""
+        key, estimate, budget = ask
+        if not limited:
+            return Ticket(None, self.endpoint, budget, estimate, 0.0)
+        if grant.too_large:
+            return TooLarge(estimate, budget.tpm)
+        if grant.learning and grant.wait <= max_wait:
+            return Ticket(key, self.endpoint, budget, estimate, grant.wait, epoch=grant.epoch,
+                          learning=True)
+        if not grant.reserved:
+            # The limiter spaces reserved calls; a little jitter spreads the parked ones.
+            return Park(grant.wait * random.uniform(1.0, 1.1), "budget")
+        return Ticket(key, self.endpoint, budget, estimate, max(0.0, grant.wait),
+                      epoch=grant.epoch, probe=grant.probe)
+
     def still_valid(self, ticket: Ticket) -> bool:
-        """Whether a delayed ticket's slot stands: a 429 since it was reserved voids it."""
+        """Whether a delayed ticket's slot stands: a 429 since it was reserved voids it, and a
+        ticket that waited for a budget to be learned never had one."""
+        if ticket.learning:
+            return False
         return ticket.key is None or ticket.waited <= 0 or \
             self.limiter.epoch(ticket.key) == ticket.epoch
 
@@ -255,8 +299,10 @@ class Throttle:
         if ticket.key is not None:
             used = call.usage.input_tokens + call.usage.output_tokens
             delta = used - ticket.estimate if used else 0  # no usage: the API keeps it
+            answered = call.http_status is not None and 200 <= call.http_status < 300
             self.limiter.settle(ticket.key, budget=ticket.budget, token_delta=delta,
-                                headers=call.headers, batch=batch)
+                                headers=call.headers, answered=answered,
+                                request_id=call.request_id, batch=batch)
             if cooldown is not None:
                 self.limiter.cooldown(ticket.key, cooldown, budget=ticket.budget, batch=batch)
         self.breaker.record(self.endpoint, ok=not isinstance(call.error, TransientError),
@@ -276,7 +322,11 @@ def _make_throttle(settings: Settings) -> Throttle:
     client = redis_client(settings.effective_broker_url)
     return Throttle(
         settings,
-        RateLimiter(client, burst_seconds=settings.ratelimit_burst_seconds),
+        RateLimiter(client, burst_seconds=settings.ratelimit_burst_seconds,
+                    learned_ttl=settings.learned_limits_ttl_seconds,
+                    # A probe whose answer never comes (its process died) holds the others
+                    # back until its call would have timed out.
+                    probe_hold=settings.request_timeout_seconds),
         CircuitBreaker(
             client, window=settings.breaker_window,
             failure_ratio=settings.breaker_failure_ratio, min_calls=settings.breaker_min_calls,

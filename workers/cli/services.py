@@ -120,6 +120,9 @@ def simulator_cmd(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     rpm: Annotated[int | None, typer.Option(help="Requests per minute limit.")] = None,
     tpm: Annotated[int | None, typer.Option(help="Tokens per minute limit.")] = None,
+    limit_window_seconds: Annotated[float, typer.Option(
+        help="Seconds of each limit let through at once (60: a minute's burst; less plays "
+        "an API that enforces its limits over shorter periods).")] = 60.0,
     latency_ms: Annotated[str, typer.Option(
         help="Median latency in ms, or MEDIAN,P99 for a heavy (log-normal) tail.")] = "50",
     seed: Annotated[int, typer.Option(help="Random seed for latency and faults.")] = 0,
@@ -142,7 +145,8 @@ def simulator_cmd(
 
     median, sigma = parse_latency(latency_ms)
     config = SimulatorConfig(
-        rpm=rpm, tpm=tpm, latency_ms=median, latency_sigma=sigma, seed=seed,
+        rpm=rpm, tpm=tpm, limit_window_seconds=limit_window_seconds, latency_ms=median,
+        latency_sigma=sigma, seed=seed,
         error_rate=fail_rate, rate_limit_rate=rate_limit_rate, timeout_rate=timeout_rate,
         reset_rate=reset_rate, refusal_rate=refuse_rate, truncate_rate=truncate_rate,
         quota_exhausted=quota_exhausted, quota_after=quota_after,

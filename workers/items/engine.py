@@ -26,16 +26,18 @@ from workers.settings import Settings
 
 @dataclass(frozen=True)
 class Voided:
-    """A delayed call whose slot a 429 voided while it waited; ``admission`` is what asking
-    the limiter again gave instead (the caller parks or refuses the item)."""
+    """A delayed call that was not sent: its slot was voided while it waited (a 429), or
+    never came (a budget being learned), and asking the limiter again gave ``admission``
+    instead (the caller parks or refuses the item)."""
 
     admission: object
 
 
-#: Asked, after a call's delay, whether its slot still stands; else for a new admission,
-#: which the call uses if it is a ticket. Both run in a thread: they talk to Redis.
+#: Asked, after a call's delay, whether its slot still stands; else for a new admission:
+#: the delay before the call may start (0: now), or :class:`Voided`. Both run in a thread:
+#: they talk to Redis.
 Recheck = Callable[[], bool]
-Readmit = Callable[[], tuple[bool, object]]
+Readmit = Callable[[], "float | Voided"]
 
 
 class Engine:
@@ -84,7 +86,7 @@ class Engine:
         and gives back (:meth:`give_back`) once it has written the answer.
 
         A delayed call asks ``recheck`` first; if its slot was voided, ``readmit`` gives a new
-        admission (``(True, ticket)`` to call now) or the future's :class:`Voided`.
+        delay (waited here, then checked the same way) or the future's :class:`Voided`.
         """
         return asyncio.run_coroutine_threadsafe(
             self._call(body, delay, recheck, readmit), self._loop)
@@ -92,13 +94,15 @@ class Engine:
     async def _call(self, body: dict[str, Any], delay: float, recheck: Recheck | None,
                     readmit: Readmit | None) -> CallResult | Voided:
         assert self._client is not None
-        if delay > 0:
+        while delay > 0:
             await asyncio.sleep(delay)
-            if recheck is not None and not await asyncio.to_thread(recheck):
-                assert readmit is not None
-                admitted, admission = await asyncio.to_thread(readmit)
-                if not admitted:
-                    return Voided(admission)
+            if recheck is None or await asyncio.to_thread(recheck):
+                break
+            assert readmit is not None
+            again = await asyncio.to_thread(readmit)
+            if isinstance(again, Voided):
+                return again
+            delay = again
         gauge = metrics.IN_FLIGHT.labels(str(body.get("model", "")))
         gauge.inc()
         try:

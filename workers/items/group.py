@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
@@ -88,6 +88,8 @@ class _Call:
     ticket: Ticket
     reserve: Decimal | None
     attempt_id: int = 0
+    #: Until when a call waiting for a budget to be learned may wait before it parks.
+    deadline: float = 0.0
 
 
 class _Group:
@@ -151,9 +153,12 @@ class _Group:
                 refused.append((prepared.item, processing.too_large(admission)))
             else:
                 calls.append(_Call(prepared, admission,
-                                   processing.reserve_for(prepared, admission, self.settings)))
+                                   processing.reserve_for(prepared, admission, self.settings),
+                                   deadline=time.monotonic()
+                                   + self.settings.max_inline_wait_seconds))
         over_budget = self._begin(calls, parked, refused)
         if over_budget:
+            self.throttle.unused([c.ticket for c in over_budget])
             self._refuse([(c.ready.item, processing.over_budget(c.ready.item, c.reserve))
                           for c in over_budget if c.reserve is not None])
         sending = [c for c in calls if c.attempt_id]
@@ -224,13 +229,17 @@ class _Group:
             self.unused -= 1
             self.pending[future] = call
 
-    def _readmit(self, call: _Call) -> tuple[bool, object]:
-        """A 429 voided this delayed call's slot: ask the limiter again, waiting inline."""
-        admission = self.throttle.before_call(call.ready.body)
-        if isinstance(admission, Ticket):
-            call.ticket = admission
-            return True, admission
-        return False, admission
+    def _readmit(self, call: _Call) -> float | Voided:
+        """This delayed call has no slot (a 429 voided it, or the budget was being learned):
+        ask the limiter again, for a delay the engine waits out without a thread."""
+        max_wait = max(0.0, call.deadline - time.monotonic()) if call.ticket.learning \
+            else self.settings.max_inline_wait_seconds
+        (admission,) = self.throttle.before_calls([call.ready.body], max_wait=max_wait)
+        if not isinstance(admission, Ticket):
+            return Voided(admission)
+        # What the item waited in all, for its tally; the new slot's own epoch and estimate.
+        call.ticket = replace(admission, waited=call.ticket.waited + admission.waited)
+        return admission.waited
 
     def _collect(self) -> None:
         """Wait for the calls; write their answers in small transactions as they come.
@@ -260,8 +269,10 @@ class _Group:
                     answer = processing.answer_of(call.ready, result, call.attempt_id,
                                                   reserve=call.reserve, settings=self.settings)
                 buffer.append((future, call, answer))
+            # A budget probe's answer is written at once: the fleet waits for its headers.
             if buffer and (not waiting or len(buffer) >= FLUSH_MAX
-                           or time.monotonic() - first_at >= FLUSH_SECONDS):
+                           or time.monotonic() - first_at >= FLUSH_SECONDS
+                           or any(call.ticket.probe for _, call, _ in buffer)):
                 self._write([(call, answer) for _, call, answer in buffer])
                 self._written([future for future, _, _ in buffer])
                 buffer = []

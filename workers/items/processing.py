@@ -331,6 +331,7 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
                                         reserve_usd=reserve)
     if attempt_id is None:
         assert reserve is not None
+        throttle.unused([admission])
         return _refuse(item, settings, over_budget(item, reserve))
     metrics.record_admission(admission.waited)
     with calling(item.id, attempt_id), \

@@ -89,12 +89,20 @@ def summary(report: Mapping[str, Any]) -> Table:
 
 def limits(snapshot: Any) -> Table:
     """``docpipe limits``: one row a rate-limit key."""
-    table = Table("key", "rpm", "tpm", "source", "requests left", "tokens left", "cooldown s")
+    table = Table("key", "rpm", "tpm", "source", "learned", "requests left", "tokens left",
+                  "cooldown s")
     for row in snapshot.limits:
-        table.add_row(row.key, str(row.rpm or "-"), str(row.tpm or "-"), row.source,
-                      str(row.requests_available), str(row.tokens_available),
+        learned = "-"
+        if row.learned_at:
+            learned = f"{row.learned_at} from {row.learned_from or 'an answer'}"
+        table.add_row(row.key, str(row.rpm or "-"), str(row.tpm or "-"), row.source, learned,
+                      _level(row.requests_available), _level(row.tokens_available),
                       str(row.cooldown_seconds))
     return table
+
+
+def _level(available: float | None) -> str:
+    return "-" if available is None else str(available)
 
 
 def _record_suffix(source: str) -> str:

@@ -9,17 +9,28 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Bucket:
-    """A bucket of ``capacity`` units refilled continuously over a minute."""
+    """A per-minute limit of ``capacity`` units, refilled continuously over a minute.
+
+    The bucket holds ``window`` seconds of it: a full minute by default. OpenAI says a limit
+    may be enforced over shorter periods (60,000 requests a minute as 1,000 a second), and
+    a shorter window plays that.
+    """
 
     capacity: float
+    window: float = 60.0
     level: float = field(init=False)
     stamp: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        self.level = self.capacity
+        self.level = self.holds
+
+    @property
+    def holds(self) -> float:
+        """The most the bucket holds at once."""
+        return max(1.0, self.capacity * self.window / 60.0)
 
     def refill(self, now: float) -> None:
-        self.level = min(self.capacity, self.level + (now - self.stamp) * self.capacity / 60.0)
+        self.level = min(self.holds, self.level + (now - self.stamp) * self.capacity / 60.0)
         self.stamp = now
 
     def seconds_until(self, amount: float) -> float:
@@ -28,7 +39,7 @@ class Bucket:
         return 0.0 if missing <= 0 else missing * 60.0 / self.capacity
 
     def seconds_until_full(self) -> float:
-        return (self.capacity - self.level) * 60.0 / self.capacity
+        return (self.holds - self.level) * 60.0 / self.capacity
 
 
 @dataclass
@@ -37,12 +48,14 @@ class Limits:
 
     rpm: int | None
     tpm: int | None
+    #: Seconds of each limit the API lets through at once (see :class:`Bucket`).
+    window: float = 60.0
     requests: Bucket | None = field(init=False)
     tokens: Bucket | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.requests = Bucket(self.rpm) if self.rpm else None
-        self.tokens = Bucket(self.tpm) if self.tpm else None
+        self.requests = Bucket(self.rpm, self.window) if self.rpm else None
+        self.tokens = Bucket(self.tpm, self.window) if self.tpm else None
 
     def admit(self, tokens: int) -> tuple[str, float] | None:
         """Charge one request of ``tokens``; None if admitted, else (kind, seconds to wait)."""
@@ -52,10 +65,11 @@ class Limits:
                 bucket.refill(now)
         if self.requests and self.requests.level < 1:
             return "requests", self.requests.seconds_until(1)
-        if self.tokens and self.tokens.level < tokens:
+        # A request larger than a short window holds goes once the bucket is full.
+        if self.tokens and self.tokens.level < min(tokens, self.tokens.holds):
             if tokens > self.tokens.capacity:
                 return "tokens", math.inf
-            return "tokens", self.tokens.seconds_until(tokens)
+            return "tokens", self.tokens.seconds_until(min(tokens, self.tokens.holds))
         if self.requests:
             self.requests.level -= 1
         if self.tokens:

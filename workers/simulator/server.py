@@ -58,6 +58,9 @@ class SimulatorConfig:
 
     rpm: int | None = None
     tpm: int | None = None
+    #: Seconds of each limit let through at once: 60 is a minute's bucket; less plays an API
+    #: that enforces its per-minute limits over shorter periods.
+    limit_window_seconds: float = 60.0
     latency_ms: float = 50.0
     latency_sigma: float = 0.5
     seed: int = 0
@@ -212,7 +215,7 @@ class Simulator:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
-        self.limits = Limits(config.rpm, config.tpm)
+        self.limits = Limits(config.rpm, config.tpm, config.limit_window_seconds)
         self.stats: Counter[str] = Counter()
         self.calls_by_input: Counter[str] = Counter()
         self.ok_by_input: Counter[str] = Counter()
@@ -226,8 +229,9 @@ class Simulator:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
         for key, value in changes.items():
             setattr(self.config, key, value)
-        if {"rpm", "tpm"} & changes.keys():
-            self.limits = Limits(self.config.rpm, self.config.tpm)
+        if {"rpm", "tpm", "limit_window_seconds"} & changes.keys():
+            self.limits = Limits(self.config.rpm, self.config.tpm,
+                                 self.config.limit_window_seconds)
         if "seed" in changes:
             self.rng = random.Random(self.config.seed)
 

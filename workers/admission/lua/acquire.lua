@@ -2,13 +2,36 @@ local key, promises = KEYS[1], KEYS[2]
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local nreq, ntok = tonumber(ARGV[3]), tonumber(ARGV[4])
 local burst, now, max_wait = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local ttl, hold = tonumber(ARGV[8]), tonumber(ARGV[9])
 if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-local s = redis.call('HMGET', key, 'r', 't', 'ts', 'cool', 'lrpm', 'ltpm', 'epoch')
-if rpm <= 0 then rpm = tonumber(s[5]) or 0 end
-if tpm <= 0 then tpm = tonumber(s[6]) or 0 end
+local s = redis.call('HMGET', key, 'r', 't', 'ts', 'cool', 'lrpm', 'ltpm', 'epoch', 'lat',
+                     'probe', 'pat')
+local epoch = s[7] or '0'
+local cool = tonumber(s[4]) or 0
+local learned = tonumber(s[8])
+local fresh = learned ~= nil and now - learned <= ttl
+local probing = false
+if rpm <= 0 and tpm <= 0 and not fresh then
+  -- No budget configured, and none learned lately: one call in the whole fleet probes the
+  -- API, and the rest wait for its answer's headers.
+  local probe = tonumber(s[9]) or 0
+  if probe > now then
+    -- Ask again after half the probe's age so far (50 ms to 2 s): few questions while a
+    -- slow probe is out, little delay after a fast one.
+    local age = now - (tonumber(s[10]) or now)
+    return {2, tostring(math.min(2, math.max(0.05, age / 2))), epoch}
+  end
+  -- The probe keeps to what was learned before, if anything: slots promised then still
+  -- stand at the API.
+  probing = true
+end
+if fresh or probing then
+  if rpm <= 0 then rpm = tonumber(s[5]) or 0 end
+  if tpm <= 0 then tpm = tonumber(s[6]) or 0 end
+end
 local ts = math.max(tonumber(s[3]) or now, now)
 local dt = math.max(0, now - (tonumber(s[3]) or now))
 local base = ts - now
@@ -22,14 +45,13 @@ if rpm > 0 then
   if r < nreq then wait = math.max(wait, (nreq - r) * 60 / rpm) end
 end
 if tpm > 0 then
-  if ntok > tpm then return {-1, '0', s[7] or '0'} end
+  if ntok > tpm then return {-1, '0', epoch} end
   tcap = math.max(ntok, tpm * burst / 60)
   if t == nil then t = tcap end
   t = math.min(tcap, t + dt * tpm / 60)
   if t < ntok then wait = math.max(wait, (ntok - t) * 60 / tpm) end
 end
 wait = wait + base
-local cool = tonumber(s[4]) or 0
 if cool > now then wait = math.max(wait, cool - now) end
 local status = 0
 if wait <= max_wait then
@@ -46,6 +68,11 @@ if t ~= nil then table.insert(fields, 't'); table.insert(fields, tostring(t)) en
 redis.call('HSET', key, unpack(fields))
 redis.call('EXPIRE', key, 86400)
 redis.call('ZREMRANGEBYSCORE', promises, '-inf', now)
+local probe = ''
+if probing and status == 1 then
+  probe = tostring(now + wait + hold)
+  redis.call('HSET', key, 'probe', probe, 'pat', tostring(now + wait))
+end
 if status == 1 and wait > 0 then
   local seq = redis.call('HINCRBY', key, 'seq', 1)
   local req = 0
@@ -55,4 +82,4 @@ if status == 1 and wait > 0 then
   redis.call('ZADD', promises, now + wait, seq .. ':' .. req .. ':' .. tok)
   redis.call('EXPIRE', promises, 86400)
 end
-return {status, tostring(wait), s[7] or '0'}
+return {status, tostring(wait), epoch, probe}

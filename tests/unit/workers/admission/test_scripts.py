@@ -19,12 +19,12 @@ def test_every_script_file_is_loaded_by_the_code_that_runs_it() -> None:
     loaded = set()
     for module in (limiter, breaker):
         loaded |= set(re.findall(r'load_script\("(\w+)"\)', Path(module.__file__).read_text()))
-    assert files == loaded == {"acquire", "settle", "cooldown", "breaker_allow",
-                               "breaker_record"}
+    assert files == loaded == {"acquire", "settle", "cooldown", "release_probe",
+                               "breaker_allow", "breaker_record"}
 
 
-@pytest.mark.parametrize("name", ["acquire", "settle", "cooldown", "breaker_allow",
-                                  "breaker_record"])
+@pytest.mark.parametrize("name", ["acquire", "settle", "cooldown", "release_probe",
+                                  "breaker_allow", "breaker_record"])
 def test_a_script_is_lua_that_returns_an_answer(name: str) -> None:
     source = load_script(name)
     assert "redis.call(" in source and re.search(r"^\s*return ", source, re.M)
