@@ -174,7 +174,12 @@ class Settings(BaseSettings):
     visibility_timeout_seconds: int = Field(default=3600, gt=0)
     task_soft_time_limit_seconds: int = Field(default=300, gt=0)
     task_time_limit_seconds: int = Field(default=360, gt=0)
-    lease_seconds: int = Field(default=600, gt=0, description="How long a claimed item is held.")
+    lease_seconds: int = Field(
+        default=600, gt=0, description="How long a claimed item is held without its worker's "
+        "heartbeat renewing it: the backstop for a live process hung on one item.")
+    heartbeat_seconds: float = Field(
+        default=5.0, gt=0, description="How often each worker process records that it is "
+        "alive and renews the leases of the items it works on.")
 
     pipelines: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
@@ -253,6 +258,10 @@ class Settings(BaseSettings):
                 self.task_soft_time_limit_seconds:
             raise ValueError("request_timeout_seconds + max_inline_wait_seconds must be below "
                              "task_soft_time_limit_seconds")
+        if self.heartbeat_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds}) must be at least twice heartbeat_seconds "
+                f"({self.heartbeat_seconds}), or a live worker's lease runs out between beats")
         return self
 
     def cache_shards(self, model: str) -> int:

@@ -40,12 +40,12 @@ def test_concurrent_reconcilers_send_each_item_once(migrated_db: str) -> None:
 def test_a_lost_worker_found_by_the_reconciler_counts_once(migrated_db: str) -> None:
     run_id, (item_id,) = new_run(["held by a worker that died"])
     with session_scope() as s:
-        assert repo.claim_item(s, item_id, lease_seconds=0) is not None
+        assert repo.claim_item(s, item_id, lease_seconds=0, holder="test") is not None
     assert reconcile.requeue(run_id, settings=get_settings(), publish=lambda ids, **_: None,
                              immediate=True) == 1
     with session_scope() as s:
         assert repo.suspected_losses(s, item_id) == 1
-        again = repo.claim_item(s, item_id, lease_seconds=60)
+        again = repo.claim_item(s, item_id, lease_seconds=60, holder="test")
     assert again is not None and again.worker_losses == 1
 
 

@@ -51,7 +51,7 @@ class TestClaim:
 
         def claim() -> repo.ClaimedItem | None:
             with session_scope() as s:
-                return repo.claim_item(s, item_id, lease_seconds=60)
+                return repo.claim_item(s, item_id, lease_seconds=60, holder="test")
 
         claims = [c for c in race(8, claim) if c is not None]
         assert len(claims) == 1 and claims[0].attempts == 1 and claims[0].text == "only one"
@@ -61,10 +61,10 @@ class TestClaim:
         with session_scope() as s:
             repo.pause_run(s, run_id, "quota")
         with session_scope() as s:
-            assert repo.claim_item(s, item_id, lease_seconds=60) is None
+            assert repo.claim_item(s, item_id, lease_seconds=60, holder="test") is None
             repo.resume_run(s, run_id)
         with session_scope() as s:
-            assert repo.claim_item(s, item_id, lease_seconds=60) is not None
+            assert repo.claim_item(s, item_id, lease_seconds=60, holder="test") is not None
 
 
     def test_a_group_claim_takes_each_waiting_item_once_and_leaves_suspects(
@@ -72,12 +72,12 @@ class TestClaim:
         _, ids = new_run([f"group {i}" for i in range(6)])
         with session_scope() as s:
             s.execute(update(Item).where(Item.id == ids[1]).values(worker_losses=1))
-            held = repo.claim_item(s, ids[4], lease_seconds=60)
+            held = repo.claim_item(s, ids[4], lease_seconds=60, holder="test")
         assert held is not None
 
         def claim() -> dict[int, repo.ClaimedItem]:
             with session_scope() as s:
-                return repo.claim_items(s, ids, lease_seconds=60)
+                return repo.claim_items(s, ids, lease_seconds=60, holder="test")
 
         claims = race(4, claim)
         taken = [item_id for c in claims for item_id in c]
@@ -85,7 +85,7 @@ class TestClaim:
         assert all(c.attempts == 1 for claim_ in claims for c in claim_.values())
         with session_scope() as s:
             assert repo.suspects_among(s, ids) == [ids[1]]
-            assert repo.claim_items(s, [], lease_seconds=60) == {}
+            assert repo.claim_items(s, [], lease_seconds=60, holder="test") == {}
 
     def test_group_attempt_rows_come_back_in_order_and_a_never_sent_one_goes(
             self, migrated_db: str) -> None:
@@ -110,7 +110,7 @@ class TestResults:
         claimed = []
         for item_id in (first, second):
             with session_scope() as s:
-                item = repo.claim_item(s, item_id, lease_seconds=60)
+                item = repo.claim_item(s, item_id, lease_seconds=60, holder="test")
                 assert item is not None
                 claimed.append(item)
 
@@ -136,7 +136,7 @@ class TestResults:
         with session_scope() as s:
             s.execute(update(Run).where(Run.id == run_id).values(budget_usd=Decimal(1)))
         with session_scope() as s:
-            items = repo.claim_items(s, [*ids, other], lease_seconds=60)
+            items = repo.claim_items(s, [*ids, other], lease_seconds=60, holder="test")
             rows = {i: repo.begin_attempt(s, item_id=i, run_id=run_id, model="gpt-4.1-mini",
                                           worker="w", reserve_usd=Decimal("0.01"))
                     for i in ids}
@@ -180,7 +180,8 @@ class TestResults:
         _, items = new_run(sorted(set(texts)), version=version)
         for item_id in items * 2:
             with session_scope() as s:
-                item = repo.claim_item(s, item_id, lease_seconds=0)  # expires at once
+                # The lease expires at once.
+                item = repo.claim_item(s, item_id, lease_seconds=0, holder="test")
                 if item is not None:
                     repo.save_result(s, item, output={}, model="m", response_id=None)
         with session_scope() as s:
@@ -229,7 +230,7 @@ class TestWaiting:
         now = utcnow()
         with session_scope() as s:
             for item_id in (with_message, without):
-                assert repo.claim_item(s, item_id, lease_seconds=60) is not None
+                assert repo.claim_item(s, item_id, lease_seconds=60, holder="test") is not None
             repo.park_item(s, with_message, not_before=now - timedelta(seconds=1),
                            waited_ms=1000, message_sent=True)
             repo.park_item(s, without, not_before=now - timedelta(seconds=1), waited_ms=500,
@@ -246,7 +247,7 @@ class TestWaiting:
     def test_rate_limited_attempts_are_counted_apart(self, migrated_db: str) -> None:
         run_id, (item_id,) = new_run(["limited"])
         with session_scope() as s:
-            claimed = repo.claim_item(s, item_id, lease_seconds=60)
+            claimed = repo.claim_item(s, item_id, lease_seconds=60, holder="test")
             assert claimed is not None
             for outcome in ("rate_limited", "rate_limited", "transient"):
                 repo.record_attempt(s, repo.AttemptRecord(
@@ -264,11 +265,11 @@ class TestWaiting:
         _, (item_id,) = new_run(["lost"])
         with session_scope() as s:
             assert repo.suspected_losses(s, item_id) == 0
-            assert repo.claim_item(s, item_id, lease_seconds=0) is not None
+            assert repo.claim_item(s, item_id, lease_seconds=0, holder="test") is not None
         with session_scope() as s:
             # Its worker died holding it: the lease ran out with the item still running.
             assert repo.suspected_losses(s, item_id) == 1
-            again = repo.claim_item(s, item_id, lease_seconds=60)
+            again = repo.claim_item(s, item_id, lease_seconds=60, holder="test")
         assert again is not None and again.worker_losses == 1 and again.attempts == 2
         with session_scope() as s:
             assert repo.suspected_losses(s, item_id) == 1  # held, lease valid: no new loss
@@ -278,7 +279,7 @@ def call_in_flight(text: str, *, lease_seconds: int) -> tuple[int, int, int]:
     """A new item, claimed, with a call begun: (run id, item id, attempt id)."""
     run_id, (item_id,) = new_run([text])
     with session_scope() as s:
-        assert repo.claim_item(s, item_id, lease_seconds=lease_seconds) is not None
+        assert repo.claim_item(s, item_id, lease_seconds=lease_seconds, holder="test") is not None
         attempt_id = repo.begin_attempt(s, item_id=item_id, run_id=run_id,
                                         model="gpt-4.1-mini", worker="host:1")
     return run_id, item_id, attempt_id
@@ -292,7 +293,7 @@ class TestRunReport:
         started = utcnow()
         with session_scope() as s:
             for i, item_id in enumerate(items[:10], start=1):
-                assert repo.claim_item(s, item_id, lease_seconds=60) is not None
+                assert repo.claim_item(s, item_id, lease_seconds=60, holder="test") is not None
                 if i % 2 == 0:
                     repo.record_attempt(s, repo.AttemptRecord(
                         item_id=item_id, run_id=run_id, model="m", outcome="rate_limited",
@@ -350,7 +351,7 @@ class TestAttemptsInFlight:
     def test_the_next_claim_marks_a_dead_holders_call_lost(self, migrated_db: str) -> None:
         _, item_id, lost_id = call_in_flight("dead holder", lease_seconds=0)
         with session_scope() as s:
-            assert repo.claim_item(s, item_id, lease_seconds=60) is not None
+            assert repo.claim_item(s, item_id, lease_seconds=60, holder="test") is not None
         with session_scope() as s:
             row = s.get(Attempt, lost_id)
             assert row is not None and row.outcome == AttemptOutcome.LOST
@@ -363,7 +364,7 @@ class TestAttemptsInFlight:
             assert repo.close_lost_attempts(s, item_id, attempt_id=attempt_id,
                                             code="memory_limit", message="past 400 MB") == 1
         with session_scope() as s:
-            assert repo.claim_item(s, item_id, lease_seconds=60) is not None
+            assert repo.claim_item(s, item_id, lease_seconds=60, holder="test") is not None
             assert repo.last_lost_attempt(s, item_id) == ("memory_limit", "past 400 MB")
 
 

@@ -48,7 +48,7 @@ def run_of(pipeline: Pipeline, sources: dict[str, str], outcome: dict[str, str],
         for item in s.scalars(select(Item).where(Item.run_id == run.id)):
             fate = outcome[item.source]
             if fate == "succeeded":
-                claimed = repo.claim_item(s, item.id, lease_seconds=60)
+                claimed = repo.claim_item(s, item.id, lease_seconds=60, holder="test")
                 assert claimed is not None
                 repo.save_result(s, claimed, output={"n": item.id}, model="m",
                                  response_id=None)

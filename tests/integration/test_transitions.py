@@ -47,7 +47,8 @@ WRITES: dict[str, tuple[states.Transition, Write]] = {
     "mark_queued": (states.QUEUE, lambda s, x: repo.mark_queued(s, [x.item_id])),
     "touch_queued": (states.RESEND, lambda s, x: repo.touch_queued(s, [x.item_id])),
     "mark_requeued": (states.REQUEUE, lambda s, x: repo.mark_requeued(s, [x.item_id])),
-    "claim_item": (states.CLAIM, lambda s, x: repo.claim_item(s, x.item_id, lease_seconds=60)),
+    "claim_item": (states.CLAIM, lambda s, x: repo.claim_item(s, x.item_id, lease_seconds=60,
+                                                              holder="test")),
     "unblock_parent": (states.UNBLOCK, lambda s, x: repo.unblock_parent(s, x.item_id)),
     "reuse_result": (states.SUCCEED, lambda s, x: repo.reuse_result(s, x.item_id, x.result_id)),
     "complete_many": (states.SUCCEED, lambda s, x: repo.items.complete_many(

@@ -22,7 +22,7 @@ from workers.db.session import ensure_migrated
 from workers.errors import DatabaseNotMigrated
 
 TABLES = {"attachments", "batches", "documents", "runs", "items", "attempts", "results",
-          "alembic_version"}
+          "worker_processes", "alembic_version"}
 
 
 def test_migrations_match_the_models(any_db_url: str) -> None:

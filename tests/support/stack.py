@@ -80,5 +80,5 @@ FAULT_SETTINGS: dict[str, Any] = {
     "visibility_timeout_seconds": 12, "lease_seconds": 6, "task_soft_time_limit_seconds": 8,
     "task_time_limit_seconds": 10, "request_timeout_seconds": 4, "max_inline_wait_seconds": 2,
     "max_countdown_seconds": 4, "breaker_max_open_seconds": 8, "reconcile_interval_seconds": 1,
-    "worker_liveness_seconds": 6,
+    "worker_liveness_seconds": 6, "heartbeat_seconds": 1,
 }

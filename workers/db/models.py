@@ -224,11 +224,27 @@ class Item(Base):
     last_error_code: Mapped[str | None] = mapped_column(String(100))
     last_error_message: Mapped[str | None] = mapped_column(Text)
     lease_expires_at: Mapped[datetime | None]
+    #: The worker process that last claimed the item (its heartbeat token, see
+    #: :class:`WorkerProcess`): only it may write the item's answer while it runs.
+    holder: Mapped[str | None] = mapped_column(String(100))
     not_before: Mapped[datetime | None]
     queued_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class WorkerProcess(Base):
+    """A live worker process, as its heartbeats say: one row per process start."""
+
+    __tablename__ = "worker_processes"
+
+    #: ``host:pid:nonce``, new at each start of the process (an exec keeps the pid).
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class BatchStatus(StrEnum):

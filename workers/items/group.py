@@ -39,7 +39,7 @@ from workers.items.processing import Answer, Outcome, Ready
 from workers.items.rows import known_of
 from workers.llm.client import CallResult, ResponsesClient
 from workers.ops import metrics
-from workers.runtime import memory
+from workers.runtime import holding, memory
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.items")
@@ -55,6 +55,14 @@ def process_items(item_ids: list[int], *, settings: Settings, engine: Engine,
                   throttle: Throttle, client: ResponsesClient) -> dict[int, Outcome]:
     """Process a group of items. Safe for any ids, any number of times, concurrently."""
     ids = list(dict.fromkeys(item_ids))
+    # Held here from before the claim to the last write: the heartbeat renews their leases.
+    with holding.holding(ids):
+        return _process_items(ids, settings=settings, engine=engine, throttle=throttle,
+                              client=client)
+
+
+def _process_items(ids: list[int], *, settings: Settings, engine: Engine,
+                   throttle: Throttle, client: ResponsesClient) -> dict[int, Outcome]:
     outcomes = {item_id: Outcome("skipped") for item_id in ids}
     suspects: list[int] = []
     for start in range(0, len(ids), engine.in_flight):
@@ -62,8 +70,8 @@ def process_items(item_ids: list[int], *, settings: Settings, engine: Engine,
         slots = engine.take(len(chunk))
         try:
             with session_scope() as session:
-                claimed = repo.claim_items(session, chunk,
-                                           lease_seconds=settings.lease_seconds)
+                claimed = repo.claim_items(session, chunk, lease_seconds=settings.lease_seconds,
+                                           holder=holding.token())
                 suspects += repo.suspects_among(
                     session, [i for i in chunk if i not in claimed])
             engine.give_back(slots - len(claimed))

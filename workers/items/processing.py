@@ -54,6 +54,7 @@ from workers.items.rows import fail_ancestors, known_of, write_failure
 from workers.llm.client import CallResult, ResponsesClient
 from workers.ops import logs, metrics
 from workers.runs.pricing import Tier, price_table, usd
+from workers.runtime import holding
 from workers.runtime.memory import calling
 from workers.settings import Settings
 
@@ -91,9 +92,17 @@ _suspects = threading.Lock()
 def process_item(item_id: int, *, settings: Settings, client: ResponsesClient,
                  throttle: Throttle) -> Outcome:
     """Process one item. Safe to call for the same id any number of times, concurrently."""
+    # Held here from before the claim to the last write: the heartbeat renews its lease.
+    with holding.holding([item_id]):
+        return _claim_and_process(item_id, settings=settings, client=client,
+                                  throttle=throttle)
+
+
+def _claim_and_process(item_id: int, *, settings: Settings, client: ResponsesClient,
+                       throttle: Throttle) -> Outcome:
     with session_scope() as session:
         item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds,
-                               suspects=False)
+                               holder=holding.token(), suspects=False)
     if item is not None:
         return _guarded(item, settings=settings, client=client, throttle=throttle)
     # Not claimed: done, held by another worker, not yet due, its run paused, or a suspect.
@@ -103,7 +112,8 @@ def process_item(item_id: int, *, settings: Settings, client: ResponsesClient,
             return Outcome("skipped")
     with _suspects:
         with session_scope() as session:
-            item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds)
+            item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds,
+                                   holder=holding.token())
         if item is None:
             return Outcome("skipped")
         return _guarded(item, settings=settings, client=client, throttle=throttle)

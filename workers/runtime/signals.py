@@ -13,6 +13,7 @@ from celery.signals import (
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
+    worker_shutdown,
 )
 from celery.worker import state as worker_state
 
@@ -26,7 +27,7 @@ from workers.db.session import (
 )
 from workers.errors import ConfigurationError
 from workers.ops import logs, metrics
-from workers.runtime import liveness, memory
+from workers.runtime import heartbeat, liveness, memory
 from workers.runtime.celery_app import Queue
 from workers.settings import get_settings
 
@@ -108,10 +109,24 @@ def serve_metrics(**_: Any) -> None:
 def after_fork(**_: Any) -> None:
     """A forked pool child builds its own engine, and watches its memory if limited."""
     forget_inherited_engines()
+    heartbeat.start(get_settings())
     limit = get_settings().worker_max_memory_mb
     if limit is not None:
         memory.start_watchdog(limit, _record_memory_loss)
     _warm_up()
+
+
+@worker_ready.connect
+def beat_while_alive(**_: Any) -> None:
+    """The process that claims items (threads or solo pool) sends heartbeats; a prefork
+    pool's children each send their own (:func:`after_fork`)."""
+    if get_settings().worker_pool != "prefork":
+        heartbeat.start(get_settings())
+
+
+@worker_shutdown.connect
+def stop_beating(**_: Any) -> None:
+    heartbeat.stop()
 
 
 @worker_ready.connect
@@ -140,6 +155,7 @@ def _record_memory_loss(calls: list[memory.Call], message: str) -> None:
 
 @worker_process_shutdown.connect
 def on_process_shutdown(pid: int | None = None, **_: Any) -> None:
+    heartbeat.stop()
     dispose_engines()
     if pid is not None:
         metrics.process_exited(pid)

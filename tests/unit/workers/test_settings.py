@@ -47,6 +47,12 @@ def test_refuses_a_soft_limit_above_the_hard_limit() -> None:
                  task_time_limit_seconds=300)
 
 
+def test_a_lease_outlasts_two_heartbeats() -> None:
+    with pytest.raises(ValidationError, match="twice heartbeat_seconds"):
+        Settings(lease_seconds=8, heartbeat_seconds=5)
+    assert Settings(lease_seconds=10, heartbeat_seconds=5).lease_seconds == 10
+
+
 def test_a_memory_limit_needs_the_prefork_pool() -> None:
     with pytest.raises(ValidationError, match="needs worker_pool=prefork"):
         Settings(_env_file=None, worker_max_memory_mb=512)  # type: ignore[call-arg]

@@ -8,6 +8,7 @@
 - :mod:`.attempts`: one row per call;
 - :mod:`.results`: results, and the successes that write them;
 - :mod:`.batches`: Batch API batches;
+- :mod:`.workers`: worker processes and their heartbeats;
 - :mod:`.reports`: what the CLI, the metrics and the report read.
 
 Writes that must happen once are conditional updates or insert-on-conflict, so a redelivered
@@ -76,6 +77,7 @@ from workers.db.repository.items import (
     park_item,
     release_after_error,
     release_item,
+    renew_leases,
     return_to_batching,
     reuse_result,
     schedule_retry,
@@ -118,8 +120,14 @@ from workers.db.repository.runs import (
     start_run,
     unfinished_scheduled_run,
 )
+from workers.db.repository.workers import beat, forget_workers, live_workers, worker_count
 
 __all__ = [
+    "beat",
+    "forget_workers",
+    "live_workers",
+    "renew_leases",
+    "worker_count",
     "AttemptRecord",
     "CANCELLED_REASON",
     "CallRow",

@@ -159,9 +159,10 @@ def mark_queued(session: Session, item_ids: Sequence[int]) -> None:
         )
 
 
-def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: bool = True
-               ) -> ClaimedItem | None:
-    """Take the item under a lease if it is waiting and its run is active, else None.
+def claim_item(session: Session, item_id: int, *, lease_seconds: int, holder: str,
+               suspects: bool = True) -> ClaimedItem | None:
+    """Take the item under a lease for ``holder`` (a worker process's heartbeat token) if it
+    is waiting and its run is active, else None.
 
     One conditional UPDATE: of two workers given the same item, exactly one gets it. With
     ``suspects=False`` an item whose worker was lost before (see :func:`suspected_losses`)
@@ -193,6 +194,7 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
             worker_losses=Item.worker_losses
             + case((Item.status == ItemStatus.RUNNING, 1), else_=0),
             lease_expires_at=now + timedelta(seconds=lease_seconds),
+            holder=holder,
             not_before=None,
             updated_at=now,
         )
@@ -210,8 +212,8 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, suspects: 
     return item
 
 
-def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int
-                ) -> dict[int, ClaimedItem]:
+def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int,
+                holder: str) -> dict[int, ClaimedItem]:
     """Take every waiting item of ``item_ids`` under a lease, in one conditional UPDATE.
 
     The group form of :func:`claim_item` with ``suspects=False``: items whose worker was lost
@@ -235,11 +237,25 @@ def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int
         update(Item)
         .where(Item.id.in_(item_ids), Item.document_id.is_not(None), claimable, run_active)
         .values(status=states.CLAIM.target, attempts=Item.attempts + 1,
-                lease_expires_at=now + timedelta(seconds=lease_seconds), not_before=None,
-                updated_at=now)
+                lease_expires_at=now + timedelta(seconds=lease_seconds), holder=holder,
+                not_before=None, updated_at=now)
         .returning(Item.id)
         .execution_options(synchronize_session=False)))
     return load_items(session, Item.id.in_(claimed)) if claimed else {}
+
+
+def renew_leases(session: Session, item_ids: Sequence[int], *, holder: str,
+                 lease_seconds: int) -> int:
+    """Extend the leases of ``holder``'s claims among ``item_ids``: its calls are alive."""
+    if not item_ids:
+        return 0
+    result = session.execute(
+        update(Item)
+        .where(Item.id.in_(item_ids), Item.holder == holder,
+               Item.status == ItemStatus.RUNNING)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def unblock_parent(session: Session, parent_id: int) -> bool:
