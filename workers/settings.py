@@ -179,7 +179,11 @@ class Settings(BaseSettings):
         "heartbeat renewing it: the backstop for a live process hung on one item.")
     heartbeat_seconds: float = Field(
         default=5.0, gt=0, description="How often each worker process records that it is "
-        "alive and renews the leases of the items it works on.")
+        "alive, renews the leases of the items it works on, and sweeps for dead holders.")
+    holder_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A worker process whose last heartbeat is older than "
+        "this is dead: any worker's sweep voids its claims (each a lost worker) and sends its "
+        "items again at once.")
 
     pipelines: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
@@ -258,6 +262,11 @@ class Settings(BaseSettings):
                 self.task_soft_time_limit_seconds:
             raise ValueError("request_timeout_seconds + max_inline_wait_seconds must be below "
                              "task_soft_time_limit_seconds")
+        if self.heartbeat_seconds * 3 > self.holder_timeout_seconds:
+            raise ValueError(
+                f"holder_timeout_seconds ({self.holder_timeout_seconds}) must be at least three "
+                f"heartbeat_seconds ({self.heartbeat_seconds}), or one slow heartbeat declares "
+                "a live worker dead")
         if self.heartbeat_seconds * 2 > self.lease_seconds:
             raise ValueError(
                 f"lease_seconds ({self.lease_seconds}) must be at least twice heartbeat_seconds "

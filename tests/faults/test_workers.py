@@ -16,7 +16,9 @@ from tests.support.services import WorkerProcess
 from tests.support.stack import Stack
 from tests.support.waiting import wait_until
 from workers.db.models import Item, ItemStatus
+from workers.db.models import WorkerProcess as HolderRow
 from workers.db.session import session_scope
+from workers.settings import Settings
 
 
 def item_ids(stack: Stack, run_id: int, status: str) -> list[int]:
@@ -50,6 +52,55 @@ def test_kill_9_of_the_whole_worker_mid_run_then_a_restart(stack: Stack, tmp_pat
     # Nothing finished before the kill was paid for again.
     paid = stack.simulator.stats()["ok_by_input"]
     assert all(paid[key] == 1 for key in input_keys(stack, done_before, "summarise").values())
+
+
+def test_kill_9_without_beat_is_noticed_by_the_other_worker_in_seconds(
+        stack: Stack, tmp_path: Path) -> None:
+    # The default timings (a 600 s lease, a 3,600 s visibility timeout, 5 s heartbeats, a 30 s
+    # holder timeout) and no beat: nothing but the surviving worker's own sweep can send the
+    # killed worker's items again. The victim holds the run's one message of 16 items, all
+    # claimed, so no message of the run is left unclaimed in its prefetch.
+    write_corpus(tmp_path / "corpus", 16)
+    stack.simulator.configure(latency_ms=3000, latency_sigma=0.05)
+    stack.settings = {"worker_concurrency": 16}  # not the faults' short timings
+    timeout = Settings().holder_timeout_seconds
+    stack.start_workers(1)
+    run_id = stack.ingest(tmp_path / "corpus")["run_id"]
+    # The first call probes the endpoint's rate limit alone; then the other 15 go together.
+    def fifteen_in_flight() -> bool:
+        running = len(item_ids(stack, run_id, ItemStatus.RUNNING))
+        requests = stack.simulator.stats()["counters"].get("requests", 0)
+        return running == 15 and requests == 16
+
+    wait_until(fifteen_in_flight, timeout=60, what="the victim's 15 calls in flight")
+
+    victim = stack.workers[0]
+    assert victim.process is not None
+    pid = victim.process.pid
+    victim.kill()
+    killed_at = time.monotonic()
+    # Items whose worker was lost run one at a time (a poison document must not take others
+    # down with it again): quick calls from here, so that the figure is the time to notice.
+    stack.simulator.configure(latency_ms=100)
+    stack.start_workers(1)
+    with session_scope(stack.database_url) as s:
+        tokens = set(s.scalars(select(HolderRow.id).where(HolderRow.pid == pid)))
+        held = set(s.scalars(select(Item.id).where(Item.run_id == run_id,
+                                                   Item.status == ItemStatus.RUNNING,
+                                                   Item.holder.in_(tokens))))
+    assert tokens and len(held) == 15, (tokens, held)
+
+    report = stack.wait_for(run_id, timeout=timeout + 60)
+    ended = time.monotonic() - killed_at
+    assert report.succeeded == 16 and report.failed == 0
+    # The survivor judges others once it has beaten for a whole timeout itself, then at its
+    # next beat: about the timeout after the kill, plus a beat and the calls made again.
+    assert ended < timeout + 20, f"the run ended {ended:.0f} s after the kill"
+    assert_accounted_for(stack, run_id)
+    with session_scope(stack.database_url) as s:
+        # Each of the victim's items counted one lost worker; its holder row is gone.
+        assert set(s.scalars(select(Item.worker_losses).where(Item.id.in_(held)))) == {1}
+        assert not s.scalars(select(HolderRow).where(HolderRow.id.in_(tokens))).all()
 
 
 def test_sigterm_hands_back_prefetched_messages_at_once(stack: Stack, tmp_path: Path) -> None:

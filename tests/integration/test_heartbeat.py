@@ -4,15 +4,17 @@ holder, and leases a live holder renews."""
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+import redis
+from sqlalchemy import select, update
 
-from tests.support.db import new_run
+from tests.support.db import new_run, race
 from workers.db import repository as repo
-from workers.db.models import Item, WorkerProcess, utcnow
+from workers.db.models import Attempt, AttemptOutcome, Item, ItemStatus, WorkerProcess, utcnow
 from workers.db.session import session_scope
 from workers.runtime import heartbeat, holding
 from workers.settings import get_settings
@@ -104,3 +106,108 @@ class TestHeartbeat:
         configure(database_url=migrated_db)
         assert beat.beat() and beat.beats == 1
         assert any("worker heartbeat is back" in r.message for r in caplog.records)
+
+
+class Published:
+    """A ``publish`` that records what it was given, as the tasks' ``send_items`` is called."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[int]]] = []
+
+    def __call__(self, item_ids: list[int], *, queue: str) -> None:
+        self.sent.append((queue, list(item_ids)))
+
+    @property
+    def ids(self) -> list[int]:
+        return sorted(i for _, ids in self.sent for i in ids)
+
+
+def holder_row(token: str, *, beat_seconds_ago: float) -> None:
+    with session_scope() as s:
+        repo.beat(s, token, host="host", pid=1)
+        s.execute(update(WorkerProcess).where(WorkerProcess.id == token).values(
+            beat_at=utcnow() - timedelta(seconds=beat_seconds_ago)))
+
+
+def claimed_by(item_id: int, holder: str, *, seconds_ago: float = 0) -> int:
+    """Claim the item for ``holder`` with a call in flight; return the attempt id."""
+    with session_scope() as s:
+        item = repo.claim_item(s, item_id, lease_seconds=600, holder=holder)
+        assert item is not None
+        attempt = repo.begin_attempt(s, item_id=item_id, run_id=item.run_id,
+                                     model="gpt-4.1-mini", worker=holder)
+        s.execute(update(Item).where(Item.id == item_id).values(
+            updated_at=utcnow() - timedelta(seconds=seconds_ago)))
+    return attempt
+
+
+class TestSweep:
+    def test_a_dead_holders_claims_are_voided_counted_and_sent_again_at_once(
+            self, migrated_db: str) -> None:
+        _, (dead_one, alive_one, orphan, new_orphan) = new_run(
+            ["held by a dead worker", "held by a live one", "holder died before its first beat",
+             "holder has not beaten yet"])
+        holder_row("dead", beat_seconds_ago=31)
+        holder_row("alive", beat_seconds_ago=2)
+        lost_call = claimed_by(dead_one, "dead")
+        claimed_by(alive_one, "alive")
+        claimed_by(orphan, "gone", seconds_ago=31)
+        claimed_by(new_orphan, "starting", seconds_ago=1)
+        published = Published()
+
+        swept = heartbeat.sweep(get_settings(), publish=published)
+
+        assert swept.dead == ("dead",) and swept.sent == 2
+        assert published.sent == [("docpipe.live", sorted([dead_one, orphan]))]
+        for item_id in (dead_one, orphan):
+            item = item_row(item_id)
+            assert (item.status, item.worker_losses, item.lease_expires_at) == (
+                ItemStatus.QUEUED, 1, None)
+        for item_id in (alive_one, new_orphan):
+            assert item_row(item_id).status == ItemStatus.RUNNING
+        with session_scope() as s:
+            assert s.get(Attempt, lost_call).outcome == AttemptOutcome.LOST  # type: ignore[union-attr]
+            assert {w.id for w in s.scalars(select(WorkerProcess))} == {"alive"}
+        # Nothing left to do: a second sweep finds nobody.
+        assert heartbeat.sweep(get_settings(), publish=published) == heartbeat.Swept()
+
+    def test_sweeps_racing_void_each_claim_once(self, migrated_db: str) -> None:
+        _, ids = new_run([f"held by a dead worker {i}" for i in range(12)])
+        holder_row("dead", beat_seconds_ago=60)
+        for item_id in ids:
+            claimed_by(item_id, "dead")
+        published = Published()
+        race(4, lambda: heartbeat.sweep(get_settings(), publish=published))
+        assert published.ids == sorted(ids)
+        assert {item_row(i).worker_losses for i in ids} == {1}
+
+    def test_a_process_judges_others_only_after_a_whole_timeout_of_its_own_beats(
+            self, migrated_db: str, configure: Any) -> None:
+        configure(heartbeat_seconds=1, holder_timeout_seconds=3)
+        _, (item_id,) = new_run(["held by a dead worker"])
+        holder_row("dead", beat_seconds_ago=60)
+        claimed_by(item_id, "dead")
+        published = Published()
+        beat = heartbeat.Heartbeat(get_settings(), publish=published)
+        assert beat.beat() and published.sent == []  # just up (or back): not yet
+        assert not heartbeat.may_sweep(beat.up_since, beat.up_since + 2.9, 3)  # type: ignore[operator]
+        assert heartbeat.may_sweep(beat.up_since, beat.up_since + 3, 3)  # type: ignore[operator]
+        # A gap in its own beats (it was stopped, or the database was away) starts again.
+        assert heartbeat.is_gap(10.0, 12.6, 1) and not heartbeat.is_gap(10.0, 12.4, 1)
+        beat.up_since -= 3  # type: ignore[operator]
+        assert beat.beat() and published.ids == [item_id]
+        beat.stop()
+
+
+def test_a_consumer_keeps_only_its_unacknowledged_deliveries(broker_url: str) -> None:
+    client = redis.Redis.from_url(broker_url)
+    token = f"host:1:{uuid.uuid4().hex[:8]}"
+    for tag in ("tag-acked", "tag-held"):
+        heartbeat.record_delivery(client, token, tag, ttl_seconds=60)
+    client.hset(heartbeat.UNACKED_KEY, "tag-held", "{}")  # kombu still holds this one
+    try:
+        heartbeat.prune_deliveries(client, token)
+        assert heartbeat.deliveries_of(client, token) == ["tag-held"]
+        assert heartbeat.deliveries_of(client, token) == []  # read once, then forgotten
+    finally:
+        client.hdel(heartbeat.UNACKED_KEY, "tag-held")

@@ -49,6 +49,8 @@ WRITES: dict[str, tuple[states.Transition, Write]] = {
     "mark_requeued": (states.REQUEUE, lambda s, x: repo.mark_requeued(s, [x.item_id])),
     "claim_item": (states.CLAIM, lambda s, x: repo.claim_item(s, x.item_id, lease_seconds=60,
                                                               holder="test")),
+    "void_dead_claims": (states.VOID_DEAD,
+                         lambda s, x: repo.void_dead_claims(s, [x.item_id])),
     "unblock_parent": (states.UNBLOCK, lambda s, x: repo.unblock_parent(s, x.item_id)),
     "reuse_result": (states.SUCCEED, lambda s, x: repo.reuse_result(s, x.item_id, x.result_id)),
     "complete_many": (states.SUCCEED, lambda s, x: repo.items.complete_many(

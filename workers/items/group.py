@@ -96,7 +96,7 @@ class _Call:
     ticket: Ticket
     reserve: Decimal | None
     attempt_id: int = 0
-    #: Until when a call waiting for a budget to be learned may wait before it parks.
+    #: Until when a call waiting for its budget to be learned may wait before it parks.
     deadline: float = 0.0
 
 
@@ -153,6 +153,10 @@ class _Group:
 
         calls: list[_Call] = []
         parked: list[tuple[repo.ClaimedItem, Park]] = []
+        # A call waiting for the probe that learns its budget waits as long as the probe may
+        # take: nothing of that budget could be sent meanwhile anyway.
+        learning_wait = max(self.settings.max_inline_wait_seconds,
+                            self.settings.request_timeout_seconds)
         for prepared, admission in zip(
                 ready, self.throttle.before_calls([r.body for r in ready]), strict=True):
             if isinstance(admission, Park):
@@ -162,8 +166,7 @@ class _Group:
             else:
                 calls.append(_Call(prepared, admission,
                                    processing.reserve_for(prepared, admission, self.settings),
-                                   deadline=time.monotonic()
-                                   + self.settings.max_inline_wait_seconds))
+                                   deadline=time.monotonic() + learning_wait))
         over_budget = self._begin(calls, parked, refused)
         if over_budget:
             self.throttle.unused([c.ticket for c in over_budget])

@@ -62,6 +62,9 @@ REQUEUE = _t("requeue", {S.PENDING, S.QUEUED, S.RETRY, S.RUNNING}, S.QUEUED, "th
 #: A worker takes the item under a lease (a RETRY only once due, a RUNNING one only once its
 #: lease has expired: that counts a lost worker).
 CLAIM = _t("claim", {S.PENDING, S.QUEUED, S.RETRY, S.RUNNING}, S.RUNNING, "a worker")
+#: The worker process holding the item is dead (its heartbeat stopped): the claim is void,
+#: counts a lost worker, and the item is sent again at once.
+VOID_DEAD = _t("void_dead", {S.RUNNING}, S.QUEUED, "the dead-holder sweep")
 #: Every part of a reduce has succeeded: the reduce can be sent.
 UNBLOCK = _t("unblock", {S.BLOCKED}, S.QUEUED, "the worker that finished the last part")
 #: An answer is stored. A paid answer is never thrown away: one that arrives after its lease
@@ -101,8 +104,9 @@ SEND_LIVE = _t("send_live", {S.BATCHED, S.PENDING, S.QUEUED, S.RETRY}, S.QUEUED,
 #: Every transition; items are created (ingest) as pending, blocked (a reduce) or failed
 #: (an unreadable source).
 TRANSITIONS: tuple[Transition, ...] = (
-    QUEUE, RESEND, REQUEUE, CLAIM, UNBLOCK, SUCCEED, RETRY, PARK, RELEASE, RELEASE_AFTER_ERROR,
-    RELEASE_AFTER_ERROR_FAILED, FAIL, CANCEL, REPLAY, BATCH, UNBATCH, SEND_LIVE,
+    QUEUE, RESEND, REQUEUE, CLAIM, VOID_DEAD, UNBLOCK, SUCCEED, RETRY, PARK, RELEASE,
+    RELEASE_AFTER_ERROR, RELEASE_AFTER_ERROR_FAILED, FAIL, CANCEL, REPLAY, BATCH, UNBATCH,
+    SEND_LIVE,
 )
 #: The states an item is created in.
 INITIAL: frozenset[ItemStatus] = frozenset({S.PENDING, S.BLOCKED, S.FAILED})

@@ -1,4 +1,5 @@
-"""Worker heartbeats: every process that claims items says, every few seconds, that it lives.
+"""Worker heartbeats: every process that claims items says, every few seconds, that it lives,
+and looks for those that stopped.
 
 Each worker process that can hold items writes its row in ``worker_processes`` every
 ``heartbeat_seconds`` (:func:`workers.db.repository.beat`), under the token its claims name
@@ -7,8 +8,20 @@ work on, so a long call is never taken over while its process lives: the lease i
 backstop for a live process that hangs on one item (an item held longer than the task's
 time limit is no longer renewed).
 
+Then it sweeps (:func:`sweep`), so recovery never waits for beat: a holder whose last beat
+is older than ``holder_timeout_seconds`` is dead. In one transaction, under a lock that lets
+one sweep at a time run across the fleet, its claims are voided (each a lost worker, its
+in-flight calls recorded lost) and its row removed; after the commit its items are sent
+again, and the messages it had received but not acknowledged (those it was working on, and
+those waiting in its prefetch) are put back on their queues with kombu's own restore,
+instead of waiting out the broker's visibility timeout. For that, the process that consumes
+the messages keeps the set of delivery tags it received in Redis, pruned at each beat to
+those still unacknowledged.
+
 A database outage only delays the beats: the thread logs once, keeps trying, and says when
-it is back.
+it is back. A process judges others only once its own beats have gone on without a gap for
+a whole holder timeout: after an outage (or after this process was stopped) every row looks
+old, and the live workers must have beaten again before anyone is found dead.
 """
 
 from __future__ import annotations
@@ -17,28 +30,78 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
+import redis
+
+from workers.admission.scripts import redis_client
 from workers.db import repository as repo
+from workers.db.models import utcnow
 from workers.db.session import session_scope
 from workers.runtime import holding
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.worker")
 
+#: Sends items again: ``publish(item_ids, queue=...)`` (the tasks' ``send_items``).
+Publisher = Callable[..., None]
+#: Puts a dead consumer's unacknowledged messages back on their queues; returns how many.
+Restorer = Callable[[str], int]
+
+#: The delivery tags a consuming process has received and not yet acknowledged.
+DELIVERIES_KEY = "docpipe:deliveries:{token}"
+#: kombu's Redis transport keeps delivered, unacknowledged messages in this hash.
+UNACKED_KEY = "unacked"
+
+
+def may_sweep(up_since: float | None, now: float, bound: float) -> bool:
+    """Whether a process whose beats have gone on without a gap since ``up_since`` may judge
+    others dead: only once that has lasted the whole ``bound``."""
+    return up_since is not None and now - up_since >= bound
+
+
+def is_gap(last_ok: float | None, now: float, interval: float) -> bool:
+    """Whether the time since the last successful beat is a gap (the process was stopped, or
+    the database unreachable), after which the beats' continuity starts again."""
+    return last_ok is None or now - last_ok > 2.5 * interval
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What one sweep did: the dead processes found, and the items sent again."""
+
+    dead: tuple[str, ...] = ()
+    sent: int = 0
+    restored: int = 0
+
 
 class Heartbeat:
     """One process's heartbeat."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, publish: Publisher | None = None,
+                 restore: Restorer | None = None, consumer: bool = False) -> None:
         self.settings = settings
+        #: None: this process beats but does not sweep.
+        self.publish = publish
+        self.restore = restore
+        #: This process receives the messages: it keeps its set of deliveries.
+        self.consumer = consumer
         self.token = holding.token()
         self.beats = 0
         self.failing = False
+        #: When this process's beats last started again without a gap (monotonic seconds).
+        self.up_since: float | None = None
+        self.last_ok: float | None = None
         self._stop = threading.Event()
 
     def beat(self) -> bool:
-        """Beat once: the row, then the leases of the items held here. False when the
-        database could not be reached (the next beat tries again)."""
+        """Beat once: the row, then the leases of the items held here; then sweep, if this
+        process may. False when the database could not be reached (the next beat tries
+        again)."""
         settings = self.settings
         try:
             with session_scope() as session:
@@ -60,7 +123,26 @@ class Heartbeat:
             log.info("worker heartbeat is back")
             self.failing = False
         self.beats += 1
+        now = time.monotonic()
+        if is_gap(self.last_ok, now, settings.heartbeat_seconds):
+            self.up_since = now
+        self.last_ok = now
+        if self.consumer:
+            self._prune_deliveries()
+        if self.publish is not None and may_sweep(self.up_since, now,
+                                                  settings.holder_timeout_seconds):
+            try:
+                sweep(settings, publish=self.publish, restore=self.restore)
+            except Exception as exc:  # the next beat sweeps again
+                log.warning("the dead-holder sweep failed (%s: %s)", type(exc).__name__,
+                            str(exc).splitlines()[0][:200] if str(exc) else "")
         return True
+
+    def _prune_deliveries(self) -> None:
+        try:
+            prune_deliveries(redis_client(self.settings.effective_broker_url), self.token)
+        except redis.RedisError:  # the broker is away: the set waits for the next beat
+            log.debug("could not prune this worker's deliveries", exc_info=True)
 
     def run(self) -> None:
         """Beat every ``heartbeat_seconds`` until :meth:`stop`."""
@@ -84,10 +166,13 @@ _current: Heartbeat | None = None
 _current_pid: int | None = None
 
 
-def start(settings: Settings) -> Heartbeat:
-    """Start this process's heartbeat in a daemon thread, beating once first."""
+def start(settings: Settings, *, publish: Publisher | None = None,
+          restore: Restorer | None = None, consumer: bool = False) -> Heartbeat:
+    """Start this process's heartbeat in a daemon thread, beating once first. With
+    ``publish`` it also sweeps for dead holders, sends their items again with it and puts
+    their messages back with ``restore``; a ``consumer`` keeps its set of deliveries."""
     global _current, _current_pid
-    heartbeat = Heartbeat(settings)
+    heartbeat = Heartbeat(settings, publish=publish, restore=restore, consumer=consumer)
     heartbeat.beat()
     thread = threading.Thread(target=heartbeat.run, name="docpipe-heartbeat", daemon=True)
     thread.start()
@@ -105,3 +190,103 @@ def stop() -> None:
     heartbeat = current()
     if heartbeat is not None:
         heartbeat.stop()
+
+
+def sweep(settings: Settings, *, publish: Publisher, restore: Restorer | None = None
+          ) -> Swept:
+    """Void the claims of dead worker processes, send their items again and put back the
+    messages they had received. One sweep at a time across the fleet (another one running:
+    this one does nothing)."""
+    cutoff = utcnow() - timedelta(seconds=settings.holder_timeout_seconds)
+    with session_scope() as session:
+        if not repo.take_sweep_lock(session):
+            return Swept()
+        dead = repo.dead_workers(session, cutoff)
+        claims = repo.claims_of_the_dead(session, dead, cutoff)
+        voided = {queue: repo.void_dead_claims(session, ids) for queue, ids in claims.items()}
+        repo.forget_workers(session, dead)
+    sent = _send(voided, publish)
+    restored = 0
+    for token in dead:
+        if restore is None:
+            break
+        try:
+            restored += restore(token)
+        except Exception as exc:  # the visibility timeout stays the backstop
+            log.warning("could not put back the messages of %s (%s: %s)", token,
+                        type(exc).__name__, exc)
+    if dead or sent:
+        log.warning("dead worker processes (no heartbeat for %g s): %s; %d items they held "
+                    "sent again, %d messages they had received put back on their queues",
+                    settings.holder_timeout_seconds,
+                    ", ".join(dead) or "none with a heartbeat row", sent, restored)
+    return Swept(tuple(dead), sent, restored)
+
+
+def _send(by_queue: dict[str, list[int]], publish: Publisher) -> int:
+    sent = 0
+    for queue, ids in by_queue.items():
+        if not ids:
+            continue
+        try:
+            publish(sorted(ids), queue=queue)
+        except Exception as exc:  # queued in the database: the reconciler sends them
+            log.warning("could not send %d items of dead holders again (%s: %s); the "
+                        "reconciler will", len(ids), type(exc).__name__, exc)
+            continue
+        sent += len(ids)
+    return sent
+
+
+def record_delivery(client: redis.Redis, token: str, delivery_tag: str, *,
+                    ttl_seconds: int) -> None:
+    """Note that the consuming process ``token`` received the message ``delivery_tag``."""
+    key = DELIVERIES_KEY.format(token=token)
+    pipe = client.pipeline(transaction=False)
+    pipe.sadd(key, delivery_tag)
+    pipe.expire(key, ttl_seconds)
+    pipe.execute()
+
+
+def prune_deliveries(client: redis.Redis, token: str) -> None:
+    """Forget the deliveries ``token`` has acknowledged (kombu removed them from its unacked
+    hash), keeping the set small."""
+    key = DELIVERIES_KEY.format(token=token)
+    tags = list(client.smembers(key))
+    if not tags:
+        return
+    pipe = client.pipeline(transaction=False)
+    for tag in tags:
+        pipe.hexists(UNACKED_KEY, tag)
+    acked = [tag for tag, held in zip(tags, pipe.execute(), strict=True) if not held]
+    if acked:
+        client.srem(key, *acked)
+
+
+def deliveries_of(client: redis.Redis, token: str) -> list[str]:
+    """The deliveries a (dead) consuming process received and did not acknowledge; the set
+    is forgotten."""
+    key = DELIVERIES_KEY.format(token=token)
+    pipe = client.pipeline()
+    pipe.smembers(key)
+    pipe.delete(key)
+    members, _ = pipe.execute()
+    return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+
+def restorer(settings: Settings, connection: Callable[[], Any]) -> Restorer:
+    """A :data:`Restorer` that puts a dead process's unacknowledged messages back on their
+    queues with kombu's own restore (what its visibility timeout does, an hour later)."""
+
+    def restore(token: str) -> int:
+        client = redis_client(settings.effective_broker_url)
+        tags = [tag for tag in deliveries_of(client, token) if client.hexists(UNACKED_KEY, tag)]
+        if not tags:
+            return 0
+        with connection() as conn:
+            qos = conn.default_channel.qos
+            for tag in tags:
+                qos.restore_by_tag(tag)
+        return len(tags)
+
+    return restore

@@ -27,7 +27,7 @@ from workers.db.session import (
 )
 from workers.errors import ConfigurationError
 from workers.ops import logs, metrics
-from workers.runtime import heartbeat, liveness, memory
+from workers.runtime import heartbeat, holding, liveness, memory
 from workers.runtime.celery_app import Queue
 from workers.settings import get_settings
 
@@ -61,8 +61,19 @@ _activity = liveness.Activity()
 
 
 @task_received.connect
-def on_received(**_: Any) -> None:
+def on_received(request: Any = None, **_: Any) -> None:
     _activity.received()
+    tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+    if tag is None:
+        return
+    settings = get_settings()
+    try:
+        # So that, if this process dies, a sweep puts the message back at once.
+        heartbeat.record_delivery(redis_client(settings.effective_broker_url),
+                                  holding.token(), str(tag),
+                                  ttl_seconds=settings.visibility_timeout_seconds)
+    except Exception:  # the broker is away: the visibility timeout stays the backstop
+        log.debug("could not record delivery %s", tag, exc_info=True)
 
 
 @worker_ready.connect
@@ -118,10 +129,17 @@ def after_fork(**_: Any) -> None:
 
 @worker_ready.connect
 def beat_while_alive(**_: Any) -> None:
-    """The process that claims items (threads or solo pool) sends heartbeats; a prefork
-    pool's children each send their own (:func:`after_fork`)."""
-    if get_settings().worker_pool != "prefork":
-        heartbeat.start(get_settings())
+    """The main process beats: it consumes the messages (so it keeps its deliveries, and a
+    sweep puts them back if it dies), sweeps for dead holders, and with a threads or solo
+    pool claims the items too. A prefork pool's children each beat for their own claims
+    (:func:`after_fork`)."""
+    from workers.runtime.celery_app import app
+    from workers.runtime.tasks import send_items
+
+    settings = get_settings()
+    heartbeat.start(settings, publish=send_items,
+                    restore=heartbeat.restorer(settings, app.connection_for_write),
+                    consumer=True)
 
 
 @worker_shutdown.connect

@@ -84,6 +84,7 @@ from workers.db.repository.items import (
     send_live,
     touch_queued,
     unblock_parent,
+    void_dead_claims,
 )
 from workers.db.repository.reports import (
     CallRow,
@@ -120,13 +121,25 @@ from workers.db.repository.runs import (
     start_run,
     unfinished_scheduled_run,
 )
-from workers.db.repository.workers import beat, forget_workers, live_workers, worker_count
+from workers.db.repository.workers import (
+    beat,
+    claims_of_the_dead,
+    dead_workers,
+    forget_workers,
+    live_workers,
+    take_sweep_lock,
+    worker_count,
+)
 
 __all__ = [
     "beat",
+    "claims_of_the_dead",
+    "dead_workers",
     "forget_workers",
     "live_workers",
     "renew_leases",
+    "take_sweep_lock",
+    "void_dead_claims",
     "worker_count",
     "AttemptRecord",
     "CANCELLED_REASON",

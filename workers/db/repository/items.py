@@ -244,6 +244,27 @@ def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int
     return load_items(session, Item.id.in_(claimed)) if claimed else {}
 
 
+def void_dead_claims(session: Session, item_ids: Sequence[int]) -> list[int]:
+    """:data:`~workers.items.states.VOID_DEAD`: the claims on ``item_ids`` of a worker process
+    found dead are void; each counts a lost worker, and its in-flight calls are recorded lost.
+
+    Returns the ids voided, to be sent again (a sweep racing this one voids none twice).
+    """
+    now = utcnow()
+    voided: list[int] = []
+    for start in range(0, len(item_ids), BATCH):
+        voided += session.scalars(
+            update(Item)
+            .where(Item.id.in_(item_ids[start : start + BATCH]), _from(states.VOID_DEAD))
+            .values(status=states.VOID_DEAD.target, lease_expires_at=None, queued_at=now,
+                    worker_losses=Item.worker_losses + 1, updated_at=now)
+            .returning(Item.id)
+            .execution_options(synchronize_session=False))
+    for item_id in voided:
+        close_lost_attempts(session, item_id)
+    return voided
+
+
 def renew_leases(session: Session, item_ids: Sequence[int], *, holder: str,
                  lease_seconds: int) -> int:
     """Extend the leases of ``holder``'s claims among ``item_ids``: its calls are alive."""

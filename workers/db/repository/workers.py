@@ -1,15 +1,18 @@
-"""Worker processes: their heartbeats, and the claims they hold."""
+"""Worker processes: their heartbeats, and the claims of those whose heartbeat stopped."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from workers.db.dialect import insert_for
-from workers.db.models import WorkerProcess, utcnow
+from workers.db.dialect import insert_for, is_postgres
+from workers.db.models import Item, ItemStatus, Run, WorkerProcess, utcnow
+
+#: The PostgreSQL advisory lock one dead-holder sweep at a time holds (any fixed 64-bit key).
+SWEEP_LOCK = 0x646F6370_73776570  # "docp" "swep"
 
 
 def beat(session: Session, token: str, *, host: str, pid: int) -> bool:
@@ -44,3 +47,38 @@ def worker_count(session: Session, since: datetime) -> int:
     return int(session.scalar(
         select(func.count()).select_from(WorkerProcess).where(WorkerProcess.beat_at >= since))
         or 0)
+
+
+def take_sweep_lock(session: Session) -> bool:
+    """Take the fleet's one sweep lock until the transaction ends; False when another sweep
+    holds it. On SQLite, one writer at a time already (``BEGIN IMMEDIATE``): always True."""
+    if not is_postgres(session):
+        return True
+    return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"),
+                               {"key": SWEEP_LOCK}))
+
+
+def dead_workers(session: Session, cutoff: datetime) -> list[str]:
+    """The processes whose last heartbeat is older than ``cutoff``."""
+    return list(session.scalars(
+        select(WorkerProcess.id).where(WorkerProcess.beat_at < cutoff)
+        .order_by(WorkerProcess.id)))
+
+
+def claims_of_the_dead(session: Session, dead: Sequence[str], cutoff: datetime
+                       ) -> dict[str, list[int]]:
+    """Running items held by ``dead`` processes, or by a holder that has no heartbeat row
+    at all and claimed before ``cutoff`` (it died before its first beat), by their run's
+    queue, rows locked for the transaction (others' locked rows are skipped)."""
+    has_row = select(WorkerProcess.id).where(WorkerProcess.id == Item.holder).exists()
+    orphan = Item.holder.is_not(None) & ~has_row & (Item.updated_at < cutoff)
+    condition = (Item.holder.in_(dead) | orphan) if dead else orphan
+    rows = session.execute(
+        select(Item.id, Run.queue).join(Run, Run.id == Item.run_id)
+        .where(Item.status == ItemStatus.RUNNING, condition)
+        .order_by(Item.id)
+        .with_for_update(of=Item, skip_locked=True))
+    by_queue: dict[str, list[int]] = {}
+    for item_id, queue in rows:
+        by_queue.setdefault(queue, []).append(item_id)
+    return by_queue

@@ -122,6 +122,7 @@ def test_the_items_repository_is_where_the_writes_are() -> None:
     assert writers == {
         "add_items", "add_item_tree", "add_failed_items",
         "mark_queued", "touch_queued", "mark_requeued", "claim_item", "claim_items",
+        "void_dead_claims",
         "unblock_parent", "complete", "complete_many", "schedule_retry", "park_item",
         "release_item", "release_after_error", "fail_item", "cancel_unsent",
         "reset_for_replay", "move_into_batch", "unbatch_all", "return_to_batching", "send_live",

@@ -49,9 +49,11 @@ def test_a_terminal_item_only_takes_a_late_answer_or_a_replay() -> None:
     assert not states.reachable(S.SUCCEEDED, S.FAILED)
 
 
-def test_a_held_item_moves_only_through_its_holder_a_lost_lease_or_its_answer() -> None:
+def test_a_held_item_moves_only_through_its_holder_its_death_a_lost_lease_or_its_answer(
+) -> None:
     assert _leaving(S.RUNNING) == {
-        "requeue", "succeed", "retry", "park", "release", "release_after_error", "fail"}
+        "requeue", "void_dead", "succeed", "retry", "park", "release", "release_after_error",
+        "fail"}
     # Neither replay nor cancel takes an item from under the worker holding it.
     assert not states.REPLAY.allows(S.RUNNING) and not states.CANCEL.allows(S.RUNNING)
 
