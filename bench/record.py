@@ -9,15 +9,15 @@ from pathlib import Path
 TARGET = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
-def emit(text: str, *, record: bool) -> None:
-    """Print ``text``; with ``record``, append it to ``docs/benchmarks.md`` too."""
+def emit(text: str, *, record: bool, target: Path = TARGET) -> None:
+    """Print ``text``; with ``record``, append it to ``target`` (``docs/benchmarks.md``)."""
     print(text)
     if not record:
         return
-    if not TARGET.exists():
-        TARGET.write_text("# Benchmarks\n\nMeasured figures, each with the command that "
+    if not target.exists():
+        target.write_text("# Benchmarks\n\nMeasured figures, each with the command that "
                           "produced it and the machine it ran on.\n\n")
-    with TARGET.open("a") as out:
+    with target.open("a") as out:
         out.write("\n" + text)
 
 

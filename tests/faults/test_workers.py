@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -101,6 +103,55 @@ def test_kill_9_without_beat_is_noticed_by_the_other_worker_in_seconds(
         # Each of the victim's items counted one lost worker; its holder row is gone.
         assert set(s.scalars(select(Item.worker_losses).where(Item.id.in_(held)))) == {1}
         assert not s.scalars(select(HolderRow).where(HolderRow.id.in_(tokens))).all()
+
+
+def test_a_stopped_worker_taken_over_keeps_its_late_answers_as_attempts_only(
+        stack: Stack, tmp_path: Path) -> None:
+    # The default timings, no beat. Worker A is stopped (SIGSTOP) with 15 calls in flight;
+    # B finds it dead, takes its items over and finishes the run. Then A is continued: the
+    # answers it paid for are recorded as attempts, and nothing else changes.
+    write_corpus(tmp_path / "corpus", 16)
+    stack.simulator.configure(latency_ms=3000, latency_sigma=0.05)
+    stack.settings = {"worker_concurrency": 16}  # not the faults' short timings
+    timeout = Settings().holder_timeout_seconds
+    stack.start_workers(1)
+    run_id = stack.ingest(tmp_path / "corpus")["run_id"]
+    wait_until(lambda: len(item_ids(stack, run_id, ItemStatus.RUNNING)) == 15
+               and stack.simulator.stats()["counters"].get("requests", 0) == 16,
+               timeout=60, what="A's 15 calls in flight")
+    paused = stack.workers[0]
+    assert paused.process is not None
+    os.killpg(paused.process.pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        stack.simulator.configure(latency_ms=100)
+        stack.start_workers(1)
+        report = stack.wait_for(run_id, timeout=timeout + 60)
+        ended = time.monotonic() - stopped_at
+    finally:
+        os.killpg(paused.process.pid, signal.SIGCONT)
+    assert report.succeeded == 16 and ended < timeout + 30, ended
+    with session_scope(stack.database_url) as s:
+        results = dict(s.execute(select(Item.id, Item.result_id).where(Item.run_id == run_id))
+                       .all())
+    # A wakes up and writes what became of its 15 calls as attempts only (the simulator
+    # answered them meanwhile, but the stop outlasted the request timeout, so the client saw
+    # timeouts): 15 + 16 calls in all, each on record, none left lost or in flight.
+    def late_calls_recorded() -> bool:
+        outcomes = stack.report(run_id).attempts_by_outcome
+        return sum(outcomes.values()) == 31 and not {"lost", "in_flight"} & set(outcomes)
+
+    wait_until(late_calls_recorded, timeout=30, what="A's late calls recorded")
+    assert stack.simulator.stats()["counters"]["requests"] == 31
+    assert_accounted_for(stack, run_id)
+    with session_scope(stack.database_url) as s:
+        # The results B wrote stand; A wrote none and moved no item.
+        assert dict(s.execute(select(Item.id, Item.result_id)
+                              .where(Item.run_id == run_id)).all()) == results
+        assert set(s.scalars(select(Item.worker_losses).where(Item.run_id == run_id))) == {0, 1}
+    assert "its answer is kept as an attempt only" in paused.log()
+    # A beats again, under the same token: its row was removed as dead and is written anew.
+    wait_until(lambda: "heartbeat row" in paused.log(), timeout=30, what="A's next beat")
 
 
 def test_sigterm_hands_back_prefetched_messages_at_once(stack: Stack, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from tests.support.waiting import wait_until
 from workers.admission.breaker import CircuitBreaker
 from workers.admission.limiter import RateLimiter
 from workers.admission.throttle import Throttle
+from workers.db import repository as repo
 from workers.db.models import Attempt, AttemptOutcome, Item, ItemStatus, Result, Run, RunStatus
 from workers.db.session import session_scope
 from workers.items.engine import Engine
@@ -88,6 +89,41 @@ def test_every_attempt_row_is_written_before_its_call_is_answered(
     thread.join(30)
     assert {o.status for o in done.values()} == {"succeeded"}
     assert in_flight() == 0
+
+
+def test_answers_that_come_back_after_a_take_over_are_kept_as_attempts_only(
+        settings: Settings, engine: Engine, simulator: SimulatorProcess) -> None:
+    # This process's calls are out when the sweep finds it dead (it was stopped past its
+    # heartbeat) and another worker claims the items again. The answers it paid for are
+    # recorded, and nothing else: no result, no status, the new holder's claim untouched.
+    simulator.configure(latency_ms=1500, latency_sigma=0.0)
+    _, ids = new_run(texts(4), version=get_pipeline("summarise").version)
+    done: dict[int, Any] = {}
+    thread = threading.Thread(target=lambda: done.update(run_group(ids, settings, engine)))
+    thread.start()
+
+    def in_flight() -> int:
+        with session_scope() as s:
+            return int(s.scalar(select(func.count()).select_from(Attempt).where(
+                Attempt.outcome == AttemptOutcome.IN_FLIGHT)) or 0)
+
+    wait_until(lambda: in_flight() == 4, timeout=20, interval=0.05, what="four calls out")
+    with session_scope() as s:
+        assert repo.void_dead_claims(s, ids) == ids
+    with session_scope() as s:
+        for item_id in ids:  # each now a suspect (one lost worker): claimed alone
+            assert repo.claim_item(s, item_id, lease_seconds=600, holder="the new holder")
+    thread.join(30)
+    assert {o.status for o in done.values()} == {"skipped"}
+    with session_scope() as s:
+        items = s.scalars(select(Item).where(Item.id.in_(ids))).all()
+        assert {(i.status, i.holder, i.result_id) for i in items} == {
+            (ItemStatus.RUNNING, "the new holder", None)}
+        assert s.scalar(select(func.count()).select_from(Result)) == 0
+        attempts = s.scalars(select(Attempt)).all()
+        # Paid for, so on record with their usage, though the sweep had called them lost.
+        assert len(attempts) == 4 and {a.outcome for a in attempts} == {AttemptOutcome.OK}
+        assert all(a.input_tokens > 0 and a.cost_usd > 0 for a in attempts)
 
 
 def test_ids_given_twice_or_already_done_are_processed_once(

@@ -188,6 +188,17 @@ class _Group:
         over_budget = []
         written: dict[int, Outcome] = {}
         with session_scope() as session:
+            lost = repo.taken_over(
+                session, [i.id for i, _ in parked] + [i.id for i, _ in refused]
+                + [c.ready.item.id for c in calls], holder=holding.token())
+            if lost:
+                # Found dead between its claim and here (a stopped process): another
+                # worker's now. Their calls are not sent.
+                written |= {item_id: Outcome("skipped") for item_id in lost}
+                parked = [(i, p) for i, p in parked if i.id not in lost]
+                refused[:] = [(i, e) for i, e in refused if i.id not in lost]
+                self.throttle.unused([c.ticket for c in calls if c.ready.item.id in lost])
+                calls[:] = [c for c in calls if c.ready.item.id not in lost]
             for item, park in parked:
                 with processing.item_context(item):
                     written[item.id] = processing.write_park(session, item, park,
@@ -302,8 +313,12 @@ class _Group:
         cooldowns = self.throttle.settle_calls([(c.ticket, a.call) for c, a in answered])
         written: dict[int, Outcome] = {}
         with session_scope() as session:
+            lost = processing.taken_over(session, [(c.ready, a) for c, a in answered])
+            written |= {item_id: Outcome("skipped") for item_id in lost}
             succeeded: list[tuple[Ready, Answer, float]] = []
             for (call, answer), cooldown in zip(answered, cooldowns, strict=True):
+                if call.ready.item.id in lost:
+                    continue
                 with processing.item_context(call.ready.item,
                                              request_id=answer.call.request_id):
                     decision = processing.decide_answer(session, call.ready, answer,

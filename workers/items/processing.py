@@ -156,6 +156,9 @@ def release_after(item: repo.ClaimedItem, exc: Exception, *, settings: Settings)
                 extra={"item_id": item.id, "run_id": item.run_id})
     try:
         with session_scope() as session:
+            if repo.taken_over(session, [item.id], holder=holding.token()):
+                # Found dead meanwhile: the item and its calls are another worker's now.
+                return Outcome("skipped")
             decision = decide(known_of(session, item, error), Policy.of(settings))
             give_up = isinstance(decision, FailWith)
             # A call cut short by the error is paid for, perhaps, but has no answer.
@@ -300,6 +303,23 @@ def write_answer(session: Session, ready: Ready, answer: Answer, decision: Decis
     return write_decision(session, ready.item, decision, settings=settings)
 
 
+def taken_over(session: Session, answered: list[tuple[Ready, Answer]]) -> set[int]:
+    """The answered items this process no longer holds, their calls recorded: first in the
+    transaction that writes answers. A process stopped past its heartbeat and continued finds
+    its items voided or taken by another worker; what it paid for is kept as an attempt, and
+    nothing else is written (no result, no status)."""
+    lost = repo.taken_over(session, [ready.item.id for ready, _ in answered],
+                           holder=holding.token())
+    for ready, answer in answered:
+        if ready.item.id in lost:
+            repo.record_attempt(session, answer.attempt)
+            with item_context(ready.item, request_id=answer.call.request_id):
+                log.warning("item %s was taken over while its call ran (this process was "
+                            "found dead): its answer is kept as an attempt only",
+                            ready.item.id)
+    return lost
+
+
 def write_successes(session: Session, answered: list[tuple[Ready, Answer, float]]
                     ) -> dict[int, Outcome]:
     """Write answers whose decision is success (each ``(ready, answer, waited)``): their
@@ -351,6 +371,8 @@ def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesCli
     cooldown = throttle.after_call(admission, call)
     answer = answer_of(ready, call, attempt_id, reserve=reserve, settings=settings)
     with session_scope() as session:
+        if taken_over(session, [(ready, answer)]):
+            return Outcome("skipped")
         decision = decide_answer(session, ready, answer, cooldown=cooldown, settings=settings)
         if not isinstance(decision, Succeed):
             outcome = write_answer(session, ready, answer, decision, settings=settings)

@@ -265,6 +265,24 @@ def void_dead_claims(session: Session, item_ids: Sequence[int]) -> list[int]:
     return voided
 
 
+def taken_over(session: Session, item_ids: Sequence[int], *, holder: str) -> set[int]:
+    """Which of ``item_ids`` ``holder`` no longer holds (its claim was voided, or another
+    worker claimed the item since), locking the rows until the transaction ends.
+
+    A writer calls this first in the transaction that writes its answers, so a process
+    stopped past its heartbeat, then continued, records what it paid for and nothing else.
+    """
+    if not item_ids:
+        return set()
+    rows = session.execute(
+        select(Item.id, Item.status, Item.holder)
+        .where(Item.id.in_(item_ids))
+        .order_by(Item.id)
+        .with_for_update())
+    return {item_id for item_id, status, held_by in rows
+            if status != ItemStatus.RUNNING or held_by != holder}
+
+
 def renew_leases(session: Session, item_ids: Sequence[int], *, holder: str,
                  lease_seconds: int) -> int:
     """Extend the leases of ``holder``'s claims among ``item_ids``: its calls are alive."""

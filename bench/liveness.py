@@ -1,0 +1,214 @@
+"""Liveness: how long a run waits after one of its workers dies or stops, with the defaults.
+
+Starts its own PostgreSQL cluster, a Redis server, the simulator and two ``docpipe worker``
+commands with docpipe's default settings (lease, visibility timeout, heartbeat, holder
+timeout). Ingests ``--docs`` short documents, then at ``--at`` of the run done applies one
+fault to the first worker's whole process group:
+
+- ``kill``: SIGKILL; the worker is not started again;
+- ``stop``: SIGSTOP, then SIGCONT ``--stop-seconds`` later;
+- ``none``: nothing (the baseline: when the run would have ended anyway).
+
+With ``--beat`` the second worker also runs beat (the reconciler). Prints, and with
+``--record`` appends to ``docs/reliability.md``: the seconds from the fault to the run's end,
+the faults layer's invariant (every document exactly one result, the broker empty), calls
+made for documents that had already succeeded before the fault, worker losses counted, and
+the calls on record.
+
+    python bench/liveness.py --fault kill --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from corpus import write_corpus  # noqa: E402
+from record import describe_machine, emit  # noqa: E402
+from soak import counts, throwaway_postgres  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from tests.support.accounting import assert_accounted_for  # noqa: E402
+from tests.support.corpus import input_keys  # noqa: E402
+from tests.support.services import RedisServer, WorkerProcess  # noqa: E402
+from workers.db.models import Attempt, Item, ItemStatus  # noqa: E402
+from workers.db.session import session_scope  # noqa: E402
+from workers.runtime.embedded import docpipe_command, free_port, stop, wait_for_port  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Services:
+    database_url: str
+    broker_url: str
+
+
+@dataclass
+class Figures:
+    fault: str
+    beat: bool
+    docs: int
+    fault_at_done: int
+    seconds_after_fault: float
+    succeeded: int
+    failed: int
+    invariant: str
+    repaid: int
+    worker_losses: int
+    attempts: int
+    by_outcome: dict[str, int]
+
+
+def measure(args: argparse.Namespace, work: Path) -> Figures:
+    corpus = work / "corpus"
+    write_corpus(corpus, args.docs, seed=5, words=(20, 120))
+    with ExitStack() as stack:
+        database_url = stack.enter_context(throwaway_postgres(work))
+        redis = RedisServer(free_port(), work / "redis")
+        redis.start()
+        stack.callback(redis.kill)
+        sim_port = free_port()
+        sim = subprocess.Popen(
+            docpipe_command("simulator", "--port", str(sim_port), "--latency-ms",
+                            args.latency_ms, "--seed", "5"),
+            stdout=(work / "simulator.log").open("ab"), stderr=subprocess.STDOUT)
+        stack.callback(stop, sim)
+        wait_for_port(sim_port, process=sim, what="simulator")
+        env = {**os.environ, "DOCPIPE_DATABASE_URL": database_url,
+               "DOCPIPE_BROKER_URL": redis.url,
+               "OPENAI_BASE_URL": f"http://127.0.0.1:{sim_port}/v1", "OPENAI_API_KEY": "sk-bench"}
+        subprocess.run(docpipe_command("db", "upgrade"), env=env, check=True,
+                       capture_output=True)
+        workers = [WorkerProcess(f"live{i}", env, work / f"worker{i}.log",
+                                 beat=args.beat and i == 1) for i in range(2)]
+        for worker in workers:
+            worker.start()
+            stack.callback(worker.kill)
+
+        ingest = subprocess.run(docpipe_command("ingest", str(corpus), "--json"), env=env,
+                                check=True, capture_output=True, text=True)
+        run_id = int(json.loads(ingest.stdout)["run_id"])
+        faulted_at: float | None = None
+        fault_done = 0
+        done_before: list[int] = []
+        victim = workers[0].process
+        assert victim is not None
+        continued = args.fault != "stop"
+        while True:
+            status = counts(database_url, run_id)
+            done = status.get("succeeded", 0) + status.get("failed", 0)
+            now = time.monotonic()
+            if done >= args.docs:
+                break
+            if faulted_at is None and done >= args.at * args.docs:
+                faulted_at, fault_done = now, done
+                with session_scope(database_url) as s:
+                    done_before = list(s.scalars(select(Item.id).where(
+                        Item.run_id == run_id, Item.status == ItemStatus.SUCCEEDED)))
+                if args.fault == "kill":
+                    os.killpg(victim.pid, signal.SIGKILL)
+                elif args.fault == "stop":
+                    os.killpg(victim.pid, signal.SIGSTOP)
+                print(f"{args.fault} at {done} done", flush=True)
+            if not continued and faulted_at is not None and \
+                    now - faulted_at >= args.stop_seconds:
+                os.killpg(victim.pid, signal.SIGCONT)
+                continued = True
+                print("continued", flush=True)
+            if faulted_at is not None and now - faulted_at > args.timeout:
+                raise SystemExit(f"the run did not end within {args.timeout} s of the fault: "
+                                 f"{status}")
+            time.sleep(0.25)
+        assert faulted_at is not None, "the run ended before the fault"
+        seconds = time.monotonic() - faulted_at
+        if not continued:
+            os.killpg(victim.pid, signal.SIGCONT)
+        invariant = "held"
+        try:
+            assert_accounted_for(Services(database_url, redis.url), run_id,
+                                 broker_timeout=args.broker_timeout)
+        except AssertionError as exc:
+            invariant = f"broken: {str(exc).splitlines()[0][:160]}"
+        if args.fault == "stop":
+            time.sleep(5)  # the continued worker writes its late answers
+        with session_scope(database_url) as s:
+            by_outcome = dict(s.execute(
+                select(Attempt.outcome, func.count()).where(Attempt.run_id == run_id)
+                .group_by(Attempt.outcome)).all())
+            losses = s.scalar(select(func.coalesce(func.sum(Item.worker_losses), 0))
+                              .where(Item.run_id == run_id)) or 0
+        paid = simulator_stats_by_input(sim_port)
+        keys = input_keys(Services(database_url, redis.url), done_before,  # type: ignore[arg-type]
+                          "summarise").values()
+        repaid = sum(1 for key in keys if paid.get(key, 0) > 1)
+        status = counts(database_url, run_id)
+        return Figures(args.fault, args.beat, args.docs, fault_done, seconds,
+                       status.get("succeeded", 0), status.get("failed", 0), invariant,
+                       repaid, int(losses), sum(by_outcome.values()), by_outcome)
+
+
+def simulator_stats_by_input(port: int) -> dict[str, int]:
+    """Successful answers per document input key (the simulator's own count)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/stats", timeout=10) as resp:
+        paid: dict[str, int] = json.load(resp)["ok_by_input"]
+    return paid
+
+
+def report(f: Figures, args: argparse.Namespace, command: str) -> str:
+    fault = {"kill": "one worker killed with SIGKILL",
+             "stop": f"one worker stopped with SIGSTOP for {args.stop_seconds:g} s",
+             "none": "no fault"}[f.fault]
+    lines = [
+        f"### Liveness: {f.docs} documents, {fault}, {'with' if f.beat else 'without'} beat "
+        f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {describe_machine()}. PostgreSQL 15, Redis, two `docpipe worker` commands "
+        f"with the default settings, simulator latency {args.latency_ms} ms.",
+        "",
+        "| fault at | run ended after the fault | succeeded | failed | invariant | documents "
+        "done before the fault paid again | worker losses | calls on record (by outcome) |",
+        "|---:|---:|---:|---:|---|---:|---:|---|",
+        f"| {f.fault_at_done} done | {f.seconds_after_fault:.1f} s | {f.succeeded} | "
+        f"{f.failed} | {f.invariant} | {f.repaid} | {f.worker_losses} | {f.attempts} ("
+        + ", ".join(f"{k} {v}" for k, v in sorted(f.by_outcome.items())) + ") |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=int, default=600)
+    parser.add_argument("--fault", choices=("kill", "stop", "none"), default="kill")
+    parser.add_argument("--at", type=float, default=0.3, help="Share of the run done.")
+    parser.add_argument("--beat", action="store_true", help="The surviving worker runs beat.")
+    parser.add_argument("--stop-seconds", type=float, default=60.0)
+    parser.add_argument("--latency-ms", default="50")
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--broker-timeout", type=float, default=120.0)
+    parser.add_argument("--record", action="store_true",
+                        help="Append to docs/reliability.md.")
+    args = parser.parse_args()
+    command = "python bench/liveness.py " + " ".join(sys.argv[1:])
+    with tempfile.TemporaryDirectory(prefix="docpipe-liveness-") as tmp:
+        figures = measure(args, Path(tmp))
+    emit(report(figures, args, command), record=args.record,
+         target=ROOT / "docs" / "reliability.md")
+
+
+if __name__ == "__main__":
+    main()
