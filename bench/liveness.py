@@ -39,12 +39,13 @@ sys.path.insert(0, str(ROOT))
 from corpus import write_corpus  # noqa: E402
 from record import describe_machine, emit  # noqa: E402
 from soak import counts, throwaway_postgres  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
 
 from tests.support.accounting import assert_accounted_for  # noqa: E402
 from tests.support.corpus import input_keys  # noqa: E402
 from tests.support.services import RedisServer, WorkerProcess  # noqa: E402
 from workers.db.models import Attempt, Item, ItemStatus  # noqa: E402
+from workers.db.models import WorkerProcess as WorkerRow  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
 from workers.runtime.embedded import docpipe_command, free_port, stop, wait_for_port  # noqa: E402
 
@@ -74,6 +75,7 @@ class Figures:
 def measure(args: argparse.Namespace, work: Path) -> Figures:
     corpus = work / "corpus"
     write_corpus(corpus, args.docs, seed=5, words=(20, 120))
+    work.chmod(0o755)  # initdb runs as the postgres user when this runs as root
     with ExitStack() as stack:
         database_url = stack.enter_context(throwaway_postgres(work))
         redis = RedisServer(free_port(), work / "redis")
@@ -112,7 +114,8 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
             now = time.monotonic()
             if done >= args.docs:
                 break
-            if faulted_at is None and done >= args.at * args.docs:
+            if faulted_at is None and done >= args.at * args.docs and (
+                    args.fault == "none" or held_by_group(database_url, run_id, victim.pid)):
                 faulted_at, fault_done = now, done
                 with session_scope(database_url) as s:
                     done_before = list(s.scalars(select(Item.id).where(
@@ -121,12 +124,26 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
                     os.killpg(victim.pid, signal.SIGKILL)
                 elif args.fault == "stop":
                     os.killpg(victim.pid, signal.SIGSTOP)
-                print(f"{args.fault} at {done} done", flush=True)
+                print(f"{args.fault} at {done} done, the victim holding "
+                      f"{held_by_group(database_url, run_id, victim.pid)} items", flush=True)
             if not continued and faulted_at is not None and \
                     now - faulted_at >= args.stop_seconds:
                 os.killpg(victim.pid, signal.SIGCONT)
                 continued = True
                 print("continued", flush=True)
+            if args.debug_after and faulted_at is not None and \
+                    now - faulted_at > args.debug_after:
+                args.debug_after = 0
+                with session_scope(database_url) as s:
+                    for row in s.execute(select(Item.id, Item.status, Item.holder,
+                                                Item.updated_at, Item.worker_losses)
+                                         .where(Item.run_id == run_id,
+                                                Item.status.not_in(["succeeded", "failed"]))):
+                        print("open item", row, flush=True)
+                    for row in s.execute(text("SELECT pid, state, application_name, "
+                                              "left(query, 80), xact_start FROM "
+                                              "pg_stat_activity WHERE datname IS NOT NULL")):
+                        print("session", row, flush=True)
             if faulted_at is not None and now - faulted_at > args.timeout:
                 raise SystemExit(f"the run did not end within {args.timeout} s of the fault: "
                                  f"{status}")
@@ -135,14 +152,15 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
         seconds = time.monotonic() - faulted_at
         if not continued:
             os.killpg(victim.pid, signal.SIGCONT)
+        if args.fault == "stop":
+            time.sleep(10)  # the continued worker writes its late answers first
         invariant = "held"
         try:
             assert_accounted_for(Services(database_url, redis.url), run_id,
                                  broker_timeout=args.broker_timeout)
         except AssertionError as exc:
             invariant = f"broken: {str(exc).splitlines()[0][:160]}"
-        if args.fault == "stop":
-            time.sleep(5)  # the continued worker writes its late answers
+            print(f"invariant broken: {exc}", flush=True)
         with session_scope(database_url) as s:
             by_outcome = dict(s.execute(
                 select(Attempt.outcome, func.count()).where(Attempt.run_id == run_id)
@@ -157,6 +175,23 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
         return Figures(args.fault, args.beat, args.docs, fault_done, seconds,
                        status.get("succeeded", 0), status.get("failed", 0), invariant,
                        repaid, int(losses), sum(by_outcome.values()), by_outcome)
+
+
+def held_by_group(database_url: str, run_id: int, pgid: int) -> int:
+    """How many of the run's items processes of the process group ``pgid`` hold now."""
+    with session_scope(database_url) as s:
+        rows = s.execute(select(WorkerRow.id, WorkerRow.pid)).all()
+        tokens = [token for token, pid in rows if _in_group(pid, pgid)]
+        return int(s.scalar(select(func.count()).select_from(Item).where(
+            Item.run_id == run_id, Item.status == ItemStatus.RUNNING,
+            Item.holder.in_(tokens))) or 0) if tokens else 0
+
+
+def _in_group(pid: int, pgid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pgid
+    except ProcessLookupError:
+        return False
 
 
 def simulator_stats_by_input(port: int) -> dict[str, int]:
@@ -199,6 +234,9 @@ def main() -> None:
     parser.add_argument("--stop-seconds", type=float, default=60.0)
     parser.add_argument("--latency-ms", default="50")
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--debug-after", type=float, default=0,
+                        help="Print the open items and database sessions once, this many "
+                        "seconds after the fault.")
     parser.add_argument("--broker-timeout", type=float, default=120.0)
     parser.add_argument("--record", action="store_true",
                         help="Append to docs/reliability.md.")

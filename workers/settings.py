@@ -184,6 +184,11 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="A worker process whose last heartbeat is older than "
         "this is dead: any worker's sweep voids its claims (each a lost worker) and sends its "
         "items again at once.")
+    db_idle_transaction_seconds: float = Field(
+        default=20.0, ge=0, description="PostgreSQL ends a session left idle inside a "
+        "transaction this long (a stopped or hung worker), so it never holds a lock another "
+        "worker waits on; also the longest a statement waits for a lock. Below the holder "
+        "timeout, so a stopped holder's locks are gone when it is found dead. 0: no limit.")
 
     pipelines: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
@@ -267,6 +272,11 @@ class Settings(BaseSettings):
                 f"holder_timeout_seconds ({self.holder_timeout_seconds}) must be at least three "
                 f"heartbeat_seconds ({self.heartbeat_seconds}), or one slow heartbeat declares "
                 "a live worker dead")
+        if self.db_idle_transaction_seconds >= self.holder_timeout_seconds:
+            raise ValueError(
+                f"db_idle_transaction_seconds ({self.db_idle_transaction_seconds}) must be below "
+                f"holder_timeout_seconds ({self.holder_timeout_seconds}), or a stopped holder "
+                "still locks its items when it is found dead")
         if self.heartbeat_seconds * 2 > self.lease_seconds:
             raise ValueError(
                 f"lease_seconds ({self.lease_seconds}) must be at least twice heartbeat_seconds "

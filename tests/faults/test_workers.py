@@ -56,26 +56,29 @@ def test_kill_9_of_the_whole_worker_mid_run_then_a_restart(stack: Stack, tmp_pat
     assert all(paid[key] == 1 for key in input_keys(stack, done_before, "summarise").values())
 
 
+def fifteen_calls_in_flight(stack: Stack, tmp_path: Path) -> int:
+    """One worker with the default timings (not the faults' short ones) and 16 documents,
+    all in one message; returns the run once 15 of its calls are out at once (the first call
+    probes the endpoint's rate limit alone, then the other 15 go together, 3 s each)."""
+    write_corpus(tmp_path / "corpus", 16)
+    stack.simulator.configure(latency_ms=3000, latency_sigma=0.05)
+    stack.settings = {"worker_concurrency": 16}
+    stack.start_workers(1)
+    run_id: int = stack.ingest(tmp_path / "corpus")["run_id"]
+    wait_until(lambda: len(item_ids(stack, run_id, ItemStatus.RUNNING)) == 15
+               and stack.simulator.stats()["counters"].get("requests", 0) == 16,
+               timeout=60, what="15 calls in flight")
+    return run_id
+
+
 def test_kill_9_without_beat_is_noticed_by_the_other_worker_in_seconds(
         stack: Stack, tmp_path: Path) -> None:
     # The default timings (a 600 s lease, a 3,600 s visibility timeout, 5 s heartbeats, a 30 s
     # holder timeout) and no beat: nothing but the surviving worker's own sweep can send the
     # killed worker's items again. The victim holds the run's one message of 16 items, all
     # claimed, so no message of the run is left unclaimed in its prefetch.
-    write_corpus(tmp_path / "corpus", 16)
-    stack.simulator.configure(latency_ms=3000, latency_sigma=0.05)
-    stack.settings = {"worker_concurrency": 16}  # not the faults' short timings
+    run_id = fifteen_calls_in_flight(stack, tmp_path)
     timeout = Settings().holder_timeout_seconds
-    stack.start_workers(1)
-    run_id = stack.ingest(tmp_path / "corpus")["run_id"]
-    # The first call probes the endpoint's rate limit alone; then the other 15 go together.
-    def fifteen_in_flight() -> bool:
-        running = len(item_ids(stack, run_id, ItemStatus.RUNNING))
-        requests = stack.simulator.stats()["counters"].get("requests", 0)
-        return running == 15 and requests == 16
-
-    wait_until(fifteen_in_flight, timeout=60, what="the victim's 15 calls in flight")
-
     victim = stack.workers[0]
     assert victim.process is not None
     pid = victim.process.pid
@@ -110,15 +113,8 @@ def test_a_stopped_worker_taken_over_keeps_its_late_answers_as_attempts_only(
     # The default timings, no beat. Worker A is stopped (SIGSTOP) with 15 calls in flight;
     # B finds it dead, takes its items over and finishes the run. Then A is continued: the
     # answers it paid for are recorded as attempts, and nothing else changes.
-    write_corpus(tmp_path / "corpus", 16)
-    stack.simulator.configure(latency_ms=3000, latency_sigma=0.05)
-    stack.settings = {"worker_concurrency": 16}  # not the faults' short timings
+    run_id = fifteen_calls_in_flight(stack, tmp_path)
     timeout = Settings().holder_timeout_seconds
-    stack.start_workers(1)
-    run_id = stack.ingest(tmp_path / "corpus")["run_id"]
-    wait_until(lambda: len(item_ids(stack, run_id, ItemStatus.RUNNING)) == 15
-               and stack.simulator.stats()["counters"].get("requests", 0) == 16,
-               timeout=60, what="A's 15 calls in flight")
     paused = stack.workers[0]
     assert paused.process is not None
     os.killpg(paused.process.pid, signal.SIGSTOP)

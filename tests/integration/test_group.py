@@ -50,6 +50,13 @@ def run_group(ids: list[int], settings: Settings, engine: Engine) -> dict[int, A
     return process_items(ids, settings=settings, engine=engine, throttle=throttle, client=sync)
 
 
+def in_flight() -> int:
+    """Attempt rows of calls not answered yet."""
+    with session_scope() as s:
+        return int(s.scalar(select(func.count()).select_from(Attempt).where(
+            Attempt.outcome == AttemptOutcome.IN_FLIGHT)) or 0)
+
+
 def texts(n: int) -> list[str]:
     return [f"Document {i} of the group, about the harbour's {i} cranes." for i in range(n)]
 
@@ -78,11 +85,6 @@ def test_every_attempt_row_is_written_before_its_call_is_answered(
     thread = threading.Thread(target=lambda: done.update(run_group(ids, settings, engine)))
     thread.start()
 
-    def in_flight() -> int:
-        with session_scope() as s:
-            return int(s.scalar(select(func.count()).select_from(Attempt).where(
-                Attempt.outcome == AttemptOutcome.IN_FLIGHT)) or 0)
-
     # All six rows exist together while the calls are out (each takes 1.5 s).
     wait_until(lambda: in_flight() == 6, timeout=20, interval=0.05, what="six in-flight rows")
     assert simulator.stats()["counters"].get("status_200", 0) == 0
@@ -101,11 +103,6 @@ def test_answers_that_come_back_after_a_take_over_are_kept_as_attempts_only(
     done: dict[int, Any] = {}
     thread = threading.Thread(target=lambda: done.update(run_group(ids, settings, engine)))
     thread.start()
-
-    def in_flight() -> int:
-        with session_scope() as s:
-            return int(s.scalar(select(func.count()).select_from(Attempt).where(
-                Attempt.outcome == AttemptOutcome.IN_FLIGHT)) or 0)
 
     wait_until(lambda: in_flight() == 4, timeout=20, interval=0.05, what="four calls out")
     with session_scope() as s:

@@ -4,13 +4,16 @@ holder, and leases a live holder renews."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import redis
+import sqlalchemy.exc
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from tests.support.db import new_run, race
 from workers.db import repository as repo
@@ -183,7 +186,7 @@ class TestSweep:
 
     def test_a_process_judges_others_only_after_a_whole_timeout_of_its_own_beats(
             self, migrated_db: str, configure: Any) -> None:
-        configure(heartbeat_seconds=1, holder_timeout_seconds=3)
+        configure(heartbeat_seconds=1, holder_timeout_seconds=3, db_idle_transaction_seconds=2)
         _, (item_id,) = new_run(["held by a dead worker"])
         holder_row("dead", beat_seconds_ago=60)
         claimed_by(item_id, "dead")
@@ -211,3 +214,43 @@ def test_a_consumer_keeps_only_its_unacknowledged_deliveries(broker_url: str) ->
         assert heartbeat.deliveries_of(client, token) == []  # read once, then forgotten
     finally:
         client.hdel(heartbeat.UNACKED_KEY, "tag-held")
+
+
+@pytest.mark.postgres
+def test_a_transaction_left_idle_is_ended_by_postgresql(postgres_url: str,
+                                                         configure: Any) -> None:
+    # A stopped worker must not hold its locks until it wakes up: PostgreSQL ends its
+    # session once it has sat idle inside a transaction for db_idle_transaction_seconds.
+    from workers.db.migrations import upgrade
+    from workers.db.session import dispose_engines, get_engine
+
+    upgrade(postgres_url)
+    configure(database_url=postgres_url, db_idle_transaction_seconds=1)
+    dispose_engines()
+    with get_engine().connect() as conn:
+        assert conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "1s"
+        conn.exec_driver_sql("SELECT 1")  # the transaction begins, and sits idle
+        time.sleep(2.5)
+        with pytest.raises(sqlalchemy.exc.DBAPIError, match="idle-in-transaction timeout"):
+            conn.exec_driver_sql("SELECT 1")
+
+
+@pytest.mark.postgres
+def test_the_sessions_of_a_holder_found_dead_are_ended(postgres_url: str,
+                                                        configure: Any) -> None:
+    from workers.db.migrations import upgrade
+    from workers.db.session import application_name, get_engine
+
+    upgrade(postgres_url)
+    configure(database_url=postgres_url)
+    name = application_name("host:4242:deadbeef")
+    stopped = sqlalchemy.create_engine(postgres_url,
+                                       connect_args={"application_name": name})
+    with stopped.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")  # a transaction left open, as a stopped process's
+        with get_engine().connect() as other, other.begin():
+            ended = repo.end_sessions(Session(bind=other), [name, "docpipe nobody"])
+        assert ended == 1
+        with pytest.raises(sqlalchemy.exc.DBAPIError):
+            conn.exec_driver_sql("SELECT 1")
+    stopped.dispose()

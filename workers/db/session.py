@@ -18,10 +18,33 @@ _engines: PerProcess[str, Engine] = PerProcess()
 _makers: dict[Engine, sessionmaker[Session]] = {}
 
 
-def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
+#: PostgreSQL keeps an application_name of at most this many characters.
+_NAME_LENGTH = 63
+_application_name: str | None = None
+
+
+def application_name(holder: str) -> str:
+    """The ``application_name`` the connections of the worker process ``holder`` carry, so
+    that the sweep can end the sessions of a holder found dead."""
+    return f"docpipe {holder}"[:_NAME_LENGTH]
+
+
+def name_connections(holder: str) -> None:
+    """From now on, this process's connections carry ``holder``'s application name (its
+    engines are made anew, so every later session does)."""
+    global _application_name
+    _application_name = application_name(holder)
+    dispose_engines()
+
+
+def create_db_engine(url: str, *, pool_size: int = 10, idle_transaction_seconds: float = 0
+                     ) -> Engine:
     """Create an engine for ``url`` with docpipe's connection policy.
 
-    PostgreSQL: pre-ping so a restarted server costs a reconnect, not a failed task.
+    PostgreSQL: pre-ping so a restarted server costs a reconnect, not a failed task; with
+    ``idle_transaction_seconds``, the server ends a session idle inside a transaction that
+    long (a stopped process never holds a lock for good), and no statement waits longer for
+    a lock.
     SQLite: WAL, a generous busy timeout and ``BEGIN IMMEDIATE`` so concurrent writers wait
     for the lock instead of failing with "database is locked".
     """
@@ -33,9 +56,16 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
         _configure_sqlite(engine)
         return engine
+    connect_args: dict[str, Any] = {}
+    if _application_name:
+        connect_args["application_name"] = _application_name
+    if idle_transaction_seconds:
+        ms = int(idle_transaction_seconds * 1000)
+        connect_args["options"] = (f"-c idle_in_transaction_session_timeout={ms} "
+                                   f"-c lock_timeout={ms}")
     return create_engine(
-        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
-    )
+        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+        connect_args=connect_args)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -63,7 +93,8 @@ def get_engine(url: str | None = None) -> Engine:
     settings = get_settings()
     url = url or settings.database_url
     return _engines.get(url, lambda: _made(create_db_engine(
-        url, pool_size=min(settings.pool_concurrency, 20))))
+        url, pool_size=min(settings.pool_concurrency, 20),
+        idle_transaction_seconds=settings.db_idle_transaction_seconds)))
 
 
 def _made(engine: Engine) -> Engine:

@@ -41,7 +41,7 @@ import redis
 from workers.admission.scripts import redis_client
 from workers.db import repository as repo
 from workers.db.models import utcnow
-from workers.db.session import session_scope
+from workers.db.session import application_name, name_connections, session_scope
 from workers.runtime import holding
 from workers.settings import Settings
 
@@ -172,6 +172,7 @@ def start(settings: Settings, *, publish: Publisher | None = None,
     ``publish`` it also sweeps for dead holders, sends their items again with it and puts
     their messages back with ``restore``; a ``consumer`` keeps its set of deliveries."""
     global _current, _current_pid
+    name_connections(holding.token())
     heartbeat = Heartbeat(settings, publish=publish, restore=restore, consumer=consumer)
     heartbeat.beat()
     thread = threading.Thread(target=heartbeat.run, name="docpipe-heartbeat", daemon=True)
@@ -202,6 +203,10 @@ def sweep(settings: Settings, *, publish: Publisher, restore: Restorer | None = 
         if not repo.take_sweep_lock(session):
             return Swept()
         dead = repo.dead_workers(session, cutoff)
+        # A stopped holder's open transaction would keep its items locked (and skipped
+        # below) until it woke up: its sessions end now, and what they locked is voided at
+        # the next sweep, as claims of a holder with no row.
+        repo.end_sessions(session, [application_name(token) for token in dead])
         claims = repo.claims_of_the_dead(session, dead, cutoff)
         voided = {queue: repo.void_dead_claims(session, ids) for queue, ids in claims.items()}
         repo.forget_workers(session, dead)

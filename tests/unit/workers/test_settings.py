@@ -47,6 +47,13 @@ def test_refuses_a_soft_limit_above_the_hard_limit() -> None:
                  task_time_limit_seconds=300)
 
 
+def test_a_stopped_holders_locks_go_before_it_is_found_dead() -> None:
+    with pytest.raises(ValidationError, match="below holder_timeout_seconds"):
+        Settings(holder_timeout_seconds=30, db_idle_transaction_seconds=30)
+    with pytest.raises(ValidationError, match="three heartbeat_seconds"):
+        Settings(holder_timeout_seconds=12, heartbeat_seconds=5, db_idle_transaction_seconds=5)
+
+
 def test_a_lease_outlasts_two_heartbeats() -> None:
     with pytest.raises(ValidationError, match="twice heartbeat_seconds"):
         Settings(lease_seconds=8, heartbeat_seconds=5)

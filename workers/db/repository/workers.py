@@ -82,3 +82,15 @@ def claims_of_the_dead(session: Session, dead: Sequence[str], cutoff: datetime
     for item_id, queue in rows:
         by_queue.setdefault(queue, []).append(item_id)
     return by_queue
+
+
+def end_sessions(session: Session, names: Sequence[str]) -> int:
+    """End the database sessions whose application name is one of ``names`` (those of worker
+    processes found dead): a stopped process must not hold its locks until it wakes up. Its
+    open transaction is rolled back. PostgreSQL only; returns how many were ended."""
+    if not names or not is_postgres(session):
+        return 0
+    return len(session.execute(
+        text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+             "WHERE application_name = ANY(:names) AND pid <> pg_backend_pid()"),
+        {"names": list(names)}).all())
