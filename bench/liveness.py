@@ -7,7 +7,10 @@ fault to the first worker's whole process group:
 
 - ``kill``: SIGKILL; the worker is not started again;
 - ``stop``: SIGSTOP, then SIGCONT ``--stop-seconds`` later;
-- ``none``: nothing (the baseline: when the run would have ended anyway).
+- ``none``: nothing (the baseline: when the run would have ended anyway);
+- ``poison``: from the start, whichever worker holds the run's first item is killed and
+  started again, as if that document killed it, until the item is quarantined (the time is
+  then counted from its first claim).
 
 With ``--beat`` the second worker also runs beat (the reconciler). Prints, and with
 ``--record`` appends to ``docs/reliability.md``: the seconds from the fault to the run's end,
@@ -102,6 +105,8 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
         ingest = subprocess.run(docpipe_command("ingest", str(corpus), "--json"), env=env,
                                 check=True, capture_output=True, text=True)
         run_id = int(json.loads(ingest.stdout)["run_id"])
+        if args.fault == "poison":
+            return poison(args, database_url, run_id, workers)
         faulted_at: float | None = None
         fault_done = 0
         done_before: list[int] = []
@@ -177,6 +182,55 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
                        repaid, int(losses), sum(by_outcome.values()), by_outcome)
 
 
+def poison(args: argparse.Namespace, database_url: str, run_id: int,
+           workers: list[WorkerProcess]) -> Figures:
+    """Play a poison document: whichever worker holds the run's first item is killed (its
+    whole process group, as an OOM killer would) and started again, until the item is
+    quarantined. Returns the seconds from its first claim to its quarantine."""
+    with session_scope(database_url) as s:
+        target = s.scalar(select(func.min(Item.id)).where(Item.run_id == run_id))
+    first_claim: float | None = None
+    kills = 0
+    while True:
+        with session_scope(database_url) as s:
+            item = s.get(Item, target)
+            assert item is not None
+            status, holder = item.status, item.holder
+            pids = dict(s.execute(select(WorkerRow.id, WorkerRow.pid)).all())
+        now = time.monotonic()
+        if status == ItemStatus.FAILED:
+            break
+        if status == ItemStatus.RUNNING and holder is not None:
+            first_claim = now if first_claim is None else first_claim
+            pid = pids.get(holder) or int(holder.split(":")[-2])  # host:pid:nonce
+            for worker in workers:
+                if worker.process is not None and _in_group(pid, worker.process.pid):
+                    worker.kill()
+                    worker.start()
+                    kills += 1
+                    print(f"{now - first_claim:6.1f} s: killed the worker holding item "
+                          f"{target} ({kills})", flush=True)
+        if first_claim is not None and now - first_claim > args.timeout:
+            raise SystemExit(f"item {target} was not quarantined within {args.timeout} s")
+        time.sleep(0.25)
+    assert first_claim is not None
+    seconds = time.monotonic() - first_claim
+    with session_scope(database_url) as s:
+        item = s.get(Item, target)
+        assert item is not None
+        print(f"item {target}: {item.status} {item.last_error_code}: "
+              f"{item.last_error_message}", flush=True)
+        losses = int(item.worker_losses)
+        by_outcome = dict(s.execute(
+            select(Attempt.outcome, func.count()).where(Attempt.item_id == target)
+            .group_by(Attempt.outcome)).all())
+    status_counts = counts(database_url, run_id)
+    return Figures("poison", args.beat, args.docs, 0, seconds,
+                   status_counts.get("succeeded", 0), status_counts.get("failed", 0),
+                   f"quarantined after {kills} kills", 0, losses,
+                   sum(by_outcome.values()), by_outcome)
+
+
 def held_by_group(database_url: str, run_id: int, pgid: int) -> int:
     """How many of the run's items processes of the process group ``pgid`` hold now."""
     with session_scope(database_url) as s:
@@ -206,7 +260,8 @@ def simulator_stats_by_input(port: int) -> dict[str, int]:
 def report(f: Figures, args: argparse.Namespace, command: str) -> str:
     fault = {"kill": "one worker killed with SIGKILL",
              "stop": f"one worker stopped with SIGSTOP for {args.stop_seconds:g} s",
-             "none": "no fault"}[f.fault]
+             "none": "no fault",
+             "poison": "a poison document (each worker that holds it is killed)"}[f.fault]
     lines = [
         f"### Liveness: {f.docs} documents, {fault}, {'with' if f.beat else 'without'} beat "
         f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
@@ -228,7 +283,7 @@ def report(f: Figures, args: argparse.Namespace, command: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=600)
-    parser.add_argument("--fault", choices=("kill", "stop", "none"), default="kill")
+    parser.add_argument("--fault", choices=("kill", "stop", "none", "poison"), default="kill")
     parser.add_argument("--at", type=float, default=0.3, help="Share of the run done.")
     parser.add_argument("--beat", action="store_true", help="The surviving worker runs beat.")
     parser.add_argument("--stop-seconds", type=float, default=60.0)

@@ -133,7 +133,7 @@ class RateLimiter:
         #: How long a budget learned from headers stands without an answer that renews it.
         self.learned_ttl = learned_ttl
         #: How long a probe keeps the others waiting if its answer never comes back (its
-        #: process died): then another call probes.
+        #: process died, or the call is slow): then another call probes too.
         self.probe_hold = probe_hold
         self._acquire = client.register_script(_ACQUIRE)
         self._settle = client.register_script(_SETTLE)

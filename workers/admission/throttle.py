@@ -325,8 +325,10 @@ def _make_throttle(settings: Settings) -> Throttle:
         RateLimiter(client, burst_seconds=settings.ratelimit_burst_seconds,
                     learned_ttl=settings.learned_limits_ttl_seconds,
                     # A probe whose answer never comes (its process died) holds the others
-                    # back until its call would have timed out.
-                    probe_hold=settings.request_timeout_seconds),
+                    # back until its call would have timed out, or its process would have
+                    # been found dead: then another call probes.
+                    probe_hold=min(settings.request_timeout_seconds,
+                                   settings.holder_timeout_seconds)),
         CircuitBreaker(
             client, window=settings.breaker_window,
             failure_ratio=settings.breaker_failure_ratio, min_calls=settings.breaker_min_calls,
