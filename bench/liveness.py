@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from corpus import write_corpus  # noqa: E402
 from record import describe_machine, emit  # noqa: E402
-from soak import counts, throwaway_postgres  # noqa: E402
+from soak import Services, counts, throwaway_postgres  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
 from tests.support.accounting import assert_accounted_for  # noqa: E402
@@ -51,12 +51,6 @@ from workers.db.models import Attempt, Item, ItemStatus  # noqa: E402
 from workers.db.models import WorkerProcess as WorkerRow  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
 from workers.runtime.embedded import docpipe_command, free_port, stop, wait_for_port  # noqa: E402
-
-
-@dataclass(frozen=True)
-class Services:
-    database_url: str
-    broker_url: str
 
 
 @dataclass

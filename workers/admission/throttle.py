@@ -101,6 +101,7 @@ class LimitState:
     #: Seconds until what was learned is probed for again, if nothing renews it.
     expires_in_seconds: float | None = None
 
+
 @dataclass(frozen=True)
 class ThrottleState:
     """Everything ``docpipe limits`` shows: budgets, levels, cooldowns, the breaker."""
@@ -223,19 +224,22 @@ class Throttle:
                 admitted.append(self._admission(ask, grant, limited=limited,
                                                 max_wait=max_wait))
         # A budget probe the breaker stopped would keep the fleet waiting for nothing.
-        self.unused([Ticket(key, self.endpoint, budget, estimate, 0.0, probe=grant.probe)
-                     for (key, estimate, budget), grant, admission
-                     in zip(asks, grants, admitted, strict=True)
-                     if grant.probe and not isinstance(admission, Ticket)])
+        self._give_back([(key, grant.probe) for (key, _, _), grant, admission
+                         in zip(asks, grants, admitted, strict=True)
+                         if not isinstance(admission, Ticket)])
         return admitted
 
     def unused(self, tickets: Sequence[Ticket]) -> None:
-        """Tickets whose calls will not be sent (the run's budget had no room): a budget
-        probe among them is given back, so another call learns the budget instead."""
-        for ticket in tickets:
-            if ticket.probe is not None and ticket.key is not None:
+        """Tickets whose calls will not be sent (the run's budget had no room, or the item
+        was taken over): a budget probe among them is given back, so another call learns
+        the budget instead."""
+        self._give_back([(ticket.key, ticket.probe) for ticket in tickets])
+
+    def _give_back(self, probes: Sequence[tuple[str | None, str | None]]) -> None:
+        for key, probe in probes:
+            if key is not None and probe is not None:
                 try:
-                    self.limiter.release_probe(ticket.key, ticket.probe)
+                    self.limiter.release_probe(key, probe)
                 except redis.RedisError as exc:  # its hold runs out instead
                     log.warning("could not give back a rate-limit probe: %s", exc)
 

@@ -70,6 +70,12 @@ def is_gap(last_ok: float | None, now: float, interval: float) -> bool:
     return last_ok is None or now - last_ok > 2.5 * interval
 
 
+def _brief(exc: Exception) -> str:
+    """An error in one line for the log: its class and the first line of its message."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 @dataclass(frozen=True)
 class Swept:
     """What one sweep did: the dead processes found, and the items sent again."""
@@ -111,9 +117,8 @@ class Heartbeat:
                                   holder=self.token, lease_seconds=settings.lease_seconds)
         except Exception as exc:  # the database is away: beat again later
             if not self.failing:
-                log.warning("worker heartbeat failed (%s: %s); retrying every %g s",
-                            type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc)
-                            else "", settings.heartbeat_seconds)
+                log.warning("worker heartbeat failed (%s); retrying every %g s", _brief(exc),
+                            settings.heartbeat_seconds)
                 self.failing = True
             return False
         if anew and self.beats:
@@ -134,8 +139,7 @@ class Heartbeat:
             try:
                 sweep(settings, publish=self.publish, restore=self.restore)
             except Exception as exc:  # the next beat sweeps again
-                log.warning("the dead-holder sweep failed (%s: %s)", type(exc).__name__,
-                            str(exc).splitlines()[0][:200] if str(exc) else "")
+                log.warning("the dead-holder sweep failed (%s)", _brief(exc))
         return True
 
     def _prune_deliveries(self) -> None:
@@ -218,8 +222,7 @@ def sweep(settings: Settings, *, publish: Publisher, restore: Restorer | None = 
         try:
             restored += restore(token)
         except Exception as exc:  # the visibility timeout stays the backstop
-            log.warning("could not put back the messages of %s (%s: %s)", token,
-                        type(exc).__name__, exc)
+            log.warning("could not put back the messages of %s (%s)", token, _brief(exc))
     if dead or sent:
         log.warning("dead worker processes (no heartbeat for %g s): %s; %d items they held "
                     "sent again, %d messages they had received put back on their queues",
@@ -236,8 +239,8 @@ def _send(by_queue: dict[str, list[int]], publish: Publisher) -> int:
         try:
             publish(sorted(ids), queue=queue)
         except Exception as exc:  # queued in the database: the reconciler sends them
-            log.warning("could not send %d items of dead holders again (%s: %s); the "
-                        "reconciler will", len(ids), type(exc).__name__, exc)
+            log.warning("could not send %d items of dead holders again (%s); the "
+                        "reconciler will", len(ids), _brief(exc))
             continue
         sent += len(ids)
     return sent
