@@ -1,19 +1,24 @@
-"""Soak: a large run on PostgreSQL during which a worker is killed and Redis is restarted.
+"""Soak: a large run on PostgreSQL during which workers are killed and Redis is restarted.
 
 Starts its own PostgreSQL cluster (initdb, as the ``postgres`` user when run as root), a
 Redis with AOF, the simulator and ``--workers`` ``docpipe worker`` processes (the first also
-runs beat). Ingests ``--docs`` documents, then, while they are processed:
+runs beat), with docpipe's default settings unless ``--timings short``. Ingests ``--docs``
+documents, then, while they are processed:
 
-- at ``--kill-at`` of the run done, SIGKILLs the whole first worker (its process group) and
-  starts it again ``--down`` seconds later;
+- every ``--kill-every`` seconds, SIGKILLs one worker's whole process group (each worker in
+  turn) and starts it again ``--down`` seconds later; without ``--kill-every``, once, the
+  first worker at ``--kill-at`` of the run done;
 - at ``--redis-at`` of the run done, SIGKILLs Redis and starts it again on its AOF.
+
+``--no-faults`` runs the same without either, for the time to compare against.
 
 At the end it checks the faults layer's invariant (every document has exactly one result or
 a failed item with a reason, nothing pending, the broker's queues and unacked set empty) and
 prints what the faults cost: calls lost with the killed worker, documents paid for twice,
 worker losses counted, and the simulator's requests against the documents.
 
-    python bench/soak.py --docs 20000 --record
+    python bench/soak.py --docs 20000 --kill-every 60 --record
+    python bench/soak.py --docs 20000 --no-faults --record
 """
 
 from __future__ import annotations
@@ -51,8 +56,9 @@ from workers.runtime.embedded import (  # noqa: E402
     wait_for_port,
 )
 
-#: Production-shaped timings, shortened so a lost worker's items come back within the soak.
-SOAK_SETTINGS = {
+#: ``--timings short``: the timings of the soaks before holders and heartbeats, when only a
+#: short lease brought a lost worker's items back within the soak.
+SHORT_TIMINGS = {
     "DOCPIPE_VISIBILITY_TIMEOUT_SECONDS": "180", "DOCPIPE_LEASE_SECONDS": "30",
     "DOCPIPE_TASK_SOFT_TIME_LIMIT_SECONDS": "40", "DOCPIPE_TASK_TIME_LIMIT_SECONDS": "50",
     "DOCPIPE_REQUEST_TIMEOUT_SECONDS": "20", "DOCPIPE_RECONCILE_INTERVAL_SECONDS": "5",
@@ -136,10 +142,11 @@ def soak(args: argparse.Namespace, work: Path) -> Figures:
             stdout=(work / "simulator.log").open("ab"), stderr=subprocess.STDOUT)
         stack.callback(stop, sim)
         wait_for_port(sim_port, process=sim, what="simulator")
-        env = {**os.environ, **SOAK_SETTINGS,
+        env = {**os.environ, **timings(args),
                "DOCPIPE_DATABASE_URL": database_url, "DOCPIPE_BROKER_URL": redis.url,
-               "OPENAI_BASE_URL": f"http://127.0.0.1:{sim_port}/v1", "OPENAI_API_KEY": "sk-soak",
-               "DOCPIPE_WORKER_CONCURRENCY": str(args.concurrency)}
+               "OPENAI_BASE_URL": f"http://127.0.0.1:{sim_port}/v1", "OPENAI_API_KEY": "sk-soak"}
+        if args.concurrency:
+            env["DOCPIPE_WORKER_CONCURRENCY"] = str(args.concurrency)
         upgrade = subprocess.run(docpipe_command("db", "upgrade"), env=env,
                                  capture_output=True, text=True)
         if upgrade.returncode:
@@ -155,7 +162,8 @@ def soak(args: argparse.Namespace, work: Path) -> Figures:
                                 check=True, capture_output=True, text=True)
         run_id = int(json.loads(ingest.stdout)["run_id"])
         events.append(f"{time.monotonic() - started:.0f} s: ingest done")
-        killed = restarted_redis = False
+        kills, restarted_redis = 0, args.no_faults
+        next_kill = started + args.kill_every if args.kill_every else None
         while True:
             status = counts(database_url, run_id)
             done = status.get("succeeded", 0) + status.get("failed", 0)
@@ -163,13 +171,21 @@ def soak(args: argparse.Namespace, work: Path) -> Figures:
             print(f"{elapsed:6.0f} s  {done:6d}/{args.docs} done  {status}", flush=True)
             if done >= args.docs:
                 break
-            if not killed and done >= args.kill_at * args.docs:
-                workers[0].kill()
-                events.append(f"{elapsed:.0f} s: worker 0 killed with SIGKILL at {done} done")
+            if next_kill is not None:
+                kill_now = time.monotonic() >= next_kill
+            else:
+                kill_now = not (kills or args.no_faults) and done >= args.kill_at * args.docs
+            if kill_now:
+                victim = workers[kills % len(workers)]
+                victim.kill()
+                events.append(f"{elapsed:.0f} s: {victim.name} killed with SIGKILL at "
+                              f"{done} done")
                 time.sleep(args.down)
-                workers[0].start()
-                killed = True
-            elif killed and not restarted_redis and done >= args.redis_at * args.docs:
+                victim.start()
+                kills += 1
+                if next_kill is not None:
+                    next_kill += args.kill_every
+            elif kills and not restarted_redis and done >= args.redis_at * args.docs:
                 redis.kill()
                 events.append(f"{elapsed:.0f} s: Redis killed with SIGKILL at {done} done")
                 time.sleep(args.down)
@@ -182,6 +198,13 @@ def soak(args: argparse.Namespace, work: Path) -> Figures:
         assert_accounted_for(Services(database_url, redis.url), run_id, broker_timeout=180)
         events.append("invariant held: every document accounted for once, broker empty")
         with session_scope(database_url) as s:
+            lost = s.execute(select(Attempt.error_code, func.count())
+                             .where(Attempt.run_id == run_id,
+                                    Attempt.outcome == AttemptOutcome.LOST)
+                             .group_by(Attempt.error_code)).all()
+            if lost:
+                events.append("calls lost, by cause: " + ", ".join(
+                    f"{code} {n}" for code, n in sorted(lost, key=lambda row: -row[1])))
             per_item = (select(Attempt.item_id, func.count().label("n"))
                         .where(Attempt.run_id == run_id, Attempt.outcome == AttemptOutcome.OK)
                         .group_by(Attempt.item_id).subquery())
@@ -207,24 +230,35 @@ def soak(args: argparse.Namespace, work: Path) -> Figures:
     return figures
 
 
+def timings(args: argparse.Namespace) -> dict[str, str]:
+    return SHORT_TIMINGS if args.timings == "short" else {}
+
+
 def report(f: Figures, args: argparse.Namespace, command: str) -> str:
     machine = describe_machine()
+    faults = ("no faults" if args.no_faults else
+              f"a worker killed every {args.kill_every:.0f} s and Redis restarted"
+              if args.kill_every else "a worker killed and Redis restarted")
+    concurrency = (f"{args.concurrency} calls in flight per process" if args.concurrency
+                   else "the default calls in flight per process")
+    settings = timings(args)
     lines = [
-        f"### Soak: {f.docs:,} documents, a worker killed and Redis restarted "
+        f"### Soak: {f.docs:,} documents, {faults} "
         f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",
         f"Command: `{command}`  ",
         f"Machine: {machine}. PostgreSQL 15, Redis with AOF, {args.workers} `docpipe worker` "
-        f"commands (an engine process per core each, {args.concurrency} calls in flight per "
-        f"process), simulator latency {args.latency_ms} ms (median, p99). "
-        f"Timings: " + ", ".join(f"{k.removeprefix('DOCPIPE_').lower()}={v}"
-                                 for k, v in SOAK_SETTINGS.items()) + ".",
+        f"commands (an engine process per core each, {concurrency}), simulator latency "
+        f"{args.latency_ms} ms (median, p99). Timings: "
+        + (", ".join(f"{k.removeprefix('DOCPIPE_').lower()}={v}" for k, v in settings.items())
+           if settings else "docpipe's defaults") + ".",
         "",
         *(f"- {event}" for event in f.events),
         "",
         "| documents | wall time | docs/s | succeeded | failed | attempt rows | lost with the "
-        "killed worker | cut short by the Redis outage | items with two stored answers | "
-        "worker losses counted | 200s at the simulator | calls paid beyond one per document |",
+        "killed worker | cut short by an error in docpipe's services | items with two stored "
+        "answers | worker losses counted | 200s at the simulator | calls paid beyond one per "
+        "document |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {f.docs:,} | {f.seconds:.0f} s | {f.docs / f.seconds:.1f} | {f.succeeded:,} | "
         f"{f.failed:,} | {f.attempts:,} | {f.lost_with_worker:,} | {f.cut_short:,} | "
@@ -238,10 +272,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=32,
-                        help="Calls in flight per worker process (DOCPIPE_WORKER_CONCURRENCY).")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="Calls in flight per worker process (DOCPIPE_WORKER_CONCURRENCY); "
+                        "the default setting's if not given.")
+    parser.add_argument("--timings", choices=("default", "short"), default="default",
+                        help="docpipe's default lease, visibility and holder timings, or the "
+                        "short ones of the soaks before heartbeats.")
     parser.add_argument("--latency-ms", default="200,1000")
-    parser.add_argument("--kill-at", type=float, default=0.3, help="Share done at the kill.")
+    parser.add_argument("--kill-at", type=float, default=0.3,
+                        help="Share done at the one kill, without --kill-every.")
+    parser.add_argument("--kill-every", type=float, default=None,
+                        help="Kill a worker (each in turn) every this many seconds.")
+    parser.add_argument("--no-faults", action="store_true",
+                        help="No kill, no Redis restart: the time to compare against.")
     parser.add_argument("--redis-at", type=float, default=0.6,
                         help="Share done at the Redis restart.")
     parser.add_argument("--down", type=float, default=3.0, help="Seconds down after each.")

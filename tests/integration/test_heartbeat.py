@@ -254,3 +254,71 @@ def test_the_sessions_of_a_holder_found_dead_are_ended(postgres_url: str,
         with pytest.raises(sqlalchemy.exc.DBAPIError):
             conn.exec_driver_sql("SELECT 1")
     stopped.dispose()
+
+
+@pytest.mark.postgres
+def test_a_renewal_skips_the_rows_a_writer_holds_instead_of_waiting(postgres_url: str,
+                                                                    configure: Any) -> None:
+    # A writer locks its items in id order while it writes their answers. A renewal that
+    # waited for them, in whatever order its rows came, deadlocked with it (34 answers of a
+    # fault-free 20,000-document soak were lost that way); it takes what is free instead.
+    from workers.db.migrations import upgrade
+
+    upgrade(postgres_url)
+    configure(database_url=postgres_url, db_idle_transaction_seconds=5)
+    _, (written, free) = new_run(["being written", "free"])
+    with session_scope() as s:
+        for item_id in (written, free):
+            assert repo.claim_item(s, item_id, lease_seconds=1, holder="me") is not None
+    with session_scope() as writer:
+        assert repo.taken_over(writer, [written], holder="me") == set()  # locks its row
+        started = time.monotonic()
+        with session_scope() as s:
+            assert repo.renew_leases(s, [written, free], holder="me", lease_seconds=600) == 1
+        assert time.monotonic() - started < 2, "the renewal waited for the writer's lock"
+    assert item_row(free).lease_expires_at > utcnow() + timedelta(seconds=500)
+    assert item_row(written).lease_expires_at < utcnow() + timedelta(seconds=2)
+
+
+def test_a_stray_delivery_goes_back_on_its_queue(broker_url: str, configure: Any) -> None:
+    # Delivered and never acknowledged, and no living process noted receiving it: its
+    # consumer died before it could, or a Redis restart kept the delivery. It must not wait
+    # out the visibility timeout (an hour by default).
+    from kombu import Connection
+
+    configure(broker_url=broker_url, holder_timeout_seconds=30)
+    queue = f"test.stray.{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(broker_url)
+    living = f"host:1:{uuid.uuid4().hex[:8]}"
+    # The consumer's connection stays open: closed, kombu would put its deliveries back.
+    consumer = Connection(broker_url)
+    tags: dict[str, str] = {}
+    try:
+        producer = consumer.Producer()
+        for body in ("stray", "noted by a living consumer", "just delivered"):
+            producer.publish(body, routing_key=queue,
+                             declare=[consumer.SimpleQueue(queue).queue])
+        for _ in range(3):
+            message = consumer.default_channel.basic_get(queue, no_ack=False)
+            assert message is not None
+            tags[message.payload] = message.delivery_tag
+        long_ago = time.time() - 31
+        for body in ("stray", "noted by a living consumer"):
+            client.zadd(heartbeat.UNACKED_INDEX_KEY, {tags[body]: long_ago})
+        heartbeat.record_delivery(client, living, tags["noted by a living consumer"],
+                                  ttl_seconds=60)
+        assert heartbeat.stray_deliveries(client, [living], before=time.time() - 30) == \
+            [tags["stray"]]
+
+        restore = heartbeat.restorer(get_settings(), lambda: Connection(broker_url))
+        assert restore([], [living]) == 1
+        assert client.llen(queue) == 1
+        assert not client.hexists(heartbeat.UNACKED_KEY, tags["stray"])
+        assert client.hexists(heartbeat.UNACKED_KEY, tags["just delivered"])
+        assert restore([], [living]) == 0, "put back once"
+    finally:
+        for tag in tags.values():
+            client.hdel(heartbeat.UNACKED_KEY, tag)
+            client.zrem(heartbeat.UNACKED_INDEX_KEY, tag)
+        consumer.release()
+        client.delete(queue, heartbeat.DELIVERIES_KEY.format(token=living))

@@ -16,7 +16,9 @@ again, and the messages it had received but not acknowledged (those it was worki
 those waiting in its prefetch) are put back on their queues with kombu's own restore,
 instead of waiting out the broker's visibility timeout. For that, the process that consumes
 the messages keeps the set of delivery tags it received in Redis, pruned at each beat to
-those still unacknowledged.
+those still unacknowledged. A message delivered longer than a holder timeout ago that no
+living process received is stray (its consumer died before it could note it, or a Redis
+restart kept the delivery and lost the consumer's connection): it is put back too.
 
 A database outage only delays the beats: the thread logs once, keeps trying, and says when
 it is back. A process judges others only once its own beats have gone on without a gap for
@@ -31,10 +33,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -49,13 +51,16 @@ log = logging.getLogger("docpipe.worker")
 
 #: Sends items again: ``publish(item_ids, queue=...)`` (the tasks' ``send_items``).
 Publisher = Callable[..., None]
-#: Puts a dead consumer's unacknowledged messages back on their queues; returns how many.
-Restorer = Callable[[str], int]
+#: Puts back on their queues the unacknowledged messages of the dead consumers (first
+#: argument) and those no living process (second) received; returns how many.
+Restorer = Callable[[Sequence[str], Sequence[str]], int]
 
 #: The delivery tags a consuming process has received and not yet acknowledged.
 DELIVERIES_KEY = "docpipe:deliveries:{token}"
-#: kombu's Redis transport keeps delivered, unacknowledged messages in this hash.
+#: kombu's Redis transport keeps delivered, unacknowledged messages in this hash...
 UNACKED_KEY = "unacked"
+#: ... and their delivery times in this sorted set.
+UNACKED_INDEX_KEY = "unacked_index"
 
 
 def may_sweep(up_since: float | None, now: float, bound: float) -> bool:
@@ -214,20 +219,23 @@ def sweep(settings: Settings, *, publish: Publisher, restore: Restorer | None = 
         claims = repo.claims_of_the_dead(session, dead, cutoff)
         voided = {queue: repo.void_dead_claims(session, ids) for queue, ids in claims.items()}
         repo.forget_workers(session, dead)
+        living = [worker.id for worker in repo.live_workers(session, cutoff)]
     sent = _send(voided, publish)
     restored = 0
-    for token in dead:
-        if restore is None:
-            break
+    if restore is not None:
         try:
-            restored += restore(token)
+            restored = restore(dead, living)
         except Exception as exc:  # the visibility timeout stays the backstop
-            log.warning("could not put back the messages of %s (%s)", token, _brief(exc))
+            log.warning("could not put back the messages of dead or gone consumers (%s)",
+                        _brief(exc))
     if dead or sent:
         log.warning("dead worker processes (no heartbeat for %g s): %s; %d items they held "
-                    "sent again, %d messages they had received put back on their queues",
-                    settings.holder_timeout_seconds,
+                    "sent again, %d messages no living process holds put back on their "
+                    "queues", settings.holder_timeout_seconds,
                     ", ".join(dead) or "none with a heartbeat row", sent, restored)
+    elif restored:
+        log.warning("%d messages delivered over %g s ago that no living process received "
+                    "put back on their queues", restored, settings.holder_timeout_seconds)
     return Swept(tuple(dead), sent, restored)
 
 
@@ -279,16 +287,40 @@ def deliveries_of(client: redis.Redis, token: str) -> list[str]:
     pipe.smembers(key)
     pipe.delete(key)
     members, _ = pipe.execute()
-    return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+    return sorted(_text(m) for m in members)
+
+
+def stray_deliveries(client: redis.Redis, living: Sequence[str], *, before: float
+                     ) -> list[str]:
+    """The messages delivered before ``before`` (epoch seconds) and not yet acknowledged
+    that none of the ``living`` processes noted receiving."""
+    found = cast("list[bytes]", client.zrangebyscore(UNACKED_INDEX_KEY, "-inf", before))
+    old = [_text(tag) for tag in found]
+    if not old:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for token in living:
+        pipe.smembers(DELIVERIES_KEY.format(token=token))
+    received = {_text(tag) for tags in pipe.execute() for tag in tags}
+    return [tag for tag in old if tag not in received]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def restorer(settings: Settings, connection: Callable[[], Any]) -> Restorer:
-    """A :data:`Restorer` that puts a dead process's unacknowledged messages back on their
-    queues with kombu's own restore (what its visibility timeout does, an hour later)."""
+    """A :data:`Restorer` that puts unacknowledged messages back on their queues with
+    kombu's own restore (what its visibility timeout does, an hour later): those the dead
+    processes received, and the stray ones, delivered over a holder timeout ago to no
+    living process."""
 
-    def restore(token: str) -> int:
+    def restore(dead: Sequence[str], living: Sequence[str]) -> int:
         client = redis_client(settings.effective_broker_url)
-        tags = [tag for tag in deliveries_of(client, token) if client.hexists(UNACKED_KEY, tag)]
+        candidates = {tag for token in dead for tag in deliveries_of(client, token)}
+        candidates.update(stray_deliveries(
+            client, living, before=time.time() - settings.holder_timeout_seconds))
+        tags = [tag for tag in sorted(candidates) if client.hexists(UNACKED_KEY, tag)]
         if not tags:
             return 0
         with connection() as conn:

@@ -285,13 +285,22 @@ def taken_over(session: Session, item_ids: Sequence[int], *, holder: str) -> set
 
 def renew_leases(session: Session, item_ids: Sequence[int], *, holder: str,
                  lease_seconds: int) -> int:
-    """Extend the leases of ``holder``'s claims among ``item_ids``: its calls are alive."""
+    """Extend the leases of ``holder``'s claims among ``item_ids``: its calls are alive.
+
+    Rows locked by another transaction are skipped, not waited for: one of this process's
+    writers holds them while it writes their answers (the lease no longer matters), or the
+    sweep while it voids them. Waiting, in whatever order the rows came, deadlocked with
+    the writers, who lock theirs in id order; the next beat renews what was skipped.
+    """
     if not item_ids:
         return 0
+    free = (select(Item.id)
+            .where(Item.id.in_(item_ids), Item.holder == holder,
+                   Item.status == ItemStatus.RUNNING)
+            .order_by(Item.id).with_for_update(skip_locked=True))
     result = session.execute(
         update(Item)
-        .where(Item.id.in_(item_ids), Item.holder == holder,
-               Item.status == ItemStatus.RUNNING)
+        .where(Item.id.in_(free.scalar_subquery()))
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False))
     return int(result.rowcount)  # type: ignore[attr-defined]
