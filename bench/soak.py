@@ -202,6 +202,12 @@ def soak(args: argparse.Namespace, work: Path) -> Figures:
                              .where(Attempt.run_id == run_id,
                                     Attempt.outcome == AttemptOutcome.LOST)
                              .group_by(Attempt.error_code)).all()
+            failed = s.execute(select(Item.last_error_code, Item.worker_losses, func.count())
+                               .where(Item.run_id == run_id, Item.status == "failed")
+                               .group_by(Item.last_error_code, Item.worker_losses)).all()
+            if failed:
+                events.append("failed, by cause: " + ", ".join(
+                    f"{code} after {losses} worker losses: {n}" for code, losses, n in failed))
             if lost:
                 events.append("calls lost, by cause: " + ", ".join(
                     f"{code} {n}" for code, n in sorted(lost, key=lambda row: -row[1])))

@@ -135,15 +135,22 @@ def test_ids_given_twice_or_already_done_are_processed_once(
 
 def test_a_suspect_is_left_out_of_the_group_and_runs_alone(
         settings: Settings, engine: Engine, simulator: SimulatorProcess) -> None:
+    # With the default three losses to quarantine, an item lost twice is on its last chance
+    # and runs alone, after the group; one lost once goes with the group.
+    assert settings.max_worker_losses == 3
     _, ids = new_run(texts(5), version=get_pipeline("summarise").version)
     with session_scope() as s:
-        s.execute(update(Item).where(Item.id == ids[2]).values(worker_losses=1))
+        s.execute(update(Item).where(Item.id == ids[2]).values(worker_losses=2))
+        s.execute(update(Item).where(Item.id == ids[3]).values(worker_losses=1))
     outcomes = run_group(ids, settings, engine)
     assert {o.status for o in outcomes.values()} == {"succeeded"}
     with session_scope() as s:
         suspect = s.get(Item, ids[2])
         assert suspect is not None and suspect.status == ItemStatus.SUCCEEDED
-        assert suspect.worker_losses == 1
+        assert suspect.worker_losses == 2
+        # The group's calls were all made before the suspect's.
+        order = list(s.scalars(select(Attempt.item_id).order_by(Attempt.id)))
+    assert order[-1] == ids[2] and set(order[:-1]) == set(ids) - {ids[2]}
 
 
 def test_answers_the_decision_core_retries_or_fails_are_written_per_item(

@@ -87,6 +87,36 @@ class TestClaim:
             assert repo.suspects_among(s, ids) == [ids[1]]
             assert repo.claim_items(s, [], lease_seconds=60, holder="test") == {}
 
+    def test_only_items_on_their_last_chance_are_left_to_run_alone(
+            self, migrated_db: str) -> None:
+        # With three losses to quarantine, an item lost once goes in a group; an item lost
+        # twice, or lost once and now over an expired lease, is claimed only alone.
+        _, (once, twice, expired_once, expired_never) = new_run(
+            ["lost once", "lost twice", "lost once, lease expired", "lease expired"])
+        with session_scope() as s:
+            s.execute(update(Item).where(Item.id == once).values(worker_losses=1))
+            s.execute(update(Item).where(Item.id == twice).values(worker_losses=2))
+            for item_id in (expired_once, expired_never):
+                assert repo.claim_item(s, item_id, lease_seconds=0, holder="dead") is not None
+            s.execute(update(Item).where(Item.id == expired_once).values(worker_losses=1))
+        ids = [once, twice, expired_once, expired_never]
+        with session_scope() as s:
+            assert set(repo.claim_items(s, ids, lease_seconds=60, holder="group",
+                                        alone_from=2)) == {once}
+            assert repo.suspects_among(s, ids, alone_from=2) == [twice, expired_once,
+                                                                  expired_never]
+        with session_scope() as s:
+            for item_id in (twice, expired_once):
+                assert repo.claim_item(s, item_id, lease_seconds=60, holder="alone",
+                                       alone_from=2) is None
+            # Its first loss, counted by this claim: not yet its last chance.
+            taken = repo.claim_item(s, expired_never, lease_seconds=60, holder="alone",
+                                    alone_from=2)
+        assert taken is not None and taken.worker_losses == 1
+        with session_scope() as s:  # under the process's lock, without the condition
+            alone = repo.claim_item(s, twice, lease_seconds=60, holder="alone")
+        assert alone is not None and alone.worker_losses == 2
+
     def test_group_attempt_rows_come_back_in_order_and_a_never_sent_one_goes(
             self, migrated_db: str) -> None:
         run_id, ids = new_run(["one", "two", "three"])

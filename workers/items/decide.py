@@ -45,6 +45,17 @@ class Policy:
                    retry_max_seconds=settings.retry_max_seconds)
 
 
+def alone_from(max_worker_losses: int) -> int:
+    """The worker losses from which an item is claimed only alone, one at a time in each
+    process: its last chance before :data:`max_worker_losses` quarantines it.
+
+    A poison document is then in a group twice at most, and the innocent items lost with it
+    run alone only if they were lost with it both times; a single kill (a deploy, an OOM of
+    the whole host) leaves its items to run in groups, at full speed.
+    """
+    return max(1, max_worker_losses - 1)
+
+
 @dataclass(frozen=True)
 class Known:
     """What is known about an item after one thing happened to it.

@@ -3,8 +3,9 @@
 One task message carries a group of item ids. Its thread, in order:
 
 1. takes as many of the engine's slots as the group has items, before anything is claimed;
-2. claims the group in one conditional UPDATE (suspects, items whose worker was lost before,
-   are left out: they run alone afterwards, through :func:`workers.items.processing.process_item`);
+2. claims the group in one conditional UPDATE (suspects, items on their last chance before
+   quarantine for lost workers, are left out: they run alone afterwards, through
+   :func:`workers.items.processing.process_item`);
 3. builds the requests and admits every call through the breaker and the limiter in one
    Redis round trip;
 4. writes every call's ``in_flight`` attempt row before any request is sent, in one INSERT
@@ -33,7 +34,7 @@ from workers.db import repository as repo
 from workers.db.session import session_scope
 from workers.errors import ItemError
 from workers.items import processing
-from workers.items.decide import Policy, Succeed, decide
+from workers.items.decide import Policy, Succeed, alone_from, decide
 from workers.items.engine import Engine, Voided
 from workers.items.processing import Answer, Outcome, Ready
 from workers.items.rows import known_of
@@ -65,15 +66,16 @@ def _process_items(ids: list[int], *, settings: Settings, engine: Engine,
                    throttle: Throttle, client: ResponsesClient) -> dict[int, Outcome]:
     outcomes = {item_id: Outcome("skipped") for item_id in ids}
     suspects: list[int] = []
+    alone = alone_from(settings.max_worker_losses)
     for start in range(0, len(ids), engine.in_flight):
         chunk = ids[start : start + engine.in_flight]
         slots = engine.take(len(chunk))
         try:
             with session_scope() as session:
                 claimed = repo.claim_items(session, chunk, lease_seconds=settings.lease_seconds,
-                                           holder=holding.token())
+                                           holder=holding.token(), alone_from=alone)
                 suspects += repo.suspects_among(
-                    session, [i for i in chunk if i not in claimed])
+                    session, [i for i in chunk if i not in claimed], alone_from=alone)
             engine.give_back(slots - len(claimed))
             slots = len(claimed)
             if claimed:
@@ -83,7 +85,7 @@ def _process_items(ids: list[int], *, settings: Settings, engine: Engine,
                 outcomes |= group.run()
         finally:
             engine.give_back(slots)
-    # Alone, one at a time, so that a poison document is not lost with others again.
+    # Alone, one at a time, so that a poison document's last chance loses no other item.
     for item_id in suspects:
         outcomes[item_id] = processing.process_item(item_id, settings=settings, client=client,
                                                     throttle=throttle)

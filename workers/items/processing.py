@@ -46,6 +46,7 @@ from workers.items.decide import (
     Repair,
     RetryAfter,
     Succeed,
+    alone_from,
     clip,
     decide,
 )
@@ -84,8 +85,9 @@ def countdown_for(settings: Settings, seconds: float) -> float | None:
     return seconds if seconds <= settings.max_countdown_seconds else None
 
 
-#: Items whose worker was lost before run one at a time in each process: if one of them is a
-#: poison document, the others are not lost with it again and again.
+#: Items on their last chance before quarantine for lost workers run one at a time in each
+#: process (:func:`~workers.items.decide.alone_from`): if one of them is a poison document,
+#: the others are not lost with it again.
 _suspects = threading.Lock()
 
 
@@ -100,15 +102,16 @@ def process_item(item_id: int, *, settings: Settings, client: ResponsesClient,
 
 def _claim_and_process(item_id: int, *, settings: Settings, client: ResponsesClient,
                        throttle: Throttle) -> Outcome:
+    alone = alone_from(settings.max_worker_losses)
     with session_scope() as session:
         item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds,
-                               holder=holding.token(), suspects=False)
+                               holder=holding.token(), alone_from=alone)
     if item is not None:
         return _guarded(item, settings=settings, client=client, throttle=throttle)
     # Not claimed: done, held by another worker, not yet due, its run paused, or a suspect.
     # A suspect is claimed only under the lock, so the claim is not lost with another one.
     with session_scope() as session:
-        if repo.suspected_losses(session, item_id) == 0:
+        if repo.suspected_losses(session, item_id) < alone:
             return Outcome("skipped")
     with _suspects:
         with session_scope() as session:

@@ -110,13 +110,16 @@ def load_items(session: Session, condition: Any) -> dict[int, ClaimedItem]:
     return loaded
 
 
-def suspects_among(session: Session, item_ids: Sequence[int]) -> list[int]:
-    """Which of ``item_ids`` are suspects: a worker was lost holding them (see below)."""
+def suspects_among(session: Session, item_ids: Sequence[int], *, alone_from: int = 1
+                   ) -> list[int]:
+    """Which of ``item_ids`` run alone: workers were lost holding them ``alone_from`` times,
+    or their lease just expired (the claim that takes them over counts a loss)."""
     if not item_ids:
         return []
     lost_now = and_(Item.status == ItemStatus.RUNNING, Item.lease_expires_at < utcnow())
     return list(session.scalars(
-        select(Item.id).where(Item.id.in_(item_ids), or_(Item.worker_losses > 0, lost_now))
+        select(Item.id).where(Item.id.in_(item_ids),
+                              or_(Item.worker_losses >= alone_from, lost_now))
         .order_by(Item.id)))
 
 

@@ -160,13 +160,13 @@ def mark_queued(session: Session, item_ids: Sequence[int]) -> None:
 
 
 def claim_item(session: Session, item_id: int, *, lease_seconds: int, holder: str,
-               suspects: bool = True) -> ClaimedItem | None:
+               alone_from: int | None = None) -> ClaimedItem | None:
     """Take the item under a lease for ``holder`` (a worker process's heartbeat token) if it
     is waiting and its run is active, else None.
 
     One conditional UPDATE: of two workers given the same item, exactly one gets it. With
-    ``suspects=False`` an item whose worker was lost before (see :func:`suspected_losses`)
-    is left alone.
+    ``alone_from`` an item whose workers were lost that many times (see
+    :func:`suspected_losses`) is left alone: it is claimed only under the process's lock.
     """
     now = utcnow()
     claimable = and_(_from(states.CLAIM), or_(
@@ -177,8 +177,8 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, holder: st
         ),
         and_(Item.status == ItemStatus.RUNNING, Item.lease_expires_at < now),
     ))
-    if not suspects:
-        claimable = and_(claimable, Item.worker_losses == 0, Item.status != ItemStatus.RUNNING)
+    if alone_from is not None:
+        claimable = and_(claimable, _losses_with_this_claim() < alone_from)
     # Batch runs are sent by the batch submitter, never by a worker (unless, to meet the
     # run's deadline, an item is sent live).
     run_active = (
@@ -191,8 +191,7 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, holder: st
         .values(
             status=states.CLAIM.target,
             attempts=Item.attempts + 1,
-            worker_losses=Item.worker_losses
-            + case((Item.status == ItemStatus.RUNNING, 1), else_=0),
+            worker_losses=_losses_with_this_claim(),
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             holder=holder,
             not_before=None,
@@ -213,12 +212,13 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, holder: st
 
 
 def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int,
-                holder: str) -> dict[int, ClaimedItem]:
+                holder: str, alone_from: int = 1) -> dict[int, ClaimedItem]:
     """Take every waiting item of ``item_ids`` under a lease, in one conditional UPDATE.
 
-    The group form of :func:`claim_item` with ``suspects=False``: items whose worker was lost
-    before are left for :func:`claim_item` to take one at a time. Returns the claimed items by
-    id; an id missing from the answer is done, held elsewhere, not due, paused or a suspect.
+    The group form of :func:`claim_item` with ``alone_from``: items whose workers were lost
+    that many times, and items whose lease expired, are left for :func:`claim_item` to take
+    one at a time. Returns the claimed items by id; an id missing from the answer is done,
+    held elsewhere, not due, paused or a suspect.
     """
     if not item_ids:
         return {}
@@ -228,7 +228,7 @@ def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int
         or_(Item.status.in_([ItemStatus.PENDING, ItemStatus.QUEUED]),
             and_(Item.status == ItemStatus.RETRY,
                  or_(Item.not_before.is_(None), Item.not_before <= now + CLOCK_SKEW))),
-        Item.worker_losses == 0)
+        Item.worker_losses < alone_from)
     run_active = (
         select(Run.id).where(Run.id == Item.run_id, Run.status.in_(RunStatus.ACTIVE),
                              or_(Run.mode != RunMode.BATCH, Item.send_live)).exists()
@@ -242,6 +242,11 @@ def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int
         .returning(Item.id)
         .execution_options(synchronize_session=False)))
     return load_items(session, Item.id.in_(claimed)) if claimed else {}
+
+
+def _losses_with_this_claim() -> ColumnElement[int]:
+    """The item's worker losses once claimed: a claim over a lease that expired counts one."""
+    return Item.worker_losses + case((Item.status == ItemStatus.RUNNING, 1), else_=0)
 
 
 def void_dead_claims(session: Session, item_ids: Sequence[int]) -> list[int]:

@@ -35,6 +35,7 @@ from workers.items.decide import (
     Repair,
     RetryAfter,
     Succeed,
+    alone_from,
     decide,
 )
 
@@ -176,3 +177,13 @@ def test_one_repair_at_most(known: Known, policy: Policy) -> None:
                      rate_limited=known.rate_limited, capacity_refused=known.capacity_refused,
                      has_parent=known.has_parent)
     assert not isinstance(decide(repaired, policy), Repair)
+
+
+@given(st.integers(min_value=1, max_value=50))
+def test_only_an_items_last_chance_runs_alone(max_worker_losses: int) -> None:
+    # A single kill leaves its items in groups; the claim that a further loss would end in
+    # quarantine is taken alone, so a poison document loses no other item then.
+    alone = alone_from(max_worker_losses)
+    assert 1 <= alone <= max_worker_losses
+    assert alone == max_worker_losses - 1 or max_worker_losses == 1
+    assert alone_from(3) == 2 and alone_from(2) == 1
