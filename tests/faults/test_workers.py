@@ -43,8 +43,11 @@ def test_kill_9_of_the_whole_worker_mid_run_then_a_restart(stack: Stack, tmp_pat
     in_flight = item_ids(stack, run_id, ItemStatus.RUNNING)
     assert in_flight, "the kill should have caught calls in flight"
 
-    # The killed worker's messages sit in Redis's unacked set until the visibility timeout;
-    # the reconciler does not wait for them: it re-sends items whose lease expired.
+    # The faults' short lease (6 s) expires long before the 30 s holder timeout: this is the
+    # backstop path, for a holder the sweep cannot judge. The killed worker's messages sit in
+    # Redis's unacked set until the visibility timeout; the reconciler does not wait for
+    # them: it re-sends items whose lease expired. The default timings' path (the sweep) is
+    # the next test's.
     stack.workers.clear()
     stack.start_workers(1, beat=True)
     report = stack.wait_for(run_id, timeout=90)

@@ -117,6 +117,22 @@ class TestClaim:
             alone = repo.claim_item(s, twice, lease_seconds=60, holder="alone")
         assert alone is not None and alone.worker_losses == 2
 
+    def test_a_group_claim_of_an_item_lost_once_closes_the_lost_call(
+            self, migrated_db: str) -> None:
+        # The reconciler sends again an item whose lease expired with its call in flight: the
+        # group that claims it next records that call lost, as a claim alone would.
+        _, item_id, attempt_id = call_in_flight("lost with its call", lease_seconds=0)
+        with session_scope() as s:
+            repo.mark_requeued(s, [item_id])
+        with session_scope() as s:
+            claimed = repo.claim_items(s, [item_id], lease_seconds=60, holder="group",
+                                       alone_from=2)
+        assert claimed[item_id].worker_losses == 1
+        with session_scope() as s:
+            lost = s.get(Attempt, attempt_id)
+            assert lost is not None and lost.outcome == AttemptOutcome.LOST
+            assert lost.error_code == "worker_lost"
+
     def test_group_attempt_rows_come_back_in_order_and_a_never_sent_one_goes(
             self, migrated_db: str) -> None:
         run_id, ids = new_run(["one", "two", "three"])

@@ -75,7 +75,12 @@ class Stack:
 
 
 #: Timings short enough for faults to play out within a test. The settings validator still
-#: holds: every limit and wait stays below the visibility timeout.
+#: holds: every limit and wait stays below the visibility timeout. They shorten what the
+#: other faults wait on (a request timeout, a countdown, the breaker, the broker's
+#: visibility timeout), not the noticing of a death: the holder timeout stays the default
+#: 30 s, and the tests of kills, stops and poison use the default timings throughout. The
+#: 6 s lease is the backstop for a live process hung on one item, which the visibility
+#: tests exercise.
 FAULT_SETTINGS: dict[str, Any] = {
     "visibility_timeout_seconds": 12, "lease_seconds": 6, "task_soft_time_limit_seconds": 8,
     "task_time_limit_seconds": 10, "request_timeout_seconds": 4, "max_inline_wait_seconds": 2,

@@ -203,12 +203,17 @@ def claim_item(session: Session, item_id: int, *, lease_seconds: int, holder: st
     if claimed is None:
         return None
     item = load_items(session, Item.id == item_id)[item_id]
-    if item.worker_losses:
-        # Only the lease holder calls, and every way a holder is lost counts a loss, so only
-        # then can an attempt still be in flight: its holder's (or one that outlived its
-        # lease, which overwrites this when it finishes after all).
-        close_lost_attempts(session, item_id)
+    _close_calls_of_lost_holders(session, [item])
     return item
+
+
+def _close_calls_of_lost_holders(session: Session, items: Iterable[ClaimedItem]) -> None:
+    # Only the lease holder calls, and every way a holder is lost counts a loss, so only
+    # then can an attempt still be in flight: its holder's (or one that outlived its lease,
+    # which overwrites this when it finishes after all).
+    for item in items:
+        if item.worker_losses:
+            close_lost_attempts(session, item.id)
 
 
 def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int,
@@ -241,7 +246,11 @@ def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int
                 not_before=None, updated_at=now)
         .returning(Item.id)
         .execution_options(synchronize_session=False)))
-    return load_items(session, Item.id.in_(claimed)) if claimed else {}
+    if not claimed:
+        return {}
+    items = load_items(session, Item.id.in_(claimed))
+    _close_calls_of_lost_holders(session, items.values())
+    return items
 
 
 def _losses_with_this_claim() -> ColumnElement[int]:
