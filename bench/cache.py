@@ -35,7 +35,7 @@ from pipelines.tokens import count_tokens  # noqa: E402
 from workers.db.models import Attempt, AttemptOutcome  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
 from workers.errors import Usage  # noqa: E402
-from workers.runs.pricing import PriceTable  # noqa: E402
+from workers.llm.pricing import PriceTable  # noqa: E402
 
 SCHEMA = {
     "type": "object",

@@ -10,7 +10,7 @@ normalise to the same text. Then, on the same simulator and price table:
 - **docpipe, second run** over the same folder, as a nightly re-run would be.
 
 Every figure is measured: the calls the simulator answered, and the dollars of the usage it
-returned, priced by ``workers.runs.pricing``.
+returned, priced by ``workers.llm.pricing``.
 
     python bench/dedup.py --docs 2000 --duplicate-share 0.3 --record
 """
@@ -46,7 +46,7 @@ from pipelines.documents import SourceDocument, read_source  # noqa: E402
 from workers.db.models import Attempt, Item  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
 from workers.errors import Usage  # noqa: E402
-from workers.runs.pricing import PriceTable  # noqa: E402
+from workers.llm.pricing import PriceTable  # noqa: E402
 
 
 @dataclass

@@ -44,7 +44,7 @@ def main() -> None:
 
         from workers.runtime.celery_app import Queue, TaskName, app
         from workers.runtime.publish import publish_items
-        from workers.runtime.tasks import process_item
+        from workers.runtime.tasks import process_group
 
         client = redis.Redis.from_url(broker)
         queue = Queue.LIVE.value
@@ -52,7 +52,7 @@ def main() -> None:
         def one_by_one() -> None:
             with app.producer_or_acquire() as producer:
                 for i in range(count):
-                    process_item.apply_async((i,), producer=producer, queue=queue,
+                    process_group.apply_async((i,), producer=producer, queue=queue,
                                              routing_key=queue)
 
         def kombu_batch() -> None:
@@ -60,13 +60,13 @@ def main() -> None:
             try:
                 with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
                     for i in range(count):
-                        process_item.apply_async((i,), producer=producer, queue=queue,
+                        process_group.apply_async((i,), producer=producer, queue=queue,
                                                  routing_key=queue, declare=[])
             finally:
                 app.conf.task_send_sent_event = True
 
         def pipelined() -> None:
-            publish_items(app, TaskName.PROCESS_ITEM, list(range(count)), queue=queue)
+            publish_items(app, TaskName.PROCESS_GROUP, list(range(count)), queue=queue)
 
         ways: list[tuple[str, Callable[[], None]]] = [
             ("`apply_async`, one round trip a message (before)", one_by_one),

@@ -14,7 +14,7 @@ from tests.support.stack import Stack
 from workers.db.models import Attempt, AttemptOutcome, Run
 from workers.db.session import session_scope
 from workers.errors import Usage
-from workers.runs.pricing import Tier, cost_usd
+from workers.llm.pricing import Tier, cost_usd
 
 pytestmark = pytest.mark.e2e
 

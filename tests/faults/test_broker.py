@@ -20,7 +20,7 @@ from tests.support.stack import Stack
 from tests.support.waiting import wait_until
 from workers.db.models import Attempt, Item, Result
 from workers.db.session import session_scope
-from workers.runtime.tasks import process_item
+from workers.runtime.tasks import process_group
 from workers.simulator import input_key
 
 
@@ -61,7 +61,7 @@ def test_the_same_document_five_times_and_a_message_replayed_by_hand(
 
     # A message delivered again, long after the item succeeded.
     with Connection(stack.broker_url) as conn:
-        process_item.apply_async((first_item,), connection=conn, queue="docpipe.live",
+        process_group.apply_async((first_item,), connection=conn, queue="docpipe.live",
                                  routing_key="docpipe.live")
     wait_until(lambda: redis.Redis.from_url(stack.broker_url).llen("docpipe.live") == 0,
                timeout=30, what="the replayed message to be consumed")

@@ -19,7 +19,8 @@ from tests.support.db import new_run, race
 from workers.db import repository as repo
 from workers.db.models import Attempt, AttemptOutcome, Item, ItemStatus, WorkerProcess, utcnow
 from workers.db.session import session_scope
-from workers.runtime import heartbeat, holding
+from workers.process import holding
+from workers.runtime import heartbeat
 from workers.settings import get_settings
 
 

@@ -12,10 +12,11 @@ from sqlalchemy import func, select
 from pipelines import get_pipeline
 from tests.support.db import new_run
 from tests.support.fakes import FakeClient, FakeThrottle, Reply
+from workers.db import states
 from workers.db.models import Attempt, Item
 from workers.db.session import session_scope
-from workers.items import processing, states
-from workers.items.states import ItemStatus as S
+from workers.db.states import ItemStatus as S
+from workers.items import processing
 from workers.settings import ModelLimits, get_settings
 
 

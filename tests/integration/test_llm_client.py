@@ -19,7 +19,7 @@ from workers.errors import (
     Usage,
 )
 from workers.llm.client import ResponsesClient
-from workers.runs.pricing import cost_usd, price_for
+from workers.llm.pricing import cost_usd, price_for
 from workers.runtime.embedded import free_port
 
 TEXT = "Acme Widgets Ltd sold ten widgets to Globex Corporation for $500.00 on 3 May 2025."

@@ -13,7 +13,7 @@ from kombu import Connection
 
 from workers.runtime.celery_app import Queue, TaskName, create_celery
 from workers.runtime.publish import PIPELINE_SIZE, publish_items
-from workers.runtime.tasks import process_item
+from workers.runtime.tasks import process_group
 from workers.settings import Settings
 
 #: Fields that differ by design between two messages: their ids, arguments and sender (the
@@ -47,8 +47,8 @@ def _flatten(envelope: dict[str, Any]) -> dict[str, Any]:
 def test_the_envelope_is_the_one_apply_async_writes(app: Any, broker_url: str) -> None:
     queue = Queue.NIGHTLY.value
     with app.producer_or_acquire() as producer:  # the task as registered, sent to this broker
-        process_item.apply_async((41,), producer=producer, queue=queue, routing_key=queue)
-    publish_items(app, TaskName.PROCESS_ITEM, [42], queue=queue)
+        process_group.apply_async((41,), producer=producer, queue=queue, routing_key=queue)
+    publish_items(app, TaskName.PROCESS_GROUP, [42], queue=queue)
     reference, ours = (_flatten(m) for m in _messages(broker_url, queue))
 
     assert reference.keys() == ours.keys()
@@ -66,7 +66,7 @@ def test_the_envelope_is_the_one_apply_async_writes(app: Any, broker_url: str) -
 def test_a_consumer_receives_every_message_in_order(app: Any, broker_url: str) -> None:
     queue = Queue.LIVE.value
     count = PIPELINE_SIZE * 2 + 7  # three pipelines, the last one short
-    ids = publish_items(app, TaskName.PROCESS_ITEM, list(range(count)), queue=queue)
+    ids = publish_items(app, TaskName.PROCESS_GROUP, list(range(count)), queue=queue)
     assert len(set(ids)) == count
 
     received: list[tuple[str, int]] = []
@@ -76,7 +76,7 @@ def test_a_consumer_receives_every_message_in_order(app: Any, broker_url: str) -
             message = simple.get(timeout=5)
             args, kwargs, _ = message.decode()
             received.append((message.headers["id"], args[0]))
-            assert message.headers["task"] == TaskName.PROCESS_ITEM and kwargs == {}
+            assert message.headers["task"] == TaskName.PROCESS_GROUP and kwargs == {}
             message.ack()
         simple.close()
     assert received == list(zip(ids, range(count), strict=True))
@@ -86,5 +86,5 @@ def test_an_unreachable_broker_raises_and_sends_nothing(broker_url: str) -> None
     closed = create_celery(Settings(broker_url="redis://127.0.0.1:1/0"))
     closed.conf.broker_connection_max_retries = 0
     with pytest.raises(Exception, match="(?i)connect|refused"):
-        publish_items(closed, TaskName.PROCESS_ITEM, [1], queue=Queue.LIVE.value)
+        publish_items(closed, TaskName.PROCESS_GROUP, [1], queue=Queue.LIVE.value)
     assert _messages(broker_url, Queue.LIVE.value) == []

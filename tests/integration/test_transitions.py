@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 
 from tests.support.db import new_run
 from workers.db import repository as repo
+from workers.db import states
 from workers.db.models import Batch, Document, Item, Result, utcnow
 from workers.db.session import session_scope
-from workers.items import states
-from workers.items.states import ItemStatus as S
+from workers.db.states import ItemStatus as S
 
 
 @dataclass(frozen=True)

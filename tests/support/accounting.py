@@ -9,9 +9,9 @@ import redis
 from sqlalchemy import func, select
 
 from tests.support.waiting import wait_until
+from workers.db import states
 from workers.db.models import Attempt, AttemptOutcome, Document, Item, ItemStatus, Result, Run
 from workers.db.session import session_scope
-from workers.items import states
 
 
 class Deployment(Protocol):

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from workers.runtime.process_local import PerProcess
+from workers.process.local import PerProcess
 
 
 def load_script(name: str) -> str:

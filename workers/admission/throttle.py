@@ -32,7 +32,7 @@ from workers.admission.limiter import (
 from workers.admission.scripts import ScriptBatch, redis_client
 from workers.errors import RateLimitedError, TransientError
 from workers.llm.client import CallResult
-from workers.runtime.process_local import PerProcess
+from workers.process.local import PerProcess
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.throttle")

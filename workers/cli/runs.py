@@ -119,8 +119,8 @@ def estimate_cmd(paths: PathsArg, pipeline: PipelineOpt = "summarise",
     from sqlalchemy.exc import OperationalError
 
     from workers.errors import ConfigurationError
+    from workers.llm.pricing import price_table, usd
     from workers.runs.estimate import estimate
-    from workers.runs.pricing import price_table, usd
     from workers.settings import DEFAULT_DATABASE_FILE
 
     try:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Where the item states are defined, with their transitions; re-exported for the models.
 from workers.clock import utcnow as utcnow
-from workers.items.states import ItemStatus as ItemStatus
+from workers.db.states import ItemStatus as ItemStatus
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from workers.errors import DatabaseNotMigrated
-from workers.runtime.process_local import PerProcess
+from workers.process.local import PerProcess
 from workers.settings import get_settings
 
 _engines: PerProcess[str, Engine] = PerProcess()

@@ -20,7 +20,7 @@ from typing import Any
 
 from workers.llm.client import AsyncResponsesClient, CallResult
 from workers.ops import metrics
-from workers.runtime.process_local import PerProcess
+from workers.process.local import PerProcess
 from workers.settings import Settings
 
 
@@ -121,7 +121,7 @@ class Engine:
 _engines: PerProcess[None, Engine] = PerProcess()
 
 
-def get_engine(settings: Settings) -> Engine:
+def item_engine(settings: Settings) -> Engine:
     """This process's engine (made anew in a forked child: a loop does not survive a fork)."""
     from workers.llm.client import api_key
 

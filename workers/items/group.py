@@ -40,7 +40,7 @@ from workers.items.processing import Answer, Outcome, Ready
 from workers.items.rows import known_of
 from workers.llm.client import CallResult, ResponsesClient
 from workers.ops import metrics
-from workers.runtime import holding, memory
+from workers.process import holding, memory
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.items")

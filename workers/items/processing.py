@@ -1,7 +1,12 @@
-"""Processing one item: claim it, reuse or compute its result, record every call, decide.
+"""The steps of one item, from its claim to its written answer, and the one-item path.
 
-This is the body of the Celery task, kept free of Celery so the decision logic reads (and
-tests) on its own. The task only re-publishes the item when the outcome asks for a retry.
+The group processor (:mod:`workers.items.group`) takes each of its items through these
+steps: :func:`prepare` (its request, or the error that refuses it first), the answer of its
+call (:func:`answer_of`), the decision core's verdict and its write (:func:`decide_answer`,
+:func:`write_answer`, :func:`write_successes`), and the release after an error in docpipe's
+own services (:func:`release_after`). :func:`process_item` is the same for one item alone,
+on the synchronous client: a suspect on its last chance before quarantine. No Celery here:
+the task (:mod:`workers.runtime.tasks`) sends what the outcomes ask for.
 """
 
 from __future__ import annotations
@@ -53,10 +58,10 @@ from workers.items.decide import (
 from workers.items.requests import request_body
 from workers.items.rows import fail_ancestors, known_of, write_failure
 from workers.llm.client import CallResult, ResponsesClient
+from workers.llm.pricing import Tier, price_table, usd
 from workers.ops import logs, metrics
-from workers.runs.pricing import Tier, price_table, usd
-from workers.runtime import holding
-from workers.runtime.memory import calling
+from workers.process import holding
+from workers.process.memory import calling
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.items")

@@ -25,7 +25,7 @@ from workers.errors import (
     Usage,
 )
 from workers.llm.errors import classify
-from workers.runtime.process_local import PerProcess
+from workers.process.local import PerProcess
 from workers.settings import Settings
 
 

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from workers.db import repository as repo
 from workers.db.session import session_scope
-from workers.runs.pricing import usd
+from workers.llm.pricing import usd
 
 #: Throughput and the 429 rate are measured over this many seconds.
 WINDOW_SECONDS = 30.0

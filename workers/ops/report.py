@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 import pipelines
 from workers.db import repository as repo
 from workers.db.session import session_scope
-from workers.runs.pricing import usd
+from workers.llm.pricing import usd
 from workers.settings import Settings
 
 TEMPLATE = Path(__file__).with_name("report.html.mako")

@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.table import Table
 
-from workers.runs.pricing import usd
+from workers.llm.pricing import usd
 
 _SUMMARY_KEYS = ("pipeline", "pipeline_version", "total", "succeeded", "failed", "reused",
                  "attempts", "rate_limited", "input_tokens", "cached_tokens", "output_tokens")

@@ -60,7 +60,7 @@ from workers.items.requests import request_body
 from workers.items.rows import known_of, write_failure
 from workers.llm.client import output_text, usage_of
 from workers.llm.errors import classify_status
-from workers.runs.pricing import Tier, price_table
+from workers.llm.pricing import Tier, price_table
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.batches")

@@ -20,8 +20,8 @@ from pipelines.tokens import estimate_request_tokens
 from workers.db import repository as repo
 from workers.db.session import session_scope
 from workers.errors import Usage
+from workers.llm.pricing import PriceTable, Tier
 from workers.runs.ingest import read_paths
-from workers.runs.pricing import PriceTable, Tier
 from workers.settings import Settings
 
 

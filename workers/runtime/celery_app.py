@@ -12,7 +12,7 @@ from celery import Celery
 from celery.schedules import crontab
 from kombu import Queue as KombuQueue
 
-from workers.runtime.memory import RECYCLE_SHARE
+from workers.process.memory import RECYCLE_SHARE
 from workers.settings import Settings, get_settings
 
 
@@ -27,7 +27,7 @@ class Queue(StrEnum):
 class TaskName(StrEnum):
     """Stable task names: renaming a module never orphans queued messages."""
 
-    PROCESS_ITEM = "docpipe.items.process"
+    PROCESS_GROUP = "docpipe.items.process"
     RECONCILE = "docpipe.runs.reconcile"
     START_SCHEDULED = "docpipe.runs.start_scheduled"
     BATCH_TICK = "docpipe.batches.tick"
@@ -94,7 +94,7 @@ def create_celery(settings: Settings) -> Celery:
             settings.worker_max_memory_mb * 1024 * RECYCLE_SHARE)
     if settings.celery_task_rate_limit:
         app.conf.task_annotations = {
-            TaskName.PROCESS_ITEM.value: {"rate_limit": settings.celery_task_rate_limit}
+            TaskName.PROCESS_GROUP.value: {"rate_limit": settings.celery_task_rate_limit}
         }
     return app
 

@@ -3,7 +3,7 @@ and looks for those that stopped.
 
 Each worker process that can hold items writes its row in ``worker_processes`` every
 ``heartbeat_seconds`` (:func:`workers.db.repository.beat`), under the token its claims name
-(:mod:`workers.runtime.holding`). The same beat renews the leases of the items its tasks
+(:mod:`workers.process.holding`). The same beat renews the leases of the items its tasks
 work on, so a long call is never taken over while its process lives: the lease is only the
 backstop for a live process that hangs on one item (an item held longer than the task's
 time limit is no longer renewed).
@@ -44,7 +44,7 @@ from workers.admission.scripts import redis_client
 from workers.db import repository as repo
 from workers.db.models import utcnow
 from workers.db.session import application_name, name_connections, session_scope
-from workers.runtime import holding
+from workers.process import holding
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.worker")

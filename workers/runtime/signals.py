@@ -27,7 +27,8 @@ from workers.db.session import (
 )
 from workers.errors import ConfigurationError
 from workers.ops import logs, metrics
-from workers.runtime import heartbeat, holding, liveness, memory
+from workers.process import holding, memory
+from workers.runtime import heartbeat, liveness
 from workers.runtime.celery_app import Queue
 from workers.settings import get_settings
 
@@ -158,10 +159,10 @@ def _warm_up() -> None:
     # The event loop, its client and the tokenizer's tables (a second of CPU) are built
     # once per process: before the first task, so its calls do not wait for them.
     from pipelines.tokens import encoding
-    from workers.items.engine import get_engine
+    from workers.items.engine import item_engine
 
     encoding()
-    get_engine(get_settings())
+    item_engine(get_settings())
 
 
 def _record_memory_loss(calls: list[memory.Call], message: str) -> None:

@@ -16,7 +16,7 @@ from workers.admission.throttle import get_throttle
 from workers.db.models import utcnow
 from workers.errors import ItemsFailed, ScheduleBusy
 from workers.items import group
-from workers.items.engine import get_engine
+from workers.items.engine import item_engine
 from workers.llm.client import get_client
 from workers.ops import metrics
 from workers.runs import reconcile
@@ -29,8 +29,8 @@ log = logging.getLogger("docpipe.tasks")
 BATCH_TICK_LOCK_SECONDS = 900
 
 
-@app.task(name=TaskName.PROCESS_ITEM, bind=True, ignore_result=True, throws=(ItemsFailed,))
-def process_item(self: Task, item_ids: int | list[int]) -> str:  # type: ignore[type-arg]
+@app.task(name=TaskName.PROCESS_GROUP, bind=True, ignore_result=True, throws=(ItemsFailed,))
+def process_group(self: Task, item_ids: int | list[int]) -> str:  # type: ignore[type-arg]
     """Process a group of items by id (or one item: a bare id); the message carries nothing
     else.
 
@@ -40,7 +40,7 @@ def process_item(self: Task, item_ids: int | list[int]) -> str:  # type: ignore[
     """
     settings = get_settings()
     ids = [item_ids] if isinstance(item_ids, int) else [int(i) for i in item_ids]
-    outcomes = group.process_items(ids, settings=settings, engine=get_engine(settings),
+    outcomes = group.process_items(ids, settings=settings, engine=item_engine(settings),
                                    throttle=get_throttle(settings),
                                    client=get_client(settings))
     delivery = self.request.delivery_info or {}
@@ -136,9 +136,9 @@ def send_items(item_ids: Sequence[int], *, queue: str = Queue.LIVE,
         list(item_ids[i : i + size]) if len(item_ids) - i > 1 and size > 1 else item_ids[i]
         for i in range(0, len(item_ids), size)]
     if countdown is None:
-        publish_items(app, TaskName.PROCESS_ITEM, groups, queue=queue)
+        publish_items(app, TaskName.PROCESS_GROUP, groups, queue=queue)
         return
     with app.producer_or_acquire() as producer:
         for ids in groups:
-            process_item.apply_async((ids,), producer=producer, queue=queue,
+            process_group.apply_async((ids,), producer=producer, queue=queue,
                                      routing_key=queue, countdown=countdown)

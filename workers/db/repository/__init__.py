@@ -4,7 +4,7 @@
 - :mod:`.documents`: documents and attachments;
 - :mod:`.runs`: a run's lifecycle (create, start, pause, resume, replay, cancel, finish);
 - :mod:`.items`: every ``Item.status`` write, one guarded function per transition of
-  :mod:`workers.items.states`, and the loading of claimed items;
+  :mod:`workers.db.states`, and the loading of claimed items;
 - :mod:`.attempts`: one row per call;
 - :mod:`.results`: results, and the successes that write them;
 - :mod:`.batches`: Batch API batches;

@@ -1,5 +1,5 @@
 """Items: every write of ``Item.status``, one function per transition of
-:mod:`workers.items.states`, each guarded by the states that transition starts from; and the
+:mod:`workers.db.states`, each guarded by the states that transition starts from; and the
 loading of claimed items with what processing them needs."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from pipelines.chunking import Node
+from workers.db import states
 from workers.db.dialect import (
     BATCH,
     CLOCK_SKEW,
@@ -49,7 +50,6 @@ from workers.db.models import (
 )
 from workers.db.repository.attempts import close_lost_attempts
 from workers.db.repository.item_queries import ClaimedItem, load_items
-from workers.items import states
 
 
 def _from(transition: states.Transition, column: Any = Item.status) -> ColumnElement[bool]:
@@ -259,7 +259,7 @@ def _losses_with_this_claim() -> ColumnElement[int]:
 
 
 def void_dead_claims(session: Session, item_ids: Sequence[int]) -> list[int]:
-    """:data:`~workers.items.states.VOID_DEAD`: the claims on ``item_ids`` of a worker process
+    """:data:`~workers.db.states.VOID_DEAD`: the claims on ``item_ids`` of a worker process
     found dead are void; each counts a lost worker, and its in-flight calls are recorded lost.
 
     Returns the ids voided, to be sent again (a sweep racing this one voids none twice).
@@ -382,7 +382,7 @@ class Completion:
 
 def complete_many(session: Session, completions: Sequence[Completion], *, now: datetime
                   ) -> None:
-    """:data:`~workers.items.states.SUCCEED` for many items, in one executemany."""
+    """:data:`~workers.db.states.SUCCEED` for many items, in one executemany."""
     items = table_of(Item)
     session.connection().execute(
         update(items)
@@ -505,7 +505,7 @@ def release_item(session: Session, item_id: int, *, error_class: str, code: str,
 
 
 def reset_for_replay(session: Session, run_id: int, statuses: Sequence[str]) -> list[int]:
-    """:data:`~workers.items.states.REPLAY` for the run's items in ``statuses``: pending,
+    """:data:`~workers.db.states.REPLAY` for the run's items in ``statuses``: pending,
     attempts and errors cleared; return their ids.
 
     Only the states replay may start from are touched (never an item a worker or a batch
@@ -528,7 +528,7 @@ def reset_for_replay(session: Session, run_id: int, statuses: Sequence[str]) -> 
 
 
 def cancel_unsent(session: Session, run_id: int) -> None:
-    """:data:`~workers.items.states.CANCEL`: the run's items not yet sent fail as cancelled."""
+    """:data:`~workers.db.states.CANCEL`: the run's items not yet sent fail as cancelled."""
     now = utcnow()
     session.execute(
         update(Item)
@@ -540,7 +540,7 @@ def cancel_unsent(session: Session, run_id: int) -> None:
 
 
 def move_into_batch(session: Session, batch_id: int, item_ids: Sequence[int]) -> list[int]:
-    """:data:`~workers.items.states.BATCH`: those of ``item_ids`` still waiting join the
+    """:data:`~workers.db.states.BATCH`: those of ``item_ids`` still waiting join the
     batch (an attempt each); return the ids moved."""
     return list(session.scalars(
         update(Item)
@@ -552,7 +552,7 @@ def move_into_batch(session: Session, batch_id: int, item_ids: Sequence[int]) ->
 
 
 def unbatch_all(session: Session, batch_id: int) -> None:
-    """:data:`~workers.items.states.UNBATCH` for every item of a batch that never reached
+    """:data:`~workers.db.states.UNBATCH` for every item of a batch that never reached
     the provider: they wait for the next one, and the attempt does not count."""
     session.execute(update(Item).where(Item.batch_id == batch_id, _from(states.UNBATCH))
                     .values(status=states.UNBATCH.target, batch_id=None,

@@ -1,5 +1,5 @@
 """Only :mod:`workers.db.repository.items` writes ``Item.status``, so the table in
-:mod:`workers.items.states` is the whole truth about how an item changes state."""
+:mod:`workers.db.states` is the whole truth about how an item changes state."""
 
 from __future__ import annotations
 

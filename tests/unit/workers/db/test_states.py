@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import workers.settings
-from workers.items import states
-from workers.items.states import ItemStatus as S
+from workers.db import states
+from workers.db.states import ItemStatus as S
 
 ITEMS_MODULE = Path(workers.settings.__file__).parent / "db" / "repository" / "items.py"
 

@@ -6,7 +6,7 @@ import multiprocessing
 import signal
 from multiprocessing.connection import Connection
 
-from workers.runtime import memory
+from workers.process import memory
 
 
 def _hog(limit_mb: int, report: Connection) -> None:

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from workers.errors import Usage
-from workers.runs.pricing import Tier, cost_usd, price_for, price_table
+from workers.llm.pricing import Tier, cost_usd, price_for, price_table
 from workers.settings import Settings
 
 tokens = st.integers(min_value=0, max_value=10_000_000)
