@@ -8,9 +8,9 @@ fault to the first worker's whole process group:
 - ``kill``: SIGKILL; the worker is not started again;
 - ``stop``: SIGSTOP, then SIGCONT ``--stop-seconds`` later;
 - ``none``: nothing (the baseline: when the run would have ended anyway);
-- ``poison``: from the start, whichever worker holds the run's first item is killed and
-  started again, as if that document killed it, until the item is quarantined (the time is
-  then counted from its first claim).
+- ``poison``: one of the documents is poison: the simulator holds its call open, and
+  whichever worker holds it is killed and started again, as if that document killed it,
+  until the item is quarantined (the time is then counted from its first claim).
 
 With ``--beat`` the second worker also runs beat (the reconciler). Prints, and with
 ``--record`` appends to ``docs/reliability.md``: the seconds from the fault to the run's end,
@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,9 +70,16 @@ class Figures:
     by_outcome: dict[str, int]
 
 
+#: The poison document's text; the simulator holds open every call that carries it.
+POISON = "This memo is poison for whoever processes it."
+
+
 def measure(args: argparse.Namespace, work: Path) -> Figures:
     corpus = work / "corpus"
-    write_corpus(corpus, args.docs, seed=5, words=(20, 120))
+    poisoned = args.fault == "poison"
+    write_corpus(corpus, args.docs - poisoned, seed=5, words=(20, 120))
+    if poisoned:
+        (corpus / "poison.txt").write_text(POISON)
     work.chmod(0o755)  # initdb runs as the postgres user when this runs as root
     with ExitStack() as stack:
         database_url = stack.enter_context(throwaway_postgres(work))
@@ -85,6 +93,13 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
             stdout=(work / "simulator.log").open("ab"), stderr=subprocess.STDOUT)
         stack.callback(stop, sim)
         wait_for_port(sim_port, process=sim, what="simulator")
+        if poisoned:
+            # Its call is held open until the kill, so no claim of it goes unseen.
+            configure = urllib.request.Request(
+                f"http://127.0.0.1:{sim_port}/_sim/config", method="POST",
+                data=json.dumps({"hang_on": POISON, "timeout_seconds": 600}).encode(),
+                headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(configure, timeout=10).close()
         env = {**os.environ, "DOCPIPE_DATABASE_URL": database_url,
                "DOCPIPE_BROKER_URL": redis.url,
                "OPENAI_BASE_URL": f"http://127.0.0.1:{sim_port}/v1", "OPENAI_API_KEY": "sk-bench"}
@@ -178,11 +193,13 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
 
 def poison(args: argparse.Namespace, database_url: str, run_id: int,
            workers: list[WorkerProcess]) -> Figures:
-    """Play a poison document: whichever worker holds the run's first item is killed (its
-    whole process group, as an OOM killer would) and started again, until the item is
-    quarantined. Returns the seconds from its first claim to its quarantine."""
+    """Play a poison document: whichever worker holds it is killed (its whole process group,
+    as an OOM killer would) and started again, until the item is quarantined. The simulator
+    holds its call open meanwhile. Returns the seconds from its first claim to its
+    quarantine."""
     with session_scope(database_url) as s:
-        target = s.scalar(select(func.min(Item.id)).where(Item.run_id == run_id))
+        target = s.scalar(select(Item.id).where(Item.run_id == run_id,
+                                                Item.source.like("%poison.txt")))
     first_claim: float | None = None
     kills = 0
     while True:
@@ -218,7 +235,20 @@ def poison(args: argparse.Namespace, database_url: str, run_id: int,
         by_outcome = dict(s.execute(
             select(Attempt.outcome, func.count()).where(Attempt.item_id == target)
             .group_by(Attempt.outcome)).all())
-    status_counts = counts(database_url, run_id)
+    # The other documents' fate: the run's end, and any of them quarantined with it.
+    deadline = time.monotonic() + args.timeout
+    while True:
+        status_counts = counts(database_url, run_id)
+        if status_counts.get("succeeded", 0) + status_counts.get("failed", 0) >= args.docs:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the run did not end within {args.timeout} s: {status_counts}")
+        time.sleep(0.5)
+    with session_scope(database_url) as s:
+        others = list(s.scalars(select(Item.id).where(
+            Item.run_id == run_id, Item.status == ItemStatus.FAILED, Item.id != target)))
+    print(f"run ended {time.monotonic() - first_claim:.1f} s after the first claim; other "
+          f"items failed: {others or 'none'}", flush=True)
     return Figures("poison", args.beat, args.docs, 0, seconds,
                    status_counts.get("succeeded", 0), status_counts.get("failed", 0),
                    f"quarantined after {kills} kills", 0, losses,

@@ -47,7 +47,8 @@ class Policy:
 
 def alone_from(max_worker_losses: int) -> int:
     """The worker losses from which an item is claimed only alone, one at a time in each
-    process: its last chance before :data:`max_worker_losses` quarantines it.
+    worker (:mod:`workers.process.alone`): its last chance before ``max_worker_losses``
+    quarantines it.
 
     A poison document is then in a group twice at most, and the innocent items lost with it
     run alone only if they were lost with it both times; a single kill (a deploy, an OOM of

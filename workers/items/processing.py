@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import socket
-import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -61,6 +60,7 @@ from workers.llm.client import CallResult, ResponsesClient
 from workers.llm.pricing import Tier, price_table, usd
 from workers.ops import logs, metrics
 from workers.process import holding
+from workers.process.alone import alone
 from workers.process.memory import calling
 from workers.settings import Settings
 
@@ -90,10 +90,6 @@ def countdown_for(settings: Settings, seconds: float) -> float | None:
     return seconds if seconds <= settings.max_countdown_seconds else None
 
 
-#: Items on their last chance before quarantine for lost workers run one at a time in each
-#: process (:func:`~workers.items.decide.alone_from`): if one of them is a poison document,
-#: the others are not lost with it again.
-_suspects = threading.Lock()
 
 
 def process_item(item_id: int, *, settings: Settings, client: ResponsesClient,
@@ -107,18 +103,20 @@ def process_item(item_id: int, *, settings: Settings, client: ResponsesClient,
 
 def _claim_and_process(item_id: int, *, settings: Settings, client: ResponsesClient,
                        throttle: Throttle) -> Outcome:
-    alone = alone_from(settings.max_worker_losses)
+    last_chance = alone_from(settings.max_worker_losses)
     with session_scope() as session:
         item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds,
-                               holder=holding.token(), alone_from=alone)
+                               holder=holding.token(), alone_from=last_chance)
     if item is not None:
         return _guarded(item, settings=settings, client=client, throttle=throttle)
     # Not claimed: done, held by another worker, not yet due, its run paused, or a suspect.
     # A suspect is claimed only under the lock, so the claim is not lost with another one.
     with session_scope() as session:
-        if repo.suspected_losses(session, item_id) < alone:
+        if repo.suspected_losses(session, item_id) < last_chance:
             return Outcome("skipped")
-    with _suspects:
+    # One at a time in the whole worker (all of its processes die together): if one of them
+    # is a poison document, the others are not lost with it again.
+    with alone():
         with session_scope() as session:
             item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds,
                                    holder=holding.token())
