@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from workers.admission.breaker import CircuitBreaker
-from workers.admission.limiter import Budget, RateLimiter, cooldown_seconds
+from workers.admission.limiter import Budget, RateLimiter, cooldown_seconds, limit_key
 from workers.admission.scripts import ScriptBatch
 from workers.admission.throttle import Park, Throttle, Ticket
 from workers.settings import Settings
@@ -427,6 +427,35 @@ class TestLearnedBudgets:
         first, second = throttle.before_calls([{"model": "gpt-4.1-mini", "input": "x"}] * 2)
         assert isinstance(first, Ticket) and first.probe is not None and not first.learning
         assert isinstance(second, Ticket) and second.learning
+
+    def test_an_open_breaker_reserves_no_slot_and_a_half_open_one_the_probes_only(
+            self, client: redis.Redis, broker_url: str) -> None:
+        # 60 RPM with a 1 s burst: one request now, then one a second. Slots reserved for
+        # calls that park would push every later call back.
+        settings = Settings(broker_url=broker_url,
+                            model_limits={"gpt-4.1-mini": {"rpm": 60, "tpm": 10**7}},
+                            openai_base_url=f"http://{uuid.uuid4().hex}.test/v1")
+        breaker = CircuitBreaker(client, window=1, min_calls=1, failure_ratio=1.0,
+                                 open_seconds=30)
+        limiter = RateLimiter(client)
+        throttle = Throttle(settings, limiter, breaker)
+        body = {"model": "gpt-4.1-mini", "input": "x"}
+        breaker.record(throttle.endpoint, ok=False)  # open for 30 s
+        for _ in range(3):
+            assert [type(a) for a in throttle.before_calls([body] * 4)] == [Park] * 4
+        key = limit_key(throttle.endpoint, "gpt-4.1-mini")
+        assert limiter.state(key) == {}, "nothing reserved while open"
+
+        # Half open: this group's first call probes, and only its slot is reserved.
+        client.hset(CircuitBreaker.key(throttle.endpoint), "open_until", "1")
+        probe, *others = throttle.before_calls([body] * 4)
+        assert isinstance(probe, Ticket) and probe.waited == 0
+        assert [type(a) for a in others] == [Park] * 3
+        assert [type(a) for a in throttle.before_calls([body] * 2)] == [Park] * 2
+        # The probe succeeds and the breaker closes: the next call waits one slot, not four.
+        breaker.record(throttle.endpoint, ok=True)
+        (after,) = throttle.before_calls([body])
+        assert isinstance(after, Ticket) and after.waited == pytest.approx(1.0, abs=0.2)
 
     def test_a_configured_budget_needs_no_probe(self, client: redis.Redis) -> None:
         limiter, key = RateLimiter(client), fresh_key()

@@ -53,9 +53,10 @@ class CircuitBreaker:
         return self.decision(self._allow(keys=[self.key(endpoint)],
                                          args=[self.open_seconds, -1 if now is None else now]))
 
-    def queue_allow(self, endpoint: str, batch: ScriptBatch) -> None:
-        """:meth:`allow`, queued on ``batch``; :meth:`decision` reads its answer."""
-        batch.add(self._allow, [self.key(endpoint)], [self.open_seconds, -1])
+    def queue_allow(self, endpoint: str, batch: ScriptBatch, *, caller: str = "") -> None:
+        """:meth:`allow`, queued on ``batch``; :meth:`decision` reads its answer. A half-open
+        probe is taken in ``caller``'s name (see :meth:`RateLimiter.acquire_many`'s gate)."""
+        batch.add(self._allow, [self.key(endpoint)], [self.open_seconds, -1, caller])
 
     @staticmethod
     def decision(answer: Any) -> BreakerDecision:

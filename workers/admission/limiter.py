@@ -147,24 +147,31 @@ class RateLimiter:
             budget, requests=requests, tokens=tokens, now=now, max_wait=max_wait)))
 
     def acquire_many(self, asks: Sequence[tuple[str, int, Budget]], *, max_wait: float,
-                     now: float | None = None, batch: ScriptBatch | None = None
-                     ) -> list[Grant]:
+                     now: float | None = None, batch: ScriptBatch | None = None,
+                     gate: tuple[str, str] | None = None) -> list[Grant]:
         """Reserve one request each for several calls, ``(key, tokens, budget)``, in one round
         trip. Each reservation is the same atomic script as :meth:`acquire`, run in order, so a
         group is admitted exactly as its calls would be one after another.
 
         With ``batch`` the scripts are queued there and ``[]`` is returned: the caller reads
-        each answer with :func:`grant_of`.
+        each answer with :func:`grant_of`. With ``gate``, ``(breaker key, caller)``, nothing
+        is reserved while that breaker is open, except the first call's slot if ``caller``
+        holds the breaker's half-open probe (its allow script ran first in ``batch``).
         """
         own = batch is None
         batch = ScriptBatch(self.redis) if batch is None else batch
-        for key, tokens, budget in asks:
-            batch.add(self._acquire, [key, promises_key(key)], self._acquire_args(
-                budget, requests=1, tokens=tokens, now=now, max_wait=max_wait))
+        for i, (key, tokens, budget) in enumerate(asks):
+            keys = [key, promises_key(key)]
+            args = self._acquire_args(budget, requests=1, tokens=tokens, now=now,
+                                      max_wait=max_wait)
+            if gate is not None:
+                keys.append(gate[0])
+                args.append(gate[1] if i == 0 else "")
+            batch.add(self._acquire, keys, args)
         return [grant_of(answer) for answer in batch.execute()] if own else []
 
     def _acquire_args(self, budget: Budget, *, requests: int, tokens: int, now: float | None,
-                      max_wait: float) -> list[float]:
+                      max_wait: float) -> list[float | str]:
         return [budget.rpm or 0, budget.tpm or 0, requests, tokens, self.burst_seconds,
                 -1 if now is None else now, max_wait, self.learned_ttl, self.probe_hold]
 
@@ -235,7 +242,8 @@ class RateLimiter:
 
 
 def grant_of(answer: Any) -> Grant:
-    """The :class:`Grant` in an acquire script's answer."""
+    """The :class:`Grant` in an acquire script's answer (status 3, the breaker's gate shut:
+    nothing reserved, and the breaker's own answer says when to come back)."""
     status, wait, epoch, *rest = answer
     if int(status) == -1:
         return Grant(reserved=False, wait=math.inf, too_large=True)

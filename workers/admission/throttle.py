@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -202,13 +203,15 @@ class Throttle:
             asks.append((limit_key(self.endpoint, model), admission_tokens(body),
                          self.budget(model)))
         # The breaker's question and the limiter's reservations share one round trip. While
-        # the breaker is open the slots reserved are not used: the API is failing then, and
-        # budget refills.
+        # the breaker is open the limiter reserves nothing (its gate), but for the half-open
+        # probe this group may hold: the calls park, and reserved slots would go unused.
         batch = ScriptBatch(self.limiter.redis)
-        self.breaker.queue_allow(self.endpoint, batch)
+        caller = secrets.token_hex(8)
+        self.breaker.queue_allow(self.endpoint, batch, caller=caller)
         limited = self.settings.ratelimit_enabled
         if limited:
-            self.limiter.acquire_many(asks, batch=batch, max_wait=max_wait)
+            self.limiter.acquire_many(asks, batch=batch, max_wait=max_wait,
+                                      gate=(self.breaker.key(self.endpoint), caller))
         answers = batch.execute()
         decision = self.breaker.decision(answers[0])
         grants = [grant_of(answer) for answer in answers[1:]] if limited else \

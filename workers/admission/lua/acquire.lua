@@ -10,6 +10,14 @@ end
 local s = redis.call('HMGET', key, 'r', 't', 'ts', 'cool', 'lrpm', 'ltpm', 'epoch', 'lat',
                      'probe', 'pat')
 local epoch = s[7] or '0'
+if KEYS[3] then
+  -- The breaker's gate: while it is open, or half open with another caller's probe, a slot
+  -- reserved here would go unused (the call parks), so nothing is reserved.
+  local b = redis.call('HMGET', KEYS[3], 'open_until', 'probe_by')
+  if (tonumber(b[1]) or 0) > 0 and (ARGV[10] == '' or b[2] ~= ARGV[10]) then
+    return {3, '0', epoch}
+  end
+end
 local cool = tonumber(s[4]) or 0
 local learned = tonumber(s[8])
 local fresh = learned ~= nil and now - learned <= ttl
