@@ -102,6 +102,31 @@ class _Call:
     deadline: float = 0.0
 
 
+def _begin_attempts(session: Session, calls: list[_Call]) -> list[_Call]:
+    """Write each call's in-flight attempt row: one INSERT for the calls of runs without a
+    budget, one conditional row each for those that hold their worst case against it.
+    Returns the calls a budget had no room for (they have no row)."""
+    worker = processing.worker_name()
+    free = [c for c in calls if c.reserve is None]
+    ids = repo.begin_attempts(session, [
+        repo.NewAttempt(c.ready.item.id, c.ready.item.run_id, str(c.ready.body["model"]))
+        for c in free], worker=worker)
+    for call, attempt_id in zip(free, ids, strict=True):
+        call.attempt_id = attempt_id
+    over_budget = []
+    for call in calls:
+        if call.reserve is not None:
+            item = call.ready.item
+            held = repo.begin_attempt(session, item_id=item.id, run_id=item.run_id,
+                                      model=str(call.ready.body["model"]), worker=worker,
+                                      reserve_usd=call.reserve)
+            if held is None:
+                over_budget.append(call)
+            else:
+                call.attempt_id = held
+    return over_budget
+
+
 class _Group:
     """One claimed group, from its requests to its last write. Holds a slot per item."""
 
@@ -186,8 +211,6 @@ class _Group:
                refused: list[tuple[repo.ClaimedItem, ItemError]]) -> list[_Call]:
         """One transaction: the parks, the refusals, and every call's attempt row. Returns
         the calls a budget had no room for."""
-        worker = processing.worker_name()
-        over_budget = []
         written: dict[int, Outcome] = {}
         with session_scope() as session:
             lost = repo.taken_over(
@@ -206,22 +229,7 @@ class _Group:
                     written[item.id] = processing.write_park(session, item, park,
                                                              settings=self.settings)
             written |= self._decide_refusals(session, refused)
-            free = [c for c in calls if c.reserve is None]
-            ids = repo.begin_attempts(session, [
-                repo.NewAttempt(c.ready.item.id, c.ready.item.run_id, str(c.ready.body["model"]))
-                for c in free], worker=worker)
-            for call, attempt_id in zip(free, ids, strict=True):
-                call.attempt_id = attempt_id
-            for call in calls:
-                if call.reserve is not None:
-                    item = call.ready.item
-                    held = repo.begin_attempt(session, item_id=item.id, run_id=item.run_id,
-                                              model=str(call.ready.body["model"]),
-                                              worker=worker, reserve_usd=call.reserve)
-                    if held is None:
-                        over_budget.append(call)
-                    else:
-                        call.attempt_id = held
+            over_budget = _begin_attempts(session, calls)
         self.outcomes |= written
         return over_budget
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -273,45 +273,19 @@ def _cancelled(session: Any, run_id: int) -> bool:
 def _take_line(settings: Settings, item: repo.ClaimedItem, batch_id: int,
                line: dict[str, Any], *, go_live: bool = False) -> str:
     """Store one line's answer or error; return the report field it counts under."""
-    response = line.get("response") or {}
-    status = response.get("status_code")
-    body = response.get("body") or {}
-    usage, model, response_id = Usage(), item.model, None
-    error: ItemError | None = None
-    output: dict[str, Any] | None = None
-    parsed = _parse_response(body) if status == 200 else None
-    if status == 200 and parsed is None:
-        error = PermanentAPIError(f"the batch answered with a response docpipe cannot read: "
-                                  f"{json.dumps(body)[:300]}", code="unreadable_response")
-    elif parsed is not None:
-        usage, model, response_id = usage_of(parsed), parsed.model or item.model, parsed.id
-        try:
-            pipeline = pipelines.get_pipeline(item.pipeline, settings.pipelines)
-            output = pipeline.validate_output(output_text(parsed))
-        except OutputError as exc:
-            error = BadOutputError(exc.message, code=exc.code)
-        except ItemError as exc:
-            error = exc
-    elif line.get("error"):
-        code = str(line["error"].get("code") or "batch_error")
-        error = TransientError(str(line["error"].get("message") or code), code=code)
-    else:
-        detail = body.get("error") or {}
-        error = classify_status(
-            int(status) if isinstance(status, int) else 500,
-            code=detail.get("code") or None, kind=detail.get("type") or None,
-            message=str(detail.get("message") or f"HTTP {status}"),
-            request_id=response.get("request_id"))
+    answer = _read_line(settings, item, line)
+    error = answer.error
     attempt = repo.AttemptRecord(
-        item_id=item.id, run_id=item.run_id, model=model,
+        item_id=item.id, run_id=item.run_id, model=answer.model,
         outcome=AttemptOutcome.OK if error is None else error.error_class,
-        started_at=utcnow(), latency_ms=0, http_status=status,
+        started_at=utcnow(), latency_ms=0, http_status=answer.status,
         error_code=error.code if error else None,
         error_message=clip(error.message) if error else None,
-        request_id=response.get("request_id"), response_id=response_id,
-        input_tokens=usage.input_tokens, cached_tokens=usage.cached_tokens,
-        output_tokens=usage.output_tokens, reasoning_tokens=usage.reasoning_tokens,
-        cost_usd=price_table(settings).cost(model, usage, tier=Tier.BATCH),
+        request_id=answer.request_id, response_id=answer.response_id,
+        input_tokens=answer.usage.input_tokens, cached_tokens=answer.usage.cached_tokens,
+        output_tokens=answer.usage.output_tokens,
+        reasoning_tokens=answer.usage.reasoning_tokens,
+        cost_usd=price_table(settings).cost(answer.model, answer.usage, tier=Tier.BATCH),
         worker=f"batch:{batch_id}")
     repairing = item.last_error_class == BadOutputError.error_class
     with session_scope() as session:
@@ -319,15 +293,70 @@ def _take_line(settings: Settings, item: repo.ClaimedItem, batch_id: int,
                           Policy.of(settings))
         repo.record_attempt(session, attempt)
         if isinstance(decision, Succeed):
-            assert output is not None
-            repo.save_result(session, item, output=output, model=model,
-                             response_id=response_id)
+            assert answer.output is not None
+            repo.save_result(session, item, output=answer.output, model=answer.model,
+                             response_id=answer.response_id)
             outcome = "succeeded"
         else:
             outcome = _apply(session, item, decision, go_live=go_live)
     if outcome == "succeeded":
         _after_success(item)
     return outcome
+
+
+@dataclass(frozen=True)
+class _LineAnswer:
+    """What one batch output line says about its item's call."""
+
+    status: int | None
+    request_id: str | None
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    response_id: str | None = None
+    #: The checked output, when the answer is a success the pipeline's schema accepts.
+    output: dict[str, Any] | None = None
+    error: ItemError | None = None
+
+
+def _read_line(settings: Settings, item: repo.ClaimedItem, line: dict[str, Any]
+               ) -> _LineAnswer:
+    """A line's answer: its response read and its output checked, or its error classified
+    as the live path classifies an HTTP error."""
+    response = line.get("response") or {}
+    status = response.get("status_code")
+    body = response.get("body") or {}
+    request_id = response.get("request_id")
+    if status != 200:
+        return _LineAnswer(status, request_id, item.model,
+                           error=_line_error(line, status, body, request_id))
+    parsed = _parse_response(body)
+    if parsed is None:
+        return _LineAnswer(status, request_id, item.model, error=PermanentAPIError(
+            f"the batch answered with a response docpipe cannot read: "
+            f"{json.dumps(body)[:300]}", code="unreadable_response"))
+    output: dict[str, Any] | None = None
+    error: ItemError | None = None
+    try:
+        pipeline = pipelines.get_pipeline(item.pipeline, settings.pipelines)
+        output = pipeline.validate_output(output_text(parsed))
+    except OutputError as exc:
+        error = BadOutputError(exc.message, code=exc.code)
+    except ItemError as exc:
+        error = exc
+    return _LineAnswer(status, request_id, parsed.model or item.model, usage_of(parsed),
+                       parsed.id, output, error)
+
+
+def _line_error(line: dict[str, Any], status: Any, body: dict[str, Any],
+                request_id: str | None) -> ItemError:
+    if line.get("error"):
+        code = str(line["error"].get("code") or "batch_error")
+        return TransientError(str(line["error"].get("message") or code), code=code)
+    detail = body.get("error") or {}
+    return classify_status(
+        int(status) if isinstance(status, int) else 500,
+        code=detail.get("code") or None, kind=detail.get("type") or None,
+        message=str(detail.get("message") or f"HTTP {status}"), request_id=request_id)
 
 
 def _apply(session: Session, item: repo.ClaimedItem, decision: Decision, *, go_live: bool

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -93,9 +94,22 @@ def record_successes(session: Session, successes: Sequence[Success]) -> dict[int
     """
     if not successes:
         return {}
-    # 1. Complete the in-flight rows in one executemany. A row closed as lost meanwhile (its
-    #    lease ran out) takes the one-row path, which knows how to count it; the rows are
-    #    locked first (SQLite: the transaction holds the write lock from its BEGIN).
+    counted = _complete_attempts(session, successes)
+    now = utcnow()
+    result_ids = _store_results(session, successes, now=now)
+    # Complete the items, adding each call (unless counted one by one) and its wait.
+    complete_many(session, [
+        Completion(s.item.id, result_ids[s.item.id], calls=1 if s.item.id in counted else 0,
+                   cost_usd=s.attempt.cost_usd if s.item.id in counted else Decimal(0),
+                   waited_ms=s.waited_ms) for s in successes], now=now)
+    return result_ids
+
+
+def _complete_attempts(session: Session, successes: Sequence[Success]) -> set[int]:
+    """Complete the in-flight rows in one executemany; returns the items whose call is still
+    to be counted. A row closed as lost meanwhile (its lease ran out) takes the one-row path,
+    which knows how to count it; the rows are locked first (SQLite: the transaction holds the
+    write lock from its BEGIN)."""
     ids = [s.attempt.id for s in successes if s.attempt.id is not None]
     still = set(session.scalars(
         select(Attempt.id).where(any_in(session, Attempt.id, ids, BigInteger),
@@ -113,20 +127,29 @@ def record_successes(session: Session, successes: Sequence[Success]) -> dict[int
             .values({k: bindparam(f"_{k}") for k in columns}),
             [{"_id": s.attempt.id, **{f"_{k}": getattr(s.attempt, k) for k in columns}}
              for s in fast])
-        held: dict[int, tuple[Decimal, Decimal]] = {}
-        for s in fast:
-            if s.attempt.reserved_usd:
-                released, spent = held.get(s.attempt.run_id, (Decimal(0), Decimal(0)))
-                held[s.attempt.run_id] = (released + s.attempt.reserved_usd,
-                                          spent + s.attempt.cost_usd)
-        for run_id, (released, spent) in held.items():
-            move_to_spent(session, run_id, released=released, spent=spent)
-    counted = {s.item.id for s in fast}
+        _spend_reserves(session, [s.attempt for s in fast])
+    return {s.item.id for s in fast}
 
-    # 2. The results in one INSERT; the keys a racing writer stored first are looked up.
-    now = utcnow()
-    key_of = {(s.item.content_hash, s.item.pipeline_version, s.item.chunk_index): s
-              for s in successes}
+
+def _spend_reserves(session: Session, attempts: Sequence[AttemptRecord]) -> None:
+    """Move what these calls held against their runs' budgets to spent, per run."""
+    held: dict[int, tuple[Decimal, Decimal]] = {}
+    for attempt in attempts:
+        if attempt.reserved_usd:
+            released, spent = held.get(attempt.run_id, (Decimal(0), Decimal(0)))
+            held[attempt.run_id] = (released + attempt.reserved_usd, spent + attempt.cost_usd)
+    for run_id, (released, spent) in held.items():
+        move_to_spent(session, run_id, released=released, spent=spent)
+
+
+def _store_results(session: Session, successes: Sequence[Success], *, now: datetime
+                   ) -> dict[int, int]:
+    """The results in one INSERT; the keys a racing writer stored first are looked up.
+    Returns each item's result id."""
+    def key(s: Success) -> tuple[str, str, int]:
+        return (s.item.content_hash, s.item.pipeline_version, s.item.chunk_index)
+
+    key_of = {key(s): s for s in successes}
     inserted = session.execute(
         insert_for(session, Result)
         .values([{"content_hash": s.item.content_hash,
@@ -141,16 +164,8 @@ def record_successes(session: Session, successes: Sequence[Success]) -> dict[int
         .returning(Result.id, Result.content_hash, Result.pipeline_version,
                    Result.chunk_index)).all()
     result_of = {(h, v, c): rid for rid, h, v, c in inserted}
-    for key in key_of.keys() - result_of.keys():
-        found = find_result_id(session, *key)
+    for missing in key_of.keys() - result_of.keys():
+        found = find_result_id(session, *missing)
         assert found is not None  # the racing writer's
-        result_of[key] = found
-    result_ids = {s.item.id: result_of[(s.item.content_hash, s.item.pipeline_version,
-                                        s.item.chunk_index)] for s in successes}
-
-    # 3. Complete the items, adding each call (unless counted above one by one) and its wait.
-    complete_many(session, [
-        Completion(s.item.id, result_ids[s.item.id], calls=1 if s.item.id in counted else 0,
-                   cost_usd=s.attempt.cost_usd if s.item.id in counted else Decimal(0),
-                   waited_ms=s.waited_ms) for s in successes], now=now)
-    return result_ids
+        result_of[missing] = found
+    return {s.item.id: result_of[key(s)] for s in successes}
