@@ -42,16 +42,16 @@ sys.path.insert(0, str(ROOT))
 
 from corpus import write_corpus  # noqa: E402
 from record import describe_machine, emit  # noqa: E402
-from soak import Services, counts, throwaway_postgres  # noqa: E402
+from soak import Services, counts, start_services  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
 from tests.support.accounting import assert_accounted_for  # noqa: E402
 from tests.support.corpus import input_keys  # noqa: E402
-from tests.support.services import RedisServer, WorkerProcess  # noqa: E402
+from tests.support.services import WorkerProcess  # noqa: E402
 from workers.db.models import Attempt, Item, ItemStatus  # noqa: E402
 from workers.db.models import WorkerProcess as WorkerRow  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
-from workers.runtime.embedded import docpipe_command, free_port, stop, wait_for_port  # noqa: E402
+from workers.runtime.embedded import docpipe_command  # noqa: E402
 
 
 @dataclass
@@ -82,17 +82,8 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
         (corpus / "poison.txt").write_text(POISON)
     work.chmod(0o755)  # initdb runs as the postgres user when this runs as root
     with ExitStack() as stack:
-        database_url = stack.enter_context(throwaway_postgres(work))
-        redis = RedisServer(free_port(), work / "redis")
-        redis.start()
-        stack.callback(redis.kill)
-        sim_port = free_port()
-        sim = subprocess.Popen(
-            docpipe_command("simulator", "--port", str(sim_port), "--latency-ms",
-                            args.latency_ms, "--seed", "5"),
-            stdout=(work / "simulator.log").open("ab"), stderr=subprocess.STDOUT)
-        stack.callback(stop, sim)
-        wait_for_port(sim_port, process=sim, what="simulator")
+        database_url, redis, sim_port = start_services(stack, work,
+                                                       latency_ms=args.latency_ms, seed=5)
         if poisoned:
             # Its call is held open until the kill, so no claim of it goes unseen.
             configure = urllib.request.Request(

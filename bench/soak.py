@@ -92,6 +92,24 @@ def throwaway_postgres(work: Path) -> Iterator[str]:
                        capture_output=True)
 
 
+def start_services(stack: ExitStack, work: Path, *, latency_ms: str, seed: int,
+                   fsync: str = "always") -> tuple[str, RedisServer, int]:
+    """A PostgreSQL, a Redis with AOF and the simulator of the bench's own, stopped with
+    ``stack``: the database URL, the Redis, and the simulator's port."""
+    database_url = stack.enter_context(throwaway_postgres(work))
+    redis = RedisServer(free_port(), work / "redis", fsync=fsync)
+    redis.start()
+    stack.callback(redis.kill)
+    sim_port = free_port()
+    sim = subprocess.Popen(
+        docpipe_command("simulator", "--port", str(sim_port), "--latency-ms", latency_ms,
+                        "--seed", str(seed)),
+        stdout=(work / "simulator.log").open("ab"), stderr=subprocess.STDOUT)
+    stack.callback(stop, sim)
+    wait_for_port(sim_port, process=sim, what="simulator")
+    return database_url, redis, sim_port
+
+
 def counts(database_url: str, run_id: int) -> dict[str, int]:
     with session_scope(database_url) as s:
         rows = s.execute(select(Item.status, func.count()).where(Item.run_id == run_id)
@@ -131,17 +149,8 @@ def soak(args: argparse.Namespace, work: Path) -> Figures:
     write_corpus(corpus, args.docs, seed=11, words=(40, 600))
     events: list[str] = []
     with ExitStack() as stack:
-        database_url = stack.enter_context(throwaway_postgres(work))
-        redis = RedisServer(free_port(), work / "redis", fsync="everysec")
-        redis.start()
-        stack.callback(redis.kill)
-        sim_port = free_port()
-        sim = subprocess.Popen(
-            docpipe_command("simulator", "--port", str(sim_port), "--latency-ms",
-                            args.latency_ms, "--seed", "3"),
-            stdout=(work / "simulator.log").open("ab"), stderr=subprocess.STDOUT)
-        stack.callback(stop, sim)
-        wait_for_port(sim_port, process=sim, what="simulator")
+        database_url, redis, sim_port = start_services(
+            stack, work, latency_ms=args.latency_ms, seed=3, fsync="everysec")
         env = {**os.environ, **timings(args),
                "DOCPIPE_DATABASE_URL": database_url, "DOCPIPE_BROKER_URL": redis.url,
                "OPENAI_BASE_URL": f"http://127.0.0.1:{sim_port}/v1", "OPENAI_API_KEY": "sk-soak"}

@@ -77,12 +77,10 @@ from workers.db.repository.items import (
     park_item,
     release_after_error,
     release_item,
-    renew_leases,
     return_to_batching,
     reuse_result,
     schedule_retry,
     send_live,
-    taken_over,
     touch_queued,
     unblock_parent,
     void_dead_claims,
@@ -129,7 +127,9 @@ from workers.db.repository.workers import (
     end_sessions,
     forget_workers,
     live_workers,
+    renew_leases,
     take_sweep_lock,
+    taken_over,
     worker_count,
 )
 

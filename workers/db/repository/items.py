@@ -279,47 +279,6 @@ def void_dead_claims(session: Session, item_ids: Sequence[int]) -> list[int]:
     return voided
 
 
-def taken_over(session: Session, item_ids: Sequence[int], *, holder: str) -> set[int]:
-    """Which of ``item_ids`` ``holder`` no longer holds (its claim was voided, or another
-    worker claimed the item since), locking the rows until the transaction ends.
-
-    A writer calls this first in the transaction that writes its answers, so a process
-    stopped past its heartbeat, then continued, records what it paid for and nothing else.
-    """
-    if not item_ids:
-        return set()
-    rows = session.execute(
-        select(Item.id, Item.status, Item.holder)
-        .where(Item.id.in_(item_ids))
-        .order_by(Item.id)
-        .with_for_update())
-    return {item_id for item_id, status, held_by in rows
-            if status != ItemStatus.RUNNING or held_by != holder}
-
-
-def renew_leases(session: Session, item_ids: Sequence[int], *, holder: str,
-                 lease_seconds: int) -> int:
-    """Extend the leases of ``holder``'s claims among ``item_ids``: its calls are alive.
-
-    Rows locked by another transaction are skipped, not waited for: one of this process's
-    writers holds them while it writes their answers (the lease no longer matters), or the
-    sweep while it voids them. Waiting, in whatever order the rows came, deadlocked with
-    the writers, who lock theirs in id order; the next beat renews what was skipped.
-    """
-    if not item_ids:
-        return 0
-    free = (select(Item.id)
-            .where(Item.id.in_(item_ids), Item.holder == holder,
-                   Item.status == ItemStatus.RUNNING)
-            .order_by(Item.id).with_for_update(skip_locked=True))
-    result = session.execute(
-        update(Item)
-        .where(Item.id.in_(free.scalar_subquery()))
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False))
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
 def unblock_parent(session: Session, parent_id: int) -> bool:
     """Queue a reduce item once every one of its parts has succeeded. Safe to race.
 
