@@ -54,6 +54,8 @@ HOST = socket.gethostname()
 PROVIDED = {"redis", "postgres"}
 NOT_ON_HOST = {"prometheus", "grafana"}
 FLOWER_USER, FLOWER_PASSWORD = "ops", f"pw-{uuid.uuid4().hex[:12]}"
+#: The nightly run's messages and a nightly pool process's slots: 12 documents fill three.
+NIGHTLY_GROUP = 4
 
 
 @dataclass
@@ -82,9 +84,10 @@ class ComposeStack:
     runs: dict[str, int] = field(default_factory=dict)
     ingest_output: str = ""
 
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(docpipe_argv(*args), env=self.env, capture_output=True,
-                                text=True, timeout=timeout)
+    def cli(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(docpipe_argv(*args), env=self.env | (env or {}),
+                                capture_output=True, text=True, timeout=timeout)
         assert result.returncode == 0, f"docpipe {args}: {result.stdout}\n{result.stderr}"
         return result
 
@@ -196,6 +199,10 @@ def compose_stack(postgres_server: str, tmp_path_factory: pytest.TempPathFactory
     ports = {"flower": free_port(), "simulator": free_port()}
     variables["OPENAI_BASE_URL"] = f"http://127.0.0.1:{ports['simulator']}/v1"
     services: dict[str, Any] = compose.load(variables)["services"]
+    # Its message is acknowledged once its calls are sent, so one pool process could take
+    # every message of 12 documents in one group of 16. In groups of 4 (a process's slots),
+    # a process with its calls out is busy, and the next message goes to the other.
+    services["worker-nightly"]["environment"]["DOCPIPE_GROUP_SIZE"] = str(NIGHTLY_GROUP)
     rewrites = {"@postgres:5432/docpipe": f"@{pg_hostport}/{name}",
                 "@redis:6379/": f"@127.0.0.1:{redis.port}/"}
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("DOCPIPE_")}
@@ -282,7 +289,8 @@ def _run_documents(stack: ComposeStack, tmp: Path) -> None:
                      timeout=180)
     stack.ingest_output = live.stdout
     nightly = stack.cli("ingest", str(_documents(tmp / "nightly-docs", 12, "nightly")),
-                        "--queue", "docpipe.nightly", "--pipeline", "extract", "--json")
+                        "--queue", "docpipe.nightly", "--pipeline", "extract", "--json",
+                        env={"DOCPIPE_GROUP_SIZE": str(NIGHTLY_GROUP)})
     nightly_run = json.loads(nightly.stdout)["run_id"]
     with session_scope(stack.database_url) as session:
         runs = [r.id for r in repo.list_runs(session)]

@@ -1,25 +1,48 @@
-"""A task still running when Redis's visibility timeout hands its message out again."""
+"""A message delivered again while its item's call is out: the broker's visibility timeout,
+a producer's retry, or ``resume`` during a run."""
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from pathlib import Path
+
+import redis
+from kombu import Connection
+from sqlalchemy import select
 
 from pipelines import get_pipeline
 from tests.support.accounting import assert_accounted_for
 from tests.support.stack import FAULT_SETTINGS, Stack
 from tests.support.waiting import wait_until
+from workers.db.models import Item
+from workers.db.session import session_scope
 from workers.simulator import input_key
 
 SLOW = "A slow memo: this call takes longer than the broker's visibility timeout."
+
+
+def _deliver_again(stack: Stack, item_id: int) -> None:
+    """Publish the item's message again, as Celery's JSON protocol carries it."""
+    with Connection(stack.broker_url) as conn:
+        conn.Producer().publish(
+            json.dumps([[item_id], {}, {"callbacks": None, "errbacks": None, "chain": None,
+                                        "chord": None}]),
+            routing_key="docpipe.live", content_type="application/json",
+            content_encoding="utf-8",
+            headers={"lang": "py", "task": "docpipe.items.process", "id": str(uuid.uuid4()),
+                     "argsrepr": f"({item_id},)", "kwargsrepr": "{}"})
 
 
 def test_a_task_that_outlives_the_visibility_timeout_runs_once(stack: Stack, tmp_path: Path
                                                                ) -> None:
     # Worker A is configured consistently and holds the item's lease (50 s) while its call
     # takes 25 s. Worker B runs with a 5 s visibility timeout (a fleet configured
-    # inconsistently), so B's broker sweep hands A's unacked message out again while A
-    # still runs it. The database lease, not the broker, must keep it to one call.
+    # inconsistently), whose broker sweep would hand out again any message A still had
+    # unacknowledged. A acknowledges the message once the item is claimed, so the sweep
+    # finds nothing; the item's message, published again meanwhile, finds the item leased.
+    # The database lease, not the broker, must keep it to one call.
     # (Consistent settings cannot produce this: the validator refuses them.)
     # 25 s leaves B time to start and sweep on a slow machine: with 10 s, a CI machine with
     # a third of its CPU stolen started B too late.
@@ -32,6 +55,10 @@ def test_a_task_that_outlives_the_visibility_timeout_runs_once(stack: Stack, tmp
     run_id = stack.ingest(tmp_path / "slow.txt")["run_id"]
     wait_until(lambda: stack.simulator.stats()["counters"].get("requests", 0) == 1,
                timeout=30, what="worker A's call")
+    # Acknowledged at claim: nothing of the run is left for a broker to hand out again.
+    broker = redis.Redis.from_url(stack.broker_url)
+    wait_until(lambda: broker.hlen("unacked") == 0, timeout=10,
+               what="A to acknowledge the message once its item is claimed")
 
     stack.settings = FAULT_SETTINGS | {
         "visibility_timeout_seconds": 5, "lease_seconds": 4, "task_soft_time_limit_seconds": 3,
@@ -39,8 +66,10 @@ def test_a_task_that_outlives_the_visibility_timeout_runs_once(stack: Stack, tmp
         "max_inline_wait_seconds": 0.5, "max_countdown_seconds": 2,
         "breaker_max_open_seconds": 2, "reconcile_interval_seconds": 1}
     stack.start_workers(1)
-    # B's sweep puts the message back on the queue; whichever worker takes it finds the item
-    # leased and leaves it alone.
+    with session_scope(stack.database_url) as session:
+        (item_id,) = session.scalars(select(Item.id).where(Item.run_id == run_id))
+    _deliver_again(stack, item_id)
+    # Whichever worker takes the message again finds the item leased and leaves it alone.
     wait_until(lambda: any("'skipped'" in w.log() for w in stack.workers), timeout=45,
                what="the message to be delivered again and skipped")
 

@@ -47,7 +47,9 @@ def run_group(ids: list[int], settings: Settings, engine: Engine) -> dict[int, A
     client = redis.Redis.from_url(settings.effective_broker_url)
     throttle = Throttle(settings, RateLimiter(client), CircuitBreaker(client))
     sync = ResponsesClient(api_key="sk-group", base_url=settings.openai_base_url, timeout=10)
-    return process_items(ids, settings=settings, engine=engine, throttle=throttle, client=sync)
+    # The task returns once the calls are sent; the writer writes the answers after.
+    return process_items(ids, settings=settings, engine=engine, throttle=throttle,
+                         client=sync).wait(60)
 
 
 def in_flight() -> int:

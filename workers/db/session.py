@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, exc, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from workers.errors import DatabaseNotMigrated
 from workers.process.local import PerProcess
 from workers.settings import get_settings
+
+log = logging.getLogger("docpipe.db")
+
+T = TypeVar("T")
 
 _engines: PerProcess[str, Engine] = PerProcess()
 _makers: dict[Engine, sessionmaker[Session]] = {}
@@ -129,6 +135,33 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` says the database could not be reached or dropped the connection
+    (a restart, a failover, a pool that could not connect in time), rather than refusing
+    what was asked: the same transaction may succeed once it answers again."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, exc.OperationalError | exc.InterfaceError | exc.TimeoutError)
+
+
+def retry_outage(transaction: Callable[[], T], *, seconds: float, what: str) -> T:
+    """Run ``transaction`` (a whole one: it opens its own session), again after each outage
+    (:func:`is_outage`) for up to ``seconds``, waiting longer each time. Any other error,
+    or an outage past ``seconds``, is raised."""
+    deadline = time.monotonic() + seconds
+    delay = 0.25
+    while True:
+        try:
+            return transaction()
+        except Exception as error:
+            if not is_outage(error) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("the database could not be reached while %s (%s): trying again in "
+                        "%.2g s", what, type(error).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 4.0)
 
 
 def ensure_migrated(url: str | None = None) -> None:

@@ -10,10 +10,14 @@ One task message carries a group of item ids. Its thread, in order:
    Redis round trip;
 4. writes every call's ``in_flight`` attempt row before any request is sent, in one INSERT
    (a call of a run with a budget holds its worst case first, one conditional update each);
-5. hands the calls to the process's event loop (:mod:`workers.items.engine`), and writes
-   the answers as they come, a few per transaction, flushed at most ``FLUSH_SECONDS`` after
-   the first of them arrived: a kill loses what is in flight, and at most that much more;
-6. checks each run's end once, after the group's last commit.
+5. hands the calls to the process's event loop (:mod:`workers.items.engine`) and returns:
+   the task's message is acknowledged then, and the database owns the claimed items.
+
+The process's one :class:`Writer` writes the answers of every group as they come, a few per
+transaction, flushed at most ``FLUSH_SECONDS`` after the first of them arrived (a kill loses
+what is in flight, and at most that much more), and gives each call's slot back once its
+answer is written. A database restart is waited out before answers are given up. After a
+group's last write, it checks each of its runs' end once and tells the task's follow-up.
 
 Every decision is the decision core's (:mod:`workers.items.decide`), through the same steps
 as the one-item path (:mod:`workers.items.processing`): both are one code path per step.
@@ -22,8 +26,11 @@ as the one-item path (:mod:`workers.items.processing`): both are one code path p
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -31,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from workers.admission.throttle import Park, Throttle, Ticket, TooLarge
 from workers.db import repository as repo
-from workers.db.session import session_scope
+from workers.db.session import retry_outage, session_scope
 from workers.errors import ItemError
 from workers.items import processing
 from workers.items.decide import Policy, Succeed, alone_from, decide
@@ -41,6 +48,7 @@ from workers.items.rows import known_of
 from workers.llm.client import CallResult, ResponsesClient
 from workers.ops import metrics
 from workers.process import holding, memory
+from workers.process.local import PerProcess
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.items")
@@ -52,19 +60,90 @@ FLUSH_SECONDS = 0.1
 FLUSH_MAX = 32
 
 
+class Submitted:
+    """A task's items once their calls are sent: the outcomes known at once, and the rest as
+    the writer (:class:`Writer`) writes the answers. ``on_done`` gets every item's outcome
+    when the last is written (in the writer's thread, or at once if no call was made)."""
+
+    def __init__(self, ids: list[int], on_done: OnDone | None) -> None:
+        self.ids = ids
+        self.outcomes: dict[int, Outcome] = {item_id: Outcome("skipped") for item_id in ids}
+        self._on_done = on_done
+        self._lock = threading.Lock()
+        self._open = 1  # the groups still writing, and the task until it has sent them all
+        self._done = threading.Event()
+        self._finished = False
+        self._detached = False
+
+    @property
+    def pending(self) -> bool:
+        """Some answers are still to be written."""
+        return not self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> dict[int, Outcome]:
+        """Every item's outcome, once the last answer is written."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"items {self.ids} still have calls out")
+        return self.outcomes
+
+    def detach(self) -> bool:
+        """The task returns before its last answer is written: ``on_done`` is told so. False
+        if the last answer is already written (the task reports its end itself)."""
+        with self._lock:
+            if self._finished:
+                return False
+            self._detached = True
+            return True
+
+    def _opened(self) -> None:
+        with self._lock:
+            self._open += 1
+
+    def _closed(self, outcomes: dict[int, Outcome]) -> None:
+        with self._lock:
+            self.outcomes |= outcomes
+            self._open -= 1
+            last = self._finished = self._open == 0
+            detached = self._detached
+        if not last:
+            return
+        holding.release(self.ids)
+        try:
+            if self._on_done is not None:
+                self._on_done(self.outcomes, detached)
+        except Exception:  # the items are written; only their follow-up is lost
+            log.exception("the follow-up of items %s failed", self.ids)
+        finally:
+            self._done.set()
+
+
+#: What a task does once all of its items are written: their outcomes by id, and whether
+#: the task had returned before (:meth:`Submitted.detach`).
+OnDone = Callable[[dict[int, Outcome], bool], None]
+
+
 def process_items(item_ids: list[int], *, settings: Settings, engine: Engine,
-                  throttle: Throttle, client: ResponsesClient) -> dict[int, Outcome]:
-    """Process a group of items. Safe for any ids, any number of times, concurrently."""
+                  throttle: Throttle, client: ResponsesClient,
+                  on_done: OnDone | None = None) -> Submitted:
+    """Claim a group of items and send their calls; the process's writer writes the answers
+    as they come (:class:`Writer`). Returns once every call is sent, so the task's message
+    is acknowledged then: the database, not the broker, owns a claimed item. Safe for any
+    ids, any number of times, concurrently."""
     ids = list(dict.fromkeys(item_ids))
-    # Held here from before the claim to the last write: the heartbeat renews their leases.
-    with holding.holding(ids):
-        return _process_items(ids, settings=settings, engine=engine, throttle=throttle,
-                              client=client)
+    submitted = Submitted(ids, on_done)
+    # Held from before the claim to the last write: the heartbeat renews their leases.
+    holding.hold(ids)
+    try:
+        _process_items(submitted, settings=settings, engine=engine, throttle=throttle,
+                       client=client)
+    finally:
+        submitted._closed({})
+    return submitted
 
 
-def _process_items(ids: list[int], *, settings: Settings, engine: Engine,
-                   throttle: Throttle, client: ResponsesClient) -> dict[int, Outcome]:
-    outcomes = {item_id: Outcome("skipped") for item_id in ids}
+def _process_items(submitted: Submitted, *, settings: Settings, engine: Engine,
+                   throttle: Throttle, client: ResponsesClient) -> None:
+    ids = submitted.ids
     suspects: list[int] = []
     alone = alone_from(settings.max_worker_losses)
     for start in range(0, len(ids), engine.in_flight):
@@ -80,16 +159,17 @@ def _process_items(ids: list[int], *, settings: Settings, engine: Engine,
             slots = len(claimed)
             if claimed:
                 group = _Group(list(claimed.values()), settings=settings, engine=engine,
-                               throttle=throttle)
+                               throttle=throttle, submitted=submitted)
                 slots = 0  # the group's now: it gives each back
-                outcomes |= group.run()
+                group.start()
         finally:
             engine.give_back(slots)
     # Alone, one at a time, so that a poison document's last chance loses no other item.
     for item_id in suspects:
-        outcomes[item_id] = processing.process_item(item_id, settings=settings, client=client,
-                                                    throttle=throttle)
-    return outcomes
+        outcome = processing.process_item(item_id, settings=settings, client=client,
+                                          throttle=throttle)
+        with submitted._lock:
+            submitted.outcomes[item_id] = outcome
 
 
 @dataclass
@@ -131,34 +211,60 @@ class _Group:
     """One claimed group, from its requests to its last write. Holds a slot per item."""
 
     def __init__(self, items: list[repo.ClaimedItem], *, settings: Settings, engine: Engine,
-                 throttle: Throttle) -> None:
+                 throttle: Throttle, submitted: Submitted) -> None:
         self.items = items
         self.settings = settings
         self.engine = engine
         self.throttle = throttle
+        self.submitted = submitted
         self.outcomes: dict[int, Outcome] = {}
         self.unused = len(items)  # slots not yet handed to a call
         self.pending: dict[Future[CallResult | Voided], _Call] = {}
 
-    def run(self) -> dict[int, Outcome]:
+    def start(self) -> None:
+        """Everything up to the calls sent; then the writer has the group, or it is done."""
+        self.submitted._opened()
         try:
-            self._run()
+            calls_out = self._run()
+        except BaseException:
+            # Not even their release could be written: the items' leases expire.
+            self.submitted._closed(self.outcomes)
+            raise
+        if calls_out:
+            writer().take(self)
+        else:
+            self.finish()
+
+    def finish(self) -> None:
+        """After the group's last write: its runs' ends, and its outcomes to the task."""
+        try:
+            self._finish_runs()
+        except Exception:  # the reconciler ends the run instead
+            log.exception("checking the end of the runs of items %s failed",
+                          [item.id for item in self.items])
+        self.submitted._closed(self.outcomes)
+
+    def _run(self) -> bool:
+        """Returns whether calls are out."""
+        try:
+            return self._send_all()
         except Exception as exc:
             for future, call in self.pending.items():
                 # Its slot comes back when it ends (at once if it has).
                 future.cancel()
                 future.add_done_callback(lambda _: self.engine.give_back())
                 memory.end_call(call.attempt_id)
+            self.pending.clear()
             for item in self.items:
                 if item.id not in self.outcomes:
                     self.outcomes[item.id] = processing.release_after(
                         item, exc, settings=self.settings)
+            return False
         finally:
             self.engine.give_back(self.unused)  # slots no call took
             self.unused = 0
-        return self.outcomes
 
-    def _run(self) -> None:
+    def _send_all(self) -> bool:
         ready: list[Ready] = []
         refused: list[tuple[repo.ClaimedItem, ItemError]] = []
         reused: list[repo.ClaimedItem] = []
@@ -176,7 +282,7 @@ class _Group:
                     assert item.stored_result_id is not None
                     repo.reuse_result(session, item.id, item.stored_result_id)
             self.outcomes |= {item.id: Outcome("reused") for item in reused}
-            self._hand_up(reused)
+            self.hand_up(reused)
 
         calls: list[_Call] = []
         parked: list[tuple[repo.ClaimedItem, Park]] = []
@@ -194,7 +300,9 @@ class _Group:
                 calls.append(_Call(prepared, admission,
                                    processing.reserve_for(prepared, admission, self.settings),
                                    deadline=time.monotonic() + learning_wait))
-        over_budget = self._begin(calls, parked, refused)
+        over_budget = retry_outage(lambda: self._begin(calls, parked, refused),
+                                   seconds=self.settings.lease_seconds / 2,
+                                   what="starting the calls' attempts")
         if over_budget:
             self.throttle.unused([c.ticket for c in over_budget])
             self._refuse([(c.ready.item, processing.over_budget(c.ready.item, c.reserve))
@@ -204,8 +312,7 @@ class _Group:
         self.engine.give_back(self.unused - len(sending))
         self.unused = len(sending)
         self._send(sending)
-        self._collect()
-        self._finish_runs()
+        return bool(self.pending)
 
     def _begin(self, calls: list[_Call], parked: list[tuple[repo.ClaimedItem, Park]],
                refused: list[tuple[repo.ClaimedItem, ItemError]]) -> list[_Call]:
@@ -273,78 +380,16 @@ class _Group:
         call.ticket = replace(admission, waited=call.ticket.waited + admission.waited)
         return admission.waited
 
-    def _collect(self) -> None:
-        """Wait for the calls; write their answers in small transactions as they come.
-
-        A call's slot is given back once its answer is written, not when the HTTP call ends:
-        until then it still holds its item's lease, its budget reserve and its memory.
-        """
-        buffer: list[tuple[Future[CallResult | Voided], _Call, Answer]] = []
-        voided: list[tuple[Future[CallResult | Voided], _Call, object]] = []
-        first_at = 0.0
-        waiting = set(self.pending)
-        while waiting or buffer:
-            timeout = None if not buffer else max(0.0, first_at + FLUSH_SECONDS
-                                                  - time.monotonic())
-            done: set[Future[CallResult | Voided]] = set()
-            if waiting:
-                done, waiting = wait(waiting, timeout=timeout, return_when=FIRST_COMPLETED)
-            for future in done:
-                call = self.pending[future]
-                result = future.result()
-                if isinstance(result, Voided):
-                    voided.append((future, call, result.admission))
-                    continue
-                if not buffer:
-                    first_at = time.monotonic()
-                with processing.item_context(call.ready.item, request_id=result.request_id):
-                    answer = processing.answer_of(call.ready, result, call.attempt_id,
-                                                  reserve=call.reserve, settings=self.settings)
-                buffer.append((future, call, answer))
-            # A budget probe's answer is written at once: the fleet waits for its headers.
-            if buffer and (not waiting or len(buffer) >= FLUSH_MAX
-                           or time.monotonic() - first_at >= FLUSH_SECONDS
-                           or any(call.ticket.probe for _, call, _ in buffer)):
-                self._write([(call, answer) for _, call, answer in buffer])
-                self._written([future for future, _, _ in buffer])
-                buffer = []
-        if voided:
-            self._write_voided([(call, admission) for _, call, admission in voided])
-            self._written([future for future, _, _ in voided])
-
-    def _written(self, futures: list[Future[CallResult | Voided]]) -> None:
+    def written(self, futures: list[Future[CallResult | Voided]]) -> None:
+        """These calls' answers are written: their slots go back."""
         # The memory guard names a call until its answer is written: reading a huge answer
         # is what takes a process past its limit.
         for future in futures:
             memory.end_call(self.pending.pop(future).attempt_id)
         self.engine.give_back(len(futures))
 
-    def _write(self, answered: list[tuple[_Call, Answer]]) -> None:
-        cooldowns = self.throttle.settle_calls([(c.ticket, a.call) for c, a in answered])
-        written: dict[int, Outcome] = {}
-        with session_scope() as session:
-            lost = processing.taken_over(session, [(c.ready, a) for c, a in answered])
-            written |= {item_id: Outcome("skipped") for item_id in lost}
-            succeeded: list[tuple[Ready, Answer, float]] = []
-            for (call, answer), cooldown in zip(answered, cooldowns, strict=True):
-                if call.ready.item.id in lost:
-                    continue
-                with processing.item_context(call.ready.item,
-                                             request_id=answer.call.request_id):
-                    decision = processing.decide_answer(session, call.ready, answer,
-                                                        cooldown=cooldown,
-                                                        settings=self.settings)
-                    if isinstance(decision, Succeed):
-                        succeeded.append((call.ready, answer, call.ticket.waited))
-                        continue
-                    written[call.ready.item.id] = processing.write_answer(
-                        session, call.ready, answer, decision, settings=self.settings)
-            written |= processing.write_successes(session, succeeded)
-        self.outcomes |= written
-        self._hand_up([c.ready.item for c, _ in answered
-                       if written[c.ready.item.id].status == "succeeded"])
 
-    def _write_voided(self, voided: list[tuple[_Call, object]]) -> None:
+    def write_voided(self, voided: list[tuple[_Call, object]]) -> None:
         """Calls never sent: their rows go, and their items park or are refused."""
         written: dict[int, Outcome] = {}
         with session_scope() as session:
@@ -362,7 +407,19 @@ class _Group:
             written |= self._decide_refusals(session, refused)
         self.outcomes |= written
 
-    def _hand_up(self, done: list[repo.ClaimedItem]) -> None:
+    def release(self, items: list[repo.ClaimedItem], exc: Exception) -> None:
+        """Items whose answers could not be written: released after the error, as
+        :func:`workers.items.processing.release_after` does. When not even that can be
+        written, their leases expire (this process lets go of them) and the sweep sends
+        them again."""
+        for item in items:
+            try:
+                self.outcomes[item.id] = processing.release_after(item, exc,
+                                                                  settings=self.settings)
+            except Exception:
+                self.outcomes[item.id] = Outcome("skipped")
+
+    def hand_up(self, done: list[repo.ClaimedItem]) -> None:
         """After the results' commit: queue each reduce whose last part this was."""
         children = [item for item in done if item.parent_id is not None]
         if not children:
@@ -381,3 +438,189 @@ class _Group:
                  in ("succeeded", "reused", "failed")}
         for run_id in sorted(ended):
             processing.finish_run_if_done(run_id)
+
+
+_Entry = tuple["_Group", Future[CallResult | Voided]]
+#: A read answer waiting in the writer's buffer.
+_Answered = tuple["_Group", Future[CallResult | Voided], _Call, Answer]
+
+
+class Writer:
+    """This process's one writer of answers, across every group whose calls are out.
+
+    Each call's future, once done, comes here; its answer is read, decided and written with
+    others' (a few per transaction, flushed at most ``FLUSH_SECONDS`` after the first came,
+    at once for a budget probe's), and its slot is given back once it is written: until
+    then it still holds its item's lease, its budget reserve and its memory. A group whose
+    last answer is written is finished (its runs' ends, its task's follow-up).
+    """
+
+    def __init__(self) -> None:
+        self._done: queue.SimpleQueue[_Entry] = queue.SimpleQueue()
+        self._open = 0  # calls handed over and not yet written
+        self._idle = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="docpipe-writer", daemon=True)
+        self._thread.start()
+
+    def take(self, group: _Group) -> None:
+        """Write ``group``'s answers as its calls end."""
+        with self._idle:
+            self._open += len(group.pending)
+        for future in list(group.pending):
+            future.add_done_callback(self._arrived(group))
+
+    def _arrived(self, group: _Group) -> Callable[[Future[CallResult | Voided]], None]:
+        def arrived(future: Future[CallResult | Voided]) -> None:
+            self._done.put((group, future))
+        return arrived
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every answer handed over is written (a worker shutting down lets its
+        calls end first); False if some are still out after ``timeout`` seconds."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._open == 0, timeout=timeout)
+
+    def _run(self) -> None:
+        buffer: list[_Answered] = []
+        first_at = 0.0
+        while True:
+            try:
+                buffer, first_at = self._step(buffer, first_at)
+            except Exception:  # the thread must outlive any one write
+                log.exception("the writer failed; the items in its buffer are let go")
+                for group, future, _, _ in buffer:
+                    self._let_go(group, future)
+                buffer = []
+
+    def _step(self, buffer: list[_Answered], first_at: float
+              ) -> tuple[list[_Answered], float]:
+        """Take what has come, and flush the buffer if it is due; returns what is left."""
+        timeout = None if not buffer else max(0.0, first_at + FLUSH_SECONDS
+                                              - time.monotonic())
+        try:
+            entries = [self._done.get(timeout=timeout)]
+        except queue.Empty:
+            entries = []
+        while len(entries) < FLUSH_MAX:
+            try:
+                entries.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        for group, future in entries:
+            answered = self._read(group, future)
+            if answered is not None:
+                if not buffer:
+                    first_at = time.monotonic()
+                buffer.append((group, future, *answered))
+        with self._idle:
+            everything_in = self._open == len(buffer)
+        # A budget probe's answer is written at once: the fleet waits for its headers.
+        if buffer and (everything_in or len(buffer) >= FLUSH_MAX
+                       or time.monotonic() - first_at >= FLUSH_SECONDS
+                       or any(call.ticket.probe for _, _, call, _ in buffer)):
+            self._flush(buffer)
+            buffer = []
+        return buffer, first_at
+
+    def _let_go(self, group: _Group, future: Future[CallResult | Voided]) -> None:
+        try:
+            group.outcomes.setdefault(group.pending[future].ready.item.id, Outcome("skipped"))
+            self._written(group, [future])
+        except Exception:
+            log.exception("letting go of a call of items %s failed",
+                          [item.id for item in group.items])
+
+    def _read(self, group: _Group, future: Future[CallResult | Voided]
+              ) -> tuple[_Call, Answer] | None:
+        """The call's answer to buffer, or None when it was written here at once (a call
+        never sent, or one whose answer could not be read)."""
+        call = group.pending[future]
+        try:
+            result = future.result()
+            if isinstance(result, Voided):
+                group.write_voided([(call, result.admission)])
+                self._written(group, [future])
+                return None
+            with processing.item_context(call.ready.item, request_id=result.request_id):
+                answer = processing.answer_of(call.ready, result, call.attempt_id,
+                                              reserve=call.reserve, settings=group.settings)
+        except Exception as exc:
+            group.release([call.ready.item], exc)
+            self._written(group, [future])
+            return None
+        return call, answer
+
+    def _flush(self, buffer: list[_Answered]) -> None:
+        try:
+            _write_answers([(group, call, answer) for group, _, call, answer in buffer])
+        except Exception as exc:
+            for group, _, call, _ in buffer:
+                group.release([call.ready.item], exc)
+        by_group: dict[int, tuple[_Group, list[Future[CallResult | Voided]]]] = {}
+        for group, future, _, _ in buffer:
+            by_group.setdefault(id(group), (group, []))[1].append(future)
+        for group, futures in by_group.values():
+            self._written(group, futures)
+
+    def _written(self, group: _Group, futures: list[Future[CallResult | Voided]]) -> None:
+        group.written(futures)
+        if not group.pending:
+            group.finish()
+        with self._idle:
+            self._open -= len(futures)
+            self._idle.notify_all()
+
+
+def _write_answers(entries: list[tuple[_Group, _Call, Answer]]) -> None:
+    """Write answers of any groups in one transaction, each as the decision core says."""
+    throttle, settings = entries[0][0].throttle, entries[0][0].settings
+    cooldowns = throttle.settle_calls([(c.ticket, a.call) for _, c, a in entries])
+    # The answers are paid for: a database restart is waited out (the items stay held, and
+    # their leases renewed, meanwhile) before they are released unwritten.
+    written = retry_outage(lambda: _write_decisions(entries, cooldowns, settings),
+                           seconds=settings.lease_seconds / 2, what="writing answers")
+    for group, call, _ in entries:
+        group.outcomes[call.ready.item.id] = written[call.ready.item.id]
+    done: dict[int, tuple[_Group, list[repo.ClaimedItem]]] = {}
+    for group, call, _ in entries:
+        if written[call.ready.item.id].status == "succeeded":
+            done.setdefault(id(group), (group, []))[1].append(call.ready.item)
+    for group, items in done.values():
+        group.hand_up(items)
+
+
+def _write_decisions(entries: list[tuple[_Group, _Call, Answer]],
+                     cooldowns: list[float | None], settings: Settings) -> dict[int, Outcome]:
+    """One transaction: each answer's decision, written; the outcomes by item id."""
+    written: dict[int, Outcome] = {}
+    with session_scope() as session:
+        lost = processing.taken_over(session, [(c.ready, a) for _, c, a in entries])
+        written |= {item_id: Outcome("skipped") for item_id in lost}
+        succeeded: list[tuple[Ready, Answer, float]] = []
+        for (_, call, answer), cooldown in zip(entries, cooldowns, strict=True):
+            if call.ready.item.id in lost:
+                continue
+            with processing.item_context(call.ready.item, request_id=answer.call.request_id):
+                decision = processing.decide_answer(session, call.ready, answer,
+                                                    cooldown=cooldown, settings=settings)
+                if isinstance(decision, Succeed):
+                    succeeded.append((call.ready, answer, call.ticket.waited))
+                    continue
+                written[call.ready.item.id] = processing.write_answer(
+                    session, call.ready, answer, decision, settings=settings)
+        written |= processing.write_successes(session, succeeded)
+    return written
+
+
+_writers: PerProcess[None, Writer] = PerProcess()
+
+
+def writer() -> Writer:
+    """This process's writer (made anew in a forked child: a thread does not survive one)."""
+    return _writers.get(None, Writer)
+
+
+def drain(timeout: float) -> bool:
+    """Let this process's calls end and their answers be written, for up to ``timeout``
+    seconds (a worker shutting down); True when none is left out."""
+    return all(w.drain(timeout) for w in _writers.take_own())

@@ -41,9 +41,8 @@ def token() -> str:
     return current[1]
 
 
-@contextlib.contextmanager
-def holding(item_ids: Iterable[int]) -> Iterator[None]:
-    """Register ``item_ids`` as worked on by this process for the duration of the block."""
+def hold(item_ids: Iterable[int]) -> None:
+    """Register ``item_ids`` as worked on by this process, until :func:`release`."""
     ids = list(item_ids)
     token()
     now = time.monotonic()
@@ -52,15 +51,27 @@ def holding(item_ids: Iterable[int]) -> Iterator[None]:
             if not _held[item_id]:
                 _since[item_id] = now
             _held[item_id] += 1
+
+
+def release(item_ids: Iterable[int]) -> None:
+    """Undo one :func:`hold` of ``item_ids``."""
+    with _lock:
+        for item_id in item_ids:
+            _held[item_id] -= 1
+            if _held[item_id] <= 0:
+                del _held[item_id]
+                _since.pop(item_id, None)
+
+
+@contextlib.contextmanager
+def holding(item_ids: Iterable[int]) -> Iterator[None]:
+    """Register ``item_ids`` as worked on by this process for the duration of the block."""
+    ids = list(item_ids)
+    hold(ids)
     try:
         yield
     finally:
-        with _lock:
-            for item_id in ids:
-                _held[item_id] -= 1
-                if _held[item_id] <= 0:
-                    del _held[item_id]
-                    _since.pop(item_id, None)
+        release(ids)
 
 
 def held(max_age: float | None = None) -> list[int]:

@@ -145,7 +145,19 @@ def beat_while_alive(**_: Any) -> None:
 
 @worker_shutdown.connect
 def stop_beating(**_: Any) -> None:
+    _drain_calls()
     heartbeat.stop()
+
+
+def _drain_calls() -> None:
+    # A task returns once its calls are sent: they still hold their items, under this
+    # process's heartbeat, until their answers are written. A warm shutdown waits for them.
+    from workers.items import group
+
+    timeout = get_settings().request_timeout_seconds + 5
+    if not group.drain(timeout):
+        log.warning("calls still out after %g s at shutdown: their items are sent again "
+                    "once this process is found dead", timeout)
 
 
 @worker_ready.connect
@@ -174,6 +186,7 @@ def _record_memory_loss(calls: list[memory.Call], message: str) -> None:
 
 @worker_process_shutdown.connect
 def on_process_shutdown(pid: int | None = None, **_: Any) -> None:
+    _drain_calls()
     heartbeat.stop()
     dispose_engines()
     if pid is not None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import timedelta
 
 import redis
 from celery import Task
+from celery.exceptions import Ignore
 
 import pipelines
 from workers.admission.scripts import redis_client
@@ -17,6 +19,7 @@ from workers.db.models import utcnow
 from workers.errors import ItemsFailed, ScheduleBusy
 from workers.items import group
 from workers.items.engine import item_engine
+from workers.items.processing import Outcome
 from workers.llm.client import get_client
 from workers.ops import metrics
 from workers.runs import reconcile
@@ -34,17 +37,41 @@ def process_group(self: Task, item_ids: int | list[int]) -> str:  # type: ignore
     """Process a group of items by id (or one item: a bare id); the message carries nothing
     else.
 
+    The message is acknowledged once the items are claimed and their calls sent: the
+    database owns them from then on, and this process's writer writes the answers as they
+    come. The task's end (success, or failure naming the failed items) is then reported to
+    Celery's events, so Flower shows it when the last answer is written.
+
     Raises:
-        ItemsFailed: items ended failed (after their decisions were written), so the task is
-            a failure in Celery's events and Flower, with the items and their codes.
+        ItemsFailed: items ended failed (after their decisions were written) before the task
+            returned, so the task is a failure in Celery's events and Flower.
+        Ignore: the calls are out; the end is reported later.
     """
     settings = get_settings()
     ids = [item_ids] if isinstance(item_ids, int) else [int(i) for i in item_ids]
-    outcomes = group.process_items(ids, settings=settings, engine=item_engine(settings),
-                                   throttle=get_throttle(settings),
-                                   client=get_client(settings))
     delivery = self.request.delivery_info or {}
     queue = delivery.get("routing_key") or Queue.LIVE
+    task_id, hostname, started = self.request.id, self.request.hostname, time.monotonic()
+
+    def on_done(outcomes: dict[int, Outcome], detached: bool) -> None:
+        follow_up(outcomes, queue=queue)
+        if detached:
+            report_end(task_id, hostname, outcomes, runtime=time.monotonic() - started)
+
+    submitted = group.process_items(ids, settings=settings, engine=item_engine(settings),
+                                    throttle=get_throttle(settings),
+                                    client=get_client(settings), on_done=on_done)
+    if submitted.detach():
+        raise Ignore()
+    failed = failures(submitted.outcomes)
+    if failed:
+        raise ItemsFailed(failed)
+    return ",".join(sorted({o.status for o in submitted.outcomes.values()}))
+
+
+def follow_up(outcomes: dict[int, Outcome], *, queue: str) -> None:
+    """What the items' outcomes ask for: their metrics, the retries' delayed messages, and
+    the reduces their successes unblocked."""
     retries: dict[float, list[int]] = defaultdict(list)
     unblocked: list[int] = []
     for item_id, outcome in outcomes.items():
@@ -55,10 +82,26 @@ def process_group(self: Task, item_ids: int | list[int]) -> str:  # type: ignore
     for countdown, waiting in retries.items():
         send_items(waiting, queue=queue, countdown=countdown)
     send_items(unblocked, queue=queue)
-    failed = {i: o.code or "failed" for i, o in outcomes.items() if o.status == "failed"}
-    if failed:
-        raise ItemsFailed(failed)
-    return ",".join(sorted({o.status for o in outcomes.values()}))
+
+
+def failures(outcomes: dict[int, Outcome]) -> dict[int, str]:
+    return {i: o.code or "failed" for i, o in outcomes.items() if o.status == "failed"}
+
+
+def report_end(task_id: str | None, hostname: str | None, outcomes: dict[int, Outcome], *,
+               runtime: float) -> None:
+    """Tell Celery's events (Flower) how a task that returned before its answers ended."""
+    if task_id is None:
+        return
+    failed = failures(outcomes)
+    with app.events.default_dispatcher(hostname=hostname) as dispatcher:
+        if failed:
+            dispatcher.send("task-failed", uuid=task_id, exception=repr(ItemsFailed(failed)),
+                            traceback="")
+        else:
+            dispatcher.send("task-succeeded", uuid=task_id, runtime=runtime,
+                            result=repr(",".join(sorted({o.status
+                                                         for o in outcomes.values()}))))
 
 
 @app.task(name=TaskName.RECONCILE, ignore_result=True)
