@@ -27,12 +27,14 @@ class BenchStack:
                               check=True, capture_output=True, text=True).stdout
 
 
-def start_simulator(stack: ExitStack, work: Path, *, latency_ms: str, seed: int = 3) -> str:
-    """Start the simulator (no rate limits) until ``stack`` closes; return its API base URL."""
+def start_simulator(stack: ExitStack, work: Path, *, latency_ms: str, seed: int = 3,
+                    per_input: bool = False) -> str:
+    """Start the simulator (no rate limits) until ``stack`` closes; return its API base URL.
+    ``per_input``: each document's latency is drawn from its text, not in request order."""
     port = free_port()
     stack.enter_context(child(
         docpipe_command("simulator", "--port", str(port), "--latency-ms", latency_ms,
-                        "--seed", str(seed)),
+                        "--seed", str(seed), *(["--latency-per-input"] if per_input else [])),
         port=port, what="simulator", log_path=work / "simulator.log"))
     return f"http://127.0.0.1:{port}/v1"
 

@@ -33,7 +33,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ from sqlalchemy import func, select  # noqa: E402
 from stack import start_simulator, wait_finished  # noqa: E402
 
 from pipelines import get_pipeline  # noqa: E402
-from workers.db.models import Attempt, AttemptOutcome  # noqa: E402
+from workers.db.models import Attempt, AttemptOutcome, Item, ItemStatus, Run  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
 from workers.runtime.embedded import child, docpipe_command, embedded_redis  # noqa: E402
 
@@ -88,6 +88,15 @@ class Side:
     machine_busy: float = 0.0
     #: docpipe only: calls in flight (attempt rows written, not answered), sampled.
     mean_in_flight: float = 0.0
+    #: docpipe only: the same, over the samples taken while items waited to be claimed.
+    in_flight_while_queued: float = 0.0
+    #: docpipe only: seconds from ``docpipe ingest`` starting to the last call's answer,
+    #: the last item's write and the run's end.
+    last_answer_at: float = 0.0
+    #: The mean time a call took, as its client measured it.
+    mean_latency_ms: float = 0.0
+    last_write_at: float = 0.0
+    finished_at: float = 0.0
     #: docpipe only: seconds from ``docpipe ingest`` starting to the first call.
     first_call_after: float = 0.0
     ingest_seconds: float | None = None
@@ -101,7 +110,10 @@ class Side:
         return self.calls / self.seconds
 
 
-async def _raw(files: list[Path], base_url: str, concurrency: int) -> int:
+async def _raw(files: list[Path], base_url: str, concurrency: int
+               ) -> tuple[int, float, float, float]:
+    """The calls made, when (``time.monotonic()``) the last started and the last ended, and
+    the mean seconds a call took."""
     from openai import AsyncOpenAI
 
     pipeline = get_pipeline("summarise")
@@ -110,18 +122,22 @@ async def _raw(files: list[Path], base_url: str, concurrency: int) -> int:
     for path in files:
         queue.put_nowait(path)
     done = 0
+    last_start = last_end = waited = 0.0
 
     async def runner() -> None:
-        nonlocal done
+        nonlocal done, last_start, last_end, waited
         while not queue.empty():
             path = queue.get_nowait()
             body = pipeline.request(path.read_text())
+            start = last_start = time.monotonic()
             await client.responses.create(**body)
+            last_end = time.monotonic()
+            waited += last_end - start
             done += 1
 
     await asyncio.gather(*(runner() for _ in range(concurrency)))
     await client.close()
-    return done
+    return done, last_start, last_end, waited / max(done, 1)
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -141,9 +157,10 @@ def run_raw(files: list[Path], base_url: str, concurrency: int) -> Side:
     before = cpu_seconds(os.getpid())
     machine = machine_cpu()
     started = time.monotonic()
-    calls = asyncio.run(_raw(files, base_url, concurrency))
+    calls, last_start, last_end, latency = asyncio.run(_raw(files, base_url, concurrency))
     return Side("raw", time.monotonic() - started, calls, cpu_seconds(os.getpid()) - before,
-                machine_busy=busy_share(machine))
+                machine_busy=busy_share(machine), calling_seconds=last_start - started,
+                last_answer_at=last_end - started, mean_latency_ms=latency * 1000)
 
 
 def _rss_mb(pid: int) -> tuple[float, float]:
@@ -153,12 +170,17 @@ def _rss_mb(pid: int) -> tuple[float, float]:
     return (int(values["VmRSS"].split()[0]) / 1024, int(values["VmHWM"].split()[0]) / 1024)
 
 
-def _sample_in_flight(database_url: str, stop: threading.Event, samples: list[int]) -> None:
-    """Every half second until ``stop``: attempts in flight (written, not yet answered)."""
+def _sample_in_flight(database_url: str, stop: threading.Event,
+                      samples: list[tuple[int, int]]) -> None:
+    """Every half second until ``stop``: attempts in flight (written, not yet answered), and
+    items waiting to be claimed (pending or queued)."""
     while not stop.wait(0.5):
         with session_scope(database_url) as session:
-            samples.append(int(session.scalar(select(func.count()).select_from(Attempt).where(
-                Attempt.outcome == AttemptOutcome.IN_FLIGHT)) or 0))
+            in_flight = session.scalar(select(func.count()).select_from(Attempt).where(
+                Attempt.outcome == AttemptOutcome.IN_FLIGHT)) or 0
+            waiting = session.scalar(select(func.count()).select_from(Item).where(
+                Item.status.in_((ItemStatus.PENDING, ItemStatus.QUEUED)))) or 0
+            samples.append((int(in_flight), int(waiting)))
 
 
 def _wait_ready(log_path: Path, processes: int, timeout: float = 180) -> None:
@@ -198,7 +220,7 @@ def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Na
         cpu_before = tree_cpu(worker.pid)
         machine = machine_cpu()
         sampling = threading.Event()
-        in_flight: list[int] = []
+        in_flight: list[tuple[int, int]] = []
         sampler = threading.Thread(target=_sample_in_flight, daemon=True,
                                    args=(env["DOCPIPE_DATABASE_URL"], sampling, in_flight))
         sampler.start()
@@ -228,13 +250,35 @@ def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Na
             calls, first, last = session.execute(select(
                 func.count(), func.min(Attempt.started_at),
                 func.max(Attempt.started_at)).where(Attempt.run_id == report["run_id"])).one()
+            ends = [started + timedelta(milliseconds=ms) for started, ms in session.execute(
+                select(Attempt.started_at, Attempt.latency_ms)
+                .where(Attempt.run_id == report["run_id"]))]
+            latency = session.scalar(select(func.avg(Attempt.latency_ms))
+                                     .where(Attempt.run_id == report["run_id"]))
+            last_write = session.scalar(select(func.max(Item.finished_at))
+                                        .where(Item.run_id == report["run_id"]))
+            finished = session.scalar(select(Run.finished_at)
+                                      .where(Run.id == report["run_id"]))
     calling = (last - first).total_seconds() if first and last else None
     if first is not None and first.tzinfo is None:  # SQLite gives them back naive
         first = first.replace(tzinfo=UTC)
+
+    def since_start(moment: datetime | None) -> float:
+        if moment is None:
+            return float("nan")
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return (moment - wall_start).total_seconds()
+
+    steady = [n for n, _ in in_flight[2:-2]]
+    queued = [n for n, waiting in in_flight if waiting > 0][2:]
     return Side("docpipe", seconds, int(calls), cpu, calling_seconds=calling,
                 ingest_seconds=ingest_seconds, ingest_cpu=ingest_cpu, processes=processes,
                 peak_rss_mb=peak_rss, machine_busy=machine_busy,
-                mean_in_flight=sum(in_flight[2:-2]) / max(len(in_flight[2:-2]), 1),
+                mean_in_flight=sum(steady) / max(len(steady), 1),
+                in_flight_while_queued=sum(queued) / max(len(queued), 1),
+                last_answer_at=since_start(max(ends, default=None)),
+                last_write_at=since_start(last_write), finished_at=since_start(finished),
+                mean_latency_ms=float(latency or 0),
                 first_call_after=(first - wall_start).total_seconds() if first else 0.0)
 
 
@@ -267,7 +311,9 @@ def main() -> None:
         # its own.
         database = args.database_url or stack.enter_context(throwaway_postgres(work))
         broker = stack.enter_context(embedded_redis(str(work)))
-        base_url = start_simulator(stack, work, latency_ms=args.latency_ms)
+        # Each document meets the same latency on both sides: the comparison is of what
+        # each does with the calls, not of which side drew the slowest ones near its end.
+        base_url = start_simulator(stack, work, latency_ms=args.latency_ms, per_input=True)
         env = {"DOCPIPE_DATABASE_URL": database, "DOCPIPE_BROKER_URL": broker,
                "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-bench"}
         os.environ.update(env)
@@ -300,13 +346,23 @@ in flight; PostgreSQL 15, Redis).
 
 - **Ratio, end to end: {ratio:.2f}** of the raw loop's documents per second
   ({calling / raw.per_second:.2f} counting from docpipe's first call).
-- The first call started {ours.first_call_after:.1f} s after `docpipe ingest` did.
+- The first call started {ours.first_call_after:.1f} s after `docpipe ingest` did. The raw
+  loop started its last call at {raw.calling_seconds or 0:.1f} s, and had its last answer at
+  {raw.last_answer_at:.1f} s.
+- A call took {raw.mean_latency_ms:.0f} ms on average in the raw loop and \
+{ours.mean_latency_ms:.0f} ms in docpipe's (as each client measured it).
 - Ingest took {ours.ingest_seconds:.1f} s and {ours.ingest_cpu:.1f} CPU s
   ({(ours.ingest_cpu or 0) / ours.calls * 1000:.2f} ms per document), while the workers ran.
 - The machine's CPU was {raw.machine_busy:.0%} busy during the raw loop and
   {ours.machine_busy:.0%} during docpipe's run (every process: simulator, PostgreSQL, Redis).
 - docpipe kept {ours.mean_in_flight:.0f} calls in flight on average of its
-  {args.concurrency} (attempt rows in flight, sampled every 0.5 s).
+  {args.concurrency} (attempt rows in flight, sampled every 0.5 s), and
+  {ours.in_flight_while_queued:.0f} ({ours.in_flight_while_queued / args.concurrency:.0%}) while
+  items waited to be claimed (from the second second).
+- From `docpipe ingest`'s start: the last call started at \
+{ours.first_call_after + (ours.calling_seconds or 0):.1f} s, its last answer came at \
+{ours.last_answer_at:.1f} s, the last item was written at {ours.last_write_at:.1f} s, and the
+  run was finished at {ours.finished_at:.1f} s.
 - Peak resident memory of an engine process: {ours.peak_rss_mb:.0f} MB.
 - docpipe's workers spent {(ours.cpu - raw.cpu) / ours.calls * 1000:.2f} CPU ms per document
   more than the raw loop's whole process: that is docpipe's cost outside the SDK call.

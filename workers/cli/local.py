@@ -83,7 +83,7 @@ def _run_foreground(paths: list[str], pipeline_name: str, *, simulate: bool, wor
         from workers.ops import monitor
         from workers.runs.ingest import ingest
         from workers.runs.operations import Supervisor
-        from workers.runtime.tasks import send_items
+        from workers.runtime.publish import send_items
 
         report = ingest(paths, chosen, settings=current, publish=send_items,
                         queue="docpipe.live", budget_usd=budget_usd, mode=mode)

@@ -47,7 +47,7 @@ def ingest_cmd(
     current = migrated(settings())
     chosen = get_pipeline(pipeline, current.pipelines)
     from workers.runs.ingest import ingest
-    from workers.runtime.tasks import send_items
+    from workers.runtime.publish import send_items
 
     report = ingest(paths, chosen, settings=current, publish=send_items, queue=queue,
                     budget_usd=money(budget_usd),
@@ -83,7 +83,7 @@ def reprocess_cmd(
 ) -> None:
     """Run a pipeline over the stored documents its current version has no result for."""
     from workers.runs.reprocess import REASONS, reprocess
-    from workers.runtime.tasks import send_items
+    from workers.runtime.publish import send_items
 
     chosen_reasons = tuple(only or REASONS)
     if unknown := sorted(set(chosen_reasons) - set(REASONS)):
@@ -183,7 +183,7 @@ def replay_cmd(
     """Put a run's failed items back in the queue; succeeded items are never called again."""
     migrated(settings())
     from workers.runs import operations
-    from workers.runtime.tasks import send_items
+    from workers.runtime.publish import send_items
 
     try:
         count = operations.replay(run_id, status, publish=send_items)
@@ -205,7 +205,7 @@ def resume_cmd(
     """Continue a paused run, and re-enqueue items that have no message in flight."""
     current = migrated(settings())
     from workers.runs import operations
-    from workers.runtime.tasks import send_items
+    from workers.runtime.publish import send_items
 
     count = operations.resume(run_id, settings=current, publish=send_items,
                               budget_usd=money(budget_usd))

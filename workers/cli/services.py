@@ -126,6 +126,9 @@ def simulator_cmd(
     latency_ms: Annotated[str, typer.Option(
         help="Median latency in ms, or MEDIAN,P99 for a heavy (log-normal) tail.")] = "50",
     seed: Annotated[int, typer.Option(help="Random seed for latency and faults.")] = 0,
+    latency_per_input: Annotated[bool, typer.Option(
+        help="Give the same document the same latency, whoever sends it in whatever order "
+        "(for comparing two clients on one corpus).")] = False,
     fail_rate: Annotated[float, typer.Option(
         "--fail-rate", "--error-rate", help="Share of 5xx answers.")] = 0.0,
     rate_limit_rate: Annotated[float, typer.Option(help="Share of injected 429s.")] = 0.0,
@@ -146,7 +149,7 @@ def simulator_cmd(
     median, sigma = parse_latency(latency_ms)
     config = SimulatorConfig(
         rpm=rpm, tpm=tpm, limit_window_seconds=limit_window_seconds, latency_ms=median,
-        latency_sigma=sigma, seed=seed,
+        latency_sigma=sigma, latency_per_input=latency_per_input, seed=seed,
         error_rate=fail_rate, rate_limit_rate=rate_limit_rate, timeout_rate=timeout_rate,
         reset_rate=reset_rate, refusal_rate=refuse_rate, truncate_rate=truncate_rate,
         quota_exhausted=quota_exhausted, quota_after=quota_after,

@@ -63,6 +63,11 @@ DOCUMENT_ARRAYS = (("content_hash", String), ("source", Text), ("media_type", St
 
 
 ITEM_ARRAYS = (("document_id", BigInteger), ("source", Text))
+ATTEMPT_ARRAYS = (("item_id", BigInteger), ("run_id", BigInteger), ("model", String))
+RESULT_ARRAYS = (("content_hash", String), ("pipeline_version", String),
+                 ("chunk_index", Integer), ("pipeline", String), ("document_id", BigInteger),
+                 ("item_id", BigInteger), ("output", Text), ("model", String),
+                 ("response_id", String))
 
 
 def table_of(model: type[Any]) -> Table:

@@ -61,15 +61,18 @@ class Engine:
         self._thread.start()
         ready.wait()
 
-    def take(self, count: int) -> int:
-        """Wait until ``count`` of the ``in_flight`` slots are free (at most all of them), take
-        them and return how many. A group takes its slots before it claims its items, so
-        nothing is claimed, leased or held against a budget while it waits."""
+    def take(self, count: int, *, at_least: int | None = None) -> int:
+        """Wait until ``at_least`` (default: all ``count``) of the ``in_flight`` slots are
+        free, take up to ``count`` of them and return how many. A group takes its slots before
+        it claims its items, so nothing is claimed, leased or held against a budget while it
+        waits."""
         count = min(count, self.in_flight)
+        need = count if at_least is None else max(1, min(at_least, count))
         with self._freed:
-            self._freed.wait_for(lambda: self._free >= count)
-            self._free -= count
-        return count
+            self._freed.wait_for(lambda: self._free >= need)
+            taken = min(count, self._free)
+            self._free -= taken
+        return taken
 
     def give_back(self, count: int = 1) -> None:
         """Free ``count`` slots: calls answered, or items that need no call."""

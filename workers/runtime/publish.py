@@ -24,6 +24,9 @@ from collections.abc import Sequence
 
 from celery import Celery
 
+from workers.runtime.celery_app import Queue, TaskName, app
+from workers.settings import get_settings
+
 #: Messages per pipeline: about 1 MB of commands.
 PIPELINE_SIZE = 1000
 #: kombu's Redis transport keeps priority-0 messages under the queue's own name; docpipe sends
@@ -77,3 +80,26 @@ def publish_items(app: Celery, task_name: str, item_ids: Sequence[int | list[int
                     ids.append(task_id)
                 pipe.execute()
     return ids
+
+
+def send_items(item_ids: Sequence[int], *, queue: str = Queue.LIVE,
+               countdown: float | None = None) -> None:
+    """Publish the items in messages of up to ``group_size`` ids (a message of one carries
+    the bare id, as before groups).
+
+    Messages due now go out in pipelines (:func:`publish_items`); a retry's delayed
+    message goes through ``send_task``, which handles the countdown.
+    """
+    if not item_ids:
+        return
+    size = get_settings().group_size
+    groups: list[int | list[int]] = [
+        list(item_ids[i : i + size]) if len(item_ids) - i > 1 and size > 1 else item_ids[i]
+        for i in range(0, len(item_ids), size)]
+    if countdown is None:
+        publish_items(app, TaskName.PROCESS_GROUP, groups, queue=queue)
+        return
+    with app.producer_or_acquire() as producer:
+        for ids in groups:
+            app.send_task(TaskName.PROCESS_GROUP, (ids,), producer=producer, queue=queue,
+                          routing_key=queue, countdown=countdown)

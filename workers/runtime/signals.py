@@ -135,7 +135,7 @@ def beat_while_alive(**_: Any) -> None:
     pool claims the items too. A prefork pool's children each beat for their own claims
     (:func:`after_fork`)."""
     from workers.runtime.celery_app import app
-    from workers.runtime.tasks import send_items
+    from workers.runtime.publish import send_items
 
     settings = get_settings()
     heartbeat.start(settings, publish=send_items,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 from datetime import timedelta
 
 import redis
@@ -24,7 +23,7 @@ from workers.llm.client import get_client
 from workers.ops import metrics
 from workers.runs import reconcile
 from workers.runtime.celery_app import Queue, TaskName, app
-from workers.runtime.publish import publish_items
+from workers.runtime.publish import send_items
 from workers.settings import get_settings
 
 log = logging.getLogger("docpipe.tasks")
@@ -162,26 +161,3 @@ def batch_tick() -> dict[str, int]:
     if report != batches.TickReport():
         log.info("batches: %s", asdict(report))
     return asdict(report)
-
-
-def send_items(item_ids: Sequence[int], *, queue: str = Queue.LIVE,
-               countdown: float | None = None) -> None:
-    """Publish the items in messages of up to ``group_size`` ids (a message of one carries
-    the bare id, as before groups).
-
-    Messages due now go out in pipelines (see :mod:`workers.runtime.publish`); a retry's delayed
-    message goes through ``apply_async``, which handles the countdown.
-    """
-    if not item_ids:
-        return
-    size = get_settings().group_size
-    groups: list[int | list[int]] = [
-        list(item_ids[i : i + size]) if len(item_ids) - i > 1 and size > 1 else item_ids[i]
-        for i in range(0, len(item_ids), size)]
-    if countdown is None:
-        publish_items(app, TaskName.PROCESS_GROUP, groups, queue=queue)
-        return
-    with app.producer_or_acquire() as producer:
-        for ids in groups:
-            process_group.apply_async((ids,), producer=producer, queue=queue,
-                                     routing_key=queue, countdown=countdown)

@@ -63,6 +63,10 @@ class SimulatorConfig:
     limit_window_seconds: float = 60.0
     latency_ms: float = 50.0
     latency_sigma: float = 0.5
+    #: Draw each request's latency from its input, not in the order requests come: the same
+    #: document meets the same latency whichever client sends it, in whatever order, so two
+    #: clients compared on one corpus meet the same slow calls.
+    latency_per_input: bool = False
     seed: int = 0
     error_rate: float = 0.0
     rate_limit_rate: float = 0.0
@@ -372,7 +376,7 @@ class Simulator:
         self.stats["admitted"] += 1
         if (failed := await self._fault(request, body, headers)) is not None:
             return failed
-        await self._latency()
+        await self._latency(key)
         payload = self._completed(body, estimate_request_tokens(body), max_output)
         self._settle(payload["usage"], charge, key)
         headers |= self.limits.headers()
@@ -469,11 +473,20 @@ class Simulator:
         await response.write_eof()
         return response
 
-    async def _latency(self) -> None:
-        median = self.config.latency_ms
-        if median > 0:
-            delay = median * math.exp(self.rng.gauss(0.0, self.config.latency_sigma))
+    async def _latency(self, key: str | None = None) -> None:
+        delay = self.latency_ms(key)
+        if delay > 0:
             await asyncio.sleep(min(delay, 60_000) / 1000)
+
+    def latency_ms(self, key: str | None = None) -> float:
+        """The next request's latency: log-normal around the median, drawn in order, or from
+        the request's input key with ``latency_per_input``."""
+        median = self.config.latency_ms
+        if median <= 0:
+            return 0.0
+        rng = random.Random(f"{self.config.seed}:{key}") \
+            if self.config.latency_per_input and key is not None else self.rng
+        return median * math.exp(rng.gauss(0.0, self.config.latency_sigma))
 
     def _rate_limited(self, body: dict[str, Any], refused: tuple[str, float], charge: int,
                       headers: dict[str, str]) -> web.Response:

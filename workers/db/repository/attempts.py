@@ -8,14 +8,25 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import (
+    String,
+    bindparam,
     delete,
     func,
+    literal,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.orm import Session
 
-from workers.db.dialect import MONEY_EPSILON, insert_for
+from workers.db.dialect import (
+    ATTEMPT_ARRAYS,
+    MONEY_EPSILON,
+    insert_for,
+    is_postgres,
+    table_of,
+    unnest,
+)
 from workers.db.models import (
     Attempt,
     AttemptOutcome,
@@ -68,6 +79,19 @@ class NewAttempt:
     model: str
 
 
+_attempts = table_of(Attempt)
+_calls = unnest(ATTEMPT_ARRAYS)
+#: PostgreSQL's form of :func:`begin_attempts`' INSERT.
+_BEGIN_MANY = postgres_insert(_attempts).from_select(
+    ["item_id", "run_id", "model", "worker", "outcome", "started_at", "latency_ms",
+     "reserved_usd"],
+    select(_calls.c.item_id, _calls.c.run_id, _calls.c.model,
+           bindparam("worker", type_=String), bindparam("outcome", type_=String),
+           bindparam("now", type_=_attempts.c.started_at.type), literal(0),
+           literal(Decimal(0), type_=_attempts.c.reserved_usd.type)),
+).returning(_attempts.c.id, _attempts.c.item_id)
+
+
 def begin_attempts(session: Session, calls: Sequence[NewAttempt], *, worker: str
                    ) -> list[int]:
     """Record calls about to be made (``in_flight``) in one INSERT; return their ids in order.
@@ -77,11 +101,19 @@ def begin_attempts(session: Session, calls: Sequence[NewAttempt], *, worker: str
     if not calls:
         return []
     now = utcnow()
-    rows = [{"item_id": c.item_id, "run_id": c.run_id, "model": c.model, "worker": worker,
-             "outcome": AttemptOutcome.IN_FLIGHT, "started_at": now, "latency_ms": 0,
-             "reserved_usd": Decimal(0)} for c in calls]
-    inserted = session.execute(insert_for(session, Attempt).values(rows)
-                               .returning(Attempt.id, Attempt.item_id)).all()
+    if is_postgres(session):
+        # One parameter per column however many calls: a VALUES list of a group's rows
+        # is a new, long query text that psycopg parses again at every call.
+        inserted = session.execute(_BEGIN_MANY, {
+            "item_id": [c.item_id for c in calls], "run_id": [c.run_id for c in calls],
+            "model": [c.model for c in calls], "worker": worker,
+            "outcome": AttemptOutcome.IN_FLIGHT.value, "now": now}).all()
+    else:
+        rows = [{"item_id": c.item_id, "run_id": c.run_id, "model": c.model, "worker": worker,
+                 "outcome": AttemptOutcome.IN_FLIGHT, "started_at": now, "latency_ms": 0,
+                 "reserved_usd": Decimal(0)} for c in calls]
+        inserted = session.execute(insert_for(session, Attempt).values(rows)
+                                   .returning(Attempt.id, Attempt.item_id)).all()
     by_item = {item_id: attempt_id for attempt_id, item_id in inserted}
     return [int(by_item[c.item_id]) for c in calls]
 

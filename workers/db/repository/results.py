@@ -3,6 +3,7 @@ write them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,12 +13,23 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     bindparam,
+    cast,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.orm import Session
 
-from workers.db.dialect import BATCH, any_in, insert_for, table_of
+from workers.db.dialect import (
+    BATCH,
+    RESULT_ARRAYS,
+    any_in,
+    insert_for,
+    is_postgres,
+    table_of,
+    unnest,
+)
 from workers.db.models import (
     Attempt,
     AttemptOutcome,
@@ -150,7 +162,46 @@ def _store_results(session: Session, successes: Sequence[Success], *, now: datet
         return (s.item.content_hash, s.item.pipeline_version, s.item.chunk_index)
 
     key_of = {key(s): s for s in successes}
-    inserted = session.execute(
+    if is_postgres(session):
+        # One parameter per column (see attempts.begin_attempts): the outputs go as JSON text.
+        unique = list(key_of.values())
+        inserted = session.execute(_STORE_MANY, {
+            "content_hash": [s.item.content_hash for s in unique],
+            "pipeline_version": [s.item.pipeline_version for s in unique],
+            "chunk_index": [s.item.chunk_index for s in unique],
+            "pipeline": [s.item.pipeline for s in unique],
+            "document_id": [s.item.document_id for s in unique],
+            "item_id": [s.item.id for s in unique],
+            "output": [json.dumps(s.output) for s in unique],
+            "model": [s.attempt.model for s in unique],
+            "response_id": [s.response_id for s in unique], "now": now}).all()
+    else:
+        inserted = _insert_results(session, list(key_of.values()), now=now)
+    result_of = {(h, v, c): rid for rid, h, v, c in inserted}
+    for missing in key_of.keys() - result_of.keys():
+        found = find_result_id(session, *missing)
+        assert found is not None  # the racing writer's
+        result_of[missing] = found
+    return {s.item.id: result_of[key(s)] for s in successes}
+
+
+_results = table_of(Result)
+_KEY = ["content_hash", "pipeline_version", "chunk_index"]
+_answers = unnest(RESULT_ARRAYS)
+#: PostgreSQL's form of :func:`_store_results`' INSERT.
+_STORE_MANY = postgres_insert(_results).from_select(
+    [*(name for name, _ in RESULT_ARRAYS), "created_at"],
+    select(*(cast(_answers.c[name], JSONB) if name == "output" else _answers.c[name]
+             for name, _ in RESULT_ARRAYS),
+           bindparam("now", type_=_results.c.created_at.type)),
+).on_conflict_do_nothing(index_elements=_KEY).returning(
+    _results.c.id, _results.c.content_hash, _results.c.pipeline_version,
+    _results.c.chunk_index)
+
+
+def _insert_results(session: Session, successes: Sequence[Success], *, now: datetime
+                    ) -> Sequence[Any]:
+    return session.execute(
         insert_for(session, Result)
         .values([{"content_hash": s.item.content_hash,
                   "pipeline_version": s.item.pipeline_version,
@@ -158,14 +209,7 @@ def _store_results(session: Session, successes: Sequence[Success], *, now: datet
                   "document_id": s.item.document_id, "item_id": s.item.id,
                   "output": s.output, "model": s.attempt.model,
                   "response_id": s.response_id, "created_at": now}
-                 for s in key_of.values()])
-        .on_conflict_do_nothing(index_elements=["content_hash", "pipeline_version",
-                                                "chunk_index"])
+                 for s in successes])
+        .on_conflict_do_nothing(index_elements=_KEY)
         .returning(Result.id, Result.content_hash, Result.pipeline_version,
                    Result.chunk_index)).all()
-    result_of = {(h, v, c): rid for rid, h, v, c in inserted}
-    for missing in key_of.keys() - result_of.keys():
-        found = find_result_id(session, *missing)
-        assert found is not None  # the racing writer's
-        result_of[missing] = found
-    return {s.item.id: result_of[key(s)] for s in successes}
