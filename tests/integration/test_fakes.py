@@ -4,6 +4,7 @@ Redis) do."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ from workers.admission.breaker import CircuitBreaker
 from workers.admission.limiter import RateLimiter
 from workers.admission.throttle import Park, Throttle, Ticket, TooLarge
 from workers.errors import RateLimitedError, Usage
-from workers.llm.client import CallResult, ResponsesClient
+from workers.llm.client import AsyncResponsesClient, CallResult
 from workers.settings import ModelLimits, Settings
 
 BODY = SUMMARISE.request("Acme Widgets Ltd sold ten widgets to Globex Corporation for $500.")
@@ -64,12 +65,16 @@ def test_the_fake_client_answers_as_the_real_one_does(simulator: SimulatorProces
                                                       case: str) -> None:
     config, reply = CASES[case]
     simulator.configure(**config)
-    real = ResponsesClient(api_key="sk-test", base_url=simulator.base_url, timeout=10)
-    try:
-        expected = _contract(real.create(BODY))
-    finally:
-        real.close()
-    assert _contract(FakeClient(reply).create(BODY)) == expected
+
+    async def real_answer() -> CallResult:
+        real = AsyncResponsesClient(api_key="sk-test", base_url=simulator.base_url, timeout=10)
+        try:
+            return await real.create(BODY)
+        finally:
+            await real.close()
+
+    expected = _contract(asyncio.run(real_answer()))
+    assert _contract(asyncio.run(FakeClient(reply).create(BODY))) == expected
 
 
 def _settings(broker_url: str, **changes: Any) -> Settings:
@@ -93,7 +98,17 @@ THROTTLES: dict[str, Make] = {"real": _real, "fake": FakeThrottle}
 
 
 def _answer(ticket: Ticket, reply: Reply) -> CallResult:
-    return FakeClient(reply).create(BODY)
+    return FakeClient(reply).answer(BODY)
+
+
+def _admit(throttle: Any) -> Ticket | Park | TooLarge:
+    (admission,) = throttle.before_calls([BODY])
+    return admission  # type: ignore[no-any-return]
+
+
+def _settle(throttle: Any, ticket: Ticket, call: CallResult) -> float | None:
+    (cooldown,) = throttle.settle_calls([(ticket, call)])
+    return cooldown  # type: ignore[no-any-return]
 
 
 @pytest.fixture(params=sorted(THROTTLES))
@@ -104,28 +119,28 @@ def make(request: pytest.FixtureRequest) -> Make:
 def test_a_call_within_budget_is_admitted_with_its_estimate(broker_url: str, make: Make
                                                             ) -> None:
     throttle = make(_settings(broker_url))
-    ticket = throttle.before_call(BODY)
+    ticket = _admit(throttle)
     assert isinstance(ticket, Ticket) and ticket.key is not None and ticket.estimate > 0
     assert ticket.budget.tpm == 10_000_000 and throttle.still_valid(ticket)
-    assert throttle.after_call(ticket, _answer(ticket, Reply())) is None
+    assert _settle(throttle, ticket, _answer(ticket, Reply())) is None
 
 
 def test_a_call_larger_than_a_minutes_tokens_is_too_large(broker_url: str, make: Make) -> None:
     limits = {BODY["model"]: ModelLimits(rpm=6000, tpm=10)}
     throttle = make(_settings(broker_url, model_limits=limits))
-    admission = throttle.before_call(BODY)
+    admission = _admit(throttle)
     assert isinstance(admission, TooLarge) and admission.tpm == 10 and admission.estimate > 10
 
 
 def test_a_429_cools_the_model_down_and_later_calls_park_for_budget(broker_url: str,
                                                                      make: Make) -> None:
     throttle = make(_settings(broker_url))
-    ticket = throttle.before_call(BODY)
+    ticket = _admit(throttle)
     assert isinstance(ticket, Ticket)
     refused = _answer(ticket, CASES["rate limited"][1])
     assert isinstance(refused.error, RateLimitedError)
-    assert throttle.after_call(ticket, refused) == pytest.approx(1.5)
-    parked = throttle.before_call(BODY)
+    assert _settle(throttle, ticket, refused) == pytest.approx(1.5)
+    parked = _admit(throttle)
     assert isinstance(parked, Park) and parked.reason == "budget"
     assert 0.5 < parked.seconds < 3
 
@@ -133,10 +148,10 @@ def test_a_429_cools_the_model_down_and_later_calls_park_for_budget(broker_url: 
 def test_transient_failures_open_the_breaker(broker_url: str, make: Make) -> None:
     throttle = make(_settings(broker_url))
     for _ in range(3):
-        ticket = throttle.before_call(BODY)
+        ticket = _admit(throttle)
         assert isinstance(ticket, Ticket)
-        throttle.after_call(ticket, _answer(ticket, CASES["server error"][1]))
-    parked = throttle.before_call(BODY)
+        _settle(throttle, ticket, _answer(ticket, CASES["server error"][1]))
+    parked = _admit(throttle)
     assert isinstance(parked, Park) and parked.reason == "circuit_open" and parked.seconds > 1
 
 

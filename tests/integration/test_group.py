@@ -22,7 +22,7 @@ from workers.db.models import Attempt, AttemptOutcome, Item, ItemStatus, Result,
 from workers.db.session import session_scope
 from workers.items.engine import Engine
 from workers.items.group import process_items
-from workers.llm.client import AsyncResponsesClient, ResponsesClient
+from workers.llm.client import AsyncResponsesClient
 from workers.settings import Settings, get_settings
 
 
@@ -46,10 +46,8 @@ def engine(simulator: SimulatorProcess) -> Iterator[Engine]:
 def run_group(ids: list[int], settings: Settings, engine: Engine) -> dict[int, Any]:
     client = redis.Redis.from_url(settings.effective_broker_url)
     throttle = Throttle(settings, RateLimiter(client), CircuitBreaker(client))
-    sync = ResponsesClient(api_key="sk-group", base_url=settings.openai_base_url, timeout=10)
     # The task returns once the calls are sent; the writer writes the answers after.
-    return process_items(ids, settings=settings, engine=engine, throttle=throttle,
-                         client=sync).wait(60)
+    return process_items(ids, settings=settings, engine=engine, throttle=throttle).wait(60)
 
 
 def in_flight() -> int:

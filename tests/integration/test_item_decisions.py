@@ -1,4 +1,4 @@
-"""One item through :func:`workers.items.processing.process_item` with the fake client and
+"""One item through the engine's one flow (a group of one) with the fake client and
 throttle: each answer the API can give ends in the state the decision core says, and the
 state machine's table allows, without a network or Redis."""
 
@@ -11,12 +11,11 @@ from sqlalchemy import func, select
 
 from pipelines import get_pipeline
 from tests.support.db import new_run
-from tests.support.fakes import FakeClient, FakeThrottle, Reply
+from tests.support.fakes import FakeClient, FakeThrottle, Reply, process_one
 from workers.db import states
 from workers.db.models import Attempt, Item
 from workers.db.session import session_scope
 from workers.db.states import ItemStatus as S
-from workers.items import processing
 from workers.settings import ModelLimits, get_settings
 
 
@@ -53,8 +52,7 @@ def test_each_answer_ends_in_the_state_the_decision_says(migrated_db: str, case:
     settings = get_settings()
     item_id = _item()
     client, throttle = FakeClient(reply), FakeThrottle(settings)
-    result = processing.process_item(item_id, settings=settings, client=client,  # type: ignore[arg-type]
-                                     throttle=throttle)  # type: ignore[arg-type]
+    result = process_one(item_id, settings=settings, client=client, throttle=throttle)
     assert result.status == outcome
     status, code, calls = _row(item_id)
     assert (status, code, calls) == row
@@ -67,8 +65,7 @@ def test_an_open_breaker_parks_the_item_without_a_call(migrated_db: str) -> None
     item_id = _item()
     client, throttle = FakeClient(), FakeThrottle(settings)
     throttle.open_until = time.monotonic() + 60
-    result = processing.process_item(item_id, settings=settings, client=client,  # type: ignore[arg-type]
-                                     throttle=throttle)  # type: ignore[arg-type]
+    result = process_one(item_id, settings=settings, client=client, throttle=throttle)
     assert result.status == "waiting"
     assert _row(item_id) == (S.RETRY, None, 0) and client.bodies == []
 
@@ -79,8 +76,8 @@ def test_a_request_too_large_for_the_limit_fails_without_a_call(migrated_db: str
         get_pipeline("summarise").model: ModelLimits(rpm=100, tpm=10)}})
     item_id = _item()
     client = FakeClient()
-    result = processing.process_item(item_id, settings=settings, client=client,  # type: ignore[arg-type]
-                                     throttle=FakeThrottle(settings))  # type: ignore[arg-type]
+    result = process_one(item_id, settings=settings, client=client,
+                         throttle=FakeThrottle(settings))
     assert result.status == "failed"
     status, code, calls = _row(item_id)
     assert (status, calls) == (S.FAILED, 0) and code and client.bodies == []

@@ -14,7 +14,9 @@ from workers.admission.throttle import Throttle
 from workers.db.models import Item, ItemStatus
 from workers.db.session import session_scope
 from workers.items import processing
-from workers.llm.client import ResponsesClient
+from workers.items.engine import Engine
+from workers.items.group import process_items
+from workers.llm.client import AsyncResponsesClient
 from workers.runtime.embedded import free_port
 from workers.settings import Settings, get_settings
 
@@ -31,10 +33,14 @@ def unreachable_redis_throttle(settings: Settings) -> Throttle:
 
 
 def process(item_id: int, settings: Settings) -> processing.Outcome:
-    client = ResponsesClient(api_key="sk-never-used", base_url="http://127.0.0.1:9/v1",
-                             timeout=1)
-    return processing.process_item(item_id, settings=settings, client=client,
-                                   throttle=unreachable_redis_throttle(settings))
+    engine = Engine(lambda: AsyncResponsesClient(api_key="sk-never-used",
+                                                 base_url="http://127.0.0.1:9/v1", timeout=1),
+                    in_flight=1)
+    try:
+        return process_items([item_id], settings=settings, engine=engine,
+                             throttle=unreachable_redis_throttle(settings)).wait(30)[item_id]
+    finally:
+        engine.close()
 
 
 def test_an_outage_under_an_item_releases_it_for_later(migrated_db: str) -> None:

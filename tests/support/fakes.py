@@ -17,6 +17,9 @@ from workers.admission.limiter import Budget, cooldown_seconds
 from workers.admission.throttle import Park, Ticket, TooLarge, endpoint_of
 from workers.db.models import utcnow
 from workers.errors import RateLimitedError, TransientError, Usage
+from workers.items.engine import Engine
+from workers.items.group import process_items
+from workers.items.processing import Outcome
 from workers.llm.client import CallResult
 from workers.llm.errors import classify_status
 from workers.settings import Settings
@@ -46,7 +49,7 @@ class Reply:
 
 
 class FakeClient:
-    """:class:`workers.llm.client.ResponsesClient` answering from a script, no network.
+    """:class:`workers.llm.client.AsyncResponsesClient` answering from a script, no network.
 
     Replies are taken in order; once the script runs out, ``default`` answers. Errors are
     classified by the same function the real client uses, so a fake 429 is the real 429.
@@ -57,8 +60,12 @@ class FakeClient:
         self.default = default or Reply()
         self.bodies: list[dict[str, Any]] = []
 
-    def create(self, body: dict[str, Any]) -> CallResult:
+    async def create(self, body: dict[str, Any]) -> CallResult:
         """Answer one request; never raises, like the real client."""
+        return self.answer(body)
+
+    def answer(self, body: dict[str, Any]) -> CallResult:
+        """:meth:`create`, outside an event loop."""
         self.bodies.append(body)
         reply = self.script.popleft() if self.script else self.default
         model = str(body.get("model", ""))
@@ -75,7 +82,7 @@ class FakeClient:
                             else json.dumps(reply.output))
         return call
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Nothing to close."""
 
 
@@ -103,7 +110,7 @@ class FakeThrottle:
         limits = self.settings.model_limits.get(model)
         return Budget(rpm=limits.rpm, tpm=limits.tpm) if limits else Budget()
 
-    def before_call(self, body: dict[str, Any]) -> Ticket | Park | TooLarge:
+    def _admit_one(self, body: dict[str, Any]) -> Ticket | Park | TooLarge:
         """Admit a call of ``body`` at once, or say why not."""
         now = time.monotonic()
         if now < self.open_until:
@@ -123,7 +130,7 @@ class FakeThrottle:
 
     def before_calls(self, bodies: Sequence[dict[str, Any]], *, max_wait: float | None = None
                      ) -> list[Ticket | Park | TooLarge]:
-        return [self.before_call(body) for body in bodies]
+        return [self._admit_one(body) for body in bodies]
 
     def unused(self, tickets: Sequence[Ticket]) -> None:
         """Tickets whose calls were not sent (the fake has no budget probe to give back)."""
@@ -133,7 +140,7 @@ class FakeThrottle:
         return ticket.key is None or ticket.waited <= 0 or \
             self.epochs.get(ticket.key, 0) == ticket.epoch
 
-    def after_call(self, ticket: Ticket, call: CallResult) -> float | None:
+    def _settle_one(self, ticket: Ticket, call: CallResult) -> float | None:
         """Learn from the answer; the cooldown a 429 asked for, else None."""
         self.settled.append((ticket, call))
         cooldown = None
@@ -151,8 +158,20 @@ class FakeThrottle:
         return cooldown
 
     def settle_calls(self, calls: Sequence[tuple[Ticket, CallResult]]) -> list[float | None]:
-        return [self.after_call(ticket, call) for ticket, call in calls]
+        return [self._settle_one(ticket, call) for ticket, call in calls]
 
     def _admit(self, ticket: Ticket) -> Ticket:
         self.admitted.append(ticket)
         return ticket
+
+
+def process_one(item_id: int, *, settings: Settings, client: FakeClient,
+                throttle: Any) -> Outcome:
+    """One item through the one flow every live item takes (a group of one on an engine
+    whose client is ``client``), with its outcome once its answer is written."""
+    engine = Engine(lambda: client, in_flight=1)  # type: ignore[arg-type, return-value]
+    try:
+        return process_items([item_id], settings=settings, engine=engine,
+                             throttle=throttle).wait(30)[item_id]
+    finally:
+        engine.close()

@@ -1,9 +1,10 @@
 """Admission to the model API: the circuit breaker, then the fleet-wide rate limit.
 
-:meth:`Throttle.before_call` either admits a call, after an inline wait of at most
-``max_inline_wait_seconds``, or tells the caller to park the item for longer. Parking does not
-hold a Celery slot. :meth:`Throttle.after_call` feeds what the API said back into the limiter
-and the breaker.
+:meth:`Throttle.before_calls` admits a group's calls in one round trip, each with the delay
+(at most ``max_inline_wait_seconds``) before its slot starts, which the engine waits out
+without a thread, or tells the caller to park the item for longer. Parking does not hold a
+slot. :meth:`Throttle.settle_calls` feeds what the API said back into the limiter and the
+breaker.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import random
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,8 +48,8 @@ class Ticket:
     endpoint: str
     budget: Budget
     estimate: int
-    #: Seconds waited for the slot (:meth:`Throttle.before_call`), or still to wait before
-    #: it starts (:meth:`Throttle.before_calls`).
+    #: Seconds still to wait before the slot starts (:meth:`Throttle.before_calls`); the
+    #: time waited in all, once the call is sent.
     waited: float
     #: The limiter's epoch when the slot was reserved (see :meth:`Throttle.still_valid`).
     epoch: int = 0
@@ -164,25 +165,6 @@ class Throttle:
             round(learned.at + self.limiter.learned_ttl - now, 1),
         )
 
-    def before_call(self, body: dict[str, Any]) -> Ticket | Park | TooLarge:
-        """Admit a call of ``body``, waiting here up to ``max_inline_wait_seconds`` for its
-        slot, or say how long to park. The returned ticket's ``waited`` is the time waited."""
-        deadline = time.monotonic() + self.settings.max_inline_wait_seconds
-        waited = 0.0
-        while True:
-            (admission,) = self.before_calls(
-                [body], max_wait=max(0.0, deadline - time.monotonic()))
-            if not isinstance(admission, Ticket) or admission.waited <= 0:
-                return replace(admission, waited=waited) if isinstance(admission, Ticket) \
-                    else admission
-            time.sleep(admission.waited)
-            waited += admission.waited
-            # A 429 elsewhere in the fleet while this call slept voids the slot (queue again
-            # behind the cooldown rather than call into it), and a budget being learned
-            # reserved none: ask again.
-            if self.still_valid(admission):
-                return replace(admission, waited=waited)
-
     def before_calls(self, bodies: Sequence[dict[str, Any]], *, max_wait: float | None = None
                      ) -> list[Ticket | Park | TooLarge]:
         """Admit a group's calls in one round trip: the breaker once, the limiter per call.
@@ -191,8 +173,7 @@ class Throttle:
         (the delay before its start) and its ``epoch``; the caller starts it then, unless
         :meth:`still_valid` says a 429 voided it meanwhile. A ticket that is ``learning``
         reserved nothing (the budget is being learned from a probe call): :meth:`still_valid`
-        is False for it, and the caller asks again after its delay. :meth:`before_call` is
-        this, for one call, with the waiting done.
+        is False for it, and the caller asks again after its delay.
         """
         if not bodies:
             return []
@@ -272,7 +253,10 @@ class Throttle:
             self.limiter.epoch(ticket.key) == ticket.epoch
 
     def settle_calls(self, calls: Sequence[tuple[Ticket, CallResult]]) -> list[float | None]:
-        """:meth:`after_call` for several calls, in one round trip."""
+        """Correct each call's reservation with its real usage, and learn from headers and
+        errors, in one round trip. Returns, per call, how long a 429 asks the fleet to cool
+        down (None for any other outcome). Best effort: the answers are paid for, so losing
+        Redis here must not lose them too."""
         cooldowns: list[float | None] = []
         try:
             batch = ScriptBatch(self.limiter.redis)
@@ -282,22 +266,6 @@ class Throttle:
         except redis.RedisError as exc:
             log.warning("could not settle the calls with the fleet limiter: %s", exc)
         return cooldowns
-
-    def after_call(self, ticket: Ticket, call: CallResult) -> float | None:
-        """Correct the reservation with the real usage, and learn from headers and errors.
-
-        Returns how long a 429 asks the fleet to cool down, or None for any other outcome.
-        Best effort: the answer is paid for, so losing Redis here must not lose it too.
-        """
-        cooldown = None
-        try:
-            # One round trip for the limiter's and the breaker's scripts.
-            batch = ScriptBatch(self.limiter.redis)
-            cooldown = self._settle(ticket, call, batch)
-            batch.execute()
-        except redis.RedisError as exc:
-            log.warning("could not settle the call with the fleet limiter: %s", exc)
-        return cooldown
 
     def _settle(self, ticket: Ticket, call: CallResult, batch: ScriptBatch) -> float | None:
         cooldown = None

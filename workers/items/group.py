@@ -4,8 +4,8 @@ One task message carries a group of item ids. Its thread, in order:
 
 1. takes as many of the engine's slots as the group has items, before anything is claimed;
 2. claims the group in one conditional UPDATE (suspects, items on their last chance before
-   quarantine for lost workers, are left out: they run alone afterwards, through
-   :func:`workers.items.processing.process_item`);
+   quarantine for lost workers, are left out: each runs afterwards as a group of one, claimed
+   under the worker's last-chance lock, held until its answer is written);
 3. builds the requests and admits every call through the breaker and the limiter in one
    Redis round trip;
 4. writes every call's ``in_flight`` attempt row before any request is sent, in one INSERT
@@ -19,8 +19,9 @@ what is in flight, and at most that much more), and gives each call's slot back 
 answer is written. A database restart is waited out before answers are given up. After a
 group's last write, it checks each of its runs' end once and tells the task's follow-up.
 
-Every decision is the decision core's (:mod:`workers.items.decide`), through the same steps
-as the one-item path (:mod:`workers.items.processing`): both are one code path per step.
+Every decision is the decision core's (:mod:`workers.items.decide`), through the steps of
+:mod:`workers.items.processing`. This is the one flow of every live item: a suspect is a
+group of one.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ from workers.items.decide import Policy, Succeed, alone_from, decide
 from workers.items.engine import Engine, Voided
 from workers.items.processing import Answer, Outcome, Ready
 from workers.items.rows import known_of
-from workers.llm.client import CallResult, ResponsesClient
+from workers.llm.client import CallResult
 from workers.ops import metrics
-from workers.process import holding, memory
+from workers.process import alone, holding, memory
 from workers.process.local import PerProcess
 from workers.settings import Settings
 
@@ -127,8 +128,7 @@ OnDone = Callable[[dict[int, Outcome], bool], None]
 
 
 def process_items(item_ids: list[int], *, settings: Settings, engine: Engine,
-                  throttle: Throttle, client: ResponsesClient,
-                  on_done: OnDone | None = None) -> Submitted:
+                  throttle: Throttle, on_done: OnDone | None = None) -> Submitted:
     """Claim a group of items and send their calls; the process's writer writes the answers
     as they come (:class:`Writer`). Returns once every call is sent, so the task's message
     is acknowledged then: the database, not the broker, owns a claimed item. Safe for any
@@ -138,15 +138,14 @@ def process_items(item_ids: list[int], *, settings: Settings, engine: Engine,
     # Held from before the claim to the last write: the heartbeat renews their leases.
     holding.hold(ids)
     try:
-        _process_items(submitted, settings=settings, engine=engine, throttle=throttle,
-                       client=client)
+        _process_items(submitted, settings=settings, engine=engine, throttle=throttle)
     finally:
         submitted._closed({})
     return submitted
 
 
 def _process_items(submitted: Submitted, *, settings: Settings, engine: Engine,
-                   throttle: Throttle, client: ResponsesClient) -> None:
+                   throttle: Throttle) -> None:
     ids = submitted.ids
     suspects: list[int] = []
     alone = alone_from(settings.max_worker_losses)
@@ -171,12 +170,36 @@ def _process_items(submitted: Submitted, *, settings: Settings, engine: Engine,
                 group.start()
         finally:
             engine.give_back(slots)
-    # Alone, one at a time, so that a poison document's last chance loses no other item.
     for item_id in suspects:
-        outcome = processing.process_item(item_id, settings=settings, client=client,
-                                          throttle=throttle)
-        with submitted._lock:
-            submitted.outcomes[item_id] = outcome
+        _start_alone(item_id, submitted, settings=settings, engine=engine, throttle=throttle)
+
+
+def _start_alone(item_id: int, submitted: Submitted, *, settings: Settings, engine: Engine,
+                 throttle: Throttle) -> None:
+    """A suspect, as a group of one: one at a time in the whole worker (all of its processes
+    die together), so that if it is a poison document, no other last-chance item is lost with
+    it. Claimed only under the lock, which is let go once its answer is written."""
+    release = alone.hold()
+    slots = 0
+    try:
+        slots = engine.take(1)
+        with session_scope() as session:
+            item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds,
+                                   holder=holding.token())
+        if item is None:  # done, or taken by another worker meanwhile
+            return
+        group = _Group([item], settings=settings, engine=engine, throttle=throttle,
+                       submitted=submitted, on_end=release)
+        slots = 0
+        release = _nothing  # the group's now
+        group.start()
+    finally:
+        engine.give_back(slots)
+        release()
+
+
+def _nothing() -> None:
+    pass
 
 
 @dataclass
@@ -218,8 +241,11 @@ class _Group:
     """One claimed group, from its requests to its last write. Holds a slot per item."""
 
     def __init__(self, items: list[repo.ClaimedItem], *, settings: Settings, engine: Engine,
-                 throttle: Throttle, submitted: Submitted) -> None:
+                 throttle: Throttle, submitted: Submitted,
+                 on_end: Callable[[], None] = lambda: None) -> None:
         self.items = items
+        #: Called once the group is done with its items (a suspect's lock let go).
+        self.on_end = on_end
         self.settings = settings
         self.engine = engine
         self.throttle = throttle
@@ -235,6 +261,7 @@ class _Group:
             calls_out = self._run()
         except BaseException:
             # Not even their release could be written: the items' leases expire.
+            self.on_end()
             self.submitted._closed(self.outcomes)
             raise
         if calls_out:
@@ -249,6 +276,7 @@ class _Group:
         except Exception:  # the reconciler ends the run instead
             log.exception("checking the end of the runs of items %s failed",
                           [item.id for item in self.items])
+        self.on_end()
         self.submitted._closed(self.outcomes)
 
     def _run(self) -> bool:

@@ -1,12 +1,12 @@
-"""The steps of one item, from its claim to its written answer, and the one-item path.
+"""The steps of one item, from its claim to its written answer.
 
-The group processor (:mod:`workers.items.group`) takes each of its items through these
-steps: :func:`prepare` (its request, or the error that refuses it first), the answer of its
-call (:func:`answer_of`), the decision core's verdict and its write (:func:`decide_answer`,
+The group processor (:mod:`workers.items.group`), the one flow every live item takes (a
+suspect as a group of one), takes each of its items through these steps: :func:`prepare`
+(its request, or the error that refuses it first), the answer of its call
+(:func:`answer_of`), the decision core's verdict and its write (:func:`decide_answer`,
 :func:`write_answer`, :func:`write_successes`), and the release after an error in docpipe's
-own services (:func:`release_after`). :func:`process_item` is the same for one item alone,
-on the synchronous client: a suspect on its last chance before quarantine. No Celery here:
-the task (:mod:`workers.runtime.tasks`) sends what the outcomes ask for.
+own services (:func:`release_after`). No Celery here: the task
+(:mod:`workers.runtime.tasks`) sends what the outcomes ask for.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 import pipelines
 from pipelines import OutputError, Pipeline, PipelineDefinitionError, PipelineNotFound
 from pipelines.errors import DocumentError
-from workers.admission.throttle import Park, Throttle, Ticket, TooLarge
+from workers.admission.throttle import Park, Ticket, TooLarge
 from workers.db import repository as repo
 from workers.db.models import AttemptOutcome, RunMode, utcnow
 from workers.db.session import session_scope
@@ -50,18 +50,15 @@ from workers.items.decide import (
     Repair,
     RetryAfter,
     Succeed,
-    alone_from,
     clip,
     decide,
 )
 from workers.items.requests import request_body
 from workers.items.rows import fail_ancestors, known_of, write_failure
-from workers.llm.client import CallResult, ResponsesClient
+from workers.llm.client import CallResult
 from workers.llm.pricing import Tier, price_table, usd
 from workers.ops import logs, metrics
 from workers.process import holding
-from workers.process.alone import alone
-from workers.process.memory import calling
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.items")
@@ -92,61 +89,9 @@ def countdown_for(settings: Settings, seconds: float) -> float | None:
 
 
 
-def process_item(item_id: int, *, settings: Settings, client: ResponsesClient,
-                 throttle: Throttle) -> Outcome:
-    """Process one item. Safe to call for the same id any number of times, concurrently."""
-    # Held here from before the claim to the last write: the heartbeat renews its lease.
-    with holding.holding([item_id]):
-        return _claim_and_process(item_id, settings=settings, client=client,
-                                  throttle=throttle)
-
-
-def _claim_and_process(item_id: int, *, settings: Settings, client: ResponsesClient,
-                       throttle: Throttle) -> Outcome:
-    last_chance = alone_from(settings.max_worker_losses)
-    with session_scope() as session:
-        item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds,
-                               holder=holding.token(), alone_from=last_chance)
-    if item is not None:
-        return _guarded(item, settings=settings, client=client, throttle=throttle)
-    # Not claimed: done, held by another worker, not yet due, its run paused, or a suspect.
-    # A suspect is claimed only under the lock, so the claim is not lost with another one.
-    with session_scope() as session:
-        if repo.suspected_losses(session, item_id) < last_chance:
-            return Outcome("skipped")
-    # One at a time in the whole worker (all of its processes die together): if one of them
-    # is a poison document, the others are not lost with it again.
-    with alone():
-        with session_scope() as session:
-            item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds,
-                                   holder=holding.token())
-        if item is None:
-            return Outcome("skipped")
-        return _guarded(item, settings=settings, client=client, throttle=throttle)
-
-
-def _guarded(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesClient,
-             throttle: Throttle) -> Outcome:
-    """:func:`_process`, releasing the item if docpipe's own services fail under it.
-
-    Without this, an exception (Redis or the database going away, a time limit) would leave
-    the item running until its lease expires, and the reconciler would count a lost worker.
-    """
-    with item_context(item):
-        return _released_on_error(item, settings=settings, client=client, throttle=throttle)
-
-
 def item_context(item: repo.ClaimedItem, **more: Any) -> contextlib.AbstractContextManager[None]:
     """The log context of everything done for ``item``: its run, id and attempt."""
     return logs.bind(run_id=item.run_id, item_id=item.id, attempt=item.attempts, **more)
-
-
-def _released_on_error(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesClient,
-                       throttle: Throttle) -> Outcome:
-    try:
-        return _process(item, settings=settings, client=client, throttle=throttle)
-    except Exception as exc:
-        return release_after(item, exc, settings=settings)
 
 
 def release_after(item: repo.ClaimedItem, exc: Exception, *, settings: Settings) -> Outcome:
@@ -343,60 +288,6 @@ def write_successes(session: Session, answered: list[tuple[Ready, Answer, float]
     return {ready.item.id: Outcome("succeeded") for ready, _, _ in answered}
 
 
-def _process(item: repo.ClaimedItem, *, settings: Settings, client: ResponsesClient,
-             throttle: Throttle) -> Outcome:
-    ready = prepare(item, settings)
-    if ready is None:
-        with session_scope() as session:
-            repo.reuse_result(session, item.id, item.stored_result_id)  # type: ignore[arg-type]
-        return _done(item, "reused")
-    if isinstance(ready, ItemError):
-        return _refuse(item, settings, ready)
-
-    admission = throttle.before_call(ready.body)
-    if isinstance(admission, Park):
-        with session_scope() as session:
-            return write_park(session, item, admission, settings=settings)
-    if isinstance(admission, TooLarge):
-        return _refuse(item, settings, too_large(admission))
-
-    reserve = reserve_for(ready, admission, settings)
-    with session_scope() as session:
-        attempt_id = repo.begin_attempt(session, item_id=item.id, run_id=item.run_id,
-                                        model=str(ready.body["model"]), worker=worker_name(),
-                                        reserve_usd=reserve)
-    if attempt_id is None:
-        assert reserve is not None
-        throttle.unused([admission])
-        return _refuse(item, settings, over_budget(item, reserve))
-    metrics.record_admission(admission.waited)
-    with calling(item.id, attempt_id), \
-            metrics.IN_FLIGHT.labels(str(ready.body["model"])).track_inprogress():
-        call = client.create(ready.body)
-    logs.update(request_id=call.request_id)
-    cooldown = throttle.after_call(admission, call)
-    answer = answer_of(ready, call, attempt_id, reserve=reserve, settings=settings)
-    with session_scope() as session:
-        if taken_over(session, [(ready, answer)]):
-            return Outcome("skipped")
-        decision = decide_answer(session, ready, answer, cooldown=cooldown, settings=settings)
-        if not isinstance(decision, Succeed):
-            outcome = write_answer(session, ready, answer, decision, settings=settings)
-        else:
-            outcome = write_successes(session, [(ready, answer, admission.waited)])[item.id]
-    if outcome.status != "succeeded":
-        return _after_write(item, outcome)
-    return _done(item, "succeeded")
-
-
-def _refuse(item: repo.ClaimedItem, settings: Settings, error: ItemError) -> Outcome:
-    """The item meets an error before any call: decide and write it."""
-    with session_scope() as session:
-        decision = decide(known_of(session, item, error), Policy.of(settings))
-        outcome = write_decision(session, item, decision, settings=settings)
-    return _after_write(item, outcome)
-
-
 def write_decision(session: Session, item: repo.ClaimedItem, decision: Decision, *,
            settings: Settings) -> Outcome:
     """Write a decision other than success, in the transaction that recorded the attempt."""
@@ -432,13 +323,6 @@ def write_decision(session: Session, item: repo.ClaimedItem, decision: Decision,
     raise AssertionError(f"a success is written with its result, not as {decision}")
 
 
-def _after_write(item: repo.ClaimedItem, outcome: Outcome) -> Outcome:
-    # After the commit, for the reason in _finish_run_if_done.
-    if outcome.status == "failed":
-        finish_run_if_done(item.run_id)
-    return outcome
-
-
 def over_budget(item: repo.ClaimedItem, reserve: Decimal) -> BudgetExhaustedError:
     with session_scope() as session:
         run = repo.get_run(session, item.run_id)
@@ -449,18 +333,6 @@ def over_budget(item: repo.ClaimedItem, reserve: Decimal) -> BudgetExhaustedErro
         f"the budget of {usd(item.budget_usd)} is reached: {usd(spent)} spent and "
         f"{usd(held)} held for calls in flight, and the next call may cost up to "
         f"{usd(reserve)}.", code="budget_exhausted")
-
-
-def _done(item: repo.ClaimedItem, status: str) -> Outcome:
-    """After a success: hand the result up the tree, and finish the run if it was the last."""
-    send: tuple[int, ...] = ()
-    if item.parent_id is not None:
-        # In its own transaction, after the result's commit, for the reason below.
-        with session_scope() as session:
-            if repo.unblock_parent(session, item.parent_id):
-                send = (item.parent_id,)
-    finish_run_if_done(item.run_id)
-    return Outcome(status, send=send)
 
 
 def finish_run_if_done(run_id: int) -> None:

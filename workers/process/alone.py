@@ -16,7 +16,8 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -25,16 +26,31 @@ def lock_path() -> Path:
     return Path(tempfile.gettempdir()) / f"docpipe-alone-{os.getuid()}-{os.getpgid(0)}.lock"
 
 
-@contextlib.contextmanager
-def alone() -> Iterator[None]:
-    """Hold this worker's last-chance lock for the block (waiting for it if another thread
-    or process of the worker holds it)."""
+def hold() -> Callable[[], None]:
+    """Take this worker's last-chance lock (waiting for it if another thread or process of
+    the worker holds it); return what lets it go, which any thread may call, at most once
+    taking effect (the item's answer is written by another thread than the one that claimed
+    it)."""
     fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    once = threading.Lock()
+
+    def release() -> None:
+        if once.acquire(blocking=False):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+    return release
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """Hold this worker's last-chance lock for the block."""
+    release = hold()
+    try:
+        yield
+    finally:
+        release()

@@ -16,8 +16,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger("docpipe.worker")
@@ -57,16 +56,6 @@ def begin_call(item_id: int, attempt_id: int) -> None:
 def end_call(attempt_id: int) -> None:
     """The call is answered (or was never sent)."""
     _current.pop(attempt_id, None)
-
-
-@contextmanager
-def calling(item_id: int, attempt_id: int) -> Iterator[None]:
-    """Mark the call in progress for the time of the block."""
-    begin_call(item_id, attempt_id)
-    try:
-        yield
-    finally:
-        end_call(attempt_id)
 
 
 OnLimit = Callable[[list[Call], str], None]

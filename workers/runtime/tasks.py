@@ -58,8 +58,7 @@ def process_group(self: Task, item_ids: int | list[int]) -> str:  # type: ignore
             report_end(task_id, hostname, outcomes, runtime=time.monotonic() - started)
 
     submitted = group.process_items(ids, settings=settings, engine=item_engine(settings),
-                                    throttle=get_throttle(settings),
-                                    client=get_client(settings), on_done=on_done)
+                                    throttle=get_throttle(settings), on_done=on_done)
     if submitted.detach():
         raise Ignore()
     failed = failures(submitted.outcomes)

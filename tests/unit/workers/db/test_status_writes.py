@@ -54,10 +54,16 @@ def _table(call: ast.Call) -> str | None:
 
 
 def _parse(source: str) -> ast.Module:
-    # In a thread of its own: CPython 3.11.7 can raise "AST constructor recursion depth
-    # mismatch" from ast.parse in a thread whose recursion limit Hypothesis has moved.
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(ast.parse, source).result()
+    # In a thread of its own, and again if need be: CPython 3.11.7 can raise "AST constructor
+    # recursion depth mismatch" from ast.parse in a thread whose recursion limit Hypothesis
+    # has moved (CPython gh-106905), even in a new thread now and then.
+    for _ in range(4):
+        with ThreadPoolExecutor(1) as pool:
+            try:
+                return pool.submit(ast.parse, source).result()
+            except SystemError:
+                continue
+    return ast.parse(source)
 
 
 def status_writes(source: str) -> list[int]:

@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
-from workers.process.alone import alone, lock_path
+from workers.process.alone import alone, hold, lock_path
 
 HOLD = """
 import sys
+import threading
 from workers.process.alone import alone
 with alone():
     print("held", flush=True)
@@ -51,3 +53,18 @@ def test_a_sibling_process_holds_it_until_it_dies() -> None:
 
 def test_the_lock_is_the_process_groups() -> None:
     assert str(os.getpgid(0)) in lock_path().name
+
+
+def test_held_until_let_go_from_another_thread_once() -> None:
+    # A suspect's lock is taken by the thread that claims it and let go by the writer's,
+    # once its answer is written.
+    release = hold()
+    assert not free_now()
+    letting_go = threading.Thread(target=release)
+    letting_go.start()
+    letting_go.join(10)
+    assert free_now()
+    release()  # a second call does nothing (and closes nothing twice)
+    with alone():
+        assert not free_now()
+    assert free_now()

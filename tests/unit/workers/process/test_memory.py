@@ -15,11 +15,11 @@ def _hog(limit_mb: int, report: Connection) -> None:
             report.send((call.item_id, call.attempt_id, message))
 
     memory.start_watchdog(limit_mb, on_limit)
-    with memory.calling(item_id=7, attempt_id=70):
-        hoard = []
-        for _ in range(2000):
-            hoard.append(bytearray(1024 * 1024))  # touched pages: resident
-        report.send("survived")
+    memory.begin_call(item_id=7, attempt_id=70)
+    hoard = []
+    for _ in range(2000):
+        hoard.append(bytearray(1024 * 1024))  # touched pages: resident
+    report.send("survived")
 
 
 def test_a_process_past_its_limit_records_the_call_and_is_killed() -> None:
