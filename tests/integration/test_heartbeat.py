@@ -217,6 +217,33 @@ def test_a_consumer_keeps_only_its_unacknowledged_deliveries(broker_url: str) ->
         client.hdel(heartbeat.UNACKED_KEY, "tag-held")
 
 
+def test_a_delivery_whose_ack_was_lost_is_no_longer_claimed_by_its_consumer(
+        broker_url: str) -> None:
+    # Celery acknowledged the message while Redis was restarting: it logged the failure and
+    # moved on, and the AOF kept the delivery in kombu's unacked hash. The consumer is done
+    # with it, so it stops claiming it, and the sweep's stray rule can put it back.
+    class Request:
+        acknowledged = False
+
+    client = redis.Redis.from_url(broker_url)
+    token = f"host:1:{uuid.uuid4().hex[:8]}"
+    done, waiting = Request(), Request()
+    done.acknowledged = True
+    received = heartbeat.Received()
+    for tag, request in (("tag-ack-lost", done), ("tag-prefetched", waiting)):
+        heartbeat.record_delivery(client, token, tag, ttl_seconds=60)
+        received.note(tag, request)
+        client.hset(heartbeat.UNACKED_KEY, tag, "{}")
+    try:
+        assert received.settled() == ["tag-ack-lost"]
+        heartbeat.prune_deliveries(client, token, settled=received.settled())
+        received.forget(["tag-ack-lost"])
+        assert received.settled() == []
+        assert heartbeat.deliveries_of(client, token) == ["tag-prefetched"]
+    finally:
+        client.hdel(heartbeat.UNACKED_KEY, "tag-ack-lost", "tag-prefetched")
+
+
 @pytest.mark.postgres
 def test_a_transaction_left_idle_is_ended_by_postgresql(postgres_url: str,
                                                          configure: Any) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import time
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 from sqlalchemy import func, select
@@ -68,5 +71,38 @@ def assert_accounted_for(stack: Deployment, run_id: int, *, broker_timeout: floa
                      if client.type(key) == b"list")
         return queued == 0 and client.hlen("unacked") == 0
 
-    wait_until(broker_empty, timeout=broker_timeout, interval=0.5,
-               what="the broker's queues and unacked set to drain")
+    try:
+        wait_until(broker_empty, timeout=broker_timeout, interval=0.5,
+                   what="the broker's queues and unacked set to drain")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {broker_leftovers(client, stack.database_url)}") from None
+
+
+def broker_leftovers(client: redis.Redis, database_url: str) -> str:
+    """What is still in the broker: each queue's length, and each unacked message's task,
+    items (with their states), age and ETA."""
+    queues = {_text(key): int(client.llen(key)) for key in client.scan_iter("docpipe.*")
+              if client.type(key) == b"list"}
+    now = time.time()
+    scored: Any = client.zrange("unacked_index", 0, -1, withscores=True)
+    ages = {_text(tag): now - float(score) for tag, score in scored}
+    unacked = []
+    for tag, raw in client.hgetall("unacked").items():
+        message = json.loads(raw)[0]  # kombu keeps [message, exchange, routing key]
+        headers = message.get("headers", {})
+        body = json.loads(base64.b64decode(message["body"]))
+        ids = body[0][0] if body and body[0] else None
+        ids = ids if isinstance(ids, list) else [ids]
+        with session_scope(database_url) as s:
+            states_of = dict(s.execute(select(Item.id, Item.status)
+                                       .where(Item.id.in_([i for i in ids if isinstance(i, int)]))
+                                       ).all())
+        unacked.append({"task": headers.get("task"), "eta": headers.get("eta"),
+                        "age_s": round(ages.get(_text(tag), -1), 1),
+                        "items": {i: str(states_of.get(i)) for i in ids}})
+    return json.dumps({"queues": queues, "unacked": unacked[:20],
+                       "unacked_count": len(unacked)}, default=str)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -33,7 +33,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -149,7 +150,10 @@ class Heartbeat:
 
     def _prune_deliveries(self) -> None:
         try:
-            prune_deliveries(redis_client(self.settings.effective_broker_url), self.token)
+            settled = _received.settled()
+            prune_deliveries(redis_client(self.settings.effective_broker_url), self.token,
+                             settled=settled)
+            _received.forget(settled)
         except redis.RedisError:  # the broker is away: the set waits for the next beat
             log.debug("could not prune this worker's deliveries", exc_info=True)
 
@@ -264,9 +268,12 @@ def record_delivery(client: redis.Redis, token: str, delivery_tag: str, *,
     pipe.execute()
 
 
-def prune_deliveries(client: redis.Redis, token: str) -> None:
+def prune_deliveries(client: redis.Redis, token: str, *, settled: Iterable[str] = ()) -> None:
     """Forget the deliveries ``token`` has acknowledged (kombu removed them from its unacked
-    hash), keeping the set small."""
+    hash), and those it is done with (``settled``: their tasks ended and Celery acknowledged
+    them) although they are still unacked. That happens when the ack was sent while Redis
+    was restarting: Celery logs it and moves on, the AOF keeps the delivery, and only the
+    sweep's stray rule can put it back, once no living process claims it."""
     key = DELIVERIES_KEY.format(token=token)
     tags = list(client.smembers(key))
     if not tags:
@@ -274,9 +281,49 @@ def prune_deliveries(client: redis.Redis, token: str) -> None:
     pipe = client.pipeline(transaction=False)
     for tag in tags:
         pipe.hexists(UNACKED_KEY, tag)
-    acked = [tag for tag, held in zip(tags, pipe.execute(), strict=True) if not held]
+    done = set(settled)
+    acked = [tag for tag, held in zip(tags, pipe.execute(), strict=True)
+             if not held or _text(tag) in done]
     if acked:
         client.srem(key, *acked)
+
+
+class Received:
+    """The requests this consuming process received, by delivery tag, until Celery is done
+    with them (it acknowledged them, or dropped the request)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: dict[str, weakref.ref[Any]] = {}
+
+    def note(self, delivery_tag: str, request: Any) -> None:
+        try:
+            ref = weakref.ref(request)
+        except TypeError:  # not a request Celery keeps: nothing to follow
+            return
+        with self._lock:
+            self._requests[delivery_tag] = ref
+
+    def settled(self) -> list[str]:
+        """The tags whose requests are acknowledged or gone."""
+        with self._lock:
+            return [tag for tag, ref in self._requests.items()
+                    if (request := ref()) is None or getattr(request, "acknowledged", False)]
+
+    def forget(self, tags: Iterable[str]) -> None:
+        with self._lock:
+            for tag in tags:
+                self._requests.pop(tag, None)
+
+
+#: This process's received requests (the consumer's: a threads worker's main process).
+_received = Received()
+
+
+def note_received(delivery_tag: str, request: Any) -> None:
+    """Follow the request of ``delivery_tag`` until Celery is done with it (see
+    :func:`prune_deliveries`)."""
+    _received.note(delivery_tag, request)
 
 
 def deliveries_of(client: redis.Redis, token: str) -> list[str]:

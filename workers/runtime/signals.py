@@ -73,6 +73,7 @@ def on_received(request: Any = None, **_: Any) -> None:
         heartbeat.record_delivery(redis_client(settings.effective_broker_url),
                                   holding.token(), str(tag),
                                   ttl_seconds=settings.visibility_timeout_seconds)
+        heartbeat.note_received(str(tag), request)
     except Exception:  # the broker is away: the visibility timeout stays the backstop
         log.debug("could not record delivery %s", tag, exc_info=True)
 
