@@ -20,6 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# Imported now, not first at the session's end by its pytest plugin: CPython 3.11.7's
+# ast.parse (pytest's assertion rewriting of it) can fail with "AST constructor recursion
+# depth mismatch" once a test has run an engine's event-loop thread (CPython gh-106905).
+import hypothesis  # noqa: F401
 import pytest
 
 # Settings are read from the environment: keep the developer's own out of the tests.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,8 @@ class Engine:
         self.in_flight = in_flight
         self._free = in_flight
         self._freed = threading.Condition()
+        #: No slot is offered to a new claim before this (monotonic): see :meth:`hold_back`.
+        self._held_until = 0.0
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
         self._client: AsyncResponsesClient | None = None
@@ -61,18 +64,48 @@ class Engine:
         self._thread.start()
         ready.wait()
 
-    def take(self, count: int, *, at_least: int | None = None) -> int:
+    def take(self, count: int, *, at_least: int | None = None,
+             held_until: float | None = None) -> int:
         """Wait until ``at_least`` (default: all ``count``) of the ``in_flight`` slots are
         free, take up to ``count`` of them and return how many. A group takes its slots before
         it claims its items, so nothing is claimed, leased or held against a budget while it
-        waits."""
+        waits. While admission holds claims back (:meth:`hold_back`), it waits for that too,
+        until ``held_until`` (monotonic; None: not at all)."""
         count = min(count, self.in_flight)
         need = count if at_least is None else max(1, min(at_least, count))
         with self._freed:
-            self._freed.wait_for(lambda: self._free >= need)
+            while True:
+                held = 0.0 if held_until is None else \
+                    min(self._held_until, held_until) - time.monotonic()
+                if held > 0:
+                    self._freed.wait(held)
+                elif self._free >= need:
+                    break
+                else:
+                    self._freed.wait()
             taken = min(count, self._free)
             self._free -= taken
         return taken
+
+    def hold_back(self, seconds: float) -> None:
+        """Admission parked calls for ``seconds`` (a budget spent, the breaker open): offer
+        no slot to a new claim until then, so that queued items wait in the broker rather
+        than being claimed only to be parked."""
+        with self._freed:
+            self._held_until = max(self._held_until, time.monotonic() + seconds)
+
+    def release_hold(self) -> None:
+        """Calls were settled: the budget they over-reserved is back, so the next claim asks
+        admission again rather than wait out a hold computed before."""
+        with self._freed:
+            if self._held_until:
+                self._held_until = 0.0
+                self._freed.notify_all()
+
+    def held_back(self) -> float:
+        """Seconds left before claims are offered slots again (0: they are)."""
+        with self._freed:
+            return max(0.0, self._held_until - time.monotonic())
 
     def give_back(self, count: int = 1) -> None:
         """Free ``count`` slots: calls answered, or items that need no call."""

@@ -150,10 +150,14 @@ def _process_items(submitted: Submitted, *, settings: Settings, engine: Engine,
     suspects: list[int] = []
     alone = alone_from(settings.max_worker_losses)
     waiting = ids
+    # While admission holds claims back, the message waits (unacknowledged, its items in the
+    # broker) for as long as a countdown message may: then its items are claimed and parked.
+    held_until = time.monotonic() + settings.max_countdown_seconds
     while waiting:
         # As many as there are free slots, once a few are: a slot freed by an answer is
         # busy again within a claim, instead of idle until a whole group's worth is free.
-        slots = engine.take(len(waiting), at_least=engine.in_flight // SLOTS_PER_CLAIM)
+        slots = engine.take(len(waiting), at_least=engine.in_flight // SLOTS_PER_CLAIM,
+                            held_until=held_until)
         chunk, waiting = waiting[:slots], waiting[slots:]
         try:
             with session_scope() as session:
@@ -335,6 +339,9 @@ class _Group:
                 calls.append(_Call(prepared, admission,
                                    processing.reserve_for(prepared, admission, self.settings),
                                    deadline=time.monotonic() + learning_wait))
+        if parked:
+            # Until the first of them could go, a new claim would only park its items too.
+            self.engine.hold_back(min(park.seconds for _, park in parked))
         over_budget = retry_outage(lambda: self._begin(calls, parked, refused),
                                    seconds=self.settings.lease_seconds / 2,
                                    what="starting the calls' attempts")
@@ -610,6 +617,8 @@ def _write_answers(entries: list[tuple[_Group, _Call, Answer]]) -> None:
     """Write answers of any groups in one transaction, each as the decision core says."""
     throttle, settings = entries[0][0].throttle, entries[0][0].settings
     cooldowns = throttle.settle_calls([(c.ticket, a.call) for _, c, a in entries])
+    if not any(cooldowns):  # a 429's cooldown keeps the hold
+        entries[0][0].engine.release_hold()
     # The answers are paid for: a database restart is waited out (the items stay held, and
     # their leases renewed, meanwhile) before they are released unwritten.
     written = retry_outage(lambda: _write_decisions(entries, cooldowns, settings),
