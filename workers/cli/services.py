@@ -144,7 +144,7 @@ def simulator_cmd(
 ) -> None:
     """Serve docpipe's Responses API simulator (a test tool, not a model)."""
     from workers.simulator import SimulatorConfig, run
-    from workers.simulator.server import parse_latency
+    from workers.simulator.latency import parse_latency
 
     median, sigma = parse_latency(latency_ms)
     config = SimulatorConfig(

@@ -153,10 +153,10 @@ def stop_beating(**_: Any) -> None:
 def _drain_calls() -> None:
     # A task returns once its calls are sent: they still hold their items, under this
     # process's heartbeat, until their answers are written. A warm shutdown waits for them.
-    from workers.items import group
+    from workers.items import writer
 
     timeout = get_settings().request_timeout_seconds + 5
-    if not group.drain(timeout):
+    if not writer.drain(timeout):
         log.warning("calls still out after %g s at shutdown: their items are sent again "
                     "once this process is found dead", timeout)
 

@@ -35,6 +35,7 @@ from pipelines.schema import strict_violations
 from pipelines.tokens import chars_estimate, count_tokens, estimate_request_tokens
 from workers.simulator.batches import MAX_BATCH_FILE_BYTES, BatchService
 from workers.simulator.generate import generate
+from workers.simulator.latency import draw_ms
 from workers.simulator.limits import Limits
 from workers.simulator.wire import error as _error
 
@@ -102,18 +103,6 @@ class SimulatorConfig:
     #: Truncate any output whose request allows fewer max_output_tokens than this.
     truncate_below_tokens: int = 0
     api_key: str | None = None
-
-
-def parse_latency(value: str) -> tuple[float, float]:
-    """``"500"`` or ``"500,4000"`` (median, p99 in ms) to (median, log-normal sigma)."""
-    median_text, _, p99_text = value.partition(",")
-    median = float(median_text)
-    if not p99_text:
-        return median, 0.5
-    p99 = float(p99_text)
-    if median <= 0 or p99 < median:
-        raise ValueError("latency must be MEDIAN or MEDIAN,P99 with P99 >= MEDIAN > 0")
-    return median, math.log(p99 / median) / 2.3263  # z of the 99th percentile
 
 
 def input_key(body: dict[str, Any]) -> str:
@@ -479,14 +468,11 @@ class Simulator:
             await asyncio.sleep(min(delay, 60_000) / 1000)
 
     def latency_ms(self, key: str | None = None) -> float:
-        """The next request's latency: log-normal around the median, drawn in order, or from
-        the request's input key with ``latency_per_input``."""
-        median = self.config.latency_ms
-        if median <= 0:
-            return 0.0
+        """The next request's latency, drawn in order, or from the request's input key with
+        ``latency_per_input``."""
         rng = random.Random(f"{self.config.seed}:{key}") \
             if self.config.latency_per_input and key is not None else self.rng
-        return median * math.exp(rng.gauss(0.0, self.config.latency_sigma))
+        return draw_ms(self.config.latency_ms, self.config.latency_sigma, rng)
 
     def _rate_limited(self, body: dict[str, Any], refused: tuple[str, float], charge: int,
                       headers: dict[str, str]) -> web.Response:

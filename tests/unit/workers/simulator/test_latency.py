@@ -5,7 +5,8 @@ from __future__ import annotations
 import statistics
 
 from workers.simulator import SimulatorConfig
-from workers.simulator.server import Simulator, parse_latency
+from workers.simulator.latency import parse_latency
+from workers.simulator.server import Simulator
 
 
 def _simulator(per_input: bool, seed: int = 0) -> Simulator:
