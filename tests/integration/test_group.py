@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -168,3 +169,31 @@ def test_answers_the_decision_core_retries_or_fails_are_written_per_item(
         attempts = s.scalars(select(Attempt)).all()
         assert len(attempts) == simulator.stats()["counters"]["requests"] == 6
         assert {a.outcome for a in attempts} == {"transient"}
+
+
+def test_calls_that_waited_for_the_budget_to_be_learned_reserve_no_further_ahead_than_others(
+        settings: Settings, engine: Engine, simulator: SimulatorProcess, configure: Any) -> None:
+    # Nobody configured the budget: the group's first call probes the API, the others wait
+    # for its headers. They then reserve slots as any call does, at most the inline wait
+    # ahead, and park the rest: reserving up to the probe's deadline would promise the
+    # next minutes to them at once, at the estimates' pace, and park every later claim.
+    simulator.configure(rpm=60, tpm=10**9)  # a call a second, a burst of one
+    configure(max_inline_wait_seconds=2.0)
+    settings = get_settings()
+    assert settings.request_timeout_seconds > 60, "the probe's deadline is far away"
+    _, ids = new_run(texts(8), version=get_pipeline("summarise").version)
+    outcomes = run_group(ids, settings, engine)
+
+    statuses = [o.status for o in outcomes.values()]
+    assert statuses.count("waiting") >= 2, statuses
+    assert set(statuses) <= {"succeeded", "waiting"}
+    with session_scope() as s:
+        calls = sorted(s.execute(select(Attempt.started_at, Attempt.latency_ms)).all())
+        parked = s.scalars(select(Item).where(Item.status == ItemStatus.RETRY)).all()
+    assert len(calls) + len(parked) == 8 == len(ids)
+    assert all(item.not_before is not None for item in parked)
+    probe_answered = calls[0][0] + timedelta(milliseconds=calls[0][1])
+    # The burst's one call at once, then one a second, for at most the inline wait (2 s);
+    # a second more for a loaded machine (the old reservations spread over 7 s).
+    latest = max(started for started, _ in calls)
+    assert (latest - probe_answered).total_seconds() <= 2.0 + 1.0

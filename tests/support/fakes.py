@@ -128,8 +128,8 @@ class FakeThrottle:
         return self._admit(Ticket(key, self.endpoint, budget, estimate, max(0.0, wait),
                                   epoch=self.epochs.get(key, 0)))
 
-    def before_calls(self, bodies: Sequence[dict[str, Any]], *, max_wait: float | None = None
-                     ) -> list[Ticket | Park | TooLarge]:
+    def before_calls(self, bodies: Sequence[dict[str, Any]], *, max_wait: float | None = None,
+                     learning_wait: float | None = None) -> list[Ticket | Park | TooLarge]:
         return [self._admit_one(body) for body in bodies]
 
     def unused(self, tickets: Sequence[Ticket]) -> None:

@@ -165,19 +165,21 @@ class Throttle:
             round(learned.at + self.limiter.learned_ttl - now, 1),
         )
 
-    def before_calls(self, bodies: Sequence[dict[str, Any]], *, max_wait: float | None = None
-                     ) -> list[Ticket | Park | TooLarge]:
+    def before_calls(self, bodies: Sequence[dict[str, Any]], *, max_wait: float | None = None,
+                     learning_wait: float | None = None) -> list[Ticket | Park | TooLarge]:
         """Admit a group's calls in one round trip: the breaker once, the limiter per call.
 
         Nothing sleeps here: a :class:`Ticket` whose slot starts later carries its ``waited``
-        (the delay before its start) and its ``epoch``; the caller starts it then, unless
-        :meth:`still_valid` says a 429 voided it meanwhile. A ticket that is ``learning``
-        reserved nothing (the budget is being learned from a probe call): :meth:`still_valid`
-        is False for it, and the caller asks again after its delay.
+        (the delay before its start, at most ``max_wait``) and its ``epoch``; the caller
+        starts it then, unless :meth:`still_valid` says a 429 voided it meanwhile. A ticket
+        that is ``learning`` reserved nothing (the budget is being learned from a probe
+        call): :meth:`still_valid` is False for it, and the caller asks again after its
+        delay, for as long as ``learning_wait`` (default ``max_wait``) allows.
         """
         if not bodies:
             return []
         max_wait = self.settings.max_inline_wait_seconds if max_wait is None else max_wait
+        learning_wait = max_wait if learning_wait is None else learning_wait
         asks = []
         for body in bodies:
             model = str(body.get("model", ""))
@@ -206,7 +208,7 @@ class Throttle:
                 admitted.append(Park(1 + random.uniform(0, 1), "circuit_open"))
             else:
                 admitted.append(self._admission(ask, grant, limited=limited,
-                                                max_wait=max_wait))
+                                                learning_wait=learning_wait))
         # A budget probe the breaker stopped would keep the fleet waiting for nothing.
         self._give_back([(key, grant.probe) for (key, _, _), grant, admission
                          in zip(asks, grants, admitted, strict=True)
@@ -228,14 +230,14 @@ class Throttle:
                     log.warning("could not give back a rate-limit probe: %s", exc)
 
     def _admission(self, ask: tuple[str, int, Budget], grant: Grant, *, limited: bool,
-                   max_wait: float) -> Ticket | Park | TooLarge:
+                   learning_wait: float) -> Ticket | Park | TooLarge:
         """What one limiter grant means for its call: the one rule for every path."""
         key, estimate, budget = ask
         if not limited:
             return Ticket(None, self.endpoint, budget, estimate, 0.0)
         if grant.too_large:
             return TooLarge(estimate, budget.tpm)
-        if grant.learning and grant.wait <= max_wait:
+        if grant.learning and grant.wait <= learning_wait:
             return Ticket(key, self.endpoint, budget, estimate, grant.wait, epoch=grant.epoch,
                           learning=True)
         if not grant.reserved:

@@ -409,9 +409,15 @@ class _Group:
     def _readmit(self, call: _Call) -> float | Voided:
         """This delayed call has no slot (a 429 voided it, or the budget was being learned):
         ask the limiter again, for a delay the engine waits out without a thread."""
-        max_wait = max(0.0, call.deadline - time.monotonic()) if call.ticket.learning \
-            else self.settings.max_inline_wait_seconds
-        (admission,) = self.throttle.before_calls([call.ready.body], max_wait=max_wait)
+        inline = self.settings.max_inline_wait_seconds
+        learning_wait = max(0.0, call.deadline - time.monotonic()) if call.ticket.learning \
+            else inline
+        # Once the budget is known, a slot is reserved no further ahead than any other call's:
+        # every call that waited for the probe reserving up to the probe's deadline would
+        # promise the next minutes at the estimates' pace, and park every later claim.
+        (admission,) = self.throttle.before_calls([call.ready.body],
+                                                  max_wait=min(inline, learning_wait),
+                                                  learning_wait=learning_wait)
         if not isinstance(admission, Ticket):
             return Voided(admission)
         # What the item waited in all, for its tally; the new slot's own epoch and estimate.
