@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Integer,
+    Numeric,
     String,
     Table,
     Text,
@@ -63,7 +64,8 @@ DOCUMENT_ARRAYS = (("content_hash", String), ("source", Text), ("media_type", St
 
 
 ITEM_ARRAYS = (("document_id", BigInteger), ("source", Text))
-ATTEMPT_ARRAYS = (("item_id", BigInteger), ("run_id", BigInteger), ("model", String))
+ATTEMPT_ARRAYS = (("item_id", BigInteger), ("run_id", BigInteger), ("model", String),
+                  ("reserved_usd", Numeric(18, 9)))
 RESULT_ARRAYS = (("content_hash", String), ("pipeline_version", String),
                  ("chunk_index", Integer), ("pipeline", String), ("document_id", BigInteger),
                  ("item_id", BigInteger), ("output", Text), ("model", String),

@@ -213,27 +213,18 @@ class _Call:
 
 
 def _begin_attempts(session: Session, calls: list[_Call]) -> list[_Call]:
-    """Write each call's in-flight attempt row: one INSERT for the calls of runs without a
-    budget, one conditional row each for those that hold their worst case against it.
-    Returns the calls a budget had no room for (they have no row)."""
-    worker = processing.worker_name()
-    free = [c for c in calls if c.reserve is None]
+    """Write each call's in-flight attempt row, in one INSERT (a call of a run with a budget
+    holds its worst case against it first). Returns the calls a budget had no room for (they
+    have no row)."""
     ids = repo.begin_attempts(session, [
-        repo.NewAttempt(c.ready.item.id, c.ready.item.run_id, str(c.ready.body["model"]))
-        for c in free], worker=worker)
-    for call, attempt_id in zip(free, ids, strict=True):
-        call.attempt_id = attempt_id
+        repo.NewAttempt(c.ready.item.id, c.ready.item.run_id, str(c.ready.body["model"]),
+                        c.reserve) for c in calls], worker=processing.worker_name())
     over_budget = []
-    for call in calls:
-        if call.reserve is not None:
-            item = call.ready.item
-            held = repo.begin_attempt(session, item_id=item.id, run_id=item.run_id,
-                                      model=str(call.ready.body["model"]), worker=worker,
-                                      reserve_usd=call.reserve)
-            if held is None:
-                over_budget.append(call)
-            else:
-                call.attempt_id = held
+    for call, attempt_id in zip(calls, ids, strict=True):
+        if attempt_id is None:
+            over_budget.append(call)
+        else:
+            call.attempt_id = attempt_id
     return over_budget
 
 

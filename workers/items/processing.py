@@ -139,8 +139,6 @@ class Ready:
     item: repo.ClaimedItem
     pipeline: Pipeline
     body: dict[str, Any]
-    #: Its previous answer was bad: this call is the one repair.
-    repairing: bool
 
 
 def prepare(item: repo.ClaimedItem, settings: Settings) -> Ready | ItemError | None:
@@ -170,7 +168,7 @@ def prepare(item: repo.ClaimedItem, settings: Settings) -> Ready | ItemError | N
         body = request_body(item, pipeline, settings)
     except DocumentError as exc:  # a scan the pipeline does not send, or cannot render
         return ItemFailedError(exc.message, code=exc.code)
-    return Ready(item, pipeline, body, item.last_error_class == BadOutputError.error_class)
+    return Ready(item, pipeline, body)
 
 
 def too_large(admission: TooLarge) -> PermanentAPIError:
@@ -213,21 +211,25 @@ class Answer:
     attempt: repo.AttemptRecord
 
 
-def answer_of(ready: Ready, call: CallResult, attempt_id: int, *, reserve: Decimal | None,
-              settings: Settings) -> Answer:
-    """Check a finished call's output against the pipeline, and count the call."""
-    item = ready.item
+def answer_of(item: repo.ClaimedItem, pipeline: Pipeline, call: CallResult,
+              attempt_id: int | None, *, reserve: Decimal | None, settings: Settings,
+              batch_id: int | None = None) -> Answer:
+    """Check a finished call's output against the pipeline, and count the call: made live
+    (its ``in_flight`` row ``attempt_id``), or a line of batch ``batch_id`` (a new row, at
+    batch prices)."""
     error = call.error
     output = None
     if error is None:
         try:
-            output = ready.pipeline.validate_output(call.output_text or "")
+            output = pipeline.validate_output(call.output_text or "")
         except OutputError as exc:
             error = BadOutputError(exc.message, code=exc.code, http_status=call.http_status,
                                    request_id=call.request_id, usage=call.usage)
+    tier = Tier.BATCH if batch_id is not None else tier_of(item)
     attempt = attempt_record(item, call, error, attempt_id, settings=settings,
-                             reserved=reserve or Decimal(0))
-    metrics.record_call(attempt, tier=tier_of(item))
+                             reserved=reserve or Decimal(0), tier=tier,
+                             worker=worker_name() if batch_id is None else f"batch:{batch_id}")
+    metrics.record_call(attempt, tier=tier)
     if error is not None:
         error.item_id = item.id
         log.warning("item call failed: %s %s", error.error_class, error.code,
@@ -236,22 +238,23 @@ def answer_of(ready: Ready, call: CallResult, attempt_id: int, *, reserve: Decim
     return Answer(call, error, output, attempt)
 
 
-def decide_answer(session: Session, ready: Ready, answer: Answer, *, cooldown: float | None,
-                  settings: Settings) -> Decision:
+def decide_answer(session: Session, item: repo.ClaimedItem, answer: Answer, *,
+                  cooldown: float | None, settings: Settings) -> Decision:
     """The decision core's answer about an answered call, from the facts in ``session``."""
-    return decide(known_of(session, ready.item, answer.error, repairing=ready.repairing,
+    repairing = item.last_error_class == BadOutputError.error_class
+    return decide(known_of(session, item, answer.error, repairing=repairing,
                            cooldown=cooldown), Policy.of(settings))
 
 
-def write_answer(session: Session, ready: Ready, answer: Answer, decision: Decision, *,
-                 settings: Settings) -> Outcome:
+def write_answer(session: Session, item: repo.ClaimedItem, answer: Answer, decision: Decision,
+                 *, settings: Settings) -> Outcome:
     """Write ``decision`` about an answered call that did not succeed, with its attempt.
 
     Successes go through :func:`write_successes`, together.
     """
     assert not isinstance(decision, Succeed)
     repo.record_attempt(session, answer.attempt)
-    return write_decision(session, ready.item, decision, settings=settings)
+    return write_decision(session, item, decision, settings=settings)
 
 
 def taken_over(session: Session, answered: list[tuple[Ready, Answer]]) -> set[int]:
@@ -271,21 +274,22 @@ def taken_over(session: Session, answered: list[tuple[Ready, Answer]]) -> set[in
     return lost
 
 
-def write_successes(session: Session, answered: list[tuple[Ready, Answer, float]]
+def write_successes(session: Session,
+                    answered: list[tuple[repo.ClaimedItem, Answer, float]]
                     ) -> dict[int, Outcome]:
-    """Write answers whose decision is success (each ``(ready, answer, waited)``): their
+    """Write answers whose decision is success (each ``(item, answer, waited)``): their
     attempts, results and items in a few statements. Each is ``Outcome("succeeded")``: its
     parent and the run's end are the caller's, after the commit."""
     successes = []
-    for ready, answer, waited in answered:
+    for item, answer, waited in answered:
         assert answer.output is not None  # a success has a valid output
-        successes.append(repo.Success(ready.item, answer.attempt, answer.output,
+        successes.append(repo.Success(item, answer.attempt, answer.output,
                                       answer.call.response_id, waited_ms=int(waited * 1000)))
     repo.record_successes(session, successes)
-    for ready, answer, _ in answered:
-        with item_context(ready.item, request_id=answer.call.request_id):
+    for item, answer, _ in answered:
+        with item_context(item, request_id=answer.call.request_id):
             log.info("item succeeded")
-    return {ready.item.id: Outcome("succeeded") for ready, _, _ in answered}
+    return {item.id: Outcome("succeeded") for item, _, _ in answered}
 
 
 def write_decision(session: Session, item: repo.ClaimedItem, decision: Decision, *,
@@ -354,12 +358,12 @@ def _named(pid: int) -> str:
 
 
 def attempt_record(item: repo.ClaimedItem, call: CallResult, error: ItemError | None,
-                    attempt_id: int, *, settings: Settings, reserved: Decimal
-                    ) -> repo.AttemptRecord:
+                   attempt_id: int | None, *, settings: Settings, reserved: Decimal,
+                   tier: Tier, worker: str) -> repo.AttemptRecord:
     usage = call.usage
     return repo.AttemptRecord(
         id=attempt_id, item_id=item.id, run_id=item.run_id, model=call.model,
-        worker=worker_name(), reserved_usd=reserved,
+        worker=worker, reserved_usd=reserved,
         outcome=AttemptOutcome.OK if error is None else error.error_class,
         started_at=call.started_at, latency_ms=call.latency_ms, http_status=call.http_status,
         error_code=error.code if error else None,
@@ -367,7 +371,7 @@ def attempt_record(item: repo.ClaimedItem, call: CallResult, error: ItemError | 
         request_id=call.request_id, response_id=call.response_id,
         input_tokens=usage.input_tokens, cached_tokens=usage.cached_tokens,
         output_tokens=usage.output_tokens, reasoning_tokens=usage.reasoning_tokens,
-        cost_usd=price_table(settings).cost(call.model, usage, tier=tier_of(item)),
+        cost_usd=price_table(settings).cost(call.model, usage, tier=tier),
     )
 
 

@@ -21,7 +21,7 @@ from workers.db.session import retry_outage, session_scope
 from workers.items import processing
 from workers.items.decide import Succeed
 from workers.items.engine import Voided
-from workers.items.processing import Answer, Outcome, Ready
+from workers.items.processing import Answer, Outcome
 from workers.llm.client import CallResult
 from workers.process.local import PerProcess
 from workers.settings import Settings
@@ -140,8 +140,9 @@ class Writer:
                 self._written(group, [future])
                 return None
             with processing.item_context(call.ready.item, request_id=result.request_id):
-                answer = processing.answer_of(call.ready, result, call.attempt_id,
-                                              reserve=call.reserve, settings=group.settings)
+                answer = processing.answer_of(call.ready.item, call.ready.pipeline, result,
+                                              call.attempt_id, reserve=call.reserve,
+                                              settings=group.settings)
         except Exception as exc:
             group.release([call.ready.item], exc)
             self._written(group, [future])
@@ -196,18 +197,18 @@ def _write_decisions(entries: list[tuple[Group, Call, Answer]],
     with session_scope() as session:
         lost = processing.taken_over(session, [(c.ready, a) for _, c, a in entries])
         written |= {item_id: Outcome("skipped") for item_id in lost}
-        succeeded: list[tuple[Ready, Answer, float]] = []
+        succeeded: list[tuple[repo.ClaimedItem, Answer, float]] = []
         for (_, call, answer), cooldown in zip(entries, cooldowns, strict=True):
             if call.ready.item.id in lost:
                 continue
             with processing.item_context(call.ready.item, request_id=answer.call.request_id):
-                decision = processing.decide_answer(session, call.ready, answer,
+                decision = processing.decide_answer(session, call.ready.item, answer,
                                                     cooldown=cooldown, settings=settings)
                 if isinstance(decision, Succeed):
-                    succeeded.append((call.ready, answer, call.ticket.waited))
+                    succeeded.append((call.ready.item, answer, call.ticket.waited))
                     continue
                 written[call.ready.item.id] = processing.write_answer(
-                    session, call.ready, answer, decision, settings=settings)
+                    session, call.ready.item, answer, decision, settings=settings)
         written |= processing.write_successes(session, succeeded)
     return written
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -31,19 +31,15 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 import pipelines
-from pipelines import OutputError, PipelineDefinitionError, PipelineError
 from workers.db import repository as repo
-from workers.db.models import AttemptOutcome, BatchStatus, utcnow
+from workers.db.models import BatchStatus, utcnow
 from workers.db.session import session_scope
 from workers.errors import (
-    BadOutputError,
     ItemError,
-    ItemFailedError,
     PermanentAPIError,
-    PipelineBrokenError,
     TransientError,
-    Usage,
 )
+from workers.items import processing
 from workers.items.decide import (
     Decision,
     FailWith,
@@ -56,11 +52,9 @@ from workers.items.decide import (
     clip,
     decide,
 )
-from workers.items.requests import request_body
 from workers.items.rows import known_of, write_failure
-from workers.llm.client import output_text, usage_of
+from workers.llm.client import CallResult, output_text, usage_of
 from workers.llm.errors import classify_status
-from workers.llm.pricing import Tier, price_table
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.batches")
@@ -119,30 +113,25 @@ def _submit_group(settings: Settings, client: openai.OpenAI, run_id: int,
     lines: dict[int, bytes] = {}
     size = 0
     for item in items.values():
-        if item.stored_result_id is not None:  # done elsewhere meanwhile: reuse, send nothing
+        # The steps of a live item before its call: its request, a stored result to reuse,
+        # or the error that refuses it.
+        prepared = processing.prepare(item, settings)
+        if prepared is None:  # done elsewhere meanwhile: reuse, send nothing
+            assert item.stored_result_id is not None
             with session_scope() as session:
                 repo.reuse_result(session, item.id, item.stored_result_id)
             report.reused += 1
             _after_success(item)
             continue
-        try:
-            pipeline = pipelines.get_pipeline(item.pipeline, settings.pipelines)
-            if pipeline.version != item.pipeline_version:
-                raise PipelineError(f"pipeline {pipeline.name} is now version "
-                                    f"{pipeline.version}; the run was created with "
-                                    f"{item.pipeline_version}", code="pipeline_changed")
-            body = request_body(item, pipeline, settings)
-        except PipelineError as exc:
-            refused: ItemError = PipelineBrokenError(exc.message, code=exc.code) \
-                if isinstance(exc, PipelineDefinitionError) \
-                else ItemFailedError(exc.message, code=exc.code)
+        if isinstance(prepared, ItemError):
             with session_scope() as session:
-                decision = decide(known_of(session, item, refused), Policy.of(settings))
+                decision = decide(known_of(session, item, prepared), Policy.of(settings))
                 outcome = _apply(session, item, decision, go_live=False)
             setattr(report, outcome, getattr(report, outcome) + 1)
             if outcome == "paused":
                 return  # the run is paused: the rest of its items wait with it
             continue
+        body = prepared.body
         line = json.dumps({"custom_id": f"item-{item.id}", "method": "POST",
                            "url": "/v1/responses", "body": body},
                           ensure_ascii=False).encode() + b"\n"
@@ -272,79 +261,49 @@ def _cancelled(session: Any, run_id: int) -> bool:
 
 def _take_line(settings: Settings, item: repo.ClaimedItem, batch_id: int,
                line: dict[str, Any], *, go_live: bool = False) -> str:
-    """Store one line's answer or error; return the report field it counts under."""
-    answer = _read_line(settings, item, line)
-    error = answer.error
-    attempt = repo.AttemptRecord(
-        item_id=item.id, run_id=item.run_id, model=answer.model,
-        outcome=AttemptOutcome.OK if error is None else error.error_class,
-        started_at=utcnow(), latency_ms=0, http_status=answer.status,
-        error_code=error.code if error else None,
-        error_message=clip(error.message) if error else None,
-        request_id=answer.request_id, response_id=answer.response_id,
-        input_tokens=answer.usage.input_tokens, cached_tokens=answer.usage.cached_tokens,
-        output_tokens=answer.usage.output_tokens,
-        reasoning_tokens=answer.usage.reasoning_tokens,
-        cost_usd=price_table(settings).cost(answer.model, answer.usage, tier=Tier.BATCH),
-        worker=f"batch:{batch_id}")
-    repairing = item.last_error_class == BadOutputError.error_class
+    """Store one line's answer or error through the steps of a live answer; return the
+    report field it counts under."""
+    pipeline = pipelines.get_pipeline(item.pipeline, settings.pipelines)
+    answer = processing.answer_of(item, pipeline, _call_of(item, line), None, reserve=None,
+                                  settings=settings, batch_id=batch_id)
     with session_scope() as session:
-        decision = decide(known_of(session, item, error, repairing=repairing),
-                          Policy.of(settings))
-        repo.record_attempt(session, attempt)
+        decision = processing.decide_answer(session, item, answer, cooldown=None,
+                                            settings=settings)
         if isinstance(decision, Succeed):
-            assert answer.output is not None
-            repo.save_result(session, item, output=answer.output, model=answer.model,
-                             response_id=answer.response_id)
+            processing.write_successes(session, [(item, answer, 0.0)])
             outcome = "succeeded"
         else:
+            repo.record_attempt(session, answer.attempt)
             outcome = _apply(session, item, decision, go_live=go_live)
     if outcome == "succeeded":
         _after_success(item)
     return outcome
 
 
-@dataclass(frozen=True)
-class _LineAnswer:
-    """What one batch output line says about its item's call."""
-
-    status: int | None
-    request_id: str | None
-    model: str
-    usage: Usage = field(default_factory=Usage)
-    response_id: str | None = None
-    #: The checked output, when the answer is a success the pipeline's schema accepts.
-    output: dict[str, Any] | None = None
-    error: ItemError | None = None
-
-
-def _read_line(settings: Settings, item: repo.ClaimedItem, line: dict[str, Any]
-               ) -> _LineAnswer:
-    """A line's answer: its response read and its output checked, or its error classified
-    as the live path classifies an HTTP error."""
+def _call_of(item: repo.ClaimedItem, line: dict[str, Any]) -> CallResult:
+    """A batch output line as the live client reports a call: its response's output text
+    and usage, or its error classified as the live path classifies an HTTP error."""
     response = line.get("response") or {}
     status = response.get("status_code")
     body = response.get("body") or {}
     request_id = response.get("request_id")
+    call = CallResult(model=item.model, started_at=utcnow(), latency_ms=0,
+                      http_status=status if isinstance(status, int) else None,
+                      request_id=request_id)
     if status != 200:
-        return _LineAnswer(status, request_id, item.model,
-                           error=_line_error(line, status, body, request_id))
+        call.error = _line_error(line, status, body, request_id)
+        return call
     parsed = _parse_response(body)
     if parsed is None:
-        return _LineAnswer(status, request_id, item.model, error=PermanentAPIError(
+        call.error = PermanentAPIError(
             f"the batch answered with a response docpipe cannot read: "
-            f"{json.dumps(body)[:300]}", code="unreadable_response"))
-    output: dict[str, Any] | None = None
-    error: ItemError | None = None
-    try:
-        pipeline = pipelines.get_pipeline(item.pipeline, settings.pipelines)
-        output = pipeline.validate_output(output_text(parsed))
-    except OutputError as exc:
-        error = BadOutputError(exc.message, code=exc.code)
-    except ItemError as exc:
-        error = exc
-    return _LineAnswer(status, request_id, parsed.model or item.model, usage_of(parsed),
-                       parsed.id, output, error)
+            f"{json.dumps(body)[:300]}", code="unreadable_response")
+        return call
+    call.model = parsed.model or item.model
+    call.usage = usage_of(parsed)
+    call.response_id = parsed.id
+    call.output_text = output_text(parsed)
+    return call
 
 
 def _line_error(line: dict[str, Any], status: Any, body: dict[str, Any],

@@ -9,13 +9,14 @@ import tomllib
 from pathlib import Path
 
 import pipelines
+from tests.support.source import parse
 
 FORBIDDEN = {"workers", "celery", "kombu", "sqlalchemy", "alembic", "redis", "openai", "aiohttp"}
 PACKAGE = Path(pipelines.__file__).parent
 
 
 def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = parse(path.read_text(), filename=str(path))
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -43,31 +43,10 @@ LOST_MESSAGE = ("the worker was lost during this call (killed, out of memory or 
 
 def begin_attempt(session: Session, *, item_id: int, run_id: int, model: str, worker: str,
                   reserve_usd: Decimal | None = None) -> int | None:
-    """Record a call about to be made (``in_flight``); return the attempt's id.
-
-    Written before the request, so a call whose process dies is still on record. With
-    ``reserve_usd`` (a run with a budget), the call's worst-case cost is first held against
-    the budget in one conditional update, so racing workers never overspend it together;
-    None means the budget has no room for it and nothing was written.
-    """
-    if reserve_usd is not None:
-        held = session.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.budget_usd.is_not(None),
-                   # Within the columns' precision: SQLite stores these as floats.
-                   Run.spent_usd + Run.reserved_usd + reserve_usd
-                   <= Run.budget_usd + MONEY_EPSILON)
-            .values(reserved_usd=Run.reserved_usd + reserve_usd)
-            .execution_options(synchronize_session=False))
-        if not held.rowcount:  # type: ignore[attr-defined]
-            return None
-    return int(session.execute(
-        insert_for(session, Attempt).values(
-            item_id=item_id, run_id=run_id, model=model, worker=worker,
-            outcome=AttemptOutcome.IN_FLIGHT, started_at=utcnow(), latency_ms=0,
-            reserved_usd=reserve_usd or Decimal(0),
-        ).returning(Attempt.id)
-    ).scalar_one())
+    """:func:`begin_attempts` for one call."""
+    (attempt_id,) = begin_attempts(session, [NewAttempt(item_id, run_id, model, reserve_usd)],
+                                   worker=worker)
+    return attempt_id
 
 
 @dataclass(frozen=True)
@@ -77,6 +56,8 @@ class NewAttempt:
     item_id: int
     run_id: int
     model: str
+    #: Its worst-case cost, to hold against its run's budget first (None: no budget).
+    reserve_usd: Decimal | None = None
 
 
 _attempts = table_of(Attempt)
@@ -88,34 +69,52 @@ _BEGIN_MANY = postgres_insert(_attempts).from_select(
     select(_calls.c.item_id, _calls.c.run_id, _calls.c.model,
            bindparam("worker", type_=String), bindparam("outcome", type_=String),
            bindparam("now", type_=_attempts.c.started_at.type), literal(0),
-           literal(Decimal(0), type_=_attempts.c.reserved_usd.type)),
+           _calls.c.reserved_usd),
 ).returning(_attempts.c.id, _attempts.c.item_id)
 
 
 def begin_attempts(session: Session, calls: Sequence[NewAttempt], *, worker: str
-                   ) -> list[int]:
+                   ) -> list[int | None]:
     """Record calls about to be made (``in_flight``) in one INSERT; return their ids in order.
 
-    The group form of :func:`begin_attempt` for calls that hold no budget.
+    Written before the requests, so a call whose process dies is still on record. A call
+    with a ``reserve_usd`` (a run with a budget) first holds its worst-case cost against the
+    budget in one conditional update, so racing workers never overspend it together; its id
+    is None when the budget has no room for it, and nothing is written for it.
     """
+    wanted, calls = calls, [c for c in calls if c.reserve_usd is None or _hold(session, c)]
     if not calls:
-        return []
+        return [None] * len(wanted)
     now = utcnow()
     if is_postgres(session):
         # One parameter per column however many calls: a VALUES list of a group's rows
         # is a new, long query text that psycopg parses again at every call.
         inserted = session.execute(_BEGIN_MANY, {
             "item_id": [c.item_id for c in calls], "run_id": [c.run_id for c in calls],
-            "model": [c.model for c in calls], "worker": worker,
+            "model": [c.model for c in calls],
+            "reserved_usd": [c.reserve_usd or Decimal(0) for c in calls], "worker": worker,
             "outcome": AttemptOutcome.IN_FLIGHT.value, "now": now}).all()
     else:
         rows = [{"item_id": c.item_id, "run_id": c.run_id, "model": c.model, "worker": worker,
                  "outcome": AttemptOutcome.IN_FLIGHT, "started_at": now, "latency_ms": 0,
-                 "reserved_usd": Decimal(0)} for c in calls]
+                 "reserved_usd": c.reserve_usd or Decimal(0)} for c in calls]
         inserted = session.execute(insert_for(session, Attempt).values(rows)
                                    .returning(Attempt.id, Attempt.item_id)).all()
-    by_item = {item_id: attempt_id for attempt_id, item_id in inserted}
-    return [int(by_item[c.item_id]) for c in calls]
+    by_item = {item_id: int(attempt_id) for attempt_id, item_id in inserted}
+    return [by_item.get(c.item_id) for c in wanted]
+
+
+def _hold(session: Session, call: NewAttempt) -> bool:
+    """Hold a call's worst case against its run's budget, if the budget has room."""
+    held = session.execute(
+        update(Run)
+        .where(Run.id == call.run_id, Run.budget_usd.is_not(None),
+               # Within the columns' precision: SQLite stores these as floats.
+               Run.spent_usd + Run.reserved_usd + call.reserve_usd
+               <= Run.budget_usd + MONEY_EPSILON)
+        .values(reserved_usd=Run.reserved_usd + call.reserve_usd)
+        .execution_options(synchronize_session=False))
+    return bool(held.rowcount)  # type: ignore[attr-defined]
 
 
 def drop_attempt(session: Session, attempt_id: int) -> None:

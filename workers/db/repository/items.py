@@ -162,58 +162,14 @@ def mark_queued(session: Session, item_ids: Sequence[int]) -> None:
 def claim_item(session: Session, item_id: int, *, lease_seconds: int, holder: str,
                alone_from: int | None = None) -> ClaimedItem | None:
     """Take the item under a lease for ``holder`` (a worker process's heartbeat token) if it
-    is waiting and its run is active, else None.
+    is waiting, or held under a lease that ran out, and its run is active; else None.
 
     One conditional UPDATE: of two workers given the same item, exactly one gets it. With
     ``alone_from`` an item whose workers were lost that many times (see
     :func:`suspected_losses`) is left alone: it is claimed only under the process's lock.
     """
-    now = utcnow()
-    claimable = and_(_from(states.CLAIM), or_(
-        Item.status.in_([ItemStatus.PENDING, ItemStatus.QUEUED]),
-        and_(
-            Item.status == ItemStatus.RETRY,
-            or_(Item.not_before.is_(None), Item.not_before <= now + CLOCK_SKEW),
-        ),
-        and_(Item.status == ItemStatus.RUNNING, Item.lease_expires_at < now),
-    ))
-    if alone_from is not None:
-        claimable = and_(claimable, _losses_with_this_claim() < alone_from)
-    # Batch runs are sent by the batch submitter, never by a worker (unless, to meet the
-    # run's deadline, an item is sent live).
-    run_active = (
-        select(Run.id).where(Run.id == Item.run_id, Run.status.in_(RunStatus.ACTIVE),
-                             or_(Run.mode != RunMode.BATCH, Item.send_live)).exists()
-    )
-    claimed = session.execute(
-        update(Item)
-        .where(Item.id == item_id, Item.document_id.is_not(None), claimable, run_active)
-        .values(
-            status=states.CLAIM.target,
-            attempts=Item.attempts + 1,
-            worker_losses=_losses_with_this_claim(),
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            holder=holder,
-            not_before=None,
-            updated_at=now,
-        )
-        .returning(Item.id)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
-    if claimed is None:
-        return None
-    item = load_items(session, Item.id == item_id)[item_id]
-    _close_calls_of_lost_holders(session, [item])
-    return item
-
-
-def _close_calls_of_lost_holders(session: Session, items: Iterable[ClaimedItem]) -> None:
-    # Only the lease holder calls, and every way a holder is lost counts a loss, so only
-    # then can an attempt still be in flight: its holder's (or one that outlived its lease,
-    # which overwrites this when it finishes after all).
-    for item in items:
-        if item.worker_losses:
-            close_lost_attempts(session, item.id)
+    return _claim(session, Item.id == item_id, lease_seconds=lease_seconds, holder=holder,
+                  alone_from=alone_from, expired=True).get(item_id)
 
 
 def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int,
@@ -227,21 +183,35 @@ def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int
     """
     if not item_ids:
         return {}
+    return _claim(session, Item.id.in_(item_ids), lease_seconds=lease_seconds, holder=holder,
+                  alone_from=alone_from, expired=False)
+
+
+def _claim(session: Session, which: ColumnElement[bool], *, lease_seconds: int, holder: str,
+           alone_from: int | None, expired: bool) -> dict[int, ClaimedItem]:
+    """The one claim: :data:`~workers.db.states.CLAIM` for the items of ``which`` that may
+    be claimed now (with ``expired``, also those whose lease ran out: a loss each)."""
     now = utcnow()
-    claimable = and_(
-        _from(states.CLAIM),
-        or_(Item.status.in_([ItemStatus.PENDING, ItemStatus.QUEUED]),
-            and_(Item.status == ItemStatus.RETRY,
-                 or_(Item.not_before.is_(None), Item.not_before <= now + CLOCK_SKEW))),
-        Item.worker_losses < alone_from)
+    waiting = [Item.status.in_([ItemStatus.PENDING, ItemStatus.QUEUED]),
+               and_(Item.status == ItemStatus.RETRY,
+                    or_(Item.not_before.is_(None), Item.not_before <= now + CLOCK_SKEW))]
+    if expired:
+        waiting.append(and_(Item.status == ItemStatus.RUNNING, Item.lease_expires_at < now))
+    # Batch runs are sent by the batch submitter, never by a worker (unless, to meet the
+    # run's deadline, an item is sent live).
     run_active = (
         select(Run.id).where(Run.id == Item.run_id, Run.status.in_(RunStatus.ACTIVE),
                              or_(Run.mode != RunMode.BATCH, Item.send_live)).exists()
     )
+    condition = and_(which, Item.document_id.is_not(None), _from(states.CLAIM), or_(*waiting),
+                     run_active)
+    if alone_from is not None:
+        condition = and_(condition, _losses_with_this_claim() < alone_from)
     claimed = list(session.scalars(
         update(Item)
-        .where(Item.id.in_(item_ids), Item.document_id.is_not(None), claimable, run_active)
+        .where(condition)
         .values(status=states.CLAIM.target, attempts=Item.attempts + 1,
+                worker_losses=_losses_with_this_claim(),
                 lease_expires_at=now + timedelta(seconds=lease_seconds), holder=holder,
                 not_before=None, updated_at=now)
         .returning(Item.id)
@@ -249,7 +219,12 @@ def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int
     if not claimed:
         return {}
     items = load_items(session, Item.id.in_(claimed))
-    _close_calls_of_lost_holders(session, items.values())
+    # Only the lease holder calls, and every way a holder is lost counts a loss, so only
+    # then can an attempt still be in flight: its holder's (or one that outlived its lease,
+    # which overwrites this when it finishes after all).
+    for item in items.values():
+        if item.worker_losses:
+            close_lost_attempts(session, item.id)
     return items
 
 
@@ -305,18 +280,7 @@ def fail_ancestors(session: Session, item_id: int, *, code: str, message: str) -
 
 def reuse_result(session: Session, item_id: int, result_id: int) -> None:
     """Complete an item with a result that already existed; no call was made."""
-    complete(session, item_id, result_id, reused=True)
-
-
-def complete(session: Session, item_id: int, result_id: int, *, reused: bool) -> None:
-    now = utcnow()
-    session.execute(
-        update(Item)
-        .where(Item.id == item_id, _from(states.SUCCEED))
-        .values(status=states.SUCCEED.target, result_id=result_id, reused=reused,
-                **_finished_clean(now))
-        .execution_options(synchronize_session=False)
-    )
+    complete_many(session, [Completion(item_id, result_id, reused=True)], now=utcnow())
 
 
 def _finished_clean(now: datetime) -> dict[str, Any]:
@@ -337,23 +301,26 @@ class Completion:
     calls: int = 0
     cost_usd: Decimal = Decimal(0)
     waited_ms: int = 0
+    #: Its result existed before: no call was made for it.
+    reused: bool = False
 
 
 def complete_many(session: Session, completions: Sequence[Completion], *, now: datetime
                   ) -> None:
-    """:data:`~workers.db.states.SUCCEED` for many items, in one executemany."""
+    """:data:`~workers.db.states.SUCCEED` for items, in one executemany."""
     items = table_of(Item)
     session.connection().execute(
         update(items)
         .where(items.c.id == bindparam("_id"), _from(states.SUCCEED, items.c.status))
         .values(
-            status=states.SUCCEED.target, result_id=bindparam("_result"), reused=False,
+            status=states.SUCCEED.target, result_id=bindparam("_result"),
+            reused=bindparam("_reused"),
             **_finished_clean(now),
             calls=items.c.calls + bindparam("_calls"),
             cost_usd=items.c.cost_usd + bindparam("_cost"),
             budget_wait_ms=items.c.budget_wait_ms + bindparam("_waited")),
-        [{"_id": c.item_id, "_result": c.result_id, "_calls": c.calls, "_cost": c.cost_usd,
-          "_waited": c.waited_ms} for c in completions])
+        [{"_id": c.item_id, "_result": c.result_id, "_reused": c.reused, "_calls": c.calls,
+          "_cost": c.cost_usd, "_waited": c.waited_ms} for c in completions])
 
 
 def schedule_retry(

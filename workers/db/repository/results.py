@@ -38,7 +38,7 @@ from workers.db.models import (
 )
 from workers.db.repository.attempts import AttemptRecord, move_to_spent, record_attempt
 from workers.db.repository.item_queries import ClaimedItem
-from workers.db.repository.items import Completion, complete, complete_many
+from workers.db.repository.items import Completion, complete_many
 
 
 def find_result_id(session: Session, content_hash: str, version: str, chunk: int) -> int | None:
@@ -62,29 +62,25 @@ def hashes_with_results(session: Session, hashes: Sequence[str], version: str) -
     return found
 
 
-def save_result(
-    session: Session,
-    item: ClaimedItem,
-    *,
-    output: dict[str, Any],
-    model: str,
-    response_id: str | None,
-) -> int:
-    """Store the item's result (or find the one a racing worker stored) and complete it."""
-    session.execute(
-        insert_for(session, Result)
-        .values(
-            content_hash=item.content_hash, pipeline_version=item.pipeline_version,
-            chunk_index=item.chunk_index, pipeline=item.pipeline, document_id=item.document_id,
-            item_id=item.id, output=output, model=model, response_id=response_id,
-            created_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=["content_hash", "pipeline_version", "chunk_index"])
-    )
-    result_id = find_result_id(session, item.content_hash, item.pipeline_version, item.chunk_index)
-    assert result_id is not None  # inserted above or by the racing writer
-    complete(session, item.id, result_id, reused=False)
+def save_result(session: Session, item: ClaimedItem, *, output: dict[str, Any], model: str,
+                response_id: str | None) -> int:
+    """Store the item's result (or find the one a racing worker stored) and complete it: the
+    one-item form of what :func:`record_successes` writes after the attempts."""
+    now = utcnow()
+    result_id = _store_results(session, [NewResult(item, output, model, response_id)],
+                               now=now)[item.id]
+    complete_many(session, [Completion(item.id, result_id)], now=now)
     return result_id
+
+
+@dataclass(frozen=True)
+class NewResult:
+    """An item's valid output, to store as the result of its (content, version, chunk)."""
+
+    item: ClaimedItem
+    output: dict[str, Any]
+    model: str
+    response_id: str | None
 
 
 @dataclass(frozen=True)
@@ -97,6 +93,10 @@ class Success:
     response_id: str | None
     waited_ms: int = 0
 
+    @property
+    def result(self) -> NewResult:
+        return NewResult(self.item, self.output, self.attempt.model, self.response_id)
+
 
 def record_successes(session: Session, successes: Sequence[Success]) -> dict[int, int]:
     """The group form of :func:`record_attempt` then :func:`save_result`, for answers that
@@ -108,7 +108,7 @@ def record_successes(session: Session, successes: Sequence[Success]) -> dict[int
         return {}
     counted = _complete_attempts(session, successes)
     now = utcnow()
-    result_ids = _store_results(session, successes, now=now)
+    result_ids = _store_results(session, [s.result for s in successes], now=now)
     # Complete the items, adding each call (unless counted one by one) and its wait.
     complete_many(session, [
         Completion(s.item.id, result_ids[s.item.id], calls=1 if s.item.id in counted else 0,
@@ -154,27 +154,27 @@ def _spend_reserves(session: Session, attempts: Sequence[AttemptRecord]) -> None
         move_to_spent(session, run_id, released=released, spent=spent)
 
 
-def _store_results(session: Session, successes: Sequence[Success], *, now: datetime
+def _store_results(session: Session, results: Sequence[NewResult], *, now: datetime
                    ) -> dict[int, int]:
     """The results in one INSERT; the keys a racing writer stored first are looked up.
     Returns each item's result id."""
-    def key(s: Success) -> tuple[str, str, int]:
-        return (s.item.content_hash, s.item.pipeline_version, s.item.chunk_index)
+    def key(r: NewResult) -> tuple[str, str, int]:
+        return (r.item.content_hash, r.item.pipeline_version, r.item.chunk_index)
 
-    key_of = {key(s): s for s in successes}
+    key_of = {key(r): r for r in results}
     if is_postgres(session):
         # One parameter per column (see attempts.begin_attempts): the outputs go as JSON text.
         unique = list(key_of.values())
         inserted = session.execute(_STORE_MANY, {
-            "content_hash": [s.item.content_hash for s in unique],
-            "pipeline_version": [s.item.pipeline_version for s in unique],
-            "chunk_index": [s.item.chunk_index for s in unique],
-            "pipeline": [s.item.pipeline for s in unique],
-            "document_id": [s.item.document_id for s in unique],
-            "item_id": [s.item.id for s in unique],
-            "output": [json.dumps(s.output) for s in unique],
-            "model": [s.attempt.model for s in unique],
-            "response_id": [s.response_id for s in unique], "now": now}).all()
+            "content_hash": [r.item.content_hash for r in unique],
+            "pipeline_version": [r.item.pipeline_version for r in unique],
+            "chunk_index": [r.item.chunk_index for r in unique],
+            "pipeline": [r.item.pipeline for r in unique],
+            "document_id": [r.item.document_id for r in unique],
+            "item_id": [r.item.id for r in unique],
+            "output": [json.dumps(r.output) for r in unique],
+            "model": [r.model for r in unique],
+            "response_id": [r.response_id for r in unique], "now": now}).all()
     else:
         inserted = _insert_results(session, list(key_of.values()), now=now)
     result_of = {(h, v, c): rid for rid, h, v, c in inserted}
@@ -182,7 +182,7 @@ def _store_results(session: Session, successes: Sequence[Success], *, now: datet
         found = find_result_id(session, *missing)
         assert found is not None  # the racing writer's
         result_of[missing] = found
-    return {s.item.id: result_of[key(s)] for s in successes}
+    return {r.item.id: result_of[key(r)] for r in results}
 
 
 _results = table_of(Result)
@@ -199,17 +199,17 @@ _STORE_MANY = postgres_insert(_results).from_select(
     _results.c.chunk_index)
 
 
-def _insert_results(session: Session, successes: Sequence[Success], *, now: datetime
+def _insert_results(session: Session, results: Sequence[NewResult], *, now: datetime
                     ) -> Sequence[Any]:
     return session.execute(
         insert_for(session, Result)
-        .values([{"content_hash": s.item.content_hash,
-                  "pipeline_version": s.item.pipeline_version,
-                  "chunk_index": s.item.chunk_index, "pipeline": s.item.pipeline,
-                  "document_id": s.item.document_id, "item_id": s.item.id,
-                  "output": s.output, "model": s.attempt.model,
-                  "response_id": s.response_id, "created_at": now}
-                 for s in successes])
+        .values([{"content_hash": r.item.content_hash,
+                  "pipeline_version": r.item.pipeline_version,
+                  "chunk_index": r.item.chunk_index, "pipeline": r.item.pipeline,
+                  "document_id": r.item.document_id, "item_id": r.item.id,
+                  "output": r.output, "model": r.model,
+                  "response_id": r.response_id, "created_at": now}
+                 for r in results])
         .on_conflict_do_nothing(index_elements=_KEY)
         .returning(Result.id, Result.content_hash, Result.pipeline_version,
                    Result.chunk_index)).all()
