@@ -7,7 +7,7 @@ builds the same state from the same events, sent by real workers.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +26,27 @@ from workers.db.session import session_scope
 pytestmark = pytest.mark.e2e
 
 
-Events = Callable[[], State]
+class Events:
+    """Celery's events as a receiver on the stack's broker got them."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []  # appended by the receiver, read by the test
+
+    def __call__(self) -> State:
+        """The event state as Flower would hold it."""
+        built = State()
+        for event in list(self.seen):
+            built.event(event)
+        return built
 
 
 @pytest.fixture
 def events(stack: Stack) -> Iterator[Events]:
     """Celery's event state as Flower would hold it, from a receiver on the stack's broker."""
-    seen: list[dict[str, Any]] = []  # appended by the receiver, read by the test
+    state = Events()
+    seen = state.seen
     stop = threading.Event()
     app = Celery(broker=stack.broker_url)
-
-    def state() -> State:
-        built = State()
-        for event in list(seen):
-            built.event(event)
-        return built
 
     def capture() -> None:
         with Connection(stack.broker_url) as connection:
@@ -111,3 +117,26 @@ def test_a_group_whose_items_failed_is_one_failed_task_naming_each(
     assert carried == item_ids, "its args show the item ids it carried"
     for item_id in item_ids:
         assert f"{item_id} (invalid_json_schema)" in str(task.exception)
+
+
+def test_a_task_returned_before_its_answers_succeeds_once_when_they_are_written(
+        stack: Stack, events: Events, tmp_path: Path) -> None:
+    # The task returns once its calls are out; the worker sends no task-succeeded then (a
+    # success would outrank the failure its answers may still bring). Its writer sends the
+    # one task-succeeded, with the items' statuses, once they are written.
+    stack.simulator.configure(latency_ms=300, latency_sigma=0.0)
+    write_corpus(tmp_path / "corpus", 4)
+    stack.start_workers(1)
+    wait_until(lambda: any(w.alive for w in events().workers.values()), timeout=60,
+               what="the worker's events to reach the receiver")
+    report = stack.wait_for(stack.ingest(tmp_path / "corpus")["run_id"], timeout=60)
+    assert report.succeeded == 4
+
+    def succeeded() -> list[dict[str, Any]]:
+        return [e for e in list(events.seen) if e.get("type") == "task-succeeded"]
+
+    (event,) = wait_until(succeeded, timeout=30, what="the group's task-succeeded")
+    assert event["result"] == repr("succeeded")
+    (task,) = [t for t in events().tasks.values() if t.name == "docpipe.items.process"]
+    assert task.state == "SUCCESS" and task.uuid == event["uuid"]
+    assert len(succeeded()) == 1, "no task-succeeded when the task returned"

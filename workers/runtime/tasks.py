@@ -6,10 +6,11 @@ import logging
 import time
 from collections import defaultdict
 from datetime import timedelta
+from typing import Any
 
 import redis
 from celery import Task
-from celery.exceptions import Ignore
+from celery.worker.request import Request
 
 import pipelines
 from workers.admission.scripts import redis_client
@@ -30,8 +31,31 @@ log = logging.getLogger("docpipe.tasks")
 #: Longest a batch tick may hold the fleet's tick lock (uploading 200 MB included).
 BATCH_TICK_LOCK_SECONDS = 900
 
+#: What :func:`process_group` returns when its calls are out: its end is told to Celery's
+#: events once their answers are written (:func:`report_end`), not now.
+DETACHED = "calls out; the end is reported when their answers are written"
 
-@app.task(name=TaskName.PROCESS_GROUP, bind=True, ignore_result=True, throws=(ItemsFailed,))
+
+class GroupRequest(Request):
+    """Celery's request of :func:`process_group`: one that returned :data:`DETACHED` sends
+    no ``task-succeeded`` (Flower would keep it: a success outranks a later failure).
+
+    Returning, not raising ``Ignore``: for an ``Ignore`` Celery formats a traceback of its
+    tracer twice and logs a line, for every task.
+    """
+
+    def send_event(self, type: str, **fields: Any) -> None:
+        if type == "task-succeeded" and fields.get("result") == _DETACHED_REPR:
+            return
+        super().send_event(type, **fields)
+
+
+#: The result as the worker hands it to the event (the tracer's ``saferepr`` of it).
+_DETACHED_REPR = repr(DETACHED)
+
+
+@app.task(name=TaskName.PROCESS_GROUP, bind=True, ignore_result=True, throws=(ItemsFailed,),
+          Request=GroupRequest)
 def process_group(self: Task, item_ids: int | list[int]) -> str:  # type: ignore[type-arg]
     """Process a group of items by id (or one item: a bare id); the message carries nothing
     else.
@@ -44,7 +68,10 @@ def process_group(self: Task, item_ids: int | list[int]) -> str:  # type: ignore
     Raises:
         ItemsFailed: items ended failed (after their decisions were written) before the task
             returned, so the task is a failure in Celery's events and Flower.
-        Ignore: the calls are out; the end is reported later.
+
+    Returns:
+        The items' statuses, or :data:`DETACHED` while their calls are out (the end is
+        reported later).
     """
     settings = get_settings()
     ids = [item_ids] if isinstance(item_ids, int) else [int(i) for i in item_ids]
@@ -60,7 +87,7 @@ def process_group(self: Task, item_ids: int | list[int]) -> str:  # type: ignore
     submitted = group.process_items(ids, settings=settings, engine=item_engine(settings),
                                     throttle=get_throttle(settings), on_done=on_done)
     if submitted.detach():
-        raise Ignore()
+        return DETACHED
     failed = failures(submitted.outcomes)
     if failed:
         raise ItemsFailed(failed)
