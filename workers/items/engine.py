@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,8 @@ class Engine:
         self._freed = threading.Condition()
         #: No slot is offered to a new claim before this (monotonic): see :meth:`hold_back`.
         self._held_until = 0.0
+        #: Claims waiting for slots, first come first served.
+        self._line: deque[object] = deque()
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
         self._client: AsyncResponsesClient | None = None
@@ -69,23 +72,37 @@ class Engine:
         """Wait until ``at_least`` (default: all ``count``) of the ``in_flight`` slots are
         free, take up to ``count`` of them and return how many. A group takes its slots before
         it claims its items, so nothing is claimed, leased or held against a budget while it
-        waits. While admission holds claims back (:meth:`hold_back`), it waits for that too,
-        until ``held_until`` (monotonic; None: not at all)."""
+        waits. Claims take their turns in the order they came: one that lost every race for
+        freed slots would leave its items, early in the run, to start last. While admission
+        holds claims back (:meth:`hold_back`), it waits for that too, until ``held_until``
+        (monotonic; None: not at all), out of the line."""
         count = min(count, self.in_flight)
         need = count if at_least is None else max(1, min(at_least, count))
+        turn = object()
         with self._freed:
-            while True:
-                held = 0.0 if held_until is None else \
-                    min(self._held_until, held_until) - time.monotonic()
-                if held > 0:
-                    self._freed.wait(held)
-                elif self._free >= need:
-                    break
-                else:
+            try:
+                while True:
+                    held = 0.0 if held_until is None else \
+                        min(self._held_until, held_until) - time.monotonic()
+                    if held > 0:
+                        self._leave(turn)
+                        self._freed.wait(held)
+                        continue
+                    if turn not in self._line:
+                        self._line.append(turn)
+                    if self._line[0] is turn and self._free >= need:
+                        break
                     self._freed.wait()
-            taken = min(count, self._free)
-            self._free -= taken
+                taken = min(count, self._free)
+                self._free -= taken
+            finally:
+                self._leave(turn)
         return taken
+
+    def _leave(self, turn: object) -> None:
+        if turn in self._line:
+            self._line.remove(turn)
+            self._freed.notify_all()  # the next in line may go
 
     def hold_back(self, seconds: float) -> None:
         """Admission parked calls for ``seconds`` (a budget spent, the breaker open): offer

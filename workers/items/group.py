@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -50,6 +51,7 @@ from workers.items.writer import writer
 from workers.llm.client import CallResult
 from workers.ops import metrics
 from workers.process import alone, holding, memory
+from workers.process.local import PerProcess
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.items")
@@ -58,6 +60,40 @@ log = logging.getLogger("docpipe.items")
 #: message fits: smaller groups would keep the slots busier and pay the fixed costs of a
 #: claim (a transaction, an admission round trip, an INSERT) for fewer items.
 SLOTS_PER_CLAIM = 16
+
+
+class OpenRuns:
+    """How many items of each run this process holds in groups not yet finished.
+
+    A run cannot end while one of its items is open here, so of a run's groups in this
+    process only the last to finish asks the database whether the run has ended: one
+    transaction per run and process at the end, not one per group all along.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: Counter[int] = Counter()
+
+    def opened(self, items: list[repo.ClaimedItem]) -> None:
+        with self._lock:
+            self._open.update(item.run_id for item in items)
+
+    def closed(self, items: list[repo.ClaimedItem]) -> set[int]:
+        """Close ``items``; returns their runs of which none is open here any more."""
+        with self._lock:
+            self._open.subtract(item.run_id for item in items)
+            done = {item.run_id for item in items if self._open[item.run_id] <= 0}
+            for run_id in done:
+                del self._open[run_id]
+        return done
+
+
+_open_runs: PerProcess[None, OpenRuns] = PerProcess()
+
+
+def open_runs() -> OpenRuns:
+    """This process's :class:`OpenRuns`."""
+    return _open_runs.get(None, OpenRuns)
 
 
 class Submitted:
@@ -248,10 +284,12 @@ class _Group:
     def start(self) -> None:
         """Everything up to the calls sent; then the writer has the group, or it is done."""
         self.submitted._opened()
+        open_runs().opened(self.items)
         try:
             calls_out = self._run()
         except BaseException:
             # Not even their release could be written: the items' leases expire.
+            open_runs().closed(self.items)
             self.on_end()
             self.submitted._closed(self.outcomes)
             raise
@@ -467,9 +505,11 @@ class _Group:
                     self.outcomes[item.id] = Outcome(outcome.status, send=(item.parent_id,))
 
     def _finish_runs(self) -> None:
-        # Once per group, after its last commit (see processing.finish_run_if_done).
+        # After the group's last commit (see processing.finish_run_if_done), for the runs
+        # of which it was this process's last open group.
+        last_here = open_runs().closed(self.items)
         ended = {item.run_id for item in self.items
                  if self.outcomes.get(item.id, Outcome("skipped")).status
                  in ("succeeded", "reused", "failed")}
-        for run_id in sorted(ended):
+        for run_id in sorted(ended & last_here):
             processing.finish_run_if_done(run_id)

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     and_,
     case,
     func,
@@ -19,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from pipelines.media import Attachment
+from workers.db.dialect import any_in
 from workers.db.models import (
     Document,
     Item,
@@ -82,7 +84,7 @@ def batched_items(session: Session, batch_id: int) -> dict[int, ClaimedItem]:
 
 def items_by_id(session: Session, item_ids: Sequence[int]) -> dict[int, ClaimedItem]:
     """Items with what building their requests needs (text, media, place in the tree)."""
-    return load_items(session, Item.id.in_(item_ids))
+    return load_items(session, any_in(session, Item.id, item_ids, BigInteger))
 
 
 def load_items(session: Session, condition: Any) -> dict[int, ClaimedItem]:
@@ -118,7 +120,7 @@ def suspects_among(session: Session, item_ids: Sequence[int], *, alone_from: int
         return []
     lost_now = and_(Item.status == ItemStatus.RUNNING, Item.lease_expires_at < utcnow())
     return list(session.scalars(
-        select(Item.id).where(Item.id.in_(item_ids),
+        select(Item.id).where(any_in(session, Item.id, item_ids, BigInteger),
                               or_(Item.worker_losses >= alone_from, lost_now))
         .order_by(Item.id)))
 

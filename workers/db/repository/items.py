@@ -183,8 +183,9 @@ def claim_items(session: Session, item_ids: Sequence[int], *, lease_seconds: int
     """
     if not item_ids:
         return {}
-    return _claim(session, Item.id.in_(item_ids), lease_seconds=lease_seconds, holder=holder,
-                  alone_from=alone_from, expired=False)
+    return _claim(session, any_in(session, Item.id, item_ids, BigInteger),
+                  lease_seconds=lease_seconds, holder=holder, alone_from=alone_from,
+                  expired=False)
 
 
 def _claim(session: Session, which: ColumnElement[bool], *, lease_seconds: int, holder: str,
@@ -218,7 +219,7 @@ def _claim(session: Session, which: ColumnElement[bool], *, lease_seconds: int, 
         .execution_options(synchronize_session=False)))
     if not claimed:
         return {}
-    items = load_items(session, Item.id.in_(claimed))
+    items = load_items(session, any_in(session, Item.id, claimed, BigInteger))
     # Only the lease holder calls, and every way a holder is lost counts a loss, so only
     # then can an attempt still be in flight: its holder's (or one that outlived its lease,
     # which overwrites this when it finishes after all).

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import BigInteger, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from workers.db.dialect import insert_for, is_postgres
+from workers.db.dialect import any_in, insert_for, is_postgres
 from workers.db.models import Item, ItemStatus, Run, WorkerProcess, utcnow
 
 #: The PostgreSQL advisory lock one dead-holder sweep at a time holds (any fixed 64-bit key).
@@ -108,7 +108,7 @@ def taken_over(session: Session, item_ids: Sequence[int], *, holder: str) -> set
         return set()
     rows = session.execute(
         select(Item.id, Item.status, Item.holder)
-        .where(Item.id.in_(item_ids))
+        .where(any_in(session, Item.id, item_ids, BigInteger))
         .order_by(Item.id)
         .with_for_update())
     return {item_id for item_id, status, held_by in rows
@@ -127,7 +127,7 @@ def renew_leases(session: Session, item_ids: Sequence[int], *, holder: str,
     if not item_ids:
         return 0
     free = (select(Item.id)
-            .where(Item.id.in_(item_ids), Item.holder == holder,
+            .where(any_in(session, Item.id, item_ids, BigInteger), Item.holder == holder,
                    Item.status == ItemStatus.RUNNING)
             .order_by(Item.id).with_for_update(skip_locked=True))
     result = session.execute(

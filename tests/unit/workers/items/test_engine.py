@@ -67,3 +67,24 @@ def test_settled_calls_release_a_hold_at_once(engine: Engine) -> None:
     engine.release_hold()
     waiter.join(10)
     assert taken == [2] and engine.held_back() == 0
+
+
+def test_claims_take_freed_slots_in_the_order_they_came(engine: Engine) -> None:
+    # Each freed pair of slots goes to the claim that has waited longest, not to whichever
+    # thread wins the race: a message received early is not left to start last.
+    assert engine.take(8) == 8
+    order: list[int] = []
+    waiters = []
+    for n in range(4):
+        waiter = threading.Thread(target=lambda n=n: order.append(n) if engine.take(
+            2, at_least=2) else None)
+        waiter.start()
+        waiters.append(waiter)
+        # In line before the next one comes.
+        deadline = time.monotonic() + 10
+        while len(engine._line) < n + 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    for n in range(4):
+        engine.give_back(2)
+        waiters[n].join(10)
+        assert order == list(range(n + 1))
