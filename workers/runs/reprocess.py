@@ -98,6 +98,11 @@ def reprocess(pipeline: Pipeline, *, publish: Publisher, queue: str,
             else:
                 report.skipped[reason] += 1
     if not chosen:
+        if schedule is not None:
+            with session_scope() as session:
+                # A racing tick's run took the documents after the check above.
+                if busy := repo.unfinished_scheduled_run(session, schedule):
+                    raise ScheduleBusy(f"schedule {schedule!r}: run {busy} has not finished")
         return report
 
     with session_scope() as session:
