@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,7 +47,7 @@ from sqlalchemy import func, select  # noqa: E402
 from stack import start_simulator, wait_finished  # noqa: E402
 
 from pipelines import get_pipeline  # noqa: E402
-from workers.db.models import Attempt, AttemptOutcome, Item, ItemStatus, Run  # noqa: E402
+from workers.db.models import Attempt, Item, ItemStatus, Run  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
 from workers.runtime.embedded import child, docpipe_command, embedded_redis  # noqa: E402
 
@@ -86,9 +87,10 @@ class Side:
     calling_seconds: float | None = None
     #: Share of the whole machine's CPU busy meanwhile (simulator, databases included).
     machine_busy: float = 0.0
-    #: docpipe only: calls in flight (attempt rows written, not answered), sampled.
+    #: docpipe only: calls on the wire (requests the simulator is answering), sampled.
     mean_in_flight: float = 0.0
-    #: docpipe only: the same, over the samples taken while items waited to be claimed.
+    #: The same, over the samples taken while items waited to be claimed (the raw loop:
+    #: while calls were left to start).
     in_flight_while_queued: float = 0.0
     #: docpipe only: seconds from ``docpipe ingest`` starting to the last call's answer,
     #: the last item's write and the run's end.
@@ -156,11 +158,33 @@ def busy_share(before: tuple[float, float]) -> float:
 def run_raw(files: list[Path], base_url: str, concurrency: int) -> Side:
     before = cpu_seconds(os.getpid())
     machine = machine_cpu()
+    sampling = threading.Event()
+    on_the_wire: list[tuple[float, int]] = []
+    sampler = threading.Thread(target=_sample_wire, daemon=True,
+                               args=(base_url, sampling, on_the_wire))
     started = time.monotonic()
+    sampler.start()
     calls, last_start, last_end, latency = asyncio.run(_raw(files, base_url, concurrency))
+    sampling.set()
+    # Measured as docpipe's is: from the second second, while calls were left to start.
+    calling = [n for at, n in on_the_wire if started + 1 <= at <= last_start]
     return Side("raw", time.monotonic() - started, calls, cpu_seconds(os.getpid()) - before,
                 machine_busy=busy_share(machine), calling_seconds=last_start - started,
-                last_answer_at=last_end - started, mean_latency_ms=latency * 1000)
+                last_answer_at=last_end - started, mean_latency_ms=latency * 1000,
+                in_flight_while_queued=sum(calling) / max(len(calling), 1))
+
+
+def _sample_wire(base_url: str, stop: threading.Event,
+                 samples: list[tuple[float, int]]) -> None:
+    """Every half second until ``stop``: (when, the requests the simulator is answering)."""
+    while not stop.wait(0.5):
+        samples.append((time.monotonic(), _on_the_wire(base_url)))
+
+
+def _on_the_wire(base_url: str) -> int:
+    stats_url = base_url.removesuffix("/v1") + "/_sim/stats?brief=1"
+    with urllib.request.urlopen(stats_url, timeout=10) as response:
+        return int(json.load(response)["in_flight"])
 
 
 def _rss_mb(pid: int) -> tuple[float, float]:
@@ -170,17 +194,16 @@ def _rss_mb(pid: int) -> tuple[float, float]:
     return (int(values["VmRSS"].split()[0]) / 1024, int(values["VmHWM"].split()[0]) / 1024)
 
 
-def _sample_in_flight(database_url: str, stop: threading.Event,
+def _sample_in_flight(database_url: str, base_url: str, stop: threading.Event,
                       samples: list[tuple[int, int]]) -> None:
-    """Every half second until ``stop``: attempts in flight (written, not yet answered), and
-    items waiting to be claimed (pending or queued)."""
+    """Every half second until ``stop``: the calls on the wire (the requests the simulator is
+    answering), and items waiting to be claimed (pending or queued)."""
     while not stop.wait(0.5):
+        in_flight = _on_the_wire(base_url)
         with session_scope(database_url) as session:
-            in_flight = session.scalar(select(func.count()).select_from(Attempt).where(
-                Attempt.outcome == AttemptOutcome.IN_FLIGHT)) or 0
             waiting = session.scalar(select(func.count()).select_from(Item).where(
                 Item.status.in_((ItemStatus.PENDING, ItemStatus.QUEUED)))) or 0
-            samples.append((int(in_flight), int(waiting)))
+        samples.append((int(in_flight), int(waiting)))
 
 
 def _wait_ready(log_path: Path, processes: int, timeout: float = 180) -> None:
@@ -222,7 +245,8 @@ def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Na
         sampling = threading.Event()
         in_flight: list[tuple[int, int]] = []
         sampler = threading.Thread(target=_sample_in_flight, daemon=True,
-                                   args=(env["DOCPIPE_DATABASE_URL"], sampling, in_flight))
+                                   args=(env["DOCPIPE_DATABASE_URL"],
+                                         env["OPENAI_BASE_URL"], sampling, in_flight))
         sampler.start()
         wall_start = datetime.now(UTC)
         started = time.monotonic()
@@ -356,9 +380,11 @@ in flight; PostgreSQL 15, Redis).
 - The machine's CPU was {raw.machine_busy:.0%} busy during the raw loop and
   {ours.machine_busy:.0%} during docpipe's run (every process: simulator, PostgreSQL, Redis).
 - docpipe kept {ours.mean_in_flight:.0f} calls in flight on average of its
-  {args.concurrency} (attempt rows in flight, sampled every 0.5 s), and
+  {args.concurrency} (requests the simulator was answering, sampled every 0.5 s), and
   {ours.in_flight_while_queued:.0f} ({ours.in_flight_while_queued / args.concurrency:.0%}) while
-  items waited to be claimed (from the second second).
+  items waited to be claimed (from the second second); the raw loop kept
+  {raw.in_flight_while_queued:.0f} ({raw.in_flight_while_queued / args.concurrency:.0%}) \
+while it had calls to start.
 - From `docpipe ingest`'s start: the last call started at \
 {ours.first_call_after + (ours.calling_seconds or 0):.1f} s, its last answer came at \
 {ours.last_answer_at:.1f} s, the last item was written at {ours.last_write_at:.1f} s, and the

@@ -210,6 +210,8 @@ class Simulator:
         self.rng = random.Random(config.seed)
         self.limits = Limits(config.rpm, config.tpm, config.limit_window_seconds)
         self.stats: Counter[str] = Counter()
+        #: Requests being answered now.
+        self.in_flight = 0
         self.calls_by_input: Counter[str] = Counter()
         self.ok_by_input: Counter[str] = Counter()
         self.prefix_seen: dict[str, float] = {}
@@ -243,13 +245,15 @@ class Simulator:
     async def health(self, _request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "simulator": True})
 
-    async def get_stats(self, _request: web.Request) -> web.Response:
-        return web.json_response({
-            "counters": dict(self.stats),
-            "calls_by_input": dict(self.calls_by_input),
-            "ok_by_input": dict(self.ok_by_input),
-            "config": asdict(self.config) | {"api_key": None},
-        })
+    async def get_stats(self, request: web.Request) -> web.Response:
+        """Counters, requests being answered now, and (unless ``?brief=1``, for a poller)
+        the calls per document and the configuration."""
+        stats: dict[str, Any] = {"counters": dict(self.stats), "in_flight": self.in_flight}
+        if request.query.get("brief") != "1":
+            stats |= {"calls_by_input": dict(self.calls_by_input),
+                      "ok_by_input": dict(self.ok_by_input),
+                      "config": asdict(self.config) | {"api_key": None}}
+        return web.json_response(stats)
 
     async def post_config(self, request: web.Request) -> web.Response:
         try:
@@ -339,7 +343,11 @@ class Simulator:
         request_id = f"req_{secrets.token_hex(16)}"
         base_headers = {"x-request-id": request_id, "openai-version": "2020-10-01",
                         "x-docpipe-simulator": "1"}
-        response = await self._responses(request, base_headers)
+        self.in_flight += 1
+        try:
+            response = await self._responses(request, base_headers)
+        finally:
+            self.in_flight -= 1
         self.stats[f"status_{response.status}"] += 1
         return response
 
