@@ -147,3 +147,37 @@ def test_a_429_line_is_rate_limited_as_live_and_waits_for_the_next_batch(
         assert (item.status, item.last_error_class) == (ItemStatus.PENDING, "rate_limited")
         assert (attempt.outcome, attempt.error_code) == ("rate_limited", "rate_limit_exceeded")
     assert (tick.retried, tick.failed) == (1, 0)
+
+
+def test_a_truncated_answer_in_a_batch_line_gets_its_repair_in_the_next_batch(
+        migrated_db: str, configure: Any, simulator: SimulatorProcess, tmp_path: Path) -> None:
+    """A line whose response stopped at max_output_tokens is bad output, as it is live: read
+    the same way, not a crash of the collector."""
+    from workers.db.models import Attempt
+
+    write_corpus(tmp_path / "corpus", 1)
+    settings = get_settings()
+    report = ingest([str(tmp_path / "corpus")], SUMMARISE, settings=settings, publish=hold,
+                    queue="docpipe.nightly", mode="batch")
+    tick = batches.TickReport()
+    batches.submit(settings, openai.OpenAI(api_key="sk-test", base_url=simulator.base_url), tick)
+    with session_scope() as s:
+        item = s.scalars(select(Item).where(Item.run_id == report.run_id)).one()
+        batch_id = item.batch_id
+    assert batch_id is not None
+    body = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4.1-mini",
+            "output": [], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"},
+            "usage": {"input_tokens": 10, "output_tokens": 1200, "total_tokens": 1210,
+                      "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}}}
+    line = {"custom_id": f"item-{item.id}",
+            "response": {"status_code": 200, "request_id": "req_1", "body": body}}
+    batches._ingest(settings, batch_id, report.run_id, [line], tick)
+    with session_scope() as s:
+        item = s.get_one(Item, item.id)
+        attempt = s.scalars(select(Attempt).where(Attempt.item_id == item.id)).one()
+        assert (item.status, item.last_error_code) == (ItemStatus.PENDING, "truncated")
+        assert (attempt.outcome, attempt.output_tokens) == ("bad_output", 1200)
+        assert attempt.response_id == "resp_1" and attempt.worker == f"batch:{batch_id}"
+    assert (tick.retried, tick.failed) == (1, 0)

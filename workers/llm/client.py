@@ -34,6 +34,7 @@ from workers.settings import Settings
 #: process's CPU at 256 calls in flight. The answer is read by the SDK as before.
 RESPONSES = "/responses"
 
+
 @dataclass
 class CallResult:
     """What one HTTP call returned: the output text or the error, and what it cost."""
@@ -115,16 +116,27 @@ def _failed(exc: openai.OpenAIError, body: dict[str, Any], started: datetime, cl
 
 def _answered(raw: Any, response: Response, body: dict[str, Any], started: datetime,
               latency: int) -> CallResult:
+    return answered(response, model=str(body.get("model", "")), started_at=started,
+                    latency_ms=latency, http_status=raw.status_code,
+                    request_id=raw.request_id, headers=raw.headers)
+
+
+def answered(response: Response, *, model: str, started_at: datetime, latency_ms: int,
+             http_status: int, request_id: str | None,
+             headers: Mapping[str, str] | None = None) -> CallResult:
+    """A response the API answered with a success status, as a :class:`CallResult`: its
+    output text, or the error the response itself reports (refusal, truncation, failure).
+    Live calls and Batch API lines are read alike."""
     result = CallResult(
-        model=response.model or str(body.get("model", "")), started_at=started,
-        latency_ms=latency, http_status=raw.status_code, request_id=raw.request_id,
-        response_id=response.id, usage=usage_of(response), headers=raw.headers,
+        model=response.model or model, started_at=started_at, latency_ms=latency_ms,
+        http_status=http_status, request_id=request_id, response_id=response.id,
+        usage=usage_of(response), headers=headers or {},
     )
     try:
         result.output_text = output_text(response)
     except ItemError as exc:
         exc.request_id, exc.response_id = result.request_id, response.id
-        exc.usage, exc.http_status = result.usage, raw.status_code
+        exc.usage, exc.http_status = result.usage, http_status
         result.error = exc
     return result
 

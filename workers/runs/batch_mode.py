@@ -53,7 +53,7 @@ from workers.items.decide import (
     decide,
 )
 from workers.items.rows import known_of, write_failure
-from workers.llm.client import CallResult, output_text, usage_of
+from workers.llm.client import CallResult, answered
 from workers.llm.errors import classify_status
 from workers.settings import Settings
 
@@ -287,23 +287,16 @@ def _call_of(item: repo.ClaimedItem, line: dict[str, Any]) -> CallResult:
     status = response.get("status_code")
     body = response.get("body") or {}
     request_id = response.get("request_id")
-    call = CallResult(model=item.model, started_at=utcnow(), latency_ms=0,
-                      http_status=status if isinstance(status, int) else None,
-                      request_id=request_id)
-    if status != 200:
-        call.error = _line_error(line, status, body, request_id)
-        return call
-    parsed = _parse_response(body)
-    if parsed is None:
-        call.error = PermanentAPIError(
-            f"the batch answered with a response docpipe cannot read: "
-            f"{json.dumps(body)[:300]}", code="unreadable_response")
-        return call
-    call.model = parsed.model or item.model
-    call.usage = usage_of(parsed)
-    call.response_id = parsed.id
-    call.output_text = output_text(parsed)
-    return call
+    parsed = _parse_response(body) if status == 200 else None
+    if parsed is not None:
+        return answered(parsed, model=item.model, started_at=utcnow(), latency_ms=0,
+                        http_status=200, request_id=request_id)
+    return CallResult(
+        model=item.model, started_at=utcnow(), latency_ms=0,
+        http_status=status if isinstance(status, int) else None, request_id=request_id,
+        error=_line_error(line, status, body, request_id) if status != 200 else
+        PermanentAPIError(f"the batch answered with a response docpipe cannot read: "
+                          f"{json.dumps(body)[:300]}", code="unreadable_response"))
 
 
 def _line_error(line: dict[str, Any], status: Any, body: dict[str, Any],
