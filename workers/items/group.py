@@ -438,14 +438,13 @@ class _Group:
     def _readmit(self, call: _Call) -> float | Voided:
         """This delayed call has no slot (a 429 voided it, or the budget was being learned):
         ask the limiter again, for a delay the engine waits out without a thread."""
-        inline = self.settings.max_inline_wait_seconds
-        learning_wait = max(0.0, call.deadline - time.monotonic()) if call.ticket.learning \
-            else inline
-        # Once the budget is known, a slot is reserved no further ahead than any other call's:
-        # every call that waited for the probe reserving up to the probe's deadline would
-        # promise the next minutes at the estimates' pace, and park every later claim.
+        # It may wait for the probe until its deadline, but once the budget is known, its
+        # slot is reserved no further ahead than any call's (the inline wait): every call
+        # that waited reserving up to the probe's deadline would promise the next minutes
+        # at the estimates' pace, and park every later claim.
+        learning_wait = max(0.0, call.deadline - time.monotonic()) \
+            if call.ticket.learning else None
         (admission,) = self.throttle.before_calls([call.ready.body],
-                                                  max_wait=min(inline, learning_wait),
                                                   learning_wait=learning_wait)
         if not isinstance(admission, Ticket):
             return Voided(admission)

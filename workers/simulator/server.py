@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import logging
 import math
@@ -24,17 +23,11 @@ from typing import Any
 
 from aiohttp import web
 
-from pipelines.media import (
-    MAX_IMAGE_BYTES,
-    MAX_PDF_BYTES,
-    MAX_PDF_PAGES,
-    decode_data_url,
-    pdf_pages,
-)
 from pipelines.schema import strict_violations
 from pipelines.tokens import chars_estimate, count_tokens, estimate_request_tokens
 from workers.simulator.batches import MAX_BATCH_FILE_BYTES, BatchService
 from workers.simulator.generate import generate
+from workers.simulator.inputs import document_text, input_key, media_error
 from workers.simulator.latency import draw_ms
 from workers.simulator.limits import Limits
 from workers.simulator.wire import error as _error
@@ -44,13 +37,6 @@ log = logging.getLogger("docpipe.simulator")
 #: Prefixes at least this long are cached, in steps of CACHE_STEP tokens (like the API).
 CACHE_MIN_TOKENS = 1024
 CACHE_STEP = 128
-#: The API's cap on a request's images and files together.
-MAX_MEDIA_PAYLOAD = 50 * 1024 * 1024
-_IMAGE_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP",
-                  "image/gif": "GIF"}
-_UNSUPPORTED_IMAGE = ("You uploaded an unsupported image. Please make sure your image is below "
-                      "20 MB in size and is of one the following formats: ['png', 'jpeg', "
-                      "'gif', 'webp'].")
 
 
 @dataclass
@@ -103,103 +89,6 @@ class SimulatorConfig:
     #: Truncate any output whose request allows fewer max_output_tokens than this.
     truncate_below_tokens: int = 0
     api_key: str | None = None
-
-
-def input_key(body: dict[str, Any]) -> str:
-    """Identity of a request's user input: how the stats count calls per document."""
-    return hashlib.sha256("\n".join(_input_texts(body)).encode()).hexdigest()[:16]
-
-
-def _input_texts(body: dict[str, Any]) -> list[str]:
-    """The input's text parts, with each image or file as ``[image <sha256 prefix>]``."""
-    texts: list[str] = []
-    value = body.get("input")
-    if isinstance(value, str):
-        texts.append(value)
-    elif isinstance(value, list):
-        for message in value:
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, str):
-                texts.append(content)
-            elif isinstance(content, list):
-                texts.extend(_part_text(p) for p in content if isinstance(p, dict))
-    return texts
-
-
-def _part_text(part: dict[str, Any]) -> str:
-    media = part.get("image_url") or part.get("file_data")
-    if media is None:
-        return str(part.get("text", ""))
-    kind = "image" if part.get("type") == "input_image" else "file"
-    return f"[{kind} {hashlib.sha256(str(media).encode()).hexdigest()[:12]}]"
-
-
-def _media_error(body: dict[str, Any]) -> web.Response | None:
-    """The API's 400 for an image or file it cannot take, else None."""
-    total = 0
-    value = body.get("input")
-    messages = value if isinstance(value, list) else []
-    for m, message in enumerate(messages):
-        content = message.get("content") if isinstance(message, dict) else None
-        for p, part in enumerate(content if isinstance(content, list) else []):
-            kind = part.get("type") if isinstance(part, dict) else None
-            where = f"input[{m}].content[{p}]"
-            if kind == "input_image":
-                try:
-                    media_type, data = decode_data_url(str(part.get("image_url", "")))
-                except ValueError:
-                    return _error(400, f"Invalid '{where}.image_url'. Expected a base64-encoded "
-                                  "data URL with an image MIME type.", "invalid_request_error",
-                                  "invalid_image_url", f"{where}.image_url")
-                if media_type not in _IMAGE_FORMATS or len(data) > MAX_IMAGE_BYTES or \
-                        not _is_image(data, _IMAGE_FORMATS[media_type]):
-                    return _error(400, _UNSUPPORTED_IMAGE, "invalid_request_error",
-                                  "invalid_image_format", f"{where}.image_url")
-                total += len(data)
-            elif kind == "input_file":
-                if not part.get("filename"):
-                    return _error(400, f"Missing required parameter: '{where}.filename'.",
-                                  "invalid_request_error", "missing_required_parameter",
-                                  f"{where}.filename")
-                try:
-                    _, data = decode_data_url(str(part.get("file_data", "")))
-                    pages = pdf_pages(data)[0] if data.startswith(b"%PDF") else -1
-                except Exception:
-                    pages = -1
-                if pages < 0:
-                    return _error(400, f"Invalid '{where}.file_data': the file could not be "
-                                  "parsed as a PDF.", "invalid_request_error", "invalid_file",
-                                  f"{where}.file_data")
-                if pages > MAX_PDF_PAGES or len(data) > MAX_PDF_BYTES:
-                    return _error(400, f"Invalid '{where}.file_data': PDFs may have at most "
-                                  f"{MAX_PDF_PAGES} pages and {MAX_PDF_BYTES} bytes.",
-                                  "invalid_request_error", "file_too_large",
-                                  f"{where}.file_data")
-                total += len(data)
-    if total > MAX_MEDIA_PAYLOAD:
-        return _error(400, f"The request's images and files total {total} bytes, above the "
-                      f"limit of {MAX_MEDIA_PAYLOAD}.", "invalid_request_error",
-                      "request_too_large", "input")
-    return None
-
-
-def _is_image(data: bytes, fmt: str) -> bool:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-            return image.format == fmt
-    except Exception:
-        return False
-
-
-def _document_text(body: dict[str, Any]) -> str:
-    text = "\n".join(_input_texts(body))
-    start, end = text.find("<document>"), text.rfind("</document>")
-    if start != -1 and end > start:
-        return text[start + len("<document>") : end].strip()
-    return text
 
 
 class Simulator:
@@ -327,7 +216,7 @@ class Simulator:
                                   f"'{fmt.get('name', '')}': In context={context}, {rule}.",
                                   "invalid_request_error", "invalid_json_schema",
                                   "text.format.schema")
-        return _media_error(body)
+        return media_error(body)
 
     async def input_tokens(self, request: web.Request) -> web.Response:
         if (denied := self.check_auth(request)) is not None:
@@ -378,7 +267,7 @@ class Simulator:
         self._settle(payload["usage"], charge, key)
         headers |= self.limits.headers()
         headers["openai-processing-ms"] = str(int(self.config.latency_ms))
-        if self.config.bloat_on and self.config.bloat_on in _document_text(body):
+        if self.config.bloat_on and self.config.bloat_on in document_text(body):
             return await self._bloated(request, payload, headers)
         return web.json_response(payload, headers=headers)
 
@@ -430,7 +319,7 @@ class Simulator:
             raise ConnectionResetError("simulated connection reset")
         roll -= config.reset_rate
         if roll < config.timeout_rate or (config.hang_on and config.hang_on in
-                                           _document_text(body)):
+                                           document_text(body)):
             self.stats["timeouts"] += 1
             await asyncio.sleep(config.timeout_seconds)
         roll -= config.timeout_rate
@@ -512,7 +401,7 @@ class Simulator:
                    ) -> dict[str, Any]:
         config = self.config
         fmt = (body.get("text") or {}).get("format") or {"type": "text"}
-        document = _document_text(body)
+        document = document_text(body)
         if fmt.get("type") == "json_schema":
             answer = generate(fmt["schema"], document)
             if config.obey_injection and config.obey_injection in document:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from random import Random
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,13 +31,13 @@ def test_a_run_is_done_here_when_its_last_open_group_closes() -> None:
 @given(st.lists(st.lists(st.integers(1, 3), min_size=1, max_size=4), min_size=1, max_size=8),
        st.randoms())
 def test_each_run_is_reported_done_exactly_once_after_its_last_group(
-        groups: list[list[int]], random: object) -> None:
+        groups: list[list[int]], rnd: Random) -> None:
     runs = OpenRuns()
     opened = [items(*run_ids) for run_ids in groups]
     for group in opened:
         runs.opened(group)
     order = list(range(len(opened)))
-    random.shuffle(order)  # type: ignore[attr-defined]
+    rnd.shuffle(order)
     reported: list[int] = []
     for position, index in enumerate(order):
         done = runs.closed(opened[index])
