@@ -49,7 +49,12 @@ from stack import start_simulator, wait_finished  # noqa: E402
 from pipelines import get_pipeline  # noqa: E402
 from workers.db.models import Attempt, Item, ItemStatus, Run  # noqa: E402
 from workers.db.session import session_scope  # noqa: E402
-from workers.runtime.embedded import child, docpipe_command, embedded_redis  # noqa: E402
+from workers.runtime.embedded import (  # noqa: E402
+    child,
+    docpipe_command,
+    embedded_redis,
+    free_port,
+)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -92,6 +97,9 @@ class Side:
     #: The same, over the samples taken while items waited to be claimed (the raw loop:
     #: while calls were left to start).
     in_flight_while_queued: float = 0.0
+    #: docpipe only: the calls out while items waited, as docpipe's own metric counts them
+    #: (sent, their answers not yet read).
+    counted_while_queued: float = 0.0
     #: docpipe only: seconds from ``docpipe ingest`` starting to the last call's answer,
     #: the last item's write and the run's end.
     last_answer_at: float = 0.0
@@ -194,16 +202,33 @@ def _rss_mb(pid: int) -> tuple[float, float]:
     return (int(values["VmRSS"].split()[0]) / 1024, int(values["VmHWM"].split()[0]) / 1024)
 
 
-def _sample_in_flight(database_url: str, base_url: str, stop: threading.Event,
-                      samples: list[tuple[int, int]]) -> None:
-    """Every half second until ``stop``: the calls on the wire (the requests the simulator is
-    answering), and items waiting to be claimed (pending or queued)."""
+def _docpipe_in_flight(metrics_url: str) -> int:
+    """The calls docpipe's processes have sent and not yet read the answer of, as its own
+    metric ``docpipe_calls_in_flight`` reports them (summed over models)."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    return round(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                     if line.startswith("docpipe_calls_in_flight{")))
+
+
+@dataclass(frozen=True)
+class _Sample:
+    on_the_wire: int  # requests the simulator was answering
+    in_flight: int  # calls out, as docpipe counts them
+    waiting: int  # items waiting to be claimed
+
+
+def _sample_in_flight(database_url: str, base_url: str, metrics_url: str,
+                      stop: threading.Event, samples: list[_Sample]) -> None:
+    """Every half second until ``stop``: the calls out, where the simulator answers them and
+    as docpipe counts them, and the items waiting to be claimed (pending or queued)."""
     while not stop.wait(0.5):
-        in_flight = _on_the_wire(base_url)
+        on_the_wire = _on_the_wire(base_url)
+        in_flight = _docpipe_in_flight(metrics_url)
         with session_scope(database_url) as session:
             waiting = session.scalar(select(func.count()).select_from(Item).where(
                 Item.status.in_((ItemStatus.PENDING, ItemStatus.QUEUED)))) or 0
-        samples.append((int(in_flight), int(waiting)))
+        samples.append(_Sample(on_the_wire, in_flight, int(waiting)))
 
 
 def _wait_ready(log_path: Path, processes: int, timeout: float = 180) -> None:
@@ -221,8 +246,11 @@ def _wait_ready(log_path: Path, processes: int, timeout: float = 180) -> None:
 def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Namespace
                 ) -> Side:
     processes = args.processes or os.cpu_count() or 1
+    metrics_port = free_port()
+    # Its metrics served, as in production: the calls in flight are read from them.
     run_env = env | {"DOCPIPE_WORKER_PROCESSES": str(processes),
-                     "DOCPIPE_WORKER_CONCURRENCY": str(args.concurrency // processes)}
+                     "DOCPIPE_WORKER_CONCURRENCY": str(args.concurrency // processes),
+                     "DOCPIPE_METRICS_PORT": str(metrics_port)}
     with ExitStack() as stack:
         # One command, as a user starts it: `docpipe worker` starts its processes itself.
         worker = stack.enter_context(child(
@@ -243,10 +271,10 @@ def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Na
         cpu_before = tree_cpu(worker.pid)
         machine = machine_cpu()
         sampling = threading.Event()
-        in_flight: list[tuple[int, int]] = []
-        sampler = threading.Thread(target=_sample_in_flight, daemon=True,
-                                   args=(env["DOCPIPE_DATABASE_URL"],
-                                         env["OPENAI_BASE_URL"], sampling, in_flight))
+        in_flight: list[_Sample] = []
+        sampler = threading.Thread(target=_sample_in_flight, daemon=True, args=(
+            env["DOCPIPE_DATABASE_URL"], env["OPENAI_BASE_URL"],
+            f"http://127.0.0.1:{metrics_port}/metrics", sampling, in_flight))
         sampler.start()
         wall_start = datetime.now(UTC)
         started = time.monotonic()
@@ -293,13 +321,14 @@ def run_docpipe(corpus: Path, work: Path, env: dict[str, str], args: argparse.Na
         moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
         return (moment - wall_start).total_seconds()
 
-    steady = [n for n, _ in in_flight[2:-2]]
-    queued = [n for n, waiting in in_flight if waiting > 0][2:]
+    steady = [sample.on_the_wire for sample in in_flight[2:-2]]
+    queued = [sample for sample in in_flight if sample.waiting > 0][2:]
     return Side("docpipe", seconds, int(calls), cpu, calling_seconds=calling,
                 ingest_seconds=ingest_seconds, ingest_cpu=ingest_cpu, processes=processes,
                 peak_rss_mb=peak_rss, machine_busy=machine_busy,
                 mean_in_flight=sum(steady) / max(len(steady), 1),
-                in_flight_while_queued=sum(queued) / max(len(queued), 1),
+                in_flight_while_queued=sum(s.on_the_wire for s in queued) / max(len(queued), 1),
+                counted_while_queued=sum(s.in_flight for s in queued) / max(len(queued), 1),
                 last_answer_at=since_start(max(ends, default=None)),
                 last_write_at=since_start(last_write), finished_at=since_start(finished),
                 mean_latency_ms=float(latency or 0),
@@ -350,6 +379,12 @@ def main() -> None:
         ours = run_docpipe(corpus, work, env, args)
 
     ratio = ours.per_second / raw.per_second
+
+    def share(calls: float) -> str:
+        return f"{calls:.0f} of {args.concurrency} ({calls / args.concurrency:.0%})"
+
+    counted, answering = share(ours.counted_while_queued), share(ours.in_flight_while_queued)
+    raw_answering = share(raw.in_flight_while_queued)
     calling = ours.calls / ours.calling_seconds if ours.calling_seconds else float("nan")
     command = "python bench/throughput.py " + " ".join(sys.argv[1:])
     text = f"""## Latency-bound throughput against the raw SDK ({time.strftime('%Y-%m-%d')})
@@ -357,8 +392,8 @@ def main() -> None:
 `{command}` on {describe_machine()}: {args.docs:,} memos of {low} to {high} words,
 `summarise`, simulator latency {args.latency_ms} ms (median, p99; log-normal), no rate limits,
 {args.concurrency} calls in flight on each side (docpipe: one `docpipe worker` with its
-defaults, here {ours.processes} engine processes of {args.concurrency // ours.processes} calls
-in flight; PostgreSQL 15, Redis).
+defaults and its metrics served, here {ours.processes} engine processes of
+{args.concurrency // ours.processes} calls in flight; PostgreSQL 15, Redis).
 
 | | documents | seconds | documents/s | CPU per document |
 |---|---|---|---|---|
@@ -379,12 +414,11 @@ in flight; PostgreSQL 15, Redis).
   ({(ours.ingest_cpu or 0) / ours.calls * 1000:.2f} ms per document), while the workers ran.
 - The machine's CPU was {raw.machine_busy:.0%} busy during the raw loop and
   {ours.machine_busy:.0%} during docpipe's run (every process: simulator, PostgreSQL, Redis).
-- docpipe kept {ours.mean_in_flight:.0f} calls in flight on average of its
-  {args.concurrency} (requests the simulator was answering, sampled every 0.5 s), and
-  {ours.in_flight_while_queued:.0f} ({ours.in_flight_while_queued / args.concurrency:.0%}) while
-  items waited to be claimed (from the second second); the raw loop kept
-  {raw.in_flight_while_queued:.0f} ({raw.in_flight_while_queued / args.concurrency:.0%}) \
-while it had calls to start.
+- While items waited to be claimed (from the second second), docpipe had
+  {counted} by its own count (`docpipe_calls_in_flight`: sent, the answer
+  not yet read), and the simulator was answering {answering} of them;
+  {ours.mean_in_flight:.0f} on average over the run (sampled every 0.5 s). The raw loop's
+  calls the simulator was answering while it had calls to start: {raw_answering}.
 - From `docpipe ingest`'s start: the last call started at \
 {ours.first_call_after + (ours.calling_seconds or 0):.1f} s, its last answer came at \
 {ours.last_answer_at:.1f} s, the last item was written at {ours.last_write_at:.1f} s, and the

@@ -23,8 +23,13 @@ from typing import Any
 # Imported now, not first at the session's end by its pytest plugin: CPython 3.11.7's
 # ast.parse (pytest's assertion rewriting of it) can fail with "AST constructor recursion
 # depth mismatch" once a test has run an engine's event-loop thread (CPython gh-106905).
-import hypothesis  # noqa: F401
+import hypothesis
 import pytest
+
+# No per-example deadline: on a loaded machine (two test processes, services, a third of the
+# CPU stolen) a fast example can take a second, and the invariants are what is tested.
+hypothesis.settings.register_profile("docpipe", deadline=None)
+hypothesis.settings.load_profile("docpipe")
 
 # Settings are read from the environment: keep the developer's own out of the tests.
 for _key in list(os.environ):

@@ -62,7 +62,8 @@ class Ticket:
 
 @dataclass(frozen=True)
 class Park:
-    """Not now: come back in ``seconds``. ``reason`` is ``budget`` or ``circuit_open``."""
+    """Not now: come back in ``seconds``. ``reason`` is ``budget``, ``circuit_open`` or
+    ``run_paused``."""
 
     seconds: float
     reason: str

@@ -44,7 +44,7 @@ from workers.db.session import retry_outage, session_scope
 from workers.errors import ItemError
 from workers.items import processing
 from workers.items.decide import Policy, alone_from, decide
-from workers.items.engine import Engine, Voided
+from workers.items.engine import Engine, Halted, Voided, halts
 from workers.items.processing import Outcome, Ready
 from workers.items.rows import known_of
 from workers.items.writer import writer
@@ -191,6 +191,7 @@ def _process_items(submitted: Submitted, *, settings: Settings, engine: Engine,
         slots = engine.take(len(waiting), at_least=engine.in_flight // SLOTS_PER_CLAIM,
                             held_until=held_until)
         chunk, waiting = waiting[:slots], waiting[slots:]
+        claimed_at = time.monotonic()
         try:
             with session_scope() as session:
                 claimed = repo.claim_items(session, chunk, lease_seconds=settings.lease_seconds,
@@ -201,7 +202,7 @@ def _process_items(submitted: Submitted, *, settings: Settings, engine: Engine,
             slots = len(claimed)
             if claimed:
                 group = _Group(list(claimed.values()), settings=settings, engine=engine,
-                               throttle=throttle, submitted=submitted)
+                               throttle=throttle, submitted=submitted, claimed_at=claimed_at)
                 slots = 0  # the group's now: it gives each back
                 group.start()
         finally:
@@ -219,13 +220,14 @@ def _start_alone(item_id: int, submitted: Submitted, *, settings: Settings, engi
     slots = 0
     try:
         slots = engine.take(1)
+        claimed_at = time.monotonic()
         with session_scope() as session:
             item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds,
                                    holder=holding.token())
         if item is None:  # done, or taken by another worker meanwhile
             return
         group = _Group([item], settings=settings, engine=engine, throttle=throttle,
-                       submitted=submitted, on_end=release)
+                       submitted=submitted, claimed_at=claimed_at, on_end=release)
         slots = 0
         release = _nothing  # the group's now
         group.start()
@@ -268,9 +270,11 @@ class _Group:
     """One claimed group, from its requests to its last write. Holds a slot per item."""
 
     def __init__(self, items: list[repo.ClaimedItem], *, settings: Settings, engine: Engine,
-                 throttle: Throttle, submitted: Submitted,
+                 throttle: Throttle, submitted: Submitted, claimed_at: float,
                  on_end: Callable[[], None] = lambda: None) -> None:
         self.items = items
+        #: When the claim began (monotonic): a pause written later was not seen by it.
+        self.claimed_at = claimed_at
         #: Called once the group is done with its items (a suspect's lock let go).
         self.on_end = on_end
         self.settings = settings
@@ -316,8 +320,8 @@ class _Group:
             for future, call in self.pending.items():
                 # Its slot comes back when it ends (at once if it has).
                 future.cancel()
-                future.add_done_callback(lambda _: self.engine.give_back())
-                memory.end_call(call.attempt_id)
+                future.add_done_callback(
+                    lambda f, c=call: self._ended(c, f))  # type: ignore[misc]
             self.pending.clear()
             for item in self.items:
                 if item.id not in self.outcomes:
@@ -429,7 +433,8 @@ class _Group:
             memory.begin_call(call.ready.item.id, call.attempt_id)
             metrics.record_admission(call.ticket.waited)
             future = self.engine.call(
-                call.ready.body, delay=call.ticket.waited,
+                call.ready.body, run_id=call.ready.item.run_id, claimed_at=self.claimed_at,
+                delay=call.ticket.waited,
                 recheck=lambda c=call: self.throttle.still_valid(c.ticket),  # type: ignore[misc]
                 readmit=lambda c=call: self._readmit(c))  # type: ignore[misc]
             self.unused -= 1
@@ -454,12 +459,17 @@ class _Group:
 
     def written(self, futures: list[Future[CallResult | Voided]]) -> None:
         """These calls' answers are written: their slots go back."""
+        for future in futures:
+            self._ended(self.pending.pop(future), future)
+
+    def _ended(self, call: _Call, future: Future[CallResult | Voided]) -> None:
         # The memory guard names a call until its answer is written: reading a huge answer
         # is what takes a process past its limit.
-        for future in futures:
-            memory.end_call(self.pending.pop(future).attempt_id)
-        self.engine.give_back(len(futures))
-
+        memory.end_call(call.attempt_id)
+        if not future.cancelled() and future.exception() is None \
+                and halts(future.result()):
+            self.engine.halt_written(call.ready.item.run_id)
+        self.engine.give_back()
 
     def write_voided(self, voided: list[tuple[_Call, object]]) -> None:
         """Calls never sent: their rows go, and their items park or are refused."""
@@ -469,6 +479,10 @@ class _Group:
             for call, admission in voided:
                 item = call.ready.item
                 repo.drop_attempt(session, call.attempt_id)
+                if isinstance(admission, Halted):
+                    # Back with a message: claimed again once its run is resumed (or at
+                    # once, if it never was paused: the halting item was another's).
+                    admission = Park(0.0, "run_paused")
                 if isinstance(admission, Park):
                     with processing.item_context(item):
                         written[item.id] = processing.write_park(session, item, admission,

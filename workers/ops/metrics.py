@@ -64,7 +64,8 @@ LIMITER_WAIT = Histogram(
     buckets=WAIT_BUCKETS)
 PARKED = Counter(
     "docpipe_items_parked", "Items put back to wait for longer than an inline wait, by reason: "
-    "budget (rate limits) or circuit_open.", ["reason"])
+    "budget (rate limits) or circuit_open; or unsent because a call of their run met a "
+    "run-wide error: run_paused.", ["reason"])
 OUTCOMES = Counter(
     "docpipe_item_deliveries", "Item deliveries handled, by queue and outcome (succeeded, "
     "reused, failed, retry, waiting, paused, skipped).", ["queue", "outcome"])
