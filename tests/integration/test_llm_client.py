@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -18,16 +20,33 @@ from workers.errors import (
     TransientError,
     Usage,
 )
-from workers.llm.client import ResponsesClient
+from workers.llm.client import AsyncResponsesClient, CallResult
 from workers.llm.pricing import cost_usd, price_for
 from workers.runtime.embedded import free_port
 
 TEXT = "Acme Widgets Ltd sold ten widgets to Globex Corporation for $500.00 on 3 May 2025."
 
 
+class Client:
+    """The engine's client, one call at a time from a test: each call on a loop of its own."""
+
+    def __init__(self, base_url: str, *, key: str = "sk-test", timeout: float = 10) -> None:
+        self.base_url, self.key, self.timeout = base_url, key, timeout
+
+    def create(self, body: dict[str, Any]) -> CallResult:
+        async def once() -> CallResult:
+            client = AsyncResponsesClient(api_key=self.key, base_url=self.base_url,
+                                          timeout=self.timeout)
+            try:
+                return await client.create(body)
+            finally:
+                await client.close()
+        return asyncio.run(once())
+
+
 def client_for(simulator: SimulatorProcess, *, key: str = "sk-test", timeout: float = 10
-               ) -> ResponsesClient:
-    return ResponsesClient(api_key=key, base_url=simulator.base_url, timeout=timeout)
+               ) -> Client:
+    return Client(simulator.base_url, key=key, timeout=timeout)
 
 
 def test_success_carries_usage_ids_and_latency(simulator: SimulatorProcess) -> None:
@@ -92,8 +111,7 @@ def test_timeout_and_refused_connection_are_transient(simulator: SimulatorProces
     simulator.configure(timeout_rate=1.0, timeout_seconds=2)
     slow = client_for(simulator, timeout=0.5).create(SUMMARISE.request(TEXT)).error
     assert isinstance(slow, TransientError) and slow.code == "timeout"
-    nobody = ResponsesClient(api_key="sk", base_url=f"http://127.0.0.1:{free_port()}/v1",
-                             timeout=2)
+    nobody = Client(f"http://127.0.0.1:{free_port()}/v1", key="sk", timeout=2)
     refused = nobody.create(SUMMARISE.request(TEXT)).error
     assert isinstance(refused, TransientError) and refused.code == "connection_error"
 

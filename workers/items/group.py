@@ -506,16 +506,10 @@ class _Group:
                 self.outcomes[item.id] = Outcome("skipped")
 
     def hand_up(self, done: list[repo.ClaimedItem]) -> None:
-        """After the results' commit: queue each reduce whose last part this was."""
-        children = [item for item in done if item.parent_id is not None]
-        if not children:
-            return
-        with session_scope() as session:
-            for item in children:
-                assert item.parent_id is not None
-                if repo.unblock_parent(session, item.parent_id):
-                    outcome = self.outcomes[item.id]
-                    self.outcomes[item.id] = Outcome(outcome.status, send=(item.parent_id,))
+        """After the results' commit: each reduce whose last part this was is sent with the
+        part's follow-up."""
+        for item_id, parent_id in processing.hand_up(done).items():
+            self.outcomes[item_id] = replace(self.outcomes[item_id], send=(parent_id,))
 
     def _finish_runs(self) -> None:
         # After the group's last commit (see processing.finish_run_if_done), for the runs

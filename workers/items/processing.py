@@ -339,6 +339,22 @@ def over_budget(item: repo.ClaimedItem, reserve: Decimal) -> BudgetExhaustedErro
         f"{usd(reserve)}.", code="budget_exhausted")
 
 
+def hand_up(done: list[repo.ClaimedItem]) -> dict[int, int]:
+    """After the results' commit: unblock each reduce whose last part one of ``done`` was.
+    Returns the parent id to send, by the id of the part that completed it (the live path
+    sends it; the Batch API's next tick takes it)."""
+    children = [item for item in done if item.parent_id is not None]
+    if not children:
+        return {}
+    ready: dict[int, int] = {}
+    with session_scope() as session:
+        for item in children:
+            assert item.parent_id is not None
+            if repo.unblock_parent(session, item.parent_id):
+                ready[item.id] = item.parent_id
+    return ready
+
+
 def finish_run_if_done(run_id: int) -> None:
     # In its own transaction, after the item's commit: of items finishing concurrently, the
     # last to commit then sees all the others terminal. Checked inside the item's own

@@ -51,37 +51,9 @@ class CallResult:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class ResponsesClient:
-    """Calls ``POST /v1/responses`` and turns every outcome into a :class:`CallResult`."""
-
-    def __init__(self, *, api_key: str, base_url: str | None, timeout: float) -> None:
-        self._client = openai.OpenAI(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
-        )
-
-    @property
-    def sdk(self) -> openai.OpenAI:
-        """The SDK client, for the Files and Batch APIs (two SDK retries there)."""
-        return self._client.with_options(max_retries=2)
-
-    def create(self, body: dict[str, Any]) -> CallResult:
-        """Send one request; never raises for API or network failures."""
-        started, clock = utcnow(), time.perf_counter()
-        try:
-            raw = self._client.post(RESPONSES, body=body, cast_to=openai.APIResponse[Response])
-            latency = _ms_since(clock)
-            response = raw.parse()
-        except openai.OpenAIError as exc:
-            return _failed(exc, body, started, clock)
-        return _answered(raw, response, body, started, latency)
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
-
-
 class AsyncResponsesClient:
-    """:class:`ResponsesClient` on ``AsyncOpenAI``, for the item engine's event loop."""
+    """Calls ``POST /v1/responses`` and turns every outcome into a :class:`CallResult`: the
+    model client of the item engine's event loop, on ``AsyncOpenAI``."""
 
     def __init__(self, *, api_key: str, base_url: str | None, timeout: float) -> None:
         self._client = openai.AsyncOpenAI(
@@ -196,15 +168,17 @@ def output_text(response: Response) -> str:
     return "".join(texts)
 
 
-_clients: PerProcess[None, ResponsesClient] = PerProcess()
+_sdks: PerProcess[None, openai.OpenAI] = PerProcess()
 
 
-def get_client(settings: Settings) -> ResponsesClient:
-    """This process's client (one connection pool per process, shared by its threads)."""
+def files_and_batches(settings: Settings) -> openai.OpenAI:
+    """This process's synchronous SDK client for the Files and Batch APIs (one connection
+    pool per process, two SDK retries). Model calls go through the item engine's
+    :class:`AsyncResponsesClient`."""
     key = api_key(settings)
-    return _clients.get(None, lambda: ResponsesClient(
+    return _sdks.get(None, lambda: openai.OpenAI(
         api_key=key, base_url=settings.openai_base_url,
-        timeout=settings.request_timeout_seconds))
+        timeout=settings.request_timeout_seconds, max_retries=2))
 
 
 def api_key(settings: Settings) -> str:

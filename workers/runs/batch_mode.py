@@ -121,7 +121,7 @@ def _submit_group(settings: Settings, client: openai.OpenAI, run_id: int,
             with session_scope() as session:
                 repo.reuse_result(session, item.id, item.stored_result_id)
             report.reused += 1
-            _after_success(item)
+            processing.hand_up([item])
             continue
         if isinstance(prepared, ItemError):
             with session_scope() as session:
@@ -276,7 +276,7 @@ def _take_line(settings: Settings, item: repo.ClaimedItem, batch_id: int,
             repo.record_attempt(session, answer.attempt)
             outcome = _apply(session, item, decision, go_live=go_live)
     if outcome == "succeeded":
-        _after_success(item)
+        processing.hand_up([item])  # the next tick sends a reduce it completed
     return outcome
 
 
@@ -351,9 +351,3 @@ def _parse_response(body: dict[str, Any]) -> Response | None:
             return Response.model_validate({k: v for k, v in body.items() if k not in bad})
         except ValidationError:
             return None
-
-
-def _after_success(item: repo.ClaimedItem) -> None:
-    if item.parent_id is not None:
-        with session_scope() as session:
-            repo.unblock_parent(session, item.parent_id)  # the next tick sends the reduce

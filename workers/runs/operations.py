@@ -49,9 +49,9 @@ def cancel(run_id: int, *, settings: Settings) -> Cancelled:
             raise RunNotFound(run_id)
         open_batches = repo.cancel_run(session, run_id)
     if open_batches:
-        from workers.llm.client import get_client
+        from workers.llm.client import files_and_batches
 
-        sdk = get_client(settings).sdk
+        sdk = files_and_batches(settings)
         for provider_id in open_batches:
             sdk.batches.cancel(provider_id)
     with session_scope() as session:

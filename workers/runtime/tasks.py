@@ -20,7 +20,7 @@ from workers.errors import ItemsFailed, ScheduleBusy
 from workers.items import group
 from workers.items.engine import item_engine
 from workers.items.processing import Outcome
-from workers.llm.client import get_client
+from workers.llm.client import files_and_batches
 from workers.ops import metrics
 from workers.runs import reconcile
 from workers.runtime.celery_app import Queue, TaskName, app
@@ -178,7 +178,7 @@ def batch_tick() -> dict[str, int]:
     if not lock.acquire():
         return {}
     try:
-        report = batches.tick(settings, get_client(settings).sdk, send_items)
+        report = batches.tick(settings, files_and_batches(settings), send_items)
     finally:
         try:
             lock.release()

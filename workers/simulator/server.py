@@ -97,6 +97,10 @@ class Simulator:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
+        # Flex capacity draws from its own stream: drawn from the shared one, which requests'
+        # other draws interleave with as they arrive, a run of 20 calls at a rate of 0.3
+        # could meet no refusal at all.
+        self.flex_rng = random.Random(f"{config.seed}:flex")
         self.limits = Limits(config.rpm, config.tpm, config.limit_window_seconds)
         self.stats: Counter[str] = Counter()
         #: Requests being answered now.
@@ -118,6 +122,7 @@ class Simulator:
                                  self.config.limit_window_seconds)
         if "seed" in changes:
             self.rng = random.Random(self.config.seed)
+            self.flex_rng = random.Random(f"{self.config.seed}:flex")
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BATCH_FILE_BYTES + 1024 * 1024)
@@ -287,7 +292,7 @@ class Simulator:
                           "https://platform.openai.com/docs/guides/error-codes/api-errors.",
                           "insufficient_quota", "insufficient_quota", headers=headers)
         if body.get("service_tier") == "flex" and config.flex_unavailable_rate and \
-                self.rng.random() < config.flex_unavailable_rate:
+                self.flex_rng.random() < config.flex_unavailable_rate:
             # Not charged and not a rate limit: no x-ratelimit headers move. The docs name the
             # message only; the code here is a guess, which is why docpipe matches both.
             self.stats["flex_unavailable"] += 1
