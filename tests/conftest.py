@@ -8,6 +8,7 @@ tests run as root). Where PostgreSQL cannot be started, its tests skip locally a
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -97,13 +98,22 @@ POSTGRES_PASSWORD = "pg-canary-7f3a9c"
 PG_CONTROL: dict[str, list[str]] = {}
 
 
-def restart_postgres(down_seconds: float = 1.0) -> None:
-    """Crash-stop the session's PostgreSQL server and start it again."""
+@contextlib.contextmanager
+def postgres_down() -> Iterator[None]:
+    """Crash-stop (``-m immediate``) the session's PostgreSQL server for the block."""
     if not PG_CONTROL:
         pytest.skip("PostgreSQL is external (DOCPIPE_TEST_POSTGRES_URL): cannot restart it")
     subprocess.run(PG_CONTROL["stop"], check=True, capture_output=True)
-    time.sleep(down_seconds)
-    subprocess.run(PG_CONTROL["start"], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(PG_CONTROL["start"], check=True, capture_output=True)
+
+
+def restart_postgres(down_seconds: float = 1.0) -> None:
+    """Crash-stop the session's PostgreSQL server and start it again."""
+    with postgres_down():
+        time.sleep(down_seconds)
 
 
 @pytest.fixture(scope="session")

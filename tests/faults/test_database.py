@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
-from tests.conftest import restart_postgres
+from sqlalchemy import func, select
+
+from tests.conftest import postgres_down, restart_postgres
 from tests.support.accounting import assert_accounted_for
 from tests.support.corpus import write_corpus
 from tests.support.stack import Stack
 from tests.support.waiting import wait_until
+from workers.db.models import Item
+from workers.db.session import session_scope
 
 
 def test_postgres_restarted_immediately_during_writes(stack: Stack, tmp_path: Path) -> None:
@@ -25,4 +31,35 @@ def test_postgres_restarted_immediately_during_writes(stack: Stack, tmp_path: Pa
     assert report.succeeded == 60 and report.failed == 0
     for worker in stack.workers:
         assert worker.process is not None and worker.process.poll() is None
+    assert_accounted_for(stack, run_id)
+
+
+def test_a_task_that_cannot_claim_puts_its_message_back(stack: Stack, tmp_path: Path) -> None:
+    # The database is away when the messages come. Each task waits for it as long as a holder
+    # may be silent, then puts its message back on the queue, so once the database answers
+    # the run ends: no beat here to send anything again, and the broker's visibility timeout
+    # is an hour. Nothing is counted as a lost worker.
+    write_corpus(tmp_path / "corpus", 20)
+    stack.settings |= {"heartbeat_seconds": 0.5, "holder_timeout_seconds": 2,
+                       "db_idle_transaction_seconds": 1}
+    stack.start_workers(1)
+    worker = stack.workers[0]
+    assert worker.process is not None
+    wait_until(lambda: " ready." in worker.log(), timeout=60, what="the worker to be ready")
+    os.killpg(worker.process.pid, signal.SIGSTOP)  # the messages wait in the broker
+    try:
+        run_id = stack.ingest(tmp_path / "corpus")["run_id"]
+        with postgres_down():
+            os.killpg(worker.process.pid, signal.SIGCONT)
+            # Until a task gave up waiting: its message goes back (or, were it acknowledged as
+            # a failure, its items would wait an hour for the visibility timeout).
+            wait_until(lambda: any(line in worker.log() for line in (
+                "go back on docpipe.live", "raised unexpected")),
+                timeout=60, what="a task to give up its claim")
+    finally:
+        os.killpg(worker.process.pid, signal.SIGCONT)
+    report = stack.wait_for(run_id, timeout=60)
+    assert report.succeeded == 20 and report.failed == 0
+    with session_scope(stack.database_url) as s:
+        assert s.scalar(select(func.sum(Item.worker_losses)).where(Item.run_id == run_id)) == 0
     assert_accounted_for(stack, run_id)

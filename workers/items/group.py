@@ -193,11 +193,13 @@ def _process_items(submitted: Submitted, *, settings: Settings, engine: Engine,
         chunk, waiting = waiting[:slots], waiting[slots:]
         claimed_at = time.monotonic()
         try:
-            with session_scope() as session:
-                claimed = repo.claim_items(session, chunk, lease_seconds=settings.lease_seconds,
-                                           holder=holding.token(), alone_from=alone)
-                suspects += repo.suspects_among(
-                    session, [i for i in chunk if i not in claimed], alone_from=alone)
+            # A database restart is waited out for as long as a holder may be silent; past
+            # that the error goes up, and the task puts its message back (nothing of it is
+            # claimed but what this process holds).
+            claimed, found = retry_outage(lambda c=chunk: _claim(c, settings, alone),  # type: ignore[misc]
+                                          seconds=settings.holder_timeout_seconds,
+                                          what="claiming items")
+            suspects += found
             engine.give_back(slots - len(claimed))
             slots = len(claimed)
             if claimed:
@@ -211,6 +213,23 @@ def _process_items(submitted: Submitted, *, settings: Settings, engine: Engine,
         _start_alone(item_id, submitted, settings=settings, engine=engine, throttle=throttle)
 
 
+def _claim(chunk: list[int], settings: Settings, alone: int
+           ) -> tuple[dict[int, repo.ClaimedItem], list[int]]:
+    """One transaction: the claim of ``chunk``, and the suspects among those not claimed."""
+    with session_scope() as session:
+        claimed = repo.claim_items(session, chunk, lease_seconds=settings.lease_seconds,
+                                   holder=holding.token(), alone_from=alone)
+        suspects = repo.suspects_among(session, [i for i in chunk if i not in claimed],
+                                       alone_from=alone)
+    return claimed, suspects
+
+
+def _claim_alone(item_id: int, settings: Settings) -> repo.ClaimedItem | None:
+    with session_scope() as session:
+        return repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds,
+                               holder=holding.token())
+
+
 def _start_alone(item_id: int, submitted: Submitted, *, settings: Settings, engine: Engine,
                  throttle: Throttle) -> None:
     """A suspect, as a group of one: one at a time in the whole worker (all of its processes
@@ -221,9 +240,8 @@ def _start_alone(item_id: int, submitted: Submitted, *, settings: Settings, engi
     try:
         slots = engine.take(1)
         claimed_at = time.monotonic()
-        with session_scope() as session:
-            item = repo.claim_item(session, item_id, lease_seconds=settings.lease_seconds,
-                                   holder=holding.token())
+        item = retry_outage(lambda: _claim_alone(item_id, settings),
+                            seconds=settings.holder_timeout_seconds, what="claiming an item")
         if item is None:  # done, or taken by another worker meanwhile
             return
         group = _Group([item], settings=settings, engine=engine, throttle=throttle,

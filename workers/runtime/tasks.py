@@ -10,12 +10,14 @@ from typing import Any
 
 import redis
 from celery import Task
+from celery.exceptions import Reject
 from celery.worker.request import Request
 
 import pipelines
 from workers.admission.scripts import redis_client
 from workers.admission.throttle import get_throttle
 from workers.db.models import utcnow
+from workers.db.session import is_outage
 from workers.errors import ItemsFailed, ScheduleBusy
 from workers.items import group
 from workers.items.engine import item_engine
@@ -68,6 +70,8 @@ def process_group(self: Task, item_ids: int | list[int]) -> str:  # type: ignore
     Raises:
         ItemsFailed: items ended failed (after their decisions were written) before the task
             returned, so the task is a failure in Celery's events and Flower.
+        Reject: the database could not be reached to claim the items: the message goes back
+            on its queue.
 
     Returns:
         The items' statuses, or :data:`DETACHED` while their calls are out (the end is
@@ -84,8 +88,18 @@ def process_group(self: Task, item_ids: int | list[int]) -> str:  # type: ignore
         if detached:
             report_end(task_id, hostname, outcomes, runtime=time.monotonic() - started)
 
-    submitted = group.process_items(ids, settings=settings, engine=item_engine(settings),
-                                    throttle=get_throttle(settings), on_done=on_done)
+    try:
+        submitted = group.process_items(ids, settings=settings, engine=item_engine(settings),
+                                        throttle=get_throttle(settings), on_done=on_done)
+    except Exception as exc:
+        if is_outage(exc):
+            # The database stayed away past the claim's wait: the message goes back on its
+            # queue (the items this process claimed before are skipped when it comes again),
+            # instead of being acknowledged with its items unclaimed and no message left.
+            log.warning("items %s go back on %s: the database could not be reached (%s)",
+                        ids, queue, type(exc).__name__)
+            raise Reject(exc, requeue=True) from exc
+        raise
     if submitted.detach():
         return DETACHED
     failed = failures(submitted.outcomes)
