@@ -63,3 +63,29 @@ def test_a_task_that_cannot_claim_puts_its_message_back(stack: Stack, tmp_path: 
     with session_scope(stack.database_url) as s:
         assert s.scalar(select(func.sum(Item.worker_losses)).where(Item.run_id == run_id)) == 0
     assert_accounted_for(stack, run_id)
+
+
+def test_answers_unwritable_through_an_outage_are_released_when_it_ends(
+        stack: Stack, tmp_path: Path) -> None:
+    # The database goes away with calls in flight and stays away until the writer gives up
+    # on their answers. The worker keeps those items (held, their leases renewed) and
+    # releases them as soon as the database answers, instead of letting their leases run
+    # out: the run ends, and the outage counts no lost worker.
+    write_corpus(tmp_path / "corpus", 8)
+    stack.simulator.configure(latency_ms=500, latency_sigma=0.1)
+    stack.settings |= {"heartbeat_seconds": 0.5, "holder_timeout_seconds": 2,
+                       "db_idle_transaction_seconds": 1, "lease_seconds": 20,
+                       "visibility_timeout_seconds": 60}
+    stack.start_workers(1, beat=True)
+    worker = stack.workers[0]
+    run_id = stack.ingest(tmp_path / "corpus")["run_id"]
+    wait_until(lambda: stack.report(run_id).attempts_by_outcome.get("in_flight", 0) >= 4,
+               timeout=60, what="calls in flight")
+    with postgres_down():
+        wait_until(lambda: "could not release item" in worker.log(), timeout=60,
+                   what="the writer to give up an answer")
+    report = stack.wait_for(run_id, timeout=90)
+    assert report.succeeded == 8 and report.failed == 0
+    with session_scope(stack.database_url) as s:
+        assert s.scalar(select(func.sum(Item.worker_losses)).where(Item.run_id == run_id)) == 0
+    assert_accounted_for(stack, run_id)

@@ -91,6 +91,59 @@ class OpenRuns:
 _open_runs: PerProcess[None, OpenRuns] = PerProcess()
 
 
+class Unreleased:
+    """Items this process could not release after an error in docpipe's services (the
+    database away past every wait): held still, their leases renewed by the heartbeat, and
+    released by it (:meth:`release`) once the database answers.
+
+    A live holder that let an item's lease run out would leave it for the lease's length (10
+    minutes by default), and its next claim would count a lost worker for what was an
+    outage.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[int, tuple[repo.ClaimedItem, Exception]] = {}
+
+    def keep(self, item: repo.ClaimedItem, exc: Exception) -> None:
+        with self._lock:
+            if item.id in self._items:
+                return
+            self._items[item.id] = (item, exc)
+        holding.hold([item.id])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def release(self, settings: Settings) -> int:
+        """Write the releases kept, until one fails (the database is still away: the next
+        call tries again). Returns how many were written."""
+        with self._lock:
+            kept = list(self._items.values())
+        written = 0
+        for item, exc in kept:
+            try:
+                processing.write_release(item, exc, settings=settings)
+            except Exception as error:
+                log.info("%d items still wait for their release (%s)", len(kept) - written,
+                         type(error).__name__)
+                break
+            with self._lock:
+                self._items.pop(item.id, None)
+            holding.release([item.id])
+            written += 1
+        return written
+
+
+_unreleased: PerProcess[None, Unreleased] = PerProcess()
+
+
+def unreleased() -> Unreleased:
+    """This process's :class:`Unreleased`."""
+    return _unreleased.get(None, Unreleased)
+
+
 def open_runs() -> OpenRuns:
     """This process's :class:`OpenRuns`."""
     return _open_runs.get(None, OpenRuns)
@@ -341,10 +394,7 @@ class _Group:
                 future.add_done_callback(
                     lambda f, c=call: self._ended(c, f))  # type: ignore[misc]
             self.pending.clear()
-            for item in self.items:
-                if item.id not in self.outcomes:
-                    self.outcomes[item.id] = processing.release_after(
-                        item, exc, settings=self.settings)
+            self.release([item for item in self.items if item.id not in self.outcomes], exc)
             return False
         finally:
             self.engine.give_back(self.unused)  # slots no call took
@@ -514,13 +564,13 @@ class _Group:
     def release(self, items: list[repo.ClaimedItem], exc: Exception) -> None:
         """Items whose answers could not be written: released after the error, as
         :func:`workers.items.processing.release_after` does. When not even that can be
-        written, their leases expire (this process lets go of them) and the sweep sends
-        them again."""
+        written, this process keeps them (:class:`Unreleased`) until it can be."""
         for item in items:
             try:
                 self.outcomes[item.id] = processing.release_after(item, exc,
                                                                   settings=self.settings)
             except Exception:
+                unreleased().keep(item, exc)
                 self.outcomes[item.id] = Outcome("skipped")
 
     def hand_up(self, done: list[repo.ClaimedItem]) -> None:

@@ -98,34 +98,42 @@ def release_after(item: repo.ClaimedItem, exc: Exception, *, settings: Settings)
     """Release a claimed item after ``exc``, an error in docpipe's own services, as decided.
 
     Its call, if one was in flight, is recorded as cut short. Raises ``exc`` again when even
-    the release cannot be written: the item's lease then expires.
+    the release cannot be written (the caller keeps the item until it can be:
+    :func:`write_release`).
     """
-    error = InfrastructureError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__)
-    error.item_id = item.id
-    log.warning("item %s released after an error in docpipe's services: %s", item.id,
-                error.message, exc_info=True,
+    log.warning("item %s released after an error in docpipe's services: %s: %s", item.id,
+                type(exc).__name__, exc, exc_info=True,
                 extra={"item_id": item.id, "run_id": item.run_id})
     try:
-        with session_scope() as session:
-            if repo.taken_over(session, [item.id], holder=holding.token()):
-                # Found dead meanwhile: the item and its calls are another worker's now.
-                return Outcome("skipped")
-            decision = decide(known_of(session, item, error), Policy.of(settings))
-            give_up = isinstance(decision, FailWith)
-            # A call cut short by the error is paid for, perhaps, but has no answer.
-            repo.close_lost_attempts(session, item.id, code=error.code,
-                                     message=clip(f"the call was cut short: {exc}"))
-            released = repo.release_after_error(
-                session, item.id, error_class=error.error_class, code=error.code,
-                message=decision.message if isinstance(decision, FailWith)
-                else clip(error.message),
-                retry_at=utcnow() + timedelta(seconds=decision.seconds)
-                if isinstance(decision, RetryAfter) else None)
-            if released and isinstance(decision, FailWith) and decision.ancestors:
-                fail_ancestors(session, item, decision)
-    except Exception:
-        log.exception("could not release item %s; its lease will expire", item.id)
+        return write_release(item, exc, settings=settings)
+    except Exception as error:
+        log.error("could not release item %s (%s); it is held until the release is written",
+                  item.id, type(error).__name__)
         raise exc from None
+
+
+def write_release(item: repo.ClaimedItem, exc: Exception, *, settings: Settings) -> Outcome:
+    """The release of :func:`release_after`, written in one transaction; raises what the
+    database raised when it cannot be."""
+    error = InfrastructureError(f"{type(exc).__name__}: {exc}", code=type(exc).__name__)
+    error.item_id = item.id
+    with session_scope() as session:
+        if repo.taken_over(session, [item.id], holder=holding.token()):
+            # Found dead meanwhile: the item and its calls are another worker's now.
+            return Outcome("skipped")
+        decision = decide(known_of(session, item, error), Policy.of(settings))
+        give_up = isinstance(decision, FailWith)
+        # A call cut short by the error is paid for, perhaps, but has no answer.
+        repo.close_lost_attempts(session, item.id, code=error.code,
+                                 message=clip(f"the call was cut short: {exc}"))
+        released = repo.release_after_error(
+            session, item.id, error_class=error.error_class, code=error.code,
+            message=decision.message if isinstance(decision, FailWith)
+            else clip(error.message),
+            retry_at=utcnow() + timedelta(seconds=decision.seconds)
+            if isinstance(decision, RetryAfter) else None)
+        if released and isinstance(decision, FailWith) and decision.ancestors:
+            fail_ancestors(session, item, decision)
     if give_up and released:
         finish_run_if_done(item.run_id)
         return Outcome("failed", code=error.code)

@@ -21,9 +21,11 @@ living process received is stray (its consumer died before it could note it, or 
 restart kept the delivery and lost the consumer's connection): it is put back too.
 
 A database outage only delays the beats: the thread logs once, keeps trying, and says when
-it is back. A process judges others only once its own beats have gone on without a gap for
-a whole holder timeout: after an outage (or after this process was stopped) every row looks
-old, and the live workers must have beaten again before anyone is found dead.
+it is back; then it writes the releases this process could not write meanwhile (the items
+stay held, and their leases renewed, until then). A process judges others only once its own
+beats have gone on without a gap for a whole holder timeout: after an outage (or after this
+process was stopped) every row looks old, and the live workers must have beaten again before
+anyone is found dead.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -140,6 +143,7 @@ class Heartbeat:
         self.last_ok = now
         if self.consumer:
             self._prune_deliveries()
+        self._release_kept()
         if self.publish is not None and may_sweep(self.up_since, now,
                                                   settings.holder_timeout_seconds):
             try:
@@ -147,6 +151,16 @@ class Heartbeat:
             except Exception as exc:  # the next beat sweeps again
                 log.warning("the dead-holder sweep failed (%s)", _brief(exc))
         return True
+
+    def _release_kept(self) -> None:
+        """The releases this process could not write during an outage, written now that the
+        database answers (:class:`workers.items.group.Unreleased`)."""
+        group = sys.modules.get("workers.items.group")
+        if group is None:  # no item was ever claimed here, so none is kept (and no import)
+            return
+        kept = group.unreleased()
+        if len(kept) and (released := kept.release(self.settings)):
+            log.info("released %d items held through a database outage", released)
 
     def _prune_deliveries(self) -> None:
         try:
