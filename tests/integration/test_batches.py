@@ -121,13 +121,10 @@ def test_a_part_refused_at_submit_fails_its_reduces_and_ends_the_run(
     assert tick.failed == len(parts) and tick.submitted_items == 0
 
 
-def test_a_429_line_is_rate_limited_as_live_and_waits_for_the_next_batch(
-        migrated_db: str, configure: Any, simulator: SimulatorProcess, tmp_path: Path) -> None:
-    """A 429 in a batch line means what it means live: rate limited, never the item's fault."""
-    from workers.db.models import Attempt
-
+def _one_item_in_a_batch(settings: Any, simulator: SimulatorProcess, tmp_path: Path
+                         ) -> tuple[Any, Item, int, batches.TickReport]:
+    """A batch-mode run of one document, submitted: its report, item, batch id and tick."""
     write_corpus(tmp_path / "corpus", 1)
-    settings = get_settings()
     report = ingest([str(tmp_path / "corpus")], SUMMARISE, settings=settings, publish=hold,
                     queue="docpipe.nightly", mode="batch")
     tick = batches.TickReport()
@@ -136,6 +133,16 @@ def test_a_429_line_is_rate_limited_as_live_and_waits_for_the_next_batch(
         item = s.scalars(select(Item).where(Item.run_id == report.run_id)).one()
         batch_id = item.batch_id
     assert batch_id is not None
+    return report, item, batch_id, tick
+
+
+def test_a_429_line_is_rate_limited_as_live_and_waits_for_the_next_batch(
+        migrated_db: str, configure: Any, simulator: SimulatorProcess, tmp_path: Path) -> None:
+    """A 429 in a batch line means what it means live: rate limited, never the item's fault."""
+    from workers.db.models import Attempt
+
+    settings = get_settings()
+    report, item, batch_id, tick = _one_item_in_a_batch(settings, simulator, tmp_path)
     line = {"custom_id": f"item-{item.id}", "response": {
         "status_code": 429, "request_id": "req_1",
         "body": {"error": {"message": "Rate limit reached", "type": "requests",
@@ -155,16 +162,8 @@ def test_a_truncated_answer_in_a_batch_line_gets_its_repair_in_the_next_batch(
     the same way, not a crash of the collector."""
     from workers.db.models import Attempt
 
-    write_corpus(tmp_path / "corpus", 1)
     settings = get_settings()
-    report = ingest([str(tmp_path / "corpus")], SUMMARISE, settings=settings, publish=hold,
-                    queue="docpipe.nightly", mode="batch")
-    tick = batches.TickReport()
-    batches.submit(settings, openai.OpenAI(api_key="sk-test", base_url=simulator.base_url), tick)
-    with session_scope() as s:
-        item = s.scalars(select(Item).where(Item.run_id == report.run_id)).one()
-        batch_id = item.batch_id
-    assert batch_id is not None
+    report, item, batch_id, tick = _one_item_in_a_batch(settings, simulator, tmp_path)
     body = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4.1-mini",
             "output": [], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
             "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"},
