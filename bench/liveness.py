@@ -8,9 +8,18 @@ fault to the first worker's whole process group:
 - ``kill``: SIGKILL; the worker is not started again;
 - ``stop``: SIGSTOP, then SIGCONT ``--stop-seconds`` later;
 - ``none``: nothing (the baseline: when the run would have ended anyway);
+- ``postgres``: PostgreSQL stopped at once (``pg_ctl -m immediate``: SIGQUIT, as a crash or
+  a failover) and started again ``--down`` seconds later; the time is counted from its
+  return;
+- ``redis``: Redis killed with SIGKILL and started again on its AOF, on the same port,
+  ``--down`` seconds later; counted from its return;
 - ``poison``: one of the documents is poison: the simulator holds its call open, and
   whichever worker holds it is killed and started again, as if that document killed it,
   until the item is quarantined (the time is then counted from its first claim).
+
+Throughout, a sampler reads PostgreSQL's sessions every 0.1 s and keeps the longest time a
+claim (and any other statement) of docpipe's waited on a lock: a stopped worker must never
+hold a lock another's claim waits on.
 
 With ``--beat`` the second worker also runs beat (the reconciler). Prints, and with
 ``--record`` appends to ``docs/reliability.md``: the seconds from the fault to the run's end,
@@ -30,6 +39,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from contextlib import ExitStack
@@ -43,7 +53,8 @@ sys.path.insert(0, str(ROOT))
 from corpus import write_corpus  # noqa: E402
 from record import describe_machine, emit  # noqa: E402
 from soak import Services, counts, start_services  # noqa: E402
-from sqlalchemy import func, select, text  # noqa: E402
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy.exc import DBAPIError  # noqa: E402
 
 from tests.support.accounting import assert_accounted_for  # noqa: E402
 from tests.support.corpus import input_keys  # noqa: E402
@@ -68,6 +79,49 @@ class Figures:
     worker_losses: int
     attempts: int
     by_outcome: dict[str, int]
+    #: Seconds from the service's return to the run's end (``postgres``, ``redis``).
+    after_return: float | None = None
+    #: The longest a claim, and any statement, of docpipe's was seen waiting on a lock.
+    longest_claim_wait: float = 0.0
+    longest_lock_wait: float = 0.0
+    longest_lock_waiter: str = ""
+
+
+class LockWaits:
+    """Samples PostgreSQL's sessions every 0.1 s in a thread of its own: the longest lock
+    wait of a claim (docpipe's conditional ``UPDATE items`` that sets the holder) and of any
+    statement."""
+
+    def __init__(self, database_url: str) -> None:
+        self.engine = create_engine(database_url, pool_pre_ping=True)
+        self.claim = 0.0
+        self.any = 0.0
+        self.waiter = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        query = text("SELECT query, extract(epoch FROM clock_timestamp() - query_start) "
+                     "FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                     "AND datname = current_database()")
+        while not self._stop.wait(0.1):
+            try:
+                with self.engine.connect() as connection:
+                    rows = connection.execute(query).all()
+            except DBAPIError:  # the database is away (the postgres fault)
+                continue
+            for statement, seconds in rows:
+                seconds = float(seconds or 0)
+                if "holder=" in statement and statement.lstrip().startswith("UPDATE items"):
+                    self.claim = max(self.claim, seconds)
+                if seconds > self.any:
+                    self.any, self.waiter = seconds, " ".join(statement.split())[:80]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.engine.dispose()
 
 
 #: The poison document's text; the simulator holds open every call that carries it.
@@ -82,8 +136,9 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
         (corpus / "poison.txt").write_text(POISON)
     work.chmod(0o755)  # initdb runs as the postgres user when this runs as root
     with ExitStack() as stack:
-        database_url, redis, sim_port = start_services(stack, work,
-                                                       latency_ms=args.latency_ms, seed=5)
+        cluster, redis, sim_port = start_services(stack, work,
+                                                  latency_ms=args.latency_ms, seed=5)
+        database_url = cluster.url
         if poisoned:
             # Its call is held open until the kill, so no claim of it goes unseen.
             configure = urllib.request.Request(
@@ -107,20 +162,28 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
         run_id = int(json.loads(ingest.stdout)["run_id"])
         if args.fault == "poison":
             return poison(args, database_url, run_id, workers)
+        waits = LockWaits(database_url)
+        stack.callback(waits.stop)
         faulted_at: float | None = None
+        returned_at: float | None = None
+        any_victim = args.fault in ("none", "postgres", "redis")
         fault_done = 0
         done_before: list[int] = []
         victim = workers[0].process
         assert victim is not None
         continued = args.fault != "stop"
         while True:
-            status = counts(database_url, run_id)
+            try:
+                status = counts(database_url, run_id)
+            except DBAPIError:  # the database is back in a moment
+                time.sleep(0.25)
+                continue
             done = status.get("succeeded", 0) + status.get("failed", 0)
             now = time.monotonic()
             if done >= args.docs:
                 break
             if faulted_at is None and done >= args.at * args.docs and (
-                    args.fault == "none" or held_by_group(database_url, run_id, victim.pid)):
+                    any_victim or held_by_group(database_url, run_id, victim.pid)):
                 faulted_at, fault_done = now, done
                 with session_scope(database_url) as s:
                     done_before = list(s.scalars(select(Item.id).where(
@@ -129,6 +192,18 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
                     os.killpg(victim.pid, signal.SIGKILL)
                 elif args.fault == "stop":
                     os.killpg(victim.pid, signal.SIGSTOP)
+                elif args.fault in ("postgres", "redis"):
+                    print(f"{args.fault} down at {done} done", flush=True)
+                    if args.fault == "postgres":
+                        cluster.stop("immediate")
+                    else:
+                        redis.kill()
+                    time.sleep(args.down)
+                    (cluster if args.fault == "postgres" else redis).start()
+                    returned_at = time.monotonic()
+                    print(f"{args.fault} back after {returned_at - faulted_at:.1f} s",
+                          flush=True)
+                    continue
                 print(f"{args.fault} at {done} done, the victim holding "
                       f"{held_by_group(database_url, run_id, victim.pid)} items", flush=True)
             if not continued and faulted_at is not None and \
@@ -154,7 +229,9 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
                                  f"{status}")
             time.sleep(0.25)
         assert faulted_at is not None, "the run ended before the fault"
-        seconds = time.monotonic() - faulted_at
+        ended = time.monotonic()
+        seconds = ended - faulted_at
+        waits.stop()
         if not continued:
             os.killpg(victim.pid, signal.SIGCONT)
         if args.fault == "stop":
@@ -179,7 +256,9 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
         status = counts(database_url, run_id)
         return Figures(args.fault, args.beat, args.docs, fault_done, seconds,
                        status.get("succeeded", 0), status.get("failed", 0), invariant,
-                       repaid, int(losses), sum(by_outcome.values()), by_outcome)
+                       repaid, int(losses), sum(by_outcome.values()), by_outcome,
+                       None if returned_at is None else ended - returned_at,
+                       waits.claim, waits.any, waits.waiter)
 
 
 def poison(args: argparse.Namespace, database_url: str, run_id: int,
@@ -276,6 +355,9 @@ def report(f: Figures, args: argparse.Namespace, command: str) -> str:
     fault = {"kill": "one worker killed with SIGKILL",
              "stop": f"one worker stopped with SIGSTOP for {args.stop_seconds:g} s",
              "none": "no fault",
+             "postgres": f"PostgreSQL stopped at once (SIGQUIT) and back {args.down:g} s "
+                         "later",
+             "redis": f"Redis killed (SIGKILL) and back {args.down:g} s later",
              "poison": "a poison document (each worker that holds it is killed)"}[f.fault]
     lines = [
         f"### Liveness: {f.docs} documents, {fault}, {'with' if f.beat else 'without'} beat "
@@ -285,11 +367,17 @@ def report(f: Figures, args: argparse.Namespace, command: str) -> str:
         f"Machine: {describe_machine()}. PostgreSQL 15, Redis, two `docpipe worker` commands "
         f"with the default settings, simulator latency {args.latency_ms} ms.",
         "",
-        "| fault at | run ended after the fault | succeeded | failed | invariant | documents "
-        "done before the fault paid again | worker losses | calls on record (by outcome) |",
-        "|---:|---:|---:|---:|---|---:|---:|---|",
-        f"| {f.fault_at_done} done | {f.seconds_after_fault:.1f} s | {f.succeeded} | "
-        f"{f.failed} | {f.invariant} | {f.repaid} | {f.worker_losses} | {f.attempts} ("
+        "| fault at | run ended after the fault | after the service's return | succeeded "
+        "| failed | invariant | documents done before the fault paid again | worker losses "
+        "| longest claim wait on a lock | longest lock wait of any statement | calls on "
+        "record (by outcome) |",
+        "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
+        f"| {f.fault_at_done} done | {f.seconds_after_fault:.1f} s | "
+        + ("–" if f.after_return is None else f"{f.after_return:.1f} s")
+        + f" | {f.succeeded} | {f.failed} | {f.invariant} | {f.repaid} | {f.worker_losses} | "
+        f"{f.longest_claim_wait:.2f} s | {f.longest_lock_wait:.2f} s"
+        + (f" (`{f.longest_lock_waiter}`)" if f.longest_lock_waiter else "")
+        + f" | {f.attempts} ("
         + ", ".join(f"{k} {v}" for k, v in sorted(f.by_outcome.items())) + ") |",
     ]
     return "\n".join(lines) + "\n"
@@ -298,10 +386,13 @@ def report(f: Figures, args: argparse.Namespace, command: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=600)
-    parser.add_argument("--fault", choices=("kill", "stop", "none", "poison"), default="kill")
+    parser.add_argument("--fault", choices=("kill", "stop", "none", "poison", "postgres", "redis"),
+                        default="kill")
     parser.add_argument("--at", type=float, default=0.3, help="Share of the run done.")
     parser.add_argument("--beat", action="store_true", help="The surviving worker runs beat.")
     parser.add_argument("--stop-seconds", type=float, default=60.0)
+    parser.add_argument("--down", type=float, default=1.5,
+                        help="Seconds PostgreSQL or Redis stays down (postgres, redis).")
     parser.add_argument("--latency-ms", default="50")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--debug-after", type=float, default=0,

@@ -66,9 +66,30 @@ SHORT_TIMINGS = {
 }
 
 
+@dataclass
+class Cluster:
+    """A PostgreSQL cluster of the bench's own, which a fault may stop and start again."""
+
+    url: str
+    data: Path
+    options: str
+    log: Path
+    pg_ctl: str
+    prefix: list[str]
+
+    def start(self) -> None:
+        subprocess.run([*self.prefix, self.pg_ctl, "-D", str(self.data), "-o", self.options,
+                        "-l", str(self.log), "-w", "start"], check=True, capture_output=True)
+
+    def stop(self, mode: str = "fast") -> None:
+        """``immediate``: SIGQUIT to the postmaster, as a crash or a failover does."""
+        subprocess.run([*self.prefix, self.pg_ctl, "-D", str(self.data), "-m", mode, "stop"],
+                       capture_output=True)
+
+
 @contextmanager
-def throwaway_postgres(work: Path) -> Iterator[str]:
-    """A PostgreSQL cluster of its own; yields a SQLAlchemy URL to its ``postgres`` database."""
+def throwaway_cluster(work: Path) -> Iterator[Cluster]:
+    """A PostgreSQL cluster of its own, its URL to the ``postgres`` database."""
     bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
     initdb = shutil.which("initdb") or str(bins[-1] / "initdb")
     pg_ctl = shutil.which("pg_ctl") or str(bins[-1] / "pg_ctl")
@@ -83,20 +104,27 @@ def throwaway_postgres(work: Path) -> Iterator[str]:
                     "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
     options = (f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c max_connections=300 "
                "-c fsync=off -c full_page_writes=off")
-    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(home / "log"),
-                    "-w", "start"], check=True, capture_output=True)
+    cluster = Cluster(f"postgresql+psycopg://docpipe@127.0.0.1:{port}/postgres", data,
+                      options, home / "log", pg_ctl, prefix)
+    cluster.start()
     try:
-        yield f"postgresql+psycopg://docpipe@127.0.0.1:{port}/postgres"
+        yield cluster
     finally:
-        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "fast", "stop"],
-                       capture_output=True)
+        cluster.stop()
+
+
+@contextmanager
+def throwaway_postgres(work: Path) -> Iterator[str]:
+    """A PostgreSQL cluster of its own; yields a SQLAlchemy URL to its ``postgres`` database."""
+    with throwaway_cluster(work) as cluster:
+        yield cluster.url
 
 
 def start_services(stack: ExitStack, work: Path, *, latency_ms: str, seed: int,
-                   fsync: str = "always") -> tuple[str, RedisServer, int]:
+                   fsync: str = "always") -> tuple[Cluster, RedisServer, int]:
     """A PostgreSQL, a Redis with AOF and the simulator of the bench's own, stopped with
-    ``stack``: the database URL, the Redis, and the simulator's port."""
-    database_url = stack.enter_context(throwaway_postgres(work))
+    ``stack``: the database cluster, the Redis, and the simulator's port."""
+    cluster = stack.enter_context(throwaway_cluster(work))
     redis = RedisServer(free_port(), work / "redis", fsync=fsync)
     redis.start()
     stack.callback(redis.kill)
@@ -107,7 +135,7 @@ def start_services(stack: ExitStack, work: Path, *, latency_ms: str, seed: int,
         stdout=(work / "simulator.log").open("ab"), stderr=subprocess.STDOUT)
     stack.callback(stop, sim)
     wait_for_port(sim_port, process=sim, what="simulator")
-    return database_url, redis, sim_port
+    return cluster, redis, sim_port
 
 
 def counts(database_url: str, run_id: int) -> dict[str, int]:
@@ -149,8 +177,9 @@ def soak(args: argparse.Namespace, work: Path) -> Figures:
     write_corpus(corpus, args.docs, seed=11, words=(40, 600))
     events: list[str] = []
     with ExitStack() as stack:
-        database_url, redis, sim_port = start_services(
+        cluster, redis, sim_port = start_services(
             stack, work, latency_ms=args.latency_ms, seed=3, fsync="everysec")
+        database_url = cluster.url
         env = {**os.environ, **timings(args),
                "DOCPIPE_DATABASE_URL": database_url, "DOCPIPE_BROKER_URL": redis.url,
                "OPENAI_BASE_URL": f"http://127.0.0.1:{sim_port}/v1", "OPENAI_API_KEY": "sk-soak"}

@@ -31,12 +31,6 @@ def on(stack: Stack, server: RedisServer) -> Stack:
     return replace(stack, broker_url=server.url)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "kombu 5.7, intermittent (3 of about 25 runs here): after the restart an ack or the "
-    "restore of unacked messages raises AttributeError in redis.Channel._connparams, Celery "
-    "calls it unrecoverable, and its shutdown goes silent. The in-process restart (tested "
-    "deterministically in test_workers.py) has not fired in that state; the cause is not "
-    "found yet"))
 def test_redis_killed_and_restarted_mid_run(stack: Stack, own_redis: RedisServer,
                                             tmp_path: Path) -> None:
     own_redis.start()
@@ -59,6 +53,12 @@ def test_redis_killed_and_restarted_mid_run(stack: Stack, own_redis: RedisServer
             losses = s.scalar(select(func.sum(Item.worker_losses)).where(Item.run_id == run_id))
         assert losses == 0, "an outage of Redis is not a lost worker"
         assert_accounted_for(stack, run_id)
+        log = stack.workers[0].log()
+        shown = own_redis.url.replace(":faults-secret@", ":***@")
+        lost = log.count(f"the broker {shown} was lost (")
+        assert lost >= 1, "the worker names the broker it lost, its password hidden"
+        assert log.count(f"the broker {shown} answers again after ") == lost
+        assert "faults-secret" not in log
     finally:
         stack.stop_workers()
 

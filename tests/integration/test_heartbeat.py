@@ -107,6 +107,10 @@ class TestHeartbeat:
         configure(database_url="postgresql+psycopg://nobody:x@127.0.0.1:1/none")
         assert not beat.beat() and not beat.beat()
         assert sum("worker heartbeat failed" in r.message for r in caplog.records) == 1
+        (line,) = [r.getMessage() for r in caplog.records if "heartbeat failed" in r.message]
+        assert ("the database postgresql+psycopg://nobody:***@127.0.0.1:1/none could not be "
+                "reached (OperationalError" in line), line
+        assert "tries again every" in line and ":x@" not in line
         configure(database_url=migrated_db)
         assert beat.beat() and beat.beats == 1
         assert any("worker heartbeat is back" in r.message for r in caplog.records)

@@ -158,8 +158,9 @@ def retry_outage(transaction: Callable[[], T], *, seconds: float, what: str) -> 
         except Exception as error:
             if not is_outage(error) or time.monotonic() + delay > deadline:
                 raise
-            log.warning("the database could not be reached while %s (%s): trying again in "
-                        "%.2g s", what, type(error).__name__, delay)
+            # The heartbeat says once that the database is away; each wait here is detail.
+            log.debug("the database could not be reached while %s (%s): trying again in "
+                      "%.2g s", what, type(error).__name__, delay)
             time.sleep(delay)
             delay = min(delay * 2, 4.0)
 

@@ -13,6 +13,7 @@ from celery.schedules import crontab
 from kombu import Queue as KombuQueue
 
 from workers.process.memory import RECYCLE_SHARE
+from workers.runtime import transport
 from workers.settings import Settings, get_settings
 
 
@@ -35,6 +36,7 @@ class TaskName(StrEnum):
 
 def create_celery(settings: Settings) -> Celery:
     """Build the Celery app from ``settings``."""
+    transport.install()
     app = Celery(
         "docpipe",
         broker=settings.effective_broker_url,

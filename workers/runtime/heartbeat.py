@@ -47,9 +47,14 @@ import redis
 from workers.admission.scripts import redis_client
 from workers.db import repository as repo
 from workers.db.models import utcnow
-from workers.db.session import application_name, name_connections, session_scope
+from workers.db.session import (
+    application_name,
+    is_outage,
+    name_connections,
+    session_scope,
+)
 from workers.process import holding
-from workers.settings import Settings
+from workers.settings import Settings, get_settings, redacted
 
 log = logging.getLogger("docpipe.worker")
 
@@ -108,6 +113,7 @@ class Heartbeat:
         self.token = holding.token()
         self.beats = 0
         self.failing = False
+        self.failing_since = 0.0
         #: When this process's beats last started again without a gap (monotonic seconds).
         self.up_since: float | None = None
         self.last_ok: float | None = None
@@ -126,15 +132,17 @@ class Heartbeat:
                                   holder=self.token, lease_seconds=settings.lease_seconds)
         except Exception as exc:  # the database is away: beat again later
             if not self.failing:
-                log.warning("worker heartbeat failed (%s); retrying every %g s", _brief(exc),
-                            settings.heartbeat_seconds)
+                self._log_failure(exc)
                 self.failing = True
+                self.failing_since = time.monotonic()
             return False
         if anew and self.beats:
             log.warning("this worker process's heartbeat row (%s) was gone: written again",
                         self.token)
         if self.failing:
-            log.info("worker heartbeat is back")
+            log.info("worker heartbeat is back: the database %s answered again after %.1f s",
+                     redacted(get_settings().database_url),
+                     time.monotonic() - self.failing_since)
             self.failing = False
         self.beats += 1
         now = time.monotonic()
@@ -151,6 +159,16 @@ class Heartbeat:
             except Exception as exc:  # the next beat sweeps again
                 log.warning("the dead-holder sweep failed (%s)", _brief(exc))
         return True
+
+    def _log_failure(self, exc: Exception) -> None:
+        """One line for the whole outage: the service, its URL, the cause, and what now."""
+        every = self.settings.heartbeat_seconds
+        if is_outage(exc):
+            log.warning("worker heartbeat failed: the database %s could not be reached (%s); "
+                        "this worker keeps its items and tries again every %g s",
+                        redacted(get_settings().database_url), _brief(exc), every)
+        else:
+            log.warning("worker heartbeat failed (%s); retrying every %g s", _brief(exc), every)
 
     def _release_kept(self) -> None:
         """The releases this process could not write during an outage, written now that the

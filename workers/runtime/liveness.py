@@ -1,8 +1,9 @@
 """A worker that stops consuming restarts itself.
 
 Celery and kombu have a history of workers that survive a broker restart but never consume
-again (celery#8030, celery#8091, kombu#2007); with kombu 5.7 an ack during the connection's
-teardown can still leave a worker that way. From the outside such a worker looks healthy.
+again (celery#8030, celery#8091, kombu#2007); kombu 5.7's ``AttributeError`` under a channel
+closed after its connection stopped one (:mod:`workers.runtime.transport` now makes that a
+connection error). From the outside such a worker looks healthy.
 This check looks at the symptom instead of any one cause: for a whole window, its queues
 hold messages, it has free slots, and it received nothing. It then restarts the worker in
 place, the way Celery's own SIGHUP handler does: a warm shutdown, then ``exec`` of the same

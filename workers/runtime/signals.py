@@ -28,7 +28,7 @@ from workers.db.session import (
 from workers.errors import ConfigurationError
 from workers.ops import logs, metrics
 from workers.process import holding, memory
-from workers.runtime import heartbeat, liveness
+from workers.runtime import broker_log, heartbeat, liveness
 from workers.runtime.celery_app import Queue
 from workers.settings import get_settings
 
@@ -55,7 +55,9 @@ def check_before_start(**_: Any) -> None:
 def format_logs(logger: logging.Logger | None = None, **_: Any) -> None:
     """JSON lines when ``DOCPIPE_LOG_FORMAT=json``; the item's context on every record."""
     if logger is not None:
-        logs.use_format(logger.handlers, get_settings().log_format)
+        settings = get_settings()
+        logs.use_format(logger.handlers, settings.log_format)
+        broker_log.install(logger.handlers, settings.effective_broker_url)
 
 
 _activity = liveness.Activity()
