@@ -39,7 +39,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from contextlib import ExitStack
@@ -53,11 +52,12 @@ sys.path.insert(0, str(ROOT))
 from corpus import write_corpus  # noqa: E402
 from record import describe_machine, emit  # noqa: E402
 from soak import Services, counts, start_services  # noqa: E402
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
 from sqlalchemy.exc import DBAPIError  # noqa: E402
 
 from tests.support.accounting import assert_accounted_for  # noqa: E402
 from tests.support.corpus import input_keys  # noqa: E402
+from tests.support.locks import LockWaits  # noqa: E402
 from tests.support.services import WorkerProcess  # noqa: E402
 from workers.db.models import Attempt, Item, ItemStatus  # noqa: E402
 from workers.db.models import WorkerProcess as WorkerRow  # noqa: E402
@@ -85,43 +85,6 @@ class Figures:
     longest_claim_wait: float = 0.0
     longest_lock_wait: float = 0.0
     longest_lock_waiter: str = ""
-
-
-class LockWaits:
-    """Samples PostgreSQL's sessions every 0.1 s in a thread of its own: the longest lock
-    wait of a claim (docpipe's conditional ``UPDATE items`` that sets the holder) and of any
-    statement."""
-
-    def __init__(self, database_url: str) -> None:
-        self.engine = create_engine(database_url, pool_pre_ping=True)
-        self.claim = 0.0
-        self.any = 0.0
-        self.waiter = ""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        query = text("SELECT query, extract(epoch FROM clock_timestamp() - query_start) "
-                     "FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                     "AND datname = current_database()")
-        while not self._stop.wait(0.1):
-            try:
-                with self.engine.connect() as connection:
-                    rows = connection.execute(query).all()
-            except DBAPIError:  # the database is away (the postgres fault)
-                continue
-            for statement, seconds in rows:
-                seconds = float(seconds or 0)
-                if "holder=" in statement and statement.lstrip().startswith("UPDATE items"):
-                    self.claim = max(self.claim, seconds)
-                if seconds > self.any:
-                    self.any, self.waiter = seconds, " ".join(statement.split())[:80]
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.engine.dispose()
 
 
 #: The poison document's text; the simulator holds open every call that carries it.

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
 from tests.conftest import postgres_down, restart_postgres
 from tests.support.accounting import assert_accounted_for
 from tests.support.corpus import write_corpus
+from tests.support.locks import LockWaits
 from tests.support.stack import Stack
 from tests.support.waiting import wait_until
 from workers.db.models import Item
-from workers.db.session import session_scope
+from workers.db.models import WorkerProcess as WorkerRow
+from workers.db.session import application_name, session_scope
 
 
 def test_postgres_restarted_immediately_during_writes(stack: Stack, tmp_path: Path) -> None:
@@ -89,3 +92,93 @@ def test_answers_unwritable_through_an_outage_are_released_when_it_ends(
     with session_scope(stack.database_url) as s:
         assert s.scalar(select(func.sum(Item.worker_losses)).where(Item.run_id == run_id)) == 0
     assert_accounted_for(stack, run_id)
+
+
+def _sessions_of(database_url: str, pgid: int) -> list[str]:
+    """The ``application_name`` of every worker process of the process group ``pgid``."""
+    with session_scope(database_url) as s:
+        rows = s.execute(select(WorkerRow.id, WorkerRow.pid)).all()
+    return [application_name(token) for token, pid in rows if _in_group(pid, pgid)]
+
+
+def _in_group(pid: int, pgid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pgid
+    except ProcessLookupError:
+        return False
+
+
+def _stop_inside_a_transaction(database_url: str, pgid: int) -> tuple[int, str]:
+    """SIGSTOP the process group ``pgid`` at a moment one of its sessions is inside a
+    transaction that wrote (it holds row locks); return that session's backend pid and
+    what it last ran. Tries again until it catches one."""
+    open_writes = text(
+        "SELECT pid, backend_xid::text, query FROM pg_stat_activity "
+        "WHERE state = 'idle in transaction' AND backend_xid IS NOT NULL "
+        "AND application_name = ANY(:names)")
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            deadline = time.monotonic() + 60
+            names = _sessions_of(database_url, pgid)
+            while time.monotonic() < deadline:
+                seen = {(pid, xid): query for pid, xid, query in
+                        connection.execute(open_writes, {"names": names})}
+                connection.commit()
+                if not seen:
+                    continue
+                os.killpg(pgid, signal.SIGSTOP)
+                still = [(pid, xid) for pid, xid, _ in
+                         connection.execute(open_writes, {"names": names})]
+                connection.commit()
+                caught = [key for key in still if key in seen]
+                if caught:
+                    return caught[0][0], " ".join(seen[caught[0]].split())[:80]
+                os.killpg(pgid, signal.SIGCONT)  # it committed meanwhile: again
+    finally:
+        engine.dispose()
+    raise AssertionError("never caught the worker inside a transaction in 60 s")
+
+
+def test_a_worker_stopped_inside_its_transaction_never_blocks_the_others_claims(
+        stack: Stack, tmp_path: Path) -> None:
+    # Worker A is stopped (SIGSTOP) at a moment it holds row locks in an open transaction,
+    # while B claims and writes the rest of the run. B's claims never wait on A's locks;
+    # PostgreSQL ends A's session after db_idle_transaction_seconds, before A is found dead
+    # (holder timeout), so the sweep that takes A's items over never waits on them either.
+    write_corpus(tmp_path / "corpus", 120)
+    stack.simulator.configure(latency_ms=150, latency_sigma=0.1)
+    stack.settings |= {"worker_concurrency": 4, "holder_timeout_seconds": 8,
+                       "db_idle_transaction_seconds": 4}
+    stack.start_workers(2)
+    run_id = stack.ingest(tmp_path / "corpus")["run_id"]
+    wait_until(lambda: stack.report(run_id).succeeded >= 8, timeout=60, what="8 successes")
+    victim = stack.workers[0].process
+    assert victim is not None
+    waits = LockWaits(stack.database_url)
+    backend, statement = _stop_inside_a_transaction(stack.database_url, victim.pid)
+    stopped_at = time.monotonic()
+    claimed_before = stack.report(run_id).succeeded
+    try:
+        def session_ended() -> bool:
+            with session_scope(stack.database_url) as s:
+                return s.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                                {"pid": backend}) == 0
+
+        wait_until(session_ended, timeout=30, what="PostgreSQL ending the stopped session")
+        ended_after = time.monotonic() - stopped_at
+        report = stack.wait_for(run_id, timeout=120)
+        # While A is still stopped: once continued, it writes its late answers as attempts
+        # (test_workers.py follows that), which a reading in between would see half done.
+        assert_accounted_for(stack, run_id)
+    finally:
+        waits.stop()
+        os.killpg(victim.pid, signal.SIGCONT)
+    assert report.succeeded == 120 and report.failed == 0
+    assert report.succeeded > claimed_before, "B went on while A was stopped"
+    # Ended by PostgreSQL (4 s idle), not by the sweep that finds A dead (8 s): without the
+    # setting, the session lived 8.3 s.
+    assert ended_after < 8, (ended_after, statement)
+    assert waits.samples > 10
+    assert waits.claim < 0.5, f"a claim waited {waits.claim:.2f} s on a stopped worker's locks"
+    assert waits.any < 4, f"{waits.waiter!r} waited {waits.any:.2f} s"
