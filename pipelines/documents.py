@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.errors import DocumentError
-from pipelines.media import IMAGE_TYPES, Attachment, prepare_image, scanned_pdf
+from pipelines.media import IMAGE_TYPES, Attachment, prepare_image
+from pipelines.pdf import pdf_text
 
 MEDIA_TYPES: dict[str, str] = {
     ".txt": "text/plain",
@@ -39,12 +40,6 @@ MEDIA_TYPES: dict[str, str] = {
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 #: A DOCX whose parts inflate past this is treated as a zip bomb.
 MAX_DOCX_UNCOMPRESSED = 200 * 1024 * 1024
-#: A PDF stream that inflates past this is treated as a decompression bomb. Real pages'
-#: content streams are kilobytes to a few megabytes; scans keep their pixels in images,
-#: which text extraction never inflates.
-MAX_PDF_STREAM_BYTES = 32 * 1024 * 1024
-#: Extracted text longer than this (about 12M tokens) is refused rather than held in memory.
-MAX_EXTRACTED_CHARS = 50_000_000
 #: Share of control characters above which decoded "text" is really binary.
 _BINARY_RATIO = 0.05
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -220,7 +215,7 @@ def read_bytes(
             yield SourceDocument(source, media_type, len(data), "", (image,))
             return
         if media_type == "application/pdf":
-            read = _pdf_text(source, data)
+            read = pdf_text(source, data)
             if isinstance(read, Attachment):
                 yield SourceDocument(source, media_type, len(data), "", (read,))
                 return
@@ -241,6 +236,10 @@ def _document(source: str, media_type: str, size: int, raw: str) -> SourceDocume
     text = normalise(raw)
     if not text:
         return DocumentError(source, "no text left after extraction", code="no_text")
+    if not any(character.isalnum() for character in text):
+        # What is left of a layout with no words: table rules, bullets, separators.
+        return DocumentError(source, "only separators and punctuation left after extraction",
+                             code="no_text")
     return SourceDocument(source=source, media_type=media_type, size_bytes=size, text=text)
 
 
@@ -299,60 +298,6 @@ def _bomless_utf16(data: bytes) -> str | None:
     if even >= 0.4 * half and odd <= 0.05 * half:
         return "utf-16-be"
     return None
-
-
-def _pdf_text(source: str, data: bytes) -> str | Attachment:
-    """The PDF's text; or, when it has no text layer (a scan), the PDF as an attachment."""
-    from pypdf import PdfReader, apply_configuration
-    from pypdf.errors import LimitReachedError, PdfReadError
-
-    limit = MAX_PDF_STREAM_BYTES
-    try:
-        with apply_configuration(zlib_maximum_output_length=limit,
-                                 lzw_maximum_output_length=limit,
-                                 run_length_maximum_output_length=limit):
-            reader = PdfReader(io.BytesIO(data))
-            if reader.is_encrypted and not reader.decrypt(""):
-                raise DocumentError(source, "the PDF is encrypted with a password",
-                                    code="encrypted_pdf")
-            pages: list[str] = []
-            length = 0
-            for number, page in enumerate(reader.pages, start=1):
-                # Inflate the page's content first: pypdf's text extraction would swallow
-                # a bomb's LimitReachedError and report an empty page.
-                try:
-                    page.get_contents()
-                except LimitReachedError as exc:
-                    raise DocumentError(
-                        source, f"page {number} has a stream that inflates past {limit} bytes "
-                        "(a decompression bomb?)", code="decompression_bomb") from exc
-                text = page.extract_text() or ""
-                length += len(text)
-                if length > MAX_EXTRACTED_CHARS:
-                    raise DocumentError(
-                        source, f"the PDF's text passes {MAX_EXTRACTED_CHARS} characters by "
-                        f"page {number}", code="too_large")
-                pages.append(text)
-    except DocumentError:
-        raise
-    except LimitReachedError as exc:
-        raise DocumentError(source, f"the PDF passes a safety limit: {exc}",
-                            code="decompression_bomb") from exc
-    except PdfReadError as exc:
-        if "decrypt" in str(exc).lower() or "password" in str(exc).lower():
-            raise DocumentError(source, "the PDF is encrypted with a password",
-                                code="encrypted_pdf") from exc
-        raise DocumentError(source, f"not a readable PDF: {exc}", code="corrupt_file") from exc
-    except Exception as exc:  # pypdf documents that broken files raise arbitrary exceptions
-        raise DocumentError(source, f"not a readable PDF: {exc.__class__.__name__}: {exc}",
-                            code="corrupt_file") from exc
-    text = "\n\n".join(pages)
-    if not text.strip():
-        if not pages:
-            raise DocumentError(source, "the PDF has no pages", code="no_text")
-        box = reader.pages[0].mediabox
-        return scanned_pdf(source, data, len(pages), (float(box.width), float(box.height)))
-    return text
 
 
 def _docx_text(source: str, data: bytes) -> str:

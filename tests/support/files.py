@@ -74,17 +74,56 @@ def make_pdf_bomb(inflated_mb: int) -> bytes:
     ])
 
 
-def make_encrypted_pdf(text: str, password: str = "secret") -> bytes:
-    """A PDF that needs a user password to open."""
+def make_encrypted_pdf(text: str, password: str = "secret", *,
+                       algorithm: str = "RC4-128") -> bytes:
+    """A PDF encrypted with ``algorithm`` (``RC4-40``, ``RC4-128``, ``AES-128``, ``AES-256``,
+    as pypdf names them); with an empty ``password`` it opens without one, as permissions-only
+    files do."""
     from pypdf import PdfReader, PdfWriter
 
     writer = PdfWriter()
     for page in PdfReader(io.BytesIO(make_pdf(text))).pages:
         writer.add_page(page)
-    writer.encrypt(user_password=password, owner_password=password + "-owner", algorithm="RC4-128")
+    writer.encrypt(user_password=password, owner_password=password + "-owner",
+                   algorithm=algorithm)
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
+
+
+def make_pdf_form(text: str, fields: dict[str, str]) -> bytes:
+    """A one-page PDF with ``text`` and an AcroForm of filled fields: a text field for each
+    value, a ticked checkbox for ``/Yes``, an unticked one for ``/Off``."""
+    count = len(fields)
+    field_ids = [5 + i for i in range(count)]
+    font_id = 5 + count
+    refs = " ".join(f"{i} 0 R" for i in field_ids)
+    stream = f"BT /F1 11 Tf 50 780 Td ({text}) Tj ET".encode("latin-1")
+    objects = [
+        f"<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields [{refs}] >> >>".encode(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R /Annots "
+        f"[{refs}] /Resources << /Font << /F1 {font_id} 0 R >> >> >>".encode(),
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+    ]
+    for n, (name, value) in enumerate(fields.items()):
+        box = f"/Rect [50 {700 - 30 * n} 250 {720 - 30 * n}] /P 3 0 R"
+        if value.startswith("/"):
+            objects.append(f"<< /Type /Annot /Subtype /Widget /FT /Btn /T ({name}) /V {value} "
+                           f"/AS {value} {box} >>".encode())
+        else:
+            objects.append(f"<< /Type /Annot /Subtype /Widget /FT /Tx /T ({name}) /V ({value}) "
+                           f"{box} >>".encode())
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    return _pdf_file(objects)
+
+
+def make_damaged_pdf(text: str) -> bytes:
+    """A PDF whose ``startxref`` points to the wrong place: readers rebuild the table, and
+    pypdf warns about it."""
+    data = make_pdf(text)
+    head, _, tail = data.rpartition(b"startxref\n")
+    return head + b"startxref\n" + b"12" + tail[tail.index(b"\n"):]
 
 
 def make_docx(paragraphs: list[str]) -> bytes:
