@@ -31,7 +31,13 @@ sys.path.insert(0, str(ROOT))
 
 from record import describe_machine, emit  # noqa: E402
 
-from tests.support.extraction import pdf_corpus, precision, recall  # noqa: E402
+from tests.support.extraction import (  # noqa: E402
+    html_corpus,
+    one_line_share,
+    pdf_corpus,
+    precision,
+    recall,
+)
 
 #: Run inside the measured tree: read each file, print what came out and how long it took.
 READER = r"""
@@ -60,7 +66,7 @@ def measure(tree: Path, repeat: int, corpus: Path | None
         folder = corpus or Path(scratch)
         if not (folder / "index.json").exists():
             folder.mkdir(parents=True, exist_ok=True)
-            samples = pdf_corpus()
+            samples = [*pdf_corpus(), *html_corpus()]
             for sample in samples:
                 (folder / sample.name).write_bytes(sample.data)
             (folder / "index.json").write_text(json.dumps(
@@ -79,23 +85,28 @@ def measure(tree: Path, repeat: int, corpus: Path | None
                                   "code": got["code"], "seconds": got["seconds"],
                                   "bytes": got["bytes"], "wanted": entry["refused_as"]}
         if entry["refused_as"] is None:
-            row["recall"] = recall(entry["expected"], text) if text is not None else 0.0
-            row["precision"] = precision(entry["expected"], text) if text is not None else 0.0
+            got_text = text if text is not None else ""
+            row["recall"] = recall(entry["expected"], got_text)
+            row["precision"] = precision(entry["expected"], got_text)
+            row["one_line"] = one_line_share(entry["expected"], got_text)
+            row["newlines"] = (got_text.count("\n") + 1) / (entry["expected"].count("\n") + 1)
         rows.append(row)
-    readable = [r for r in rows if r["wanted"] is None]
-    summary: dict[str, object] = {
-        "recall": mean(float(str(r["recall"])) for r in readable),
-        "precision": mean(float(str(r["precision"])) for r in readable),
-        "refused_readable": sum(1 for r in readable if r["code"] is not None),
-        "readable": len(readable),
-        "ms_per_mb": 1000 * sum(float(str(r["seconds"])) for r in rows)
-        / (sum(int(str(r["bytes"])) for r in rows) / 1e6),
-    }
+    summary: dict[str, object] = {}
+    for media_type in dict.fromkeys(str(r["format"]) for r in rows):
+        of = [r for r in rows if r["format"] == media_type]
+        readable = [r for r in of if r["wanted"] is None]
+        summary[media_type] = {
+            key: mean(float(str(r[key])) for r in readable)
+            for key in ("recall", "precision", "one_line", "newlines")} | {
+            "refused_readable": sum(1 for r in readable if r["code"] is not None),
+            "readable": len(readable),
+            "ms_per_mb": 1000 * sum(float(str(r["seconds"])) for r in of)
+            / (sum(int(str(r["bytes"])) for r in of) / 1e6)}
     return rows, summary
 
 
 def report(rows: list[dict[str, object]], summary: dict[str, object], command: str) -> str:
-    lines = [f"### Extraction, PDF ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "",
+    lines = [f"### Extraction ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "",
              f"Command: `{command}`  ", f"Machine: {describe_machine()}.", "",
              "| file | outcome | word recall | word precision |", "|---|---|---:|---:|"]
     for row in rows:
@@ -106,10 +117,14 @@ def report(rows: list[dict[str, object]], summary: dict[str, object], command: s
         else:
             lines.append(f"| {row['name']} | {outcome} | {float(str(row['recall'])):.2f} | "
                          f"{float(str(row['precision'])):.2f} |")
-    lines += ["", f"Mean recall {float(str(summary['recall'])):.2f}, mean precision "
-              f"{float(str(summary['precision'])):.2f}; readable files refused: "
-              f"{summary['refused_readable']} of {summary['readable']}; "
-              f"{float(str(summary['ms_per_mb'])):.0f} ms per MB read."]
+    lines += ["", "| format | mean recall | mean precision | paragraphs on one line | "
+              "lines against the expected | readable files refused | ms per MB |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for media_type, figures in summary.items():
+        f = dict(figures)  # type: ignore[call-overload]
+        lines.append(f"| {media_type} | {f['recall']:.2f} | {f['precision']:.2f} | "
+                     f"{f['one_line']:.0%} | {f['newlines']:.2f}× | "
+                     f"{f['refused_readable']} of {f['readable']} | {f['ms_per_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

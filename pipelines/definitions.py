@@ -74,6 +74,9 @@ class Pipeline:
             ``input_file``; the API renders its pages), ``images`` (rendered here, one
             ``input_image`` per page) or ``refuse`` (the item fails with ``no_text_layer``).
         image_detail: The ``detail`` of image parts: ``low`` costs 85 tokens an image.
+        html_whole_page: Read an HTML page whole, its menus, sidebars, and page header and
+            footer too; by default only what a reader reads (hidden text is left out
+            either way).
         parameters: More request fields passed through as given (``reasoning``, ``tools``,
             ``top_p``...); the ones docpipe sets itself are refused.
         schema_title: ``text.format.name`` for an ``output_schema``.
@@ -92,6 +95,7 @@ class Pipeline:
     chunk_overlap: int = 200
     scanned_pdf: ScannedPdf = "file"
     image_detail: Detail = "auto"
+    html_whole_page: bool = False
     output_schema: Mapping[str, Any] | None = None
     schema_title: str | None = None
     source: str = "built-in"

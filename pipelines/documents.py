@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.errors import DocumentError
+from pipelines.html import html_text
 from pipelines.media import IMAGE_TYPES, Attachment, prepare_image
 from pipelines.pdf import pdf_text
 
@@ -162,9 +163,12 @@ def _walk(root: Path, *, skip: set[Path], walked: list[Path]) -> Iterator[Path |
 
 
 def read_source(
-    path: Path, *, text_field: str = "text", max_bytes: int = DEFAULT_MAX_BYTES
+    path: Path, *, text_field: str = "text", max_bytes: int = DEFAULT_MAX_BYTES,
+    html_whole_page: bool = False,
 ) -> Iterator[SourceDocument | DocumentError]:
-    """Read one file into documents: one for most files, one per record for JSON/JSONL."""
+    """Read one file into documents: one for most files, one per record for JSON/JSONL.
+    ``html_whole_page`` keeps an HTML page's menus and page furniture
+    (:func:`pipelines.html.html_text`)."""
     source = str(path)
     media_type = MEDIA_TYPES.get(path.suffix.lower())
     try:
@@ -199,11 +203,13 @@ def read_source(
     except OSError as exc:
         yield DocumentError(source, f"cannot read: {exc.strerror}", code="unreadable")
         return
-    yield from read_bytes(source, data, media_type, text_field=text_field)
+    yield from read_bytes(source, data, media_type, text_field=text_field,
+                          html_whole_page=html_whole_page)
 
 
 def read_bytes(
-    source: str, data: bytes, media_type: str, *, text_field: str = "text"
+    source: str, data: bytes, media_type: str, *, text_field: str = "text",
+    html_whole_page: bool = False,
 ) -> Iterator[SourceDocument | DocumentError]:
     """Parse ``data`` of ``media_type``; see :func:`read_source`."""
     if media_type in ("application/json", "application/x-ndjson"):
@@ -223,7 +229,7 @@ def read_bytes(
         elif media_type.endswith("wordprocessingml.document"):
             raw = _docx_text(source, data)
         elif media_type == "text/html":
-            raw = _html_text(decode_text(source, data))
+            raw = html_text(decode_text(source, data), whole_page=html_whole_page)
         else:
             raw = decode_text(source, data)
     except DocumentError as exc:
@@ -322,15 +328,6 @@ def _docx_text(source: str, data: bytes) -> str:
         for row in table.rows:
             parts.append(" | ".join(cell.text for cell in row.cells))
     return "\n".join(parts)
-
-
-def _html_text(markup: str) -> str:
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(markup, "html.parser")
-    for tag in soup(["script", "style", "noscript", "template"]):
-        tag.decompose()
-    return soup.get_text("\n")
 
 
 def _read_records(

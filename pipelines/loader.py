@@ -69,6 +69,7 @@ class PipelineSpec(BaseModel):
     chunk_overlap: int = Field(default=200, ge=0)
     scanned_pdf: Literal["file", "images", "refuse"] = "file"
     image_detail: Literal["auto", "low", "high"] = "auto"
+    html_whole_page: bool = False
 
     @model_validator(mode="after")
     def _one_of_each(self) -> PipelineSpec:
@@ -146,7 +147,8 @@ def _from_spec(path: Path, index: int, entry: Any) -> Pipeline:
             max_output_tokens=spec.max_output_tokens, temperature=spec.temperature,
             description=spec.description, parameters=parameters,
             max_input_tokens=spec.max_input_tokens, chunk_overlap=spec.chunk_overlap,
-            scanned_pdf=spec.scanned_pdf, image_detail=spec.image_detail, source=str(path),
+            scanned_pdf=spec.scanned_pdf, image_detail=spec.image_detail,
+            html_whole_page=spec.html_whole_page, source=str(path),
         )
     except ValueError as exc:
         raise PipelineDefinitionError(f"{where}: {exc}") from exc

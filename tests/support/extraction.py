@@ -105,11 +105,14 @@ NEWS_PAGE = """<!doctype html>
 <footer><p>&copy; 2026 The Harbour Gazette. <a href="/privacy">Privacy</a></p></footer>
 </body></html>"""
 
-NEWS_TEXT = """# Spring tides reach the old quay
-By Ines Duarte, harbour correspondent
-The highest tides of the year reached the steps of the old quay on Tuesday, supported by a strong south-westerly wind and a full moon.
-Harbour staff closed the lower car park at noon and moved fourteen boats to the inner basin.
-The council says the new flood gates will be tested before the autumn storms."""
+NEWS_TEXT = "\n".join([
+    "# Spring tides reach the old quay",
+    "By Ines Duarte, harbour correspondent",
+    "The highest tides of the year reached the steps of the old quay on Tuesday, supported "
+    "by a strong south-westerly wind and a full moon.",
+    "Harbour staff closed the lower car park at noon and moved fourteen boats to the inner "
+    "basin.",
+    "The council says the new flood gates will be tested before the autumn storms."])
 
 GUIDE_PAGE = """<html><body>
 <div role="navigation"><a href="/docs">Docs</a> / <a href="/docs/install">Install</a></div>
@@ -163,7 +166,8 @@ and music from the village band.</p>
 </div></body></html>"""
 
 LETTER_TEXT = """Dear neighbours,
-The summer fair will be held on the green on Saturday 11 July from ten o'clock, with the PTA's cake stall, a dog show1 and music from the village band.
+The summer fair will be held on the green on Saturday 11 July from ten o'clock, with the \
+PTA's cake stall, a dog show1 and music from the village band.
 Village Hall
 Church Lane
 Upper Dene

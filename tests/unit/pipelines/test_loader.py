@@ -62,10 +62,12 @@ pipelines:
     instructions: Extract the invoice carefully.
     schema_file: invoice.schema.json
     scanned_pdf: images
+    html_whole_page: true
 ''')
     fast, careful = load_file(tmp_path / "set.yaml")
     assert (fast.name, careful.name) == ("invoices-fast", "invoices-careful")
     assert careful.scanned_pdf == "images" and fast.version != careful.version
+    assert careful.html_whole_page and not fast.html_whole_page
 
 
 def test_a_python_module_with_a_pydantic_model(tmp_path: Path) -> None:
