@@ -306,7 +306,19 @@ def _bomless_utf16(data: bytes) -> str | None:
     return None
 
 
+#: What every OLE compound file starts with: an encrypted DOCX, or an old Word .doc.
+_COMPOUND_FILE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+#: The stream Office keeps an encrypted OOXML package in (its name in UTF-16).
+_ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
+
+
 def _docx_text(source: str, data: bytes) -> str:
+    if data.startswith(_COMPOUND_FILE):
+        if _ENCRYPTED_PACKAGE in data:
+            raise DocumentError(source, "the DOCX is encrypted with a password: save a copy "
+                                "without one", code="encrypted_docx")
+        raise DocumentError(source, "an old Word document (.doc), not a DOCX: save it as "
+                            ".docx", code="corrupt_file")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             inflated = sum(info.file_size for info in archive.infolist())

@@ -23,8 +23,8 @@ class DocumentError(PipelineError):
     """A source could not be turned into document text; the item fails, the run goes on.
 
     Codes: ``empty_file``, ``unsupported_type``, ``binary_content``, ``encrypted_pdf``,
-    ``no_text_layer``, ``corrupt_file``, ``too_large``, ``unreadable``, ``no_text``,
-    ``bad_record``.
+    ``encrypted_docx``, ``no_text_layer``, ``corrupt_file``, ``too_large``, ``unreadable``,
+    ``no_text``, ``bad_record``.
     """
 
     code = "unreadable"

@@ -138,6 +138,16 @@ def make_docx(paragraphs: list[str]) -> bytes:
     return out.getvalue()
 
 
+def make_encrypted_docx(paragraphs: list[str], password: str = "secret") -> bytes:
+    """A DOCX encrypted with a password as Office does it (agile encryption in an OLE
+    compound file), by msoffcrypto-tool."""
+    from msoffcrypto.format.ooxml import OOXMLFile
+
+    out = io.BytesIO()
+    OOXMLFile(io.BytesIO(make_docx(paragraphs))).encrypt(password, out)
+    return out.getvalue()
+
+
 def make_zip_bomb_docx(inflated_bytes: int) -> bytes:
     """A DOCX-named zip whose one part inflates to ``inflated_bytes`` of zeros."""
     out = io.BytesIO()

@@ -14,6 +14,7 @@ from pipelines import DocumentError
 from pipelines.documents import SourceDocument, discover, normalise, read_bytes, read_source
 from tests.support.files import (
     make_docx,
+    make_encrypted_docx,
     make_encrypted_pdf,
     make_pdf,
     make_pdf_bomb,
@@ -96,6 +97,19 @@ class TestBadInput:
     def test_encrypted_pdf(self, tmp_path: Path) -> None:
         (tmp_path / "s.pdf").write_bytes(make_encrypted_pdf("secret text"))
         failed(read_one(tmp_path / "s.pdf"), "encrypted_pdf")
+
+    def test_encrypted_docx_has_its_own_code(self, tmp_path: Path) -> None:
+        (tmp_path / "s.docx").write_bytes(make_encrypted_docx(["secret memo"]))
+        error = failed(read_one(tmp_path / "s.docx"), "encrypted_docx")
+        assert "encrypted with a password" in error.message
+
+    def test_an_old_word_file_named_docx_says_what_it_is(self, tmp_path: Path) -> None:
+        # An OLE compound file with no encrypted package: a Word 97-2003 document.
+        compound = make_encrypted_docx(["x"]).replace(
+            "EncryptedPackage".encode("utf-16-le"), "WordDocument\0\0\0\0".encode("utf-16-le"))
+        (tmp_path / "old.docx").write_bytes(compound)
+        error = failed(read_one(tmp_path / "old.docx"), "corrupt_file")
+        assert "old Word document (.doc)" in error.message
 
     def test_garbage_and_truncated_pdf(self, tmp_path: Path) -> None:
         (tmp_path / "g.pdf").write_bytes(b"this is not a pdf at all" * 10)
