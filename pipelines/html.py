@@ -14,6 +14,7 @@ and the same ARIA roles), unless the caller asks for the whole page.
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any
 
 #: Never text: code, styling, embedded objects, form controls.
@@ -74,9 +75,17 @@ class _Lines:
         return "\n".join(self.lines)
 
 
-def _walk(node: Any, out: _Lines, *, whole_page: bool, in_content: bool) -> None:
+@cache
+def _element_types() -> tuple[type[Any], type[Any], type[Any]]:
+    """bs4's comment, string and tag classes, imported once (bs4 loads on the first page read,
+    not when docpipe starts)."""
     from bs4.element import Comment, NavigableString, Tag
 
+    return Comment, NavigableString, Tag
+
+
+def _walk(node: Any, out: _Lines, *, whole_page: bool, in_content: bool) -> None:
+    Comment, NavigableString, Tag = _element_types()
     for child in node.children:
         if isinstance(child, Comment):
             continue

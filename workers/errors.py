@@ -24,6 +24,13 @@ class Usage:
     reasoning_tokens: int = 0
 
 
+def brief(error: BaseException) -> str:
+    """An error in one line for the log: its class and the first line of its message."""
+    text = str(error).strip()
+    first = text.splitlines()[0].strip().rstrip(".")[:200] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 class DocpipeError(Exception):
     """Base of every docpipe runtime error."""
 

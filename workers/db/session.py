@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from workers.errors import DatabaseNotMigrated
 from workers.process.local import PerProcess
-from workers.settings import get_settings
+from workers.settings import get_settings, redacted
 
 log = logging.getLogger("docpipe.db")
 
@@ -179,6 +179,6 @@ def ensure_migrated(url: str | None = None) -> None:
     if current != head:
         state = "has no docpipe schema" if current is None else f"is at revision {current}"
         raise DatabaseNotMigrated(
-            f"the database {make_url(url).render_as_string(hide_password=True)} {state}, "
+            f"the database {redacted(url)} {state}, "
             f"this docpipe needs {head}: run `docpipe db upgrade`"
         )

@@ -18,6 +18,7 @@ import time
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from workers.errors import brief
 from workers.settings import redacted
 
 #: The loggers Celery's consumer and beat write these records to.
@@ -68,7 +69,7 @@ class BrokerOutageLog(logging.Filter):
             if self._down_since is not None:
                 return False
         record.msg = "beat could not send a scheduled task: the broker %s cannot be reached (%s)"
-        record.args = (self.broker, _brief(error.__cause__ or error))
+        record.args = (self.broker, brief(error.__cause__ or error))
         record.exc_info = record.exc_text = None
         return True
 
@@ -79,7 +80,8 @@ class BrokerOutageLog(logging.Filter):
             self._down_since = time.monotonic()
         record.msg = ("the broker %s %s (%s); the worker reconnects with backoff, and the "
                       "items it claimed stay its own meanwhile")
-        record.args = (self.broker, what, _brief(error))
+        record.args = (self.broker, what,
+                       brief(error) if isinstance(error, BaseException) else str(error))
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info = record.exc_text = None
         return True
@@ -102,12 +104,6 @@ def install(handlers: list[logging.Handler], broker_url: str) -> None:
     for handler in handlers:
         if shared not in handler.filters:
             handler.addFilter(shared)
-
-
-def _brief(error: object) -> str:
-    text = str(error).splitlines()[0].strip().rstrip(".") if str(error) else ""
-    name = type(error).__name__
-    return f"{name}: {text}" if text else name
 
 
 def _is_connection_error(error: BaseException) -> bool:

@@ -53,6 +53,7 @@ from workers.db.session import (
     name_connections,
     session_scope,
 )
+from workers.errors import brief
 from workers.process import holding
 from workers.settings import Settings, get_settings, redacted
 
@@ -82,12 +83,6 @@ def is_gap(last_ok: float | None, now: float, interval: float) -> bool:
     """Whether the time since the last successful beat is a gap (the process was stopped, or
     the database unreachable), after which the beats' continuity starts again."""
     return last_ok is None or now - last_ok > 2.5 * interval
-
-
-def _brief(exc: Exception) -> str:
-    """An error in one line for the log: its class and the first line of its message."""
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -157,7 +152,7 @@ class Heartbeat:
             try:
                 sweep(settings, publish=self.publish, restore=self.restore)
             except Exception as exc:  # the next beat sweeps again
-                log.warning("the dead-holder sweep failed (%s)", _brief(exc))
+                log.warning("the dead-holder sweep failed (%s)", brief(exc))
         return True
 
     def _log_failure(self, exc: Exception) -> None:
@@ -166,9 +161,9 @@ class Heartbeat:
         if is_outage(exc):
             log.warning("worker heartbeat failed: the database %s could not be reached (%s); "
                         "this worker keeps its items and tries again every %g s",
-                        redacted(get_settings().database_url), _brief(exc), every)
+                        redacted(get_settings().database_url), brief(exc), every)
         else:
-            log.warning("worker heartbeat failed (%s); retrying every %g s", _brief(exc), every)
+            log.warning("worker heartbeat failed (%s); retrying every %g s", brief(exc), every)
 
     def _release_kept(self) -> None:
         """The releases this process could not write during an outage, written now that the
@@ -263,7 +258,7 @@ def sweep(settings: Settings, *, publish: Publisher, restore: Restorer | None = 
             restored = restore(dead, living)
         except Exception as exc:  # the visibility timeout stays the backstop
             log.warning("could not put back the messages of dead or gone consumers (%s)",
-                        _brief(exc))
+                        brief(exc))
     if dead or sent:
         log.warning("dead worker processes (no heartbeat for %g s): %s; %d items they held "
                     "sent again, %d messages no living process holds put back on their "
@@ -284,7 +279,7 @@ def _send(by_queue: dict[str, list[int]], publish: Publisher) -> int:
             publish(sorted(ids), queue=queue)
         except Exception as exc:  # queued in the database: the reconciler sends them
             log.warning("could not send %d items of dead holders again (%s); the "
-                        "reconciler will", len(ids), _brief(exc))
+                        "reconciler will", len(ids), brief(exc))
             continue
         sent += len(ids)
     return sent
