@@ -32,8 +32,11 @@ sys.path.insert(0, str(ROOT))
 from record import describe_machine, emit  # noqa: E402
 
 from tests.support.extraction import (  # noqa: E402
+    Sample,
+    docx_corpus,
     html_corpus,
     one_line_share,
+    parts_found,
     pdf_corpus,
     precision,
     recall,
@@ -66,12 +69,12 @@ def measure(tree: Path, repeat: int, corpus: Path | None
         folder = corpus or Path(scratch)
         if not (folder / "index.json").exists():
             folder.mkdir(parents=True, exist_ok=True)
-            samples = [*pdf_corpus(), *html_corpus()]
+            samples = [*pdf_corpus(), *html_corpus(), *docx_corpus()]
             for sample in samples:
                 (folder / sample.name).write_bytes(sample.data)
             (folder / "index.json").write_text(json.dumps(
                 [{"name": s.name, "media_type": s.media_type, "expected": s.expected,
-                  "refused_as": s.refused_as} for s in samples]))
+                  "refused_as": s.refused_as, "parts": s.parts} for s in samples]))
         index = json.loads((folder / "index.json").read_text())
         result = subprocess.run(
             [sys.executable, "-c", READER, str(folder), str(repeat)], capture_output=True,
@@ -90,6 +93,10 @@ def measure(tree: Path, repeat: int, corpus: Path | None
             row["precision"] = precision(entry["expected"], got_text)
             row["one_line"] = one_line_share(entry["expected"], got_text)
             row["newlines"] = (got_text.count("\n") + 1) / (entry["expected"].count("\n") + 1)
+            sample = Sample(entry["name"], b"", entry["media_type"], entry["expected"],
+                            parts=tuple(tuple(part) for part in entry.get("parts", ())))
+            row["parts"], row["in_order"] = parts_found(sample, got_text)
+            row["of_parts"] = len(sample.parts)
         rows.append(row)
     summary: dict[str, object] = {}
     for media_type in dict.fromkeys(str(r["format"]) for r in rows):
@@ -99,31 +106,45 @@ def measure(tree: Path, repeat: int, corpus: Path | None
             key: mean(float(str(r[key])) for r in readable)
             for key in ("recall", "precision", "one_line", "newlines")} | {
             "refused_readable": sum(1 for r in readable if r["code"] is not None),
+            "parts": sum(int(str(r["parts"])) for r in readable),
+            "of_parts": sum(int(str(r["of_parts"])) for r in readable),
+            "out_of_order": sum(1 for r in readable if not r["in_order"]),
             "readable": len(readable),
             "ms_per_mb": 1000 * sum(float(str(r["seconds"])) for r in of)
             / (sum(int(str(r["bytes"])) for r in of) / 1e6)}
     return rows, summary
 
 
+def parts_of(figures: dict[str, object]) -> str:
+    if not figures["of_parts"]:
+        return "–"
+    return f"{figures['parts']} of {figures['of_parts']} ({figures['out_of_order']})"
+
+
 def report(rows: list[dict[str, object]], summary: dict[str, object], command: str) -> str:
     lines = [f"### Extraction ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "",
              f"Command: `{command}`  ", f"Machine: {describe_machine()}.", "",
-             "| file | outcome | word recall | word precision |", "|---|---|---:|---:|"]
+             "| file | outcome | word recall | word precision | parts found |",
+             "|---|---|---:|---:|---:|"]
     for row in rows:
         outcome = f"refused: `{row['code']}`" if row["code"] else "read"
         if row["wanted"] is not None:
             outcome += " (as it should be)" if row["code"] == row["wanted"] else " (wrongly)"
-            lines.append(f"| {row['name']} | {outcome} | – | – |")
+            lines.append(f"| {row['name']} | {outcome} | – | – | – |")
         else:
+            parts = (f"{row['parts']} of {row['of_parts']}"
+                     + ("" if row["in_order"] else ", out of order")) if row["of_parts"] else "–"
             lines.append(f"| {row['name']} | {outcome} | {float(str(row['recall'])):.2f} | "
-                         f"{float(str(row['precision'])):.2f} |")
+                         f"{float(str(row['precision'])):.2f} | {parts} |")
     lines += ["", "| format | mean recall | mean precision | paragraphs on one line | "
-              "lines against the expected | readable files refused | ms per MB |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "lines against the expected | parts found (files out of order) | "
+              "readable files refused | ms per MB |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for media_type, figures in summary.items():
         f = dict(figures)  # type: ignore[call-overload]
         lines.append(f"| {media_type} | {f['recall']:.2f} | {f['precision']:.2f} | "
                      f"{f['one_line']:.0%} | {f['newlines']:.2f}× | "
+                     f"{parts_of(f)} | "
                      f"{f['refused_readable']} of {f['readable']} | {f['ms_per_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import io
 import json
 import os
 import re
 import stat
 import unicodedata
-import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.docx import docx_text
 from pipelines.errors import DocumentError
 from pipelines.html import html_text
 from pipelines.media import IMAGE_TYPES, Attachment, prepare_image
@@ -39,8 +38,6 @@ MEDIA_TYPES: dict[str, str] = {
 
 #: Default cap on a single file's size.
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
-#: A DOCX whose parts inflate past this is treated as a zip bomb.
-MAX_DOCX_UNCOMPRESSED = 200 * 1024 * 1024
 #: Share of control characters above which decoded "text" is really binary.
 _BINARY_RATIO = 0.05
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -227,7 +224,7 @@ def read_bytes(
                 return
             raw = read
         elif media_type.endswith("wordprocessingml.document"):
-            raw = _docx_text(source, data)
+            raw = docx_text(source, data)
         elif media_type == "text/html":
             raw = html_text(decode_text(source, data), whole_page=html_whole_page)
         else:
@@ -304,42 +301,6 @@ def _bomless_utf16(data: bytes) -> str | None:
     if even >= 0.4 * half and odd <= 0.05 * half:
         return "utf-16-be"
     return None
-
-
-#: What every OLE compound file starts with: an encrypted DOCX, or an old Word .doc.
-_COMPOUND_FILE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-#: The stream Office keeps an encrypted OOXML package in (its name in UTF-16).
-_ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
-
-
-def _docx_text(source: str, data: bytes) -> str:
-    if data.startswith(_COMPOUND_FILE):
-        if _ENCRYPTED_PACKAGE in data:
-            raise DocumentError(source, "the DOCX is encrypted with a password: save a copy "
-                                "without one", code="encrypted_docx")
-        raise DocumentError(source, "an old Word document (.doc), not a DOCX: save it as "
-                            ".docx", code="corrupt_file")
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            inflated = sum(info.file_size for info in archive.infolist())
-    except zipfile.BadZipFile as exc:
-        raise DocumentError(source, "not a readable DOCX (not a zip archive)",
-                            code="corrupt_file") from exc
-    if inflated > MAX_DOCX_UNCOMPRESSED:
-        raise DocumentError(source, f"the DOCX inflates to {inflated} bytes (zip bomb?)",
-                            code="too_large")
-    import docx
-
-    try:
-        document = docx.Document(io.BytesIO(data))
-    except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors...
-        raise DocumentError(source, f"not a readable DOCX: {exc.__class__.__name__}",
-                            code="corrupt_file") from exc
-    parts = [p.text for p in document.paragraphs]
-    for table in document.tables:
-        for row in table.rows:
-            parts.append(" | ".join(cell.text for cell in row.cells))
-    return "\n".join(parts)
 
 
 def _read_records(
