@@ -58,7 +58,8 @@ for entry in json.load(open(f"{folder}/index.json")):
         best = elapsed if best is None else min(best, elapsed)
     (doc,) = docs
     out[entry["name"]] = {"text": getattr(doc, "text", None), "code": getattr(doc, "code", None),
-                          "seconds": best, "bytes": len(data)}
+                          "seconds": best, "bytes": len(data),
+                          "pages_as_scan": sum(a.pages for a in getattr(doc, "attachments", ()))}
 print(json.dumps(out))
 """
 
@@ -74,7 +75,8 @@ def measure(tree: Path, repeat: int, corpus: Path | None
                 (folder / sample.name).write_bytes(sample.data)
             (folder / "index.json").write_text(json.dumps(
                 [{"name": s.name, "media_type": s.media_type, "expected": s.expected,
-                  "refused_as": s.refused_as, "parts": s.parts} for s in samples]))
+                  "refused_as": s.refused_as, "parts": s.parts,
+                  "scanned_pages": s.scanned_pages} for s in samples]))
         index = json.loads((folder / "index.json").read_text())
         result = subprocess.run(
             [sys.executable, "-c", READER, str(folder), str(repeat)], capture_output=True,
@@ -97,6 +99,11 @@ def measure(tree: Path, repeat: int, corpus: Path | None
                             parts=tuple(tuple(part) for part in entry.get("parts", ())))
             row["parts"], row["in_order"] = parts_found(sample, got_text)
             row["of_parts"] = len(sample.parts)
+            # Pages of a PDF with text that should go as a scan too, and went.
+            wanted_pages = len(entry.get("scanned_pages", ()))
+            row["scanned"] = min(wanted_pages, int(got.get("pages_as_scan", 0))) if got_text \
+                else 0
+            row["of_scanned"] = wanted_pages
         rows.append(row)
     summary: dict[str, object] = {}
     for media_type in dict.fromkeys(str(r["format"]) for r in rows):
@@ -109,6 +116,8 @@ def measure(tree: Path, repeat: int, corpus: Path | None
             "parts": sum(int(str(r["parts"])) for r in readable),
             "of_parts": sum(int(str(r["of_parts"])) for r in readable),
             "out_of_order": sum(1 for r in readable if not r["in_order"]),
+            "scanned": sum(int(str(r["scanned"])) for r in readable),
+            "of_scanned": sum(int(str(r["of_scanned"])) for r in readable),
             "readable": len(readable),
             "ms_per_mb": 1000 * sum(float(str(r["seconds"])) for r in of)
             / (sum(int(str(r["bytes"])) for r in of) / 1e6)}
@@ -138,14 +147,15 @@ def report(rows: list[dict[str, object]], summary: dict[str, object], command: s
                          f"{float(str(row['precision'])):.2f} | {parts} |")
     lines += ["", "| format | mean recall | mean precision | paragraphs on one line | "
               "lines against the expected | parts found (files out of order) | "
-              "readable files refused | ms per MB |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "picture pages sent | readable files refused | ms per MB |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for media_type, figures in summary.items():
         f = dict(figures)  # type: ignore[call-overload]
+        scanned = f"{f['scanned']} of {f['of_scanned']}" if f["of_scanned"] else "–"
         lines.append(f"| {media_type} | {f['recall']:.2f} | {f['precision']:.2f} | "
-                     f"{f['one_line']:.0%} | {f['newlines']:.2f}× | "
-                     f"{parts_of(f)} | "
-                     f"{f['refused_readable']} of {f['readable']} | {f['ms_per_mb']:.0f} |")
+                     f"{f['one_line']:.0%} | {f['newlines']:.2f}× | {parts_of(f)} | "
+                     f"{scanned} | {f['refused_readable']} of {f['readable']} | "
+                     f"{f['ms_per_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

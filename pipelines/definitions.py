@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from pipelines.documents import Reading
 from pipelines.errors import OutputError
 from pipelines.media import Attachment, Detail, ScannedPdf, content_parts
 from pipelines.schema import strict_violations, to_strict_schema
@@ -73,6 +74,10 @@ class Pipeline:
         scanned_pdf: How a PDF with no text layer is sent: ``file`` (whole, as an
             ``input_file``; the API renders its pages), ``images`` (rendered here, one
             ``input_image`` per page) or ``refuse`` (the item fails with ``no_text_layer``).
+        scanned_page_chars: A PDF page with an image and fewer characters of text than this
+            (a figure, a slide, a scanned page in a document with text) is sent as
+            ``scanned_pdf`` says, besides the document's text; 0: only a PDF with no text at
+            all is sent as a scan. ``refuse`` sends such pages' text alone.
         image_detail: The ``detail`` of image parts: ``low`` costs 85 tokens an image.
         html_whole_page: Read an HTML page whole, its menus, sidebars, and page header and
             footer too; by default only what a reader reads (hidden text is left out
@@ -94,6 +99,7 @@ class Pipeline:
     max_input_tokens: int | None = None
     chunk_overlap: int = 200
     scanned_pdf: ScannedPdf = "file"
+    scanned_page_chars: int = 100
     image_detail: Detail = "auto"
     html_whole_page: bool = False
     output_schema: Mapping[str, Any] | None = None
@@ -107,6 +113,8 @@ class Pipeline:
         if reserved := sorted(RESERVED_PARAMETERS & self.parameters.keys()):
             raise ValueError(f"pipeline {self.name}: parameters {reserved} are set by docpipe "
                              "and cannot be passed through")
+        if self.scanned_page_chars < 0:
+            raise ValueError(f"pipeline {self.name}: scanned_page_chars must be >= 0")
         if self.max_output_tokens < 16:
             raise ValueError(f"pipeline {self.name}: max_output_tokens must be >= 16")
         if self.max_input_tokens is not None and \
@@ -136,6 +144,13 @@ class Pipeline:
         return re.sub(r"[^a-zA-Z0-9_-]", "_", raw)[:64]
 
     @cached_property
+    def reading(self) -> Reading:
+        """What this pipeline asks of the document readers. With ``scanned_pdf = "refuse"``
+        no page of a PDF with text is kept as a scan."""
+        chars = 0 if self.scanned_pdf == "refuse" else self.scanned_page_chars
+        return Reading(html_whole_page=self.html_whole_page, scanned_page_chars=chars)
+
+    @cached_property
     def full_instructions(self) -> str:
         """Instructions as sent: the pipeline's own, then the notice that documents are data."""
         return f"{self.instructions.strip()}\n\n{DATA_NOTICE}"
@@ -156,6 +171,8 @@ class Pipeline:
             material["chunking"] = [self.max_input_tokens, self.chunk_overlap]
         if (self.scanned_pdf, self.image_detail) != ("file", "auto"):
             material["media"] = [self.scanned_pdf, self.image_detail]
+        if self.scanned_page_chars != 100:
+            material["scanned_page_chars"] = self.scanned_page_chars
         canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -52,7 +52,8 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 class SourceDocument:
     """One document's normalised text and media, ready to be stored and processed.
 
-    An image, or a PDF with no text layer, has no text and one attachment.
+    An image, or a PDF with no text layer, has no text and one attachment; a PDF with text
+    whose pages include scanned ones (an image and little text) has both.
     """
 
     source: str
@@ -159,13 +160,32 @@ def _walk(root: Path, *, skip: set[Path], walked: list[Path]) -> Iterator[Path |
                             code="unreadable")
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What a pipeline asks of the readers (:attr:`pipelines.definitions.Pipeline.reading`).
+
+    Attributes:
+        html_whole_page: Keep an HTML page's menus and page furniture
+            (:func:`pipelines.html.html_text`).
+        scanned_page_chars: A PDF page with an image and fewer characters of text than this
+            is sent as a scan too, besides the document's text (0: only a PDF with no text
+            at all is a scan).
+    """
+
+    html_whole_page: bool = False
+    scanned_page_chars: int = 100
+
+
+#: What a pipeline asks by default.
+DEFAULT_READING = Reading()
+
+
 def read_source(
     path: Path, *, text_field: str = "text", max_bytes: int = DEFAULT_MAX_BYTES,
-    html_whole_page: bool = False,
+    reading: Reading = DEFAULT_READING,
 ) -> Iterator[SourceDocument | DocumentError]:
-    """Read one file into documents: one for most files, one per record for JSON/JSONL.
-    ``html_whole_page`` keeps an HTML page's menus and page furniture
-    (:func:`pipelines.html.html_text`)."""
+    """Read one file into documents: one for most files, one per record for JSON/JSONL,
+    as ``reading`` asks."""
     source = str(path)
     media_type = MEDIA_TYPES.get(path.suffix.lower())
     try:
@@ -200,13 +220,12 @@ def read_source(
     except OSError as exc:
         yield DocumentError(source, f"cannot read: {exc.strerror}", code="unreadable")
         return
-    yield from read_bytes(source, data, media_type, text_field=text_field,
-                          html_whole_page=html_whole_page)
+    yield from read_bytes(source, data, media_type, text_field=text_field, reading=reading)
 
 
 def read_bytes(
     source: str, data: bytes, media_type: str, *, text_field: str = "text",
-    html_whole_page: bool = False,
+    reading: Reading = DEFAULT_READING,
 ) -> Iterator[SourceDocument | DocumentError]:
     """Parse ``data`` of ``media_type``; see :func:`read_source`."""
     if media_type in ("application/json", "application/x-ndjson"):
@@ -217,25 +236,27 @@ def read_bytes(
             image = prepare_image(source, data, media_type)
             yield SourceDocument(source, media_type, len(data), "", (image,))
             return
+        attachments: tuple[Attachment, ...] = ()
         if media_type == "application/pdf":
-            read = pdf_text(source, data)
-            if isinstance(read, Attachment):
-                yield SourceDocument(source, media_type, len(data), "", (read,))
+            raw, attachments = pdf_text(source, data,
+                                        scanned_page_chars=reading.scanned_page_chars)
+            if not raw:  # a scan: its pages are the document
+                yield SourceDocument(source, media_type, len(data), "", attachments)
                 return
-            raw = read
         elif media_type.endswith("wordprocessingml.document"):
             raw = docx_text(source, data)
         elif media_type == "text/html":
-            raw = html_text(decode_text(source, data), whole_page=html_whole_page)
+            raw = html_text(decode_text(source, data), whole_page=reading.html_whole_page)
         else:
             raw = decode_text(source, data)
     except DocumentError as exc:
         yield exc
         return
-    yield _document(source, media_type, len(data), raw)
+    yield _document(source, media_type, len(data), raw, attachments)
 
 
-def _document(source: str, media_type: str, size: int, raw: str) -> SourceDocument | DocumentError:
+def _document(source: str, media_type: str, size: int, raw: str,
+              attachments: tuple[Attachment, ...] = ()) -> SourceDocument | DocumentError:
     text = normalise(raw)
     if not text:
         return DocumentError(source, "no text left after extraction", code="no_text")
@@ -243,7 +264,8 @@ def _document(source: str, media_type: str, size: int, raw: str) -> SourceDocume
         # What is left of a layout with no words: table rules, bullets, separators.
         return DocumentError(source, "only separators and punctuation left after extraction",
                              code="no_text")
-    return SourceDocument(source=source, media_type=media_type, size_bytes=size, text=text)
+    return SourceDocument(source=source, media_type=media_type, size_bytes=size, text=text,
+                          attachments=attachments)
 
 
 def decode_text(source: str, data: bytes) -> str:

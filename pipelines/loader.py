@@ -68,6 +68,7 @@ class PipelineSpec(BaseModel):
     max_input_tokens: int | None = Field(default=None, gt=0)
     chunk_overlap: int = Field(default=200, ge=0)
     scanned_pdf: Literal["file", "images", "refuse"] = "file"
+    scanned_page_chars: int = Field(default=100, ge=0)
     image_detail: Literal["auto", "low", "high"] = "auto"
     html_whole_page: bool = False
 
@@ -147,7 +148,8 @@ def _from_spec(path: Path, index: int, entry: Any) -> Pipeline:
             max_output_tokens=spec.max_output_tokens, temperature=spec.temperature,
             description=spec.description, parameters=parameters,
             max_input_tokens=spec.max_input_tokens, chunk_overlap=spec.chunk_overlap,
-            scanned_pdf=spec.scanned_pdf, image_detail=spec.image_detail,
+            scanned_pdf=spec.scanned_pdf, scanned_page_chars=spec.scanned_page_chars,
+            image_detail=spec.image_detail,
             html_whole_page=spec.html_whole_page, source=str(path),
         )
     except ValueError as exc:

@@ -17,9 +17,11 @@ from typing import Any
 
 from tests.support import ooxml
 from tests.support.files import (
+    make_blank_pdf,
     make_damaged_pdf,
     make_encrypted_docx,
     make_encrypted_pdf,
+    make_mixed_pdf,
     make_pdf,
     make_pdf_form,
 )
@@ -29,6 +31,7 @@ _WORD = re.compile(r"\w+")
 MEMO = ("Quarterly revenue rose eleven percent on stronger subscriptions.\n"
         "Operating costs fell as the data centre moved to the new region.\n"
         "The board approved the budget for the coming year.")
+BOARD = "The board meets again in June to review the first quarter against this budget."
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Sample:
     refused_as: str | None = None
     #: Phrases from each part of the file (header, table, footnote...), in reading order.
     parts: tuple[tuple[str, str], ...] = ()
+    #: The pages (from 1) of a PDF with text that are sent as a scan too.
+    scanned_pages: tuple[int, ...] = ()
 
 
 def words(text: str) -> Counter[str]:
@@ -61,15 +66,17 @@ def precision(expected: str, got: str) -> float:
     return sum((words(expected) & have).values()) / max(1, sum(have.values()))
 
 
-def _pdf(name: str, make: Callable[[], bytes], expected: str, refused_as: str | None = None
-         ) -> Sample:
-    return Sample(name, make(), "application/pdf", expected, refused_as)
+def _pdf(name: str, make: Callable[[], bytes], expected: str, refused_as: str | None = None,
+         scanned_pages: tuple[int, ...] = ()) -> Sample:
+    return Sample(name, make(), "application/pdf", expected, refused_as,
+                  scanned_pages=scanned_pages)
 
 
 def pdf_corpus() -> list[Sample]:
     """PDFs: a text layer over pages, each encryption a PDF writer uses with an empty user
-    password (a permissions-only file), one that needs a password, a filled form, and a file
-    whose cross-reference offset is wrong."""
+    password (a permissions-only file), one that needs a password, a filled form, a file
+    whose cross-reference offset is wrong, pages that are pictures among pages of text, and
+    blank pages behind encryption."""
     form = {"Applicant": "Alice Martin", "Referee": "Bob Okafor", "Consent": "/Yes"}
     return [
         _pdf("memo-3-pages.pdf", lambda: make_pdf(MEMO, pages=3), "\n\n".join([MEMO] * 3)),
@@ -82,6 +89,13 @@ def pdf_corpus() -> list[Sample]:
         _pdf("filled-form.pdf", lambda: make_pdf_form("Grant application", form),
              "Grant application\nApplicant: Alice Martin\nReferee: Bob Okafor\nConsent: Yes"),
         _pdf("wrong-startxref.pdf", lambda: make_damaged_pdf(MEMO), MEMO),
+        _pdf("report-with-figures.pdf", lambda: make_mixed_pdf(
+                [(MEMO, False), ("Figure 1: revenue by region", True), (BOARD, False)]),
+             f"{MEMO}\n\nFigure 1: revenue by region\n\n{BOARD}", scanned_pages=(2,)),
+        _pdf("slides-a-word-each.pdf", lambda: make_mixed_pdf([("Background", True)] * 4),
+             "\n\n".join(["Background"] * 4), scanned_pages=(1, 2, 3, 4)),
+        _pdf("blank-pages-encrypted.pdf", lambda: make_blank_pdf(3, password=""), "",
+             refused_as="no_text"),
     ]
 
 

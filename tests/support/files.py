@@ -191,6 +191,42 @@ def make_scanned_pdf(pages: int, *, text: str = "Scanned page") -> bytes:
     return out.getvalue()
 
 
+def make_mixed_pdf(pages: list[tuple[str, bool]]) -> bytes:
+    """A PDF of text pages and picture pages, as a report with full-page figures or a deck
+    of slides is: ``(text, False)`` is a page of text; ``(text, True)`` a page that is an
+    image, with ``text`` (a word, a caption, or nothing) as its only text layer."""
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for text, picture in pages:
+        (text_page,) = PdfReader(io.BytesIO(make_pdf(text))).pages
+        if picture:
+            (picture_page,) = PdfReader(io.BytesIO(make_scanned_pdf(1, text="Figure"))).pages
+            page = writer.add_page(picture_page)
+            if text:
+                page.merge_page(text_page)
+        else:
+            writer.add_page(text_page)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def make_blank_pdf(pages: int, *, password: str | None = None) -> bytes:
+    """A PDF of empty pages (nothing drawn), encrypted with ``password`` if given (``""``:
+    a permissions-only file)."""
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    for _ in range(pages):
+        writer.add_blank_page(595, 842)
+    if password is not None:
+        writer.encrypt(password, "owner", algorithm="AES-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
 def make_png_bomb(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` pixels, made without allocating them.
 

@@ -19,7 +19,8 @@ def request_body(item: repo.ClaimedItem, pipeline: Pipeline, settings: Settings
                  ) -> dict[str, Any]:
     """The ``POST /v1/responses`` body for an item, live or in a batch.
 
-    A chunk sends its span of the text; a reduce, its parts' results; a flex run asks for the
+    A chunk sends its span of the text (the first, the document's scanned pages too); a
+    reduce, its parts' results; a flex run asks for the
     flex tier; a repair of a cut-off answer gets twice the room.
 
     Raises:
@@ -32,7 +33,10 @@ def request_body(item: repo.ClaimedItem, pipeline: Pipeline, settings: Settings
         body = pipeline.reduce_request(parts, cache_shards=shards)
     else:
         text = item.text if item.text_start is None else item.text[item.text_start:item.text_end]
-        body = pipeline.request(text, cache_shards=shards, attachments=item.attachments)
+        # A long document's scanned pages go with its first chunk, not with every chunk.
+        whole = item.text_start is None or item.chunk_index == 0
+        body = pipeline.request(text, cache_shards=shards,
+                                attachments=item.attachments if whole else ())
     if item.mode == RunMode.FLEX:
         body["service_tier"] = "flex"
     if item.last_error_class == BadOutputError.error_class and \

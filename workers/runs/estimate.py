@@ -57,7 +57,7 @@ def estimate(paths: Iterable[str], pipeline: Pipeline, *, settings: Settings,
     """Estimate a run of ``pipeline`` over ``paths``; see the module docstring."""
     result = Estimate(pipeline.name, pipeline.version, pipeline.model)
     tokens_by_hash: dict[str, int] = {}
-    for read in read_paths(paths, settings, html_whole_page=pipeline.html_whole_page):
+    for read in read_paths(paths, settings, reading=pipeline.reading):
         if isinstance(read, DocumentError):
             result.unreadable += 1
             continue

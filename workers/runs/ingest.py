@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from pipelines import DocumentError, Pipeline
 from pipelines.chunking import Node, plan
-from pipelines.documents import SourceDocument, discover, read_source
+from pipelines.documents import DEFAULT_READING, Reading, SourceDocument, discover, read_source
 from workers.db import repository as repo
 from workers.db.session import session_scope
 from workers.settings import Settings
@@ -74,7 +74,7 @@ def ingest(
     if mode == "batch":  # beat sends batch runs; a worker never takes their items
         publish = _hold
     batch = FIRST_BATCH_SIZE
-    for read in read_paths(paths, settings, html_whole_page=pipeline.html_whole_page):
+    for read in read_paths(paths, settings, reading=pipeline.reading):
         if isinstance(read, DocumentError):
             failures.append(read)
         else:
@@ -96,7 +96,7 @@ def _hold(item_ids: Sequence[int], *, queue: str) -> None:
     """The publisher of a batch run: its items stay ``pending`` for the batch submitter."""
 
 
-def read_paths(paths: Iterable[str], settings: Settings, *, html_whole_page: bool = False
+def read_paths(paths: Iterable[str], settings: Settings, *, reading: Reading = DEFAULT_READING
                ) -> Iterator[SourceDocument | DocumentError]:
     """Every document under ``paths``, or the reason a source could not be read."""
     for found in discover(paths):
@@ -105,8 +105,7 @@ def read_paths(paths: Iterable[str], settings: Settings, *, html_whole_page: boo
             continue
         try:
             yield from read_source(found, text_field=settings.json_text_field,
-                                   max_bytes=settings.max_file_bytes,
-                                   html_whole_page=html_whole_page)
+                                   max_bytes=settings.max_file_bytes, reading=reading)
         except Exception as exc:  # a parser bug must not stop the rest of the run
             log.exception("reading %s failed", found)
             yield DocumentError(str(found), f"{exc.__class__.__name__}: {exc}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.documents import SourceDocument, read_bytes
+from pipelines.documents import Reading, SourceDocument, read_bytes
 from pipelines.html import html_text
 from tests.support.extraction import (
     NEWS_PAGE,
@@ -87,7 +87,8 @@ def test_image_alt_text_is_kept_inline() -> None:
 
 def test_the_whole_page_is_read_when_the_caller_asks() -> None:
     (article,) = read_bytes("p.html", NEWS_PAGE.encode(), "text/html")
-    (whole,) = read_bytes("p.html", NEWS_PAGE.encode(), "text/html", html_whole_page=True)
+    (whole,) = read_bytes("p.html", NEWS_PAGE.encode(), "text/html",
+                         reading=Reading(html_whole_page=True))
     assert isinstance(article, SourceDocument) and isinstance(whole, SourceDocument)
     assert "Weather" not in article.text and "Weather" in whole.text
     assert article.content_hash != whole.content_hash

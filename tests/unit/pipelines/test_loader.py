@@ -62,12 +62,14 @@ pipelines:
     instructions: Extract the invoice carefully.
     schema_file: invoice.schema.json
     scanned_pdf: images
+    scanned_page_chars: 400
     html_whole_page: true
 ''')
     fast, careful = load_file(tmp_path / "set.yaml")
     assert (fast.name, careful.name) == ("invoices-fast", "invoices-careful")
     assert careful.scanned_pdf == "images" and fast.version != careful.version
     assert careful.html_whole_page and not fast.html_whole_page
+    assert (careful.reading.scanned_page_chars, fast.reading.scanned_page_chars) == (400, 100)
 
 
 def test_a_python_module_with_a_pydantic_model(tmp_path: Path) -> None:
