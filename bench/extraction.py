@@ -95,6 +95,9 @@ def measure(tree: Path, repeat: int, corpus: Path | None
             row["precision"] = precision(entry["expected"], got_text)
             row["one_line"] = one_line_share(entry["expected"], got_text)
             row["newlines"] = (got_text.count("\n") + 1) / (entry["expected"].count("\n") + 1)
+            row["per_100_words"] = 100 * got_text.count("\n") / max(1, len(got_text.split()))
+            row["expected_per_100_words"] = 100 * entry["expected"].count("\n") / max(
+                1, len(entry["expected"].split()))
             sample = Sample(entry["name"], b"", entry["media_type"], entry["expected"],
                             parts=tuple(tuple(part) for part in entry.get("parts", ())))
             row["parts"], row["in_order"] = parts_found(sample, got_text)
@@ -111,7 +114,8 @@ def measure(tree: Path, repeat: int, corpus: Path | None
         readable = [r for r in of if r["wanted"] is None]
         summary[media_type] = {
             key: mean(float(str(r[key])) for r in readable)
-            for key in ("recall", "precision", "one_line", "newlines")} | {
+            for key in ("recall", "precision", "one_line", "newlines", "per_100_words",
+                        "expected_per_100_words")} | {
             "refused_readable": sum(1 for r in readable if r["code"] is not None),
             "parts": sum(int(str(r["parts"])) for r in readable),
             "of_parts": sum(int(str(r["of_parts"])) for r in readable),
@@ -146,14 +150,16 @@ def report(rows: list[dict[str, object]], summary: dict[str, object], command: s
             lines.append(f"| {row['name']} | {outcome} | {float(str(row['recall'])):.2f} | "
                          f"{float(str(row['precision'])):.2f} | {parts} |")
     lines += ["", "| format | mean recall | mean precision | paragraphs on one line | "
-              "lines against the expected | parts found (files out of order) | "
+              "lines against the expected | newlines per 100 words (expected) | "
+              "parts found (files out of order) | "
               "picture pages sent | readable files refused | ms per MB |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for media_type, figures in summary.items():
         f = dict(figures)  # type: ignore[call-overload]
         scanned = f"{f['scanned']} of {f['of_scanned']}" if f["of_scanned"] else "–"
         lines.append(f"| {media_type} | {f['recall']:.2f} | {f['precision']:.2f} | "
-                     f"{f['one_line']:.0%} | {f['newlines']:.2f}× | {parts_of(f)} | "
+                     f"{f['one_line']:.0%} | {f['newlines']:.2f}× | {f['per_100_words']:.1f} "
+                     f"({f['expected_per_100_words']:.1f}) | {parts_of(f)} | "
                      f"{scanned} | {f['refused_readable']} of {f['readable']} | "
                      f"{f['ms_per_mb']:.0f} |")
     return "\n".join(lines) + "\n"
