@@ -24,6 +24,8 @@ REQUESTS_PER_CACHE_KEY = 15
 #: enough for multi-second calls at a few hundred requests per minute.
 DEFAULT_CALLS_IN_FLIGHT = 256
 DEFAULT_DATABASE_FILE = Path(".docpipe") / "docpipe.db"
+#: Broker URL schemes kombu's Redis transport takes.
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+socket", "sentinel")
 DEFAULT_DATABASE_URL = f"sqlite:///./{DEFAULT_DATABASE_FILE}"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 
@@ -245,6 +247,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             parts = value.replace(os.pathsep, ",").split(",")
             return [part.strip() for part in parts if part.strip()]
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _redis_broker(cls, value: str | None) -> str | None:
+        # docpipe's transport, queue inspection and locks are Redis's: another Celery broker
+        # would start and then fail at its first task.
+        scheme = (value or "redis://").partition("://")[0].lower()
+        if scheme not in REDIS_SCHEMES:
+            raise ValueError(f"docpipe's broker is Redis: use redis://HOST:6379/0 (or "
+                             f"rediss://), not {scheme}://")
         return value
 
     @model_validator(mode="after")

@@ -6,21 +6,52 @@ for run operations, ``workers.ops`` for what is shown).
 
 from __future__ import annotations
 
+import os
 import sys
 
 from pipelines import PipelineError
 from workers.cli import db, inspect, local, pipelines, runs, services
 from workers.cli.app import app, err
-from workers.errors import ConfigurationError
+from workers.errors import ConfigurationError, brief
+from workers.runtime.failures import EXIT_SERVICE, explain, scrubbed
+from workers.settings import DEFAULT_DATABASE_URL, Settings, get_settings
 
-__all__ = ["app", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_SERVICE", "EXIT_USAGE", "app", "main"]
 _COMMANDS = (db, inspect, local, pipelines, runs, services)  # imported to register them
+
+#: An error docpipe did not expect: a bug, or a failure it does not yet explain.
+EXIT_FAILED = 1
+#: A command, option, setting or pipeline that docpipe cannot run with.
+EXIT_USAGE = 2
 
 
 def main() -> None:
-    """Entry point of the ``docpipe`` console script."""
+    """Entry point of the ``docpipe`` console script: every failure that escapes a command
+    ends here, as one line (the full traceback with ``--debug``)."""
     try:
         app()
-    except (ConfigurationError, PipelineError) as exc:
-        err.print(f"[red]docpipe:[/red] {exc}")
-        sys.exit(2)
+    except Exception as exc:  # the one place failures become lines
+        if os.environ.get("DOCPIPE_DEBUG") == "1":
+            raise
+        current = _settings()
+        if isinstance(exc, (ConfigurationError, PipelineError)):
+            line, code = str(exc), EXIT_USAGE
+        elif (failure := explain(exc, current)) is not None:
+            line, code = failure.line(), EXIT_SERVICE
+        else:
+            line, code = (f"unexpected error: {brief(exc)} (run again with --debug for the "
+                          "traceback, and report it)"), EXIT_FAILED
+        err.print(f"[red]docpipe:[/red] {scrubbed(line, current)}", markup=True,
+                  highlight=False)
+        sys.exit(code)
+
+
+def _settings() -> Settings:
+    """The settings to explain a failure with, even when they are what failed to load."""
+    try:
+        return get_settings()
+    except Exception:  # the URLs are all a line needs
+        return Settings.model_construct(
+            database_url=os.environ.get("DOCPIPE_DATABASE_URL", DEFAULT_DATABASE_URL),
+            broker_url=os.environ.get("DOCPIPE_BROKER_URL"),
+            openai_base_url=os.environ.get("OPENAI_BASE_URL"))

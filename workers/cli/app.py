@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from workers.settings import Settings, get_settings
@@ -69,9 +70,16 @@ def money(amount: float | None) -> Decimal | None:
     return None if amount is None else Decimal(str(amount))
 
 
+DebugOpt = Annotated[bool, typer.Option(
+    "--debug", help="On a failure, show its full traceback instead of one line (also "
+    "DOCPIPE_DEBUG=1).")]
+
+
 @app.callback()
-def _global(log_format: LogFormatOpt = None) -> None:
+def _global(log_format: LogFormatOpt = None, debug: DebugOpt = False) -> None:
     """docpipe: durable document pipelines on the OpenAI Responses API."""
+    if debug:
+        os.environ["DOCPIPE_DEBUG"] = "1"
     if log_format is not None:
         if log_format not in ("text", "json"):
             raise fail(f"--log-format takes text or json, not {log_format!r}")
@@ -87,9 +95,11 @@ def settings() -> Settings:
     """The settings, or one line saying which is invalid."""
     try:
         return get_settings()
-    except ValueError as exc:
-        err.print(f"[red]docpipe: invalid settings:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"DOCPIPE_{'_'.join(str(part) for part in problem['loc']).upper()}: "
+            f"{problem['msg'].removeprefix('Value error, ')}" for problem in exc.errors())
+        raise fail(f"invalid settings: {problems}") from exc
 
 
 def migrated(current: Settings, *, auto: bool = False) -> Settings:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from workers.cli.app import app, err, migrated, settings
+from workers.errors import ConfigurationError
 
 #: prometheus-client's multiprocess folder (not imported from workers.ops.metrics, which would
 #: import prometheus-client before the variable is set).
@@ -47,6 +48,9 @@ def worker_cmd(
     Celery worker whose event loop keeps ``DOCPIPE_WORKER_CONCURRENCY`` calls in flight.
     Extra options go to ``celery worker``."""
     current = migrated(settings())
+    if current.openai_api_key is None:  # here, before any process starts to say it
+        raise ConfigurationError("OPENAI_API_KEY is not set: workers cannot call the API; "
+                                 "set it (or DOCPIPE_OPENAI_API_KEY) and start them again")
     from workers.runtime import processes
 
     supervised = os.environ.get(processes.CHILD_ENV) == "1" and \

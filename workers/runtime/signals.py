@@ -28,7 +28,7 @@ from workers.db.session import (
 from workers.errors import ConfigurationError
 from workers.ops import logs, metrics
 from workers.process import holding, memory
-from workers.runtime import broker_log, heartbeat, liveness
+from workers.runtime import broker_log, failures, heartbeat, liveness
 from workers.runtime.celery_app import Queue
 from workers.settings import get_settings
 
@@ -37,7 +37,8 @@ log = logging.getLogger("docpipe.worker")
 
 @worker_init.connect
 def check_before_start(**_: Any) -> None:
-    """Refuse to start on an un-migrated database or without an API key."""
+    """Refuse to start on an un-migrated or unreachable database or without an API key,
+    with one line saying which."""
     settings = get_settings()
     try:
         ensure_migrated()
@@ -46,6 +47,11 @@ def check_before_start(**_: Any) -> None:
     except ConfigurationError as exc:
         # SystemExit passes through Celery's signal dispatch, which swallows Exceptions.
         raise SystemExit(f"docpipe worker: {exc}") from exc
+    except Exception as exc:
+        failure = failures.explain(exc, settings)
+        if failure is None:
+            raise
+        raise SystemExit(f"docpipe worker: {failure.line()}") from exc
     log.info("docpipe worker ready: database migrated, model API at %s",
              settings.openai_base_url or "https://api.openai.com/v1")
 
