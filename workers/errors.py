@@ -43,6 +43,20 @@ class DatabaseNotMigrated(ConfigurationError):
     """The database schema is missing or older than this version of docpipe."""
 
 
+class IngestCutOff(DocpipeError):
+    """An ingest stopped before it read every source (a service failed, Ctrl-C). Its run is
+    kept, with what was written; ``docpipe resume`` reads the rest."""
+
+    def __init__(self, run_id: int, *, interrupted: bool) -> None:
+        super().__init__(f"run {run_id}'s ingest was cut off")
+        self.run_id = run_id
+        self.interrupted = interrupted
+
+    @property
+    def hint(self) -> str:
+        return f"run {self.run_id} is kept: `docpipe resume {self.run_id}` reads the rest"
+
+
 class ScheduleBusy(DocpipeError):
     """The schedule's previous run has not finished, so a new one may not start (beat
     skips this night's run; nothing to retry)."""

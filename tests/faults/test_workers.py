@@ -217,5 +217,9 @@ def test_a_worker_celery_gives_up_on_restarts_itself(stack: Stack, tmp_path: Pat
     assert process is not None
     wait_until(lambda: "gave up (exit code 1)" in stack.workers[0].log(), timeout=60,
                what="the worker to notice it was given up on")
+    # Sent once it is back: the make-believe crash leaves the old consumer consuming until
+    # the exec, and what it fetched in its last second would wait for the visibility timeout.
+    wait_until(lambda: len(re.findall(r"w0@\S+ ready\.", stack.workers[0].log())) == 2,
+               timeout=60, what="the worker to restart in place")
     assert_finishes_after_one_restart(stack, tmp_path / "corpus", process, 10,
                                       because="restarting it in place in 1 s")

@@ -12,17 +12,19 @@ import sys
 from pipelines import PipelineError
 from workers.cli import db, inspect, local, pipelines, runs, services
 from workers.cli.app import app, err
-from workers.errors import ConfigurationError, brief
+from workers.errors import ConfigurationError, IngestCutOff, brief
 from workers.runtime.failures import EXIT_SERVICE, explain, scrubbed
 from workers.settings import DEFAULT_DATABASE_URL, Settings, get_settings
 
-__all__ = ["EXIT_FAILED", "EXIT_SERVICE", "EXIT_USAGE", "app", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_SERVICE", "EXIT_USAGE", "app", "main"]
 _COMMANDS = (db, inspect, local, pipelines, runs, services)  # imported to register them
 
 #: An error docpipe did not expect: a bug, or a failure it does not yet explain.
 EXIT_FAILED = 1
 #: A command, option, setting or pipeline that docpipe cannot run with.
 EXIT_USAGE = 2
+#: Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 
 
 def main() -> None:
@@ -34,16 +36,26 @@ def main() -> None:
         if os.environ.get("DOCPIPE_DEBUG") == "1":
             raise
         current = _settings()
-        if isinstance(exc, (ConfigurationError, PipelineError)):
-            line, code = str(exc), EXIT_USAGE
-        elif (failure := explain(exc, current)) is not None:
-            line, code = failure.line(), EXIT_SERVICE
-        else:
-            line, code = (f"unexpected error: {brief(exc)} (run again with --debug for the "
-                          "traceback, and report it)"), EXIT_FAILED
+        line, code = _described(exc, current)
         err.print(f"[red]docpipe:[/red] {scrubbed(line, current)}", markup=True,
                   highlight=False)
         sys.exit(code)
+
+
+def _described(exc: Exception, current: Settings) -> tuple[str, int]:
+    """The line and exit code for a failure."""
+    cut = exc if isinstance(exc, IngestCutOff) else None
+    cause = exc.__cause__ if cut is not None and isinstance(exc.__cause__, Exception) else exc
+    if cut is not None and cut.interrupted:
+        return f"interrupted; {cut.hint}", EXIT_INTERRUPTED
+    if isinstance(cause, (ConfigurationError, PipelineError)):
+        line, code = str(cause), EXIT_USAGE
+    elif (failure := explain(cause, current)) is not None:
+        line, code = failure.line(), EXIT_SERVICE
+    else:
+        line, code = (f"unexpected error: {brief(cause)} (run again with --debug for the "
+                      "traceback, and report it)"), EXIT_FAILED
+    return (f"{line}; {cut.hint}" if cut is not None else line), code
 
 
 def _settings() -> Settings:

@@ -202,14 +202,27 @@ def resume_cmd(
         "--budget-usd", min=0, help="A new budget for the run, in dollars.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Continue a paused run, and re-enqueue items that have no message in flight."""
+    """Continue a paused run, finish its ingest if that was cut off (its paths are read
+    again), and re-enqueue items that have no message in flight."""
     current = migrated(settings())
     from workers.runs import operations
     from workers.runtime.publish import send_items
 
-    count = operations.resume(run_id, settings=current, publish=send_items,
-                              budget_usd=money(budget_usd))
+    try:
+        resumed = operations.resume(run_id, settings=current, publish=send_items,
+                                    budget_usd=money(budget_usd))
+    except operations.RunNotFound as exc:
+        raise fail(f"no run {run_id}; `docpipe status` lists the runs") from exc
+    ingested = resumed.ingested
     if as_json:
-        console.print_json(data={"run_id": run_id, "requeued": count})
-    else:
-        console.print(f"run {run_id}: {count} items re-enqueued")
+        console.print_json(data={"run_id": run_id, "requeued": resumed.requeued,
+                                 "ingested": ingested.as_dict() if ingested else None,
+                                 "cut_short": resumed.cut_short})
+        return
+    if ingested is not None:
+        console.print(f"run {run_id}: its ingest is finished: {ingested.items} more items, "
+                      f"{ingested.unreadable} more unreadable")
+    if resumed.cut_short:
+        console.print(f"run {run_id}: its reprocess was cut off; it runs the documents it "
+                      "has, and `docpipe reprocess` selects the rest")
+    console.print(f"run {run_id}: {resumed.requeued} items re-enqueued")

@@ -174,7 +174,14 @@ class Run(Base):
     #: A batch run must be done by then: an item a new 24-hour batch could not bring back in
     #: time is sent live instead.
     deadline_at: Mapped[datetime | None]
+    #: What an ingest reads, ``{"paths": [...], "cwd": "..."}`` (its paths as given, and
+    #: the folder they were given in), so that an ingest cut off at any point can be
+    #: finished by ``docpipe resume``; None for a reprocess run.
+    sources: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: When every source was read and every item written; None while ingest has not ended
+    #: (running, or cut off).
+    ingested_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
 

@@ -8,6 +8,7 @@ size of the folder.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,7 @@ from pipelines.chunking import Node, plan
 from pipelines.documents import DEFAULT_READING, Reading, SourceDocument, discover, read_source
 from workers.db import repository as repo
 from workers.db.session import session_scope
+from workers.errors import IngestCutOff
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.ingest")
@@ -54,14 +56,39 @@ def ingest(
 ) -> IngestReport:
     """Create a run of ``pipeline`` over ``paths`` and enqueue its items on ``queue``.
 
-    With ``budget_usd`` the run pauses before a call that could take its spend past it.
+    With ``budget_usd`` the run pauses before a call that could take its spend past it. The
+    run keeps its paths: if this is cut off (a service down, Ctrl-C, a kill), ``docpipe
+    resume`` reads them again (:func:`finish_ingest`).
+
+    Raises:
+        IngestCutOff: from what stopped it, once the run exists.
     """
+    paths = list(paths)
     with session_scope() as session:
         run = repo.create_run(session, pipeline=pipeline.name, version=pipeline.version,
                               model=pipeline.model, queue=queue, budget_usd=budget_usd,
-                              mode=mode, deadline_at=deadline_at)
-        report = IngestReport(run_id=run.id)
+                              mode=mode, deadline_at=deadline_at,
+                              sources={"paths": paths, "cwd": os.getcwd()})
+        run_id = run.id
+    try:
+        return finish_ingest(run_id, paths, pipeline, settings=settings, publish=publish,
+                             queue=queue, mode=mode)
+    except KeyboardInterrupt as exc:
+        raise IngestCutOff(run_id, interrupted=True) from exc
+    except Exception as exc:
+        raise IngestCutOff(run_id, interrupted=False) from exc
 
+
+def finish_ingest(run_id: int, paths: Iterable[str], pipeline: Pipeline, *,
+                  settings: Settings, publish: Publisher, queue: str, mode: str = "live"
+                  ) -> IngestReport:
+    """Read ``paths`` into run ``run_id``, write what it does not have yet, and start it.
+
+    Safe to repeat: a document already in the run, or a source already failed in it, is
+    skipped (counted as a duplicate), so an ingest that was cut off finishes where it
+    stopped, and its items already written are sent by the reconciler.
+    """
+    report = IngestReport(run_id=run_id)
     documents: list[SourceDocument] = []
     failures: list[DocumentError] = []
 

@@ -6,16 +6,20 @@ a script) cancels, replays and resumes a run the same way.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Protocol
 
+from pipelines import get_pipeline
 from workers.db import repository as repo
 from workers.db.session import session_scope
 from workers.errors import ConfigurationError
 from workers.runs import reconcile
+from workers.runs.ingest import IngestReport, finish_ingest
 from workers.settings import Settings
 
 Publisher = Callable[..., None]
@@ -77,16 +81,68 @@ def replay(run_id: int, statuses: Sequence[str], *, publish: Publisher) -> int:
     return len(ids)
 
 
-def resume(run_id: int, *, settings: Settings, publish: Publisher,
-           budget_usd: Decimal | None = None) -> int:
-    """Continue a paused run (with a new budget if given) and re-send what has no message.
+@dataclass(frozen=True)
+class Resumed:
+    """What ``docpipe resume`` did."""
 
-    Returns the number of items sent again.
+    run_id: int
+    #: Items sent again: written, but with no message in the queue.
+    requeued: int
+    #: The rest of an ingest that was cut off, read now; None when it had ended.
+    ingested: IngestReport | None = None
+    #: A reprocess run cut off before all its documents had items: started with those it
+    #: has (a new ``docpipe reprocess`` selects the rest).
+    cut_short: bool = False
+
+
+def resume(run_id: int, *, settings: Settings, publish: Publisher,
+           budget_usd: Decimal | None = None) -> Resumed:
+    """Continue a paused run (with a new budget if given), finish its ingest if that was
+    cut off, and re-send what has no message.
+
+    Raises:
+        RunNotFound: no run has this id.
+        ConfigurationError: the ingest must be finished, but its pipeline has changed or its
+            paths' folder is gone.
     """
     with session_scope() as session:
+        run = repo.get_run(session, run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        ingested_at, sources = run.ingested_at, run.sources
+        name, version, queue, mode = run.pipeline, run.pipeline_version, run.queue, run.mode
         repo.resume_run(session, run_id, budget_usd=budget_usd)
-    return reconcile.requeue(run_id, settings=settings, publish=publish,
-                             queued_grace_seconds=0, immediate=True)
+    ingested, cut_short = None, False
+    if ingested_at is None and sources is not None:
+        ingested = _finish_ingest(run_id, sources, name, version, settings=settings,
+                                  publish=publish, queue=queue, mode=mode)
+    elif ingested_at is None:
+        cut_short = True
+        with session_scope() as session:
+            repo.start_run(session, run_id)
+        with session_scope() as session:
+            repo.finish_run_if_done(session, run_id)
+    requeued = reconcile.requeue(run_id, settings=settings, publish=publish,
+                                 queued_grace_seconds=0, immediate=True)
+    return Resumed(run_id, requeued, ingested, cut_short)
+
+
+def _finish_ingest(run_id: int, sources: dict[str, Any], name: str, version: str, *,
+                   settings: Settings, publish: Publisher, queue: str, mode: str
+                   ) -> IngestReport:
+    pipeline = get_pipeline(name, settings.pipelines)
+    if pipeline.version != version:
+        raise ConfigurationError(
+            f"run {run_id} was started with pipeline {name} {version}, which is now "
+            f"{pipeline.version}: restore its definition to finish the run's ingest, or "
+            "start a new run")
+    folder = Path(str(sources.get("cwd", ".")))
+    if not folder.is_dir():
+        raise ConfigurationError(f"run {run_id}'s paths were given in {folder}, which is "
+                                 "gone: its ingest cannot be finished; start a new run")
+    with contextlib.chdir(folder):  # the paths as they were given, so sources match
+        return finish_ingest(run_id, [str(p) for p in sources.get("paths", [])], pipeline,
+                             settings=settings, publish=publish, queue=queue, mode=mode)
 
 
 class _Process(Protocol):

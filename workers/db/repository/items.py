@@ -133,13 +133,20 @@ def add_item_tree(session: Session, run_id: int, document_id: int, source: str,
 def add_failed_items(
     session: Session, run_id: int, failures: Iterable[tuple[str, str, str]]
 ) -> int:
-    """Record sources that could not be read as failed items: (source, code, message)."""
+    """Record sources that could not be read as failed items: (source, code, message); a
+    source the run already has a failed item for (an ingest read again) is skipped."""
     now = utcnow()
+    failures = list(failures)
+    known: set[str] = set()
+    if failures:
+        known = set(session.scalars(select(Item.source).where(
+            Item.run_id == run_id, Item.document_id.is_(None),
+            Item.source.in_({source for source, _, _ in failures}))))
     rows = [
         {"run_id": run_id, "document_id": None, "source": source, "chunk_index": 0,
          "status": ItemStatus.FAILED, "last_error_class": "document", "last_error_code": code,
          "last_error_message": message, "created_at": now, "updated_at": now, "finished_at": now}
-        for source, code, message in failures
+        for source, code, message in failures if source not in known
     ]
     if rows:
         session.execute(insert_for(session, Item).values(rows))

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
+    case,
     func,
     select,
     update,
@@ -31,7 +33,8 @@ from workers.errors import ScheduleBusy
 
 def create_run(session: Session, *, pipeline: str, version: str, model: str, queue: str,
                budget_usd: Decimal | None = None, schedule: str | None = None,
-               mode: str = RunMode.LIVE, deadline_at: datetime | None = None) -> Run:
+               mode: str = RunMode.LIVE, deadline_at: datetime | None = None,
+               sources: dict[str, Any] | None = None) -> Run:
     """A new run in ``ingesting`` state: workers may start, but it cannot finish yet.
 
     Raises:
@@ -47,6 +50,7 @@ def create_run(session: Session, *, pipeline: str, version: str, model: str, que
         schedule=schedule,
         mode=mode,
         deadline_at=deadline_at,
+        sources=sources,
         created_at=utcnow(),
     )
     if schedule is None:
@@ -79,12 +83,15 @@ def list_runs(session: Session, limit: int = 20) -> list[Run]:
 
 
 def start_run(session: Session, run_id: int) -> None:
-    """Ingest is complete: record the total and let the run finish when its items do."""
+    """Ingest is complete: record the total and when, and let the run finish when its items
+    do (a run paused meanwhile stays paused)."""
     total = session.scalar(select(func.count()).where(Item.run_id == run_id)) or 0
+    session.execute(update(Run).where(Run.id == run_id)
+                    .values(total_items=total, ingested_at=utcnow()))
     session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status == RunStatus.INGESTING)
-        .values(status=RunStatus.RUNNING, total_items=total)
+        .values(status=RunStatus.RUNNING)
     )
 
 
@@ -148,10 +155,13 @@ def resume_run(session: Session, run_id: int, *, budget_usd: Decimal | None = No
     """Reopen a paused run so its items can be claimed again, with a new budget if given."""
     if budget_usd is not None:
         session.execute(update(Run).where(Run.id == run_id).values(budget_usd=budget_usd))
+    # A run paused before its ingest ended goes back to ingesting: it must not finish
+    # before the rest of its documents are read.
     session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status == RunStatus.PAUSED)
-        .values(status=RunStatus.RUNNING, status_reason=None)
+        .values(status=case((Run.ingested_at.is_(None), RunStatus.INGESTING),
+                            else_=RunStatus.RUNNING), status_reason=None)
     )
 
 
