@@ -57,6 +57,15 @@ class IngestCutOff(DocpipeError):
         return f"run {self.run_id} is kept: `docpipe resume {self.run_id}` reads the rest"
 
 
+class RunInterrupted(DocpipeError):
+    """Ctrl-C stopped a run that ``docpipe run`` ran here; it is paused, and the message
+    says how to go on."""
+
+    def __init__(self, run_id: int, message: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
 class ScheduleBusy(DocpipeError):
     """The schedule's previous run has not finished, so a new one may not start (beat
     skips this night's run; nothing to retry)."""

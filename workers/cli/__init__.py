@@ -12,7 +12,7 @@ import sys
 from pipelines import PipelineError
 from workers.cli import db, inspect, local, pipelines, runs, services
 from workers.cli.app import app, err
-from workers.errors import ConfigurationError, IngestCutOff, brief
+from workers.errors import ConfigurationError, IngestCutOff, RunInterrupted, brief
 from workers.runtime.failures import EXIT_SERVICE, explain, scrubbed
 from workers.settings import DEFAULT_DATABASE_URL, Settings, get_settings
 
@@ -48,6 +48,8 @@ def _described(exc: Exception, current: Settings) -> tuple[str, int]:
     cause = exc.__cause__ if cut is not None and isinstance(exc.__cause__, Exception) else exc
     if cut is not None and cut.interrupted:
         return f"interrupted; {cut.hint}", EXIT_INTERRUPTED
+    if isinstance(exc, RunInterrupted):
+        return str(exc), EXIT_INTERRUPTED
     if isinstance(cause, (ConfigurationError, PipelineError)):
         line, code = str(cause), EXIT_USAGE
     elif (failure := explain(cause, current)) is not None:

@@ -200,11 +200,25 @@ def resume_cmd(
     run_id: RunIdArg,
     budget_usd: Annotated[float | None, typer.Option(
         "--budget-usd", min=0, help="A new budget for the run, in dollars.")] = None,
+    simulate: Annotated[bool, typer.Option(
+        help="With no broker configured (one-machine mode): answer with docpipe's "
+        "simulator, as `docpipe run --simulate` did.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Continue a paused run, finish its ingest if that was cut off (its paths are read
-    again), and re-enqueue items that have no message in flight."""
+    again), and re-enqueue items that have no message in flight. With no broker configured
+    (one-machine mode) the run goes on here, as `docpipe run` ran it."""
     current = migrated(settings())
+    if current.broker_url is None:
+        from workers.cli.local import resume_here
+        from workers.db import repository as repo
+        from workers.db.session import session_scope
+
+        with session_scope() as session:
+            if repo.get_run(session, run_id) is None:
+                raise fail(f"no run {run_id}; `docpipe status` lists the runs")
+        resume_here(run_id, simulate=simulate, workers=1, budget_usd=money(budget_usd))
+    # Imported once the broker is known: the Celery app reads its URL when it is made.
     from workers.runs import operations
     from workers.runtime.publish import send_items
 

@@ -78,7 +78,7 @@ def embedded_redis(directory: str | None = None) -> Iterator[str]:
         process = subprocess.Popen(
             [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", workdir, "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0,
         )
         try:
             wait_for_port(port, process=process, what="embedded redis-server")
@@ -97,8 +97,10 @@ def child(argv: Sequence[str], *, env: dict[str, str] | None = None, port: int |
           what: str, log_path: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` for the duration of the block; wait for ``port`` if given."""
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    # A process group of its own: Ctrl-C at the terminal reaches the command that started
+    # it, which stops it in order (workers first, with the services they need still up).
     process = subprocess.Popen(list(argv), env={**os.environ, **(env or {})}, stdout=log,
-                               stderr=subprocess.STDOUT)
+                               stderr=subprocess.STDOUT, process_group=0)
     try:
         if port is not None:
             wait_for_port(port, process=process, what=what)

@@ -72,6 +72,22 @@ def unfinished_scheduled_run(session: Session, schedule: str) -> int | None:
                                                Run.status != RunStatus.FINISHED))
 
 
+#: ``status_reason`` of a run paused by Ctrl-C on ``docpipe run``.
+INTERRUPTED_REASON = "interrupted"
+
+
+def interrupted_run(session: Session, *, version: str, sources: dict[str, Any]) -> int | None:
+    """The latest run of pipeline ``version`` over ``sources`` that Ctrl-C (or anything that
+    cut its ingest off) stopped: ``docpipe run`` on the same paths continues it."""
+    candidates = session.scalars(
+        select(Run).where(Run.pipeline_version == version,
+                          (Run.status == RunStatus.INGESTING)
+                          | ((Run.status == RunStatus.PAUSED)
+                             & (Run.status_reason == INTERRUPTED_REASON)))
+        .order_by(Run.id.desc()).limit(20))
+    return next((run.id for run in candidates if run.sources == sources), None)
+
+
 def get_run(session: Session, run_id: int) -> Run | None:
     """The run with ``run_id``."""
     return session.get(Run, run_id)
