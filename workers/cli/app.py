@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -100,6 +101,14 @@ def settings() -> Settings:
             f"DOCPIPE_{'_'.join(str(part) for part in problem['loc']).upper()}: "
             f"{problem['msg'].removeprefix('Value error, ')}" for problem in exc.errors())
         raise fail(f"invalid settings: {problems}") from exc
+
+
+def waiting_check(run_id: int, current: Settings) -> Callable[[Any], str | None]:
+    """What tells a view of run ``run_id`` why the run waits (no consumer, no beat)."""
+    from workers.ops.waiting import WaitingCheck, consumed_queues
+
+    return WaitingCheck(run_id, inspect=lambda: consumed_queues(current.effective_broker_url),
+                        batch_tick_seconds=current.batch_poll_seconds)
 
 
 def migrated(current: Settings, *, auto: bool = False) -> Settings:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from workers.cli.app import JsonOpt, app, console, fail, migrated, settings
+from workers.cli.app import JsonOpt, app, console, fail, migrated, settings, waiting_check
 from workers.errors import ConfigurationError
 from workers.ops import exports, tables
 
@@ -24,7 +24,7 @@ def status_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Progress, errors, tokens and cost of a run (or of recent runs)."""
-    migrated(settings())
+    current = migrated(settings())
     if watch:
         _watch(run_id, interval=interval, as_json=as_json)
         return
@@ -40,6 +40,13 @@ def status_cmd(
     if run_id is not None:
         for line in tables.run_details(reports[0]):
             console.print(line)
+        from workers.db import repository as repo
+        from workers.db.session import session_scope
+
+        with session_scope() as session:
+            report = repo.run_report(session, run_id)
+        if report is not None and (why := waiting_check(run_id, current)(report)):
+            console.print(f"[yellow]waiting: {why}[/yellow]")
 
 
 def _watch(run_id: int | None, *, interval: float, as_json: bool) -> None:
@@ -48,7 +55,8 @@ def _watch(run_id: int | None, *, interval: float, as_json: bool) -> None:
     from workers.ops import monitor
 
     try:
-        monitor.watch(run_id, console=console, interval=interval)
+        monitor.watch(run_id, console=console, interval=interval,
+                      waiting=waiting_check(run_id, settings()))
     except LookupError:
         raise fail(f"no run {run_id}", 1) from None
 

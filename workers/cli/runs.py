@@ -24,6 +24,7 @@ from workers.cli.app import (
     migrated,
     money,
     settings,
+    waiting_check,
 )
 
 RunIdArg = Annotated[int, typer.Argument(help="Run id.")]
@@ -61,7 +62,8 @@ def ingest_cmd(
     if wait:
         from workers.ops import monitor
 
-        final = monitor.watch(report.run_id, console=err if as_json else console)
+        final = monitor.watch(report.run_id, console=err if as_json else console,
+                              waiting=waiting_check(report.run_id, current))
         raise typer.Exit(0 if final.status == "finished" else EXIT_PAUSED)
 
 

@@ -82,8 +82,9 @@ def _duration(seconds: float | None) -> str:
         f"{rest // 60}:{rest % 60:02d}"
 
 
-def render(report: repo.RunReport, rates: Rates) -> RenderableType:
-    """The live view of one run."""
+def render(report: repo.RunReport, rates: Rates, waiting: str | None = None
+           ) -> RenderableType:
+    """The live view of one run; ``waiting`` says why it waits, if it knows."""
     done = report.succeeded + report.failed
     title = Text.assemble((f"run {report.run_id} ", "bold"), f"{report.pipeline} ",
                           (report.status, "green" if report.status == "finished" else
@@ -117,14 +118,18 @@ def render(report: repo.RunReport, rates: Rates) -> RenderableType:
     parts: list[RenderableType] = [title, bar, facts]
     if report.status_reason:
         parts.append(Text(report.status_reason, style="yellow"))
+    if waiting:
+        parts.append(Text(f"waiting: {waiting}", style="yellow"))
     return Group(*parts)
 
 
 def watch(run_id: int, *, console: Console, interval: float = 1.0,
-          on_tick: Callable[[repo.RunReport], None] | None = None) -> repo.RunReport:
+          on_tick: Callable[[repo.RunReport], None] | None = None,
+          waiting: Callable[[repo.RunReport], str | None] | None = None) -> repo.RunReport:
     """Show the live view until the run finishes or pauses; return its last report.
 
     ``on_tick`` runs after each poll: the caller's chance to reconcile or check its workers.
+    ``waiting`` says why the run waits, if anything is missing (see ``workers.ops.waiting``).
     Raises LookupError if the run does not exist.
     """
     window = Window()
@@ -134,7 +139,9 @@ def watch(run_id: int, *, console: Console, interval: float = 1.0,
                 report = repo.run_report(session, run_id)
             if report is None:
                 raise LookupError(f"no run {run_id}")
-            live.update(render(report, window.add(report, time.monotonic())), refresh=True)
+            note = waiting(report) if waiting is not None else None
+            live.update(render(report, window.add(report, time.monotonic()), note),
+                        refresh=True)
             if report.status in DONE_STATUSES:
                 return report
             if on_tick is not None:
