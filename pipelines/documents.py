@@ -144,6 +144,31 @@ def discover(inputs: Iterable[str]) -> Iterator[Path | DocumentError]:
                 yield path
 
 
+def unmatched(inputs: Iterable[str]) -> list[str]:
+    """The inputs that name no file: a missing path, a pattern that matches nothing, or a
+    folder with no file under it (a run over them would have nothing to read).
+
+    Stops at the first file a folder holds, so a large folder costs one directory read.
+    """
+    missing = []
+    for raw in inputs:
+        if _GLOB_CHARS.search(raw) and not os.path.exists(raw):
+            found = any(_has_file(Path(match)) for match in glob.iglob(raw, recursive=True))
+        else:
+            found = _has_file(Path(raw))
+        if not found:
+            missing.append(raw)
+    return missing
+
+
+def _has_file(path: Path) -> bool:
+    if path.is_symlink() or path.is_file():
+        return True
+    if not path.is_dir():
+        return False
+    return any(names for _folder, _dirs, names in os.walk(path, followlinks=False))
+
+
 def _walk(root: Path, *, skip: set[Path], walked: list[Path]) -> Iterator[Path | DocumentError]:
     """Files under ``root`` in sorted order, but those in ``skip`` or under ``walked``."""
     errors: list[OSError] = []

@@ -43,6 +43,24 @@ class DatabaseNotMigrated(ConfigurationError):
     """The database schema is missing or older than this version of docpipe."""
 
 
+class RunNotFound(DocpipeError, LookupError):
+    """A run id that names no run: every command says so in the same words (exit 1)."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"no run {run_id}; `docpipe status` lists the runs")
+        self.run_id = run_id
+
+
+class NoSuchInput(ConfigurationError):
+    """Paths that match no file: refused before a run is created."""
+
+    def __init__(self, paths: list[str]) -> None:
+        named = ", ".join(paths)
+        noun = "matches" if len(paths) == 1 else "match"
+        super().__init__(f"{named} {noun} no file: check the path (nothing was created)")
+        self.paths = list(paths)
+
+
 class IngestCutOff(DocpipeError):
     """An ingest stopped before it read every source (a service failed, Ctrl-C). Its run is
     kept, with what was written; ``docpipe resume`` reads the rest."""

@@ -118,7 +118,7 @@ def test_replay_after_a_stopped_simulator_pays_nothing_twice(stack: Stack, tmp_p
 
     stack.simulator.start()
     replayed = stack.cli("replay", str(run_id), "--json")
-    assert replayed == {"run_id": run_id, "replayed": report.failed}
+    assert replayed == {"run_id": run_id, "replayed": report.failed, "skipped": {}}
     final = stack.wait_for(run_id, timeout=120)
     assert final.succeeded == 40 and final.failed == 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 import time
@@ -82,7 +83,7 @@ def test_concurrent_replays_reprocess_each_item_once(stack: Stack, tmp_path: Pat
     replays = [subprocess.Popen(docpipe_argv("replay", str(run_id), "--json"), env=stack.env,
                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=60)[0] for p in replays]
-    replayed = sorted(int(out.split('"replayed":')[1].split("}")[0]) for out in outputs)
+    replayed = sorted(json.loads(out)["replayed"] for out in outputs)
     assert sum(replayed) == 20, replayed  # each failed item was taken by exactly one replay
     report = stack.wait_for(run_id, timeout=60)
     assert report.succeeded == 20

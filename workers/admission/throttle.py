@@ -94,7 +94,7 @@ class LimitState:
     #: ``none`` when the API's answers name no limit; ``unknown`` until a probe's answer
     #: comes back (or once what was learned is older than ``learned_limits_ttl_seconds``).
     source: str
-    #: Budget free now; None where there is no budget to spend.
+    #: Budget free now; None where there is no budget, or no level is known yet.
     requests_available: float | None
     tokens_available: float | None
     cooldown_seconds: float
@@ -156,8 +156,9 @@ class Throttle:
             rpm, tpm = rpm or learned.rpm, tpm or learned.tpm
         return LimitState(
             key=key, rpm=rpm, tpm=tpm, source=source,
-            requests_available=round(state.get("r", 0.0), 2) if rpm else None,
-            tokens_available=round(state.get("t", 0.0)) if tpm else None,
+            # No level stored yet is unknown, not an empty bucket.
+            requests_available=round(state["r"], 2) if rpm and "r" in state else None,
+            tokens_available=round(state["t"]) if tpm and "t" in state else None,
             cooldown_seconds=round(max(0.0, state.get("cool", 0.0) - now), 2),
             learned_at=None if learned is None else
             datetime.fromtimestamp(learned.at, UTC).isoformat(timespec="seconds"),

@@ -12,15 +12,24 @@ import sys
 from pipelines import PipelineError
 from workers.cli import db, inspect, local, pipelines, runs, services
 from workers.cli.app import app, err
-from workers.errors import ConfigurationError, IngestCutOff, RunInterrupted, brief
+from workers.errors import (
+    ConfigurationError,
+    IngestCutOff,
+    RunInterrupted,
+    RunNotFound,
+    brief,
+)
 from workers.runtime.failures import EXIT_SERVICE, explain, scrubbed
 from workers.settings import DEFAULT_DATABASE_URL, Settings, get_settings
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_SERVICE", "EXIT_USAGE", "app", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_NOT_FOUND", "EXIT_SERVICE", "EXIT_USAGE",
+           "app", "main"]
 _COMMANDS = (db, inspect, local, pipelines, runs, services)  # imported to register them
 
 #: An error docpipe did not expect: a bug, or a failure it does not yet explain.
 EXIT_FAILED = 1
+#: The run named does not exist (every command that takes a run id says so the same way).
+EXIT_NOT_FOUND = 1
 #: A command, option, setting or pipeline that docpipe cannot run with.
 EXIT_USAGE = 2
 #: Ctrl-C (128 + SIGINT, as shells report it).
@@ -50,6 +59,8 @@ def _described(exc: Exception, current: Settings) -> tuple[str, int]:
         return f"interrupted; {cut.hint}", EXIT_INTERRUPTED
     if isinstance(exc, RunInterrupted):
         return str(exc), EXIT_INTERRUPTED
+    if isinstance(exc, RunNotFound):
+        return str(exc), EXIT_NOT_FOUND
     if isinstance(cause, (ConfigurationError, PipelineError)):
         line, code = str(cause), EXIT_USAGE
     elif (failure := explain(cause, current)) is not None:

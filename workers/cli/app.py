@@ -21,7 +21,10 @@ console = Console()
 # Messages name paths and commands to copy: never break a line inside them.
 err = Console(stderr=True, soft_wrap=True)
 
+#: The run paused (a budget, a quota, a key, a model, Ctrl-C is 130).
 EXIT_PAUSED = 3
+#: The run finished, and some of its documents failed.
+EXIT_DOCUMENTS_FAILED = 5
 
 PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="Pipeline name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -109,6 +112,30 @@ def waiting_check(run_id: int, current: Settings) -> Callable[[Any], str | None]
 
     return WaitingCheck(run_id, inspect=lambda: consumed_queues(current.effective_broker_url),
                         batch_tick_seconds=current.batch_poll_seconds)
+
+
+def run_ended(run_id: int, *, status: str, documents_failed: int,
+              to: Console | None = None) -> typer.Exit:
+    """Name a run's failed documents; the exit of a command that waited for the run: 0 when
+    every document succeeded, :data:`EXIT_PAUSED`, or :data:`EXIT_DOCUMENTS_FAILED`."""
+    show_failures(run_id, documents_failed, to=to)
+    if status != "finished":
+        return typer.Exit(EXIT_PAUSED)
+    return typer.Exit(EXIT_DOCUMENTS_FAILED if documents_failed else 0)
+
+
+def show_failures(run_id: int, total: int, *, to: Console | None = None) -> None:
+    """The run's first failed documents and how to list the rest (nothing if none)."""
+    if not total:
+        return
+    from workers.db import repository as repo
+    from workers.db.session import session_scope
+    from workers.ops import tables
+
+    with session_scope() as session:
+        rows = repo.failed_documents(session, run_id, limit=tables.FAILED_SHOWN)
+    for line in tables.failures(run_id, rows, total):
+        (to or console).print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def migrated(current: Settings, *, auto: bool = False) -> Settings:

@@ -8,8 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from workers.cli.app import JsonOpt, app, console, fail, migrated, settings, waiting_check
-from workers.errors import ConfigurationError
+from workers.cli.app import (
+    JsonOpt,
+    app,
+    console,
+    fail,
+    migrated,
+    run_ended,
+    settings,
+    show_failures,
+    waiting_check,
+)
+from workers.errors import ConfigurationError, RunNotFound
 from workers.ops import exports, tables
 
 
@@ -30,7 +40,7 @@ def status_cmd(
         return
     reports = _reports(run_id)
     if run_id is not None and not reports:
-        raise fail(f"no run {run_id}", 1)
+        raise RunNotFound(run_id)
     if as_json:
         console.print_json(data=reports[0] if run_id is not None else reports)
         return
@@ -40,6 +50,7 @@ def status_cmd(
     if run_id is not None:
         for line in tables.run_details(reports[0]):
             console.print(line)
+        show_failures(run_id, reports[0]["documents_failed"])
         from workers.db import repository as repo
         from workers.db.session import session_scope
 
@@ -54,11 +65,9 @@ def _watch(run_id: int | None, *, interval: float, as_json: bool) -> None:
         raise fail("--watch needs a run id, and no --json")
     from workers.ops import monitor
 
-    try:
-        monitor.watch(run_id, console=console, interval=interval,
-                      waiting=waiting_check(run_id, settings()))
-    except LookupError:
-        raise fail(f"no run {run_id}", 1) from None
+    final = monitor.watch(run_id, console=console, interval=interval,
+                          waiting=waiting_check(run_id, settings()))
+    raise run_ended(run_id, status=final.status, documents_failed=final.documents_failed)
 
 
 def _reports(run_id: int | None) -> list[dict[str, Any]]:
@@ -82,10 +91,7 @@ def report_cmd(
     current = migrated(settings())
     from workers.ops import report
 
-    try:
-        data = report.gather(run_id)
-    except LookupError:
-        raise fail(f"no run {run_id}", 1) from None
+    data = report.gather(run_id)
     output.write_text(report.render(data, current), encoding="utf-8")
     console.print(f"run {run_id}: {len(data.started)} calls, {data.report.total} items; "
                   f"report written to {output}")
@@ -124,16 +130,24 @@ def results_cmd(
         help="With --pipeline: the results of this version instead of the latest.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
+    failed: Annotated[bool, typer.Option(
+        "--failed", help="With a run id: only its failed documents.")] = False,
 ) -> None:
     """Export a run's documents (output or error), or a pipeline's results by version."""
     if fmt not in exports.FORMATS:
         raise fail("--format must be jsonl or csv")
     if (run_id is None) == (pipeline is None):
         raise fail("give a run id, or --pipeline NAME [--version V]")
+    if failed and run_id is None:
+        raise fail("--failed takes a run id, not --pipeline")
     migrated(settings())
     from workers.db import repository as repo
     from workers.db.session import session_scope
 
+    if run_id is not None:
+        with session_scope() as session:
+            if repo.get_run(session, run_id) is None:
+                raise RunNotFound(run_id)
     stream = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout
     try:
         with session_scope() as session:
@@ -142,7 +156,8 @@ def results_cmd(
                     session, pipeline, version=version))
             else:
                 assert run_id is not None
-                exports.write_run(stream, fmt, repo.iter_item_results(session, run_id))
+                exports.write_run(stream, fmt, repo.iter_item_results(
+                    session, run_id, failed_only=failed))
     finally:
         if output:
             stream.close()

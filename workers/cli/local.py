@@ -16,7 +16,6 @@ import typer
 
 from pipelines import get_pipeline
 from workers.cli.app import (
-    EXIT_PAUSED,
     BudgetOpt,
     ModeOpt,
     PipelineOpt,
@@ -26,6 +25,7 @@ from workers.cli.app import (
     fail,
     migrated,
     money,
+    run_ended,
     settings,
 )
 from workers.errors import RunInterrupted
@@ -47,10 +47,13 @@ def run_cmd(
 ) -> None:
     """Ingest, process and report in one go, on this machine."""
     # A batch takes up to 24 hours: start it with `ingest --mode batch` and let beat collect.
+    from workers.runs.ingest import check_inputs
+
+    check_inputs(paths)  # before any service starts
     report = _run_foreground(paths, pipeline, simulate=simulate, workers=workers,
                              budget_usd=money(budget_usd),
                              mode=checked_mode(mode, allowed=("live", "flex")))
-    raise typer.Exit(0 if report.get("status") == "finished" else EXIT_PAUSED)
+    raise _ended(report)
 
 
 @app.command("demo")
@@ -68,7 +71,12 @@ def demo_cmd(
     with session_scope() as session:
         console.print(tables.documents(repo.iter_item_results(session, report["run_id"]),
                                        title=f"run {report['run_id']}: {pipeline}"))
-    raise typer.Exit(0 if report.get("status") == "finished" else EXIT_PAUSED)
+    raise _ended(report)
+
+
+def _ended(report: dict[str, Any]) -> typer.Exit:
+    return run_ended(report["run_id"], status=report["status"],
+                     documents_failed=report["documents_failed"])
 
 
 def _run_foreground(paths: list[str], pipeline_name: str, *, simulate: bool, workers: int,
@@ -168,7 +176,7 @@ def resume_here(run_id: int, *, simulate: bool, workers: int,
     run`` ran it, with an embedded Redis (and the simulator with ``simulate``)."""
     report = _run_foreground([], "", simulate=simulate, workers=workers,
                              budget_usd=budget_usd, resume_id=run_id)
-    raise typer.Exit(0 if report.get("status") == "finished" else EXIT_PAUSED)
+    raise _ended(report)
 
 
 def _services(stack: ExitStack, current: Any, *, simulate: bool) -> dict[str, str]:

@@ -9,7 +9,6 @@ import typer
 
 from pipelines import get_pipeline
 from workers.cli.app import (
-    EXIT_PAUSED,
     BudgetOpt,
     DeadlineOpt,
     JsonOpt,
@@ -23,9 +22,11 @@ from workers.cli.app import (
     fail,
     migrated,
     money,
+    run_ended,
     settings,
     waiting_check,
 )
+from workers.errors import RunNotFound
 
 RunIdArg = Annotated[int, typer.Argument(help="Run id.")]
 PathsArg = Annotated[list[str], typer.Argument(help="Files, folders or glob patterns.")]
@@ -64,7 +65,8 @@ def ingest_cmd(
 
         final = monitor.watch(report.run_id, console=err if as_json else console,
                               waiting=waiting_check(report.run_id, current))
-        raise typer.Exit(0 if final.status == "finished" else EXIT_PAUSED)
+        raise run_ended(report.run_id, status=final.status,
+                        documents_failed=final.documents_failed, to=err if as_json else None)
 
 
 @app.command("reprocess")
@@ -164,10 +166,7 @@ def cancel_cmd(run_id: RunIdArg, as_json: JsonOpt = False) -> None:
     """
     from workers.runs import operations
 
-    try:
-        done = operations.cancel(run_id, settings=migrated(settings()))
-    except operations.RunNotFound as exc:
-        raise fail(str(exc)) from None
+    done = operations.cancel(run_id, settings=migrated(settings()))
     if as_json:
         console.print_json(data={"run_id": run_id, "status": done.status,
                                  "batches_cancelled": list(done.batches_cancelled)})
@@ -187,14 +186,19 @@ def replay_cmd(
     from workers.runs import operations
     from workers.runtime.publish import send_items
 
-    try:
-        count = operations.replay(run_id, status, publish=send_items)
-    except operations.RunNotFound as exc:
-        raise fail(str(exc), 1) from None
+    done = operations.replay(run_id, status, publish=send_items)
     if as_json:
-        console.print_json(data={"run_id": run_id, "replayed": count})
-    else:
-        console.print(f"run {run_id}: {count} items replayed")
+        console.print_json(data={"run_id": run_id, "replayed": done.replayed,
+                                 "skipped": done.skipped})
+        return
+    console.print(f"run {run_id}: {done.replayed} items replayed")
+    if done.skipped:
+        codes = ", ".join(f"{n} {code}" for code, n in sorted(done.skipped.items()))
+        count = sum(done.skipped.values())
+        console.print(f"run {run_id}: {count} skipped ({codes}): their files could not be "
+                      "read, so there is no request to send again; fix the files and ingest "
+                      "them again (`docpipe results "
+                      f"{run_id} --failed` lists them)", soft_wrap=True)
 
 
 @app.command("resume")
@@ -218,17 +222,14 @@ def resume_cmd(
 
         with session_scope() as session:
             if repo.get_run(session, run_id) is None:
-                raise fail(f"no run {run_id}; `docpipe status` lists the runs")
+                raise RunNotFound(run_id)
         resume_here(run_id, simulate=simulate, workers=1, budget_usd=money(budget_usd))
     # Imported once the broker is known: the Celery app reads its URL when it is made.
     from workers.runs import operations
     from workers.runtime.publish import send_items
 
-    try:
-        resumed = operations.resume(run_id, settings=current, publish=send_items,
-                                    budget_usd=money(budget_usd))
-    except operations.RunNotFound as exc:
-        raise fail(f"no run {run_id}; `docpipe status` lists the runs") from exc
+    resumed = operations.resume(run_id, settings=current, publish=send_items,
+                                budget_usd=money(budget_usd))
     ingested = resumed.ingested
     if as_json:
         console.print_json(data={"run_id": run_id, "requeued": resumed.requeued,

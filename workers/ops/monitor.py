@@ -20,6 +20,7 @@ from rich.text import Text
 
 from workers.db import repository as repo
 from workers.db.session import session_scope
+from workers.errors import RunNotFound
 from workers.llm.pricing import usd
 
 #: Throughput and the 429 rate are measured over this many seconds.
@@ -130,7 +131,7 @@ def watch(run_id: int, *, console: Console, interval: float = 1.0,
 
     ``on_tick`` runs after each poll: the caller's chance to reconcile or check its workers.
     ``waiting`` says why the run waits, if anything is missing (see ``workers.ops.waiting``).
-    Raises LookupError if the run does not exist.
+    Raises RunNotFound if the run does not exist.
     """
     window = Window()
     with Live(console=console, auto_refresh=False, transient=False) as live:
@@ -138,7 +139,7 @@ def watch(run_id: int, *, console: Console, interval: float = 1.0,
             with session_scope() as session:
                 report = repo.run_report(session, run_id)
             if report is None:
-                raise LookupError(f"no run {run_id}")
+                raise RunNotFound(run_id)
             note = waiting(report) if waiting is not None else None
             live.update(render(report, window.add(report, time.monotonic()), note),
                         refresh=True)

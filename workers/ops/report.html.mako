@@ -33,6 +33,19 @@
 % endfor
 </table>
 
+% if report.documents_failed:
+<h2>Failed documents</h2>
+<p>${report.documents_failed} failed${"; the first %d:" % len(failed) if report.documents_failed > len(failed) else ":"}
+  <code>docpipe results ${report.run_id} --failed</code> lists them all with their messages.</p>
+<table>
+  <tr><th>item</th><th>document</th><th>code</th><th>message</th></tr>
+% for row in failed:
+  <tr><td class="num">${row.item_id}</td><td class="source">${row.source}</td>
+      <td>${row.error_code}</td><td class="source">${row.error_message}</td></tr>
+% endfor
+</table>
+% endif
+
 <h2>Over time</h2>
 <div class="plots">
 % for svg in plots:

@@ -21,12 +21,14 @@ from matplotlib.figure import Figure
 import pipelines
 from workers.db import repository as repo
 from workers.db.session import session_scope
+from workers.errors import RunNotFound
 from workers.llm.pricing import usd
 from workers.settings import Settings
 
 TEMPLATE = Path(__file__).with_name("report.html.mako")
 #: Rows in the slowest and most expensive tables.
 TOP = 10
+FAILED_LISTED = 50
 COLORS = {"ok": "#2f7ed8", "input": "#2f7ed8", "cached": "#8bbc21", "output": "#f28f43",
           "cost": "#910000", "error": "#c42525"}
 
@@ -55,18 +57,20 @@ class RunData:
     outcomes: Counter[str] = field(default_factory=Counter)
     finished: list[float] = field(default_factory=list)
     items: dict[int, _ItemTotals] = field(default_factory=dict)
+    #: The first failed documents (the report lists them; ``results --failed`` has all).
+    failed: list[repo.FailedDocument] = field(default_factory=list)
 
 
 def gather(run_id: int) -> RunData:
     """Read the run and every attempt of it (streamed) into :class:`RunData`.
 
     Raises:
-        LookupError: there is no such run.
+        RunNotFound: there is no such run.
     """
     with session_scope() as session:
         report = repo.run_report(session, run_id)
         if report is None:
-            raise LookupError(f"no run {run_id}")
+            raise RunNotFound(run_id)
         data = RunData(report)
         origin = report.created_at
         per_item: dict[int, _ItemTotals] = defaultdict(lambda: _ItemTotals(""))
@@ -87,6 +91,7 @@ def gather(run_id: int) -> RunData:
             totals.tokens += call.input_tokens + call.output_tokens
         data.items = dict(per_item)
         data.finished = [_seconds(at, origin) for at in repo.run_finish_times(session, run_id)]
+        data.failed = repo.failed_documents(session, run_id, limit=FAILED_LISTED)
     return data
 
 
@@ -286,6 +291,6 @@ def render(data: RunData, settings: Settings) -> str:
         report=data.report, summary=_summary(data), config=_configuration(data, settings),
         plots=[plot_throughput(data), plot_latency(data), plot_tokens_cost(data),
                plot_errors(data)],
-        slowest=_top(data, "latency"), costliest=_top(data, "cost"),
+        slowest=_top(data, "latency"), costliest=_top(data, "cost"), failed=data.failed,
         generated=datetime.now().astimezone().isoformat(timespec="seconds"))
     return html

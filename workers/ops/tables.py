@@ -88,21 +88,24 @@ def summary(report: Mapping[str, Any]) -> Table:
 
 
 def limits(snapshot: Any) -> Table:
-    """``docpipe limits``: one row a rate-limit key."""
+    """``docpipe limits``: one row a rate-limit key. A budget not configured nor learned yet
+    reads ``unknown`` (never 0, which would read as spent); one the API says it does not
+    have reads ``none``."""
     table = Table("key", "rpm", "tpm", "source", "learned", "requests left", "tokens left",
                   "cooldown s")
     for row in snapshot.limits:
         learned = "-"
         if row.learned_at:
             learned = f"{row.learned_at} from {row.learned_from or 'an answer'}"
-        table.add_row(row.key, str(row.rpm or "-"), str(row.tpm or "-"), row.source, learned,
-                      _level(row.requests_available), _level(row.tokens_available),
-                      str(row.cooldown_seconds))
+        missing = "none" if row.source == "none" else "unknown"
+        table.add_row(row.key, _limit(row.rpm, missing), _limit(row.tpm, missing), row.source,
+                      learned, _limit(row.requests_available, missing),
+                      _limit(row.tokens_available, missing), str(row.cooldown_seconds))
     return table
 
 
-def _level(available: float | None) -> str:
-    return "-" if available is None else str(available)
+def _limit(value: float | None, missing: str) -> str:
+    return missing if value is None else f"{value:,}"
 
 
 def _record_suffix(source: str) -> str:
@@ -130,3 +133,21 @@ def documents(rows: Iterable[Any], *, title: str) -> Table:
         table.add_row(Path(row.source.split("#")[0]).name + _record_suffix(row.source),
                       row.status, shown)
     return table
+
+
+#: Failed documents a view names before pointing to the full list.
+FAILED_SHOWN = 5
+
+
+def failures(run_id: int, rows: Iterable[Any], total: int) -> list[str]:
+    """The failed documents of a run (the first :data:`FAILED_SHOWN`), each with its code
+    and message, then the command that lists them all."""
+    if not total:
+        return []
+    noun = "document" if total == 1 else "documents"
+    lines = [f"{total} {noun} failed:"]
+    lines += [f"  {row.source}: {row.error_code}: {row.error_message}" for row in rows]
+    more = f"and {total - FAILED_SHOWN} more; " if total > FAILED_SHOWN else ""
+    lines.append(f"  {more}`docpipe results {run_id} --failed` lists "
+                 f"{'them all' if more else 'them'} with their messages")
+    return lines

@@ -21,7 +21,7 @@ from workers.db import repository as repo
 from workers.db.session import session_scope
 from workers.errors import Usage
 from workers.llm.pricing import PriceTable, Tier
-from workers.runs.ingest import read_paths
+from workers.runs.ingest import check_inputs, read_paths
 from workers.settings import Settings
 
 
@@ -54,7 +54,13 @@ class Estimate:
 
 def estimate(paths: Iterable[str], pipeline: Pipeline, *, settings: Settings,
              prices: PriceTable, use_database: bool = True) -> Estimate:
-    """Estimate a run of ``pipeline`` over ``paths``; see the module docstring."""
+    """Estimate a run of ``pipeline`` over ``paths``; see the module docstring.
+
+    Raises:
+        NoSuchInput: a path matches no file.
+    """
+    paths = list(paths)
+    check_inputs(paths)
     result = Estimate(pipeline.name, pipeline.version, pipeline.model)
     tokens_by_hash: dict[str, int] = {}
     for read in read_paths(paths, settings, reading=pipeline.reading):

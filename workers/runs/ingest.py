@@ -18,10 +18,17 @@ from sqlalchemy.orm import Session
 
 from pipelines import DocumentError, Pipeline
 from pipelines.chunking import Node, plan
-from pipelines.documents import DEFAULT_READING, Reading, SourceDocument, discover, read_source
+from pipelines.documents import (
+    DEFAULT_READING,
+    Reading,
+    SourceDocument,
+    discover,
+    read_source,
+    unmatched,
+)
 from workers.db import repository as repo
 from workers.db.session import session_scope
-from workers.errors import IngestCutOff
+from workers.errors import IngestCutOff, NoSuchInput
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.ingest")
@@ -61,9 +68,11 @@ def ingest(
     resume`` reads them again (:func:`finish_ingest`).
 
     Raises:
+        NoSuchInput: a path matches no file (no run is created).
         IngestCutOff: from what stopped it, once the run exists.
     """
     paths = list(paths)
+    check_inputs(paths)
     with session_scope() as session:
         run = repo.create_run(session, pipeline=pipeline.name, version=pipeline.version,
                               model=pipeline.model, queue=queue, budget_usd=budget_usd,
@@ -117,6 +126,16 @@ def finish_ingest(run_id: int, paths: Iterable[str], pipeline: Pipeline, *,
     with session_scope() as session:
         repo.finish_run_if_done(session, report.run_id)
     return report
+
+
+def check_inputs(paths: Sequence[str]) -> None:
+    """Refuse paths that match no file, before anything is created or paid for.
+
+    Raises:
+        NoSuchInput: naming each such path.
+    """
+    if missing := unmatched(paths):
+        raise NoSuchInput(missing)
 
 
 def _hold(item_ids: Sequence[int], *, queue: str) -> None:

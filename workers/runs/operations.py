@@ -17,20 +17,12 @@ from typing import Any, Protocol
 from pipelines import get_pipeline
 from workers.db import repository as repo
 from workers.db.session import session_scope
-from workers.errors import ConfigurationError
+from workers.errors import ConfigurationError, RunNotFound
 from workers.runs import reconcile
 from workers.runs.ingest import IngestReport, finish_ingest
 from workers.settings import Settings
 
 Publisher = Callable[..., None]
-
-
-class RunNotFound(LookupError):
-    """The run id names no run."""
-
-    def __init__(self, run_id: int) -> None:
-        super().__init__(f"no run {run_id}")
-        self.run_id = run_id
 
 
 @dataclass(frozen=True)
@@ -64,21 +56,34 @@ def cancel(run_id: int, *, settings: Settings) -> Cancelled:
     return Cancelled(run_id, report.status, tuple(open_batches))
 
 
-def replay(run_id: int, statuses: Sequence[str], *, publish: Publisher) -> int:
-    """Put a run's items in ``statuses`` back in its queue; return how many were sent.
+@dataclass(frozen=True)
+class Replayed:
+    """What ``docpipe replay`` did: items sent again, and those it left, by error code."""
 
-    Succeeded items are never called again: their results stay.
+    run_id: int
+    replayed: int
+    #: Items of sources that were never read into a document (unreadable, empty, not
+    #: found...): no request to send again, so replay cannot fix them.
+    skipped: dict[str, int]
+
+
+def replay(run_id: int, statuses: Sequence[str], *, publish: Publisher) -> Replayed:
+    """Put a run's items in ``statuses`` back in its queue.
+
+    Succeeded items are never called again: their results stay. Items whose source was
+    never read are skipped, and counted by their error code.
     """
     with session_scope() as session:
         run = repo.get_run(session, run_id)
         if run is None:
             raise RunNotFound(run_id)
         queue = run.queue
+        skipped = repo.replay_skipped(session, run_id, statuses)
         ids = repo.replay_items(session, run_id, statuses)
     publish(ids, queue=queue)
     with session_scope() as session:
         repo.touch_queued(session, ids)
-    return len(ids)
+    return Replayed(run_id, len(ids), skipped)
 
 
 @dataclass(frozen=True)

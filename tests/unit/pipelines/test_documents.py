@@ -11,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipelines import DocumentError
-from pipelines.documents import SourceDocument, discover, normalise, read_bytes, read_source
+from pipelines.documents import (
+    SourceDocument,
+    discover,
+    normalise,
+    read_bytes,
+    read_source,
+    unmatched,
+)
 from tests.support.files import (
     make_docx,
     make_encrypted_docx,
@@ -195,6 +202,20 @@ class TestDiscover:
         (tmp_path / "d" / "f.txt").write_text("f")
         os.symlink(tmp_path, tmp_path / "d" / "loop")
         assert [p.name for p in discover([str(tmp_path)]) if isinstance(p, Path)] == ["f.txt"]
+
+
+    def test_unmatched_names_each_input_that_has_no_file(self, tmp_path: Path) -> None:
+        (tmp_path / "deep" / "er").mkdir(parents=True)
+        (tmp_path / "deep" / "er" / "f.txt").write_text("f")
+        (tmp_path / "empty" / "sub").mkdir(parents=True)
+        (tmp_path / "a.txt").write_text("a")
+        os.symlink(tmp_path / "gone", tmp_path / "dangling")  # read later, as unreadable
+        inputs = [tmp_path / "a.txt", tmp_path / "deep", tmp_path / "*.txt",
+                  tmp_path / "**" / "f.txt", tmp_path / "dangling", tmp_path / "nope.txt",
+                  tmp_path / "*.pdf", tmp_path / "empty", tmp_path / "empty" / "*"]
+        assert unmatched(str(i) for i in inputs) == [
+            str(tmp_path / "nope.txt"), str(tmp_path / "*.pdf"), str(tmp_path / "empty"),
+            str(tmp_path / "empty" / "*")]
 
 
 class TestNormalise:

@@ -121,6 +121,9 @@ class RunReport:
     #: ``live`` or ``flex`` (see RunMode), and the schedule that started the run.
     mode: str = RunMode.LIVE
     schedule: str | None = None
+    #: Top-level items (one per document or unreadable source) by status: what a user
+    #: counts, where ``by_status`` also counts a long document's chunks and reduces.
+    documents_by_status: dict[str, int] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> int:
@@ -133,6 +136,14 @@ class RunReport:
     @property
     def pending(self) -> int:
         return self.total - self.succeeded - self.failed
+
+    @property
+    def documents(self) -> int:
+        return sum(self.documents_by_status.values())
+
+    @property
+    def documents_failed(self) -> int:
+        return self.documents_by_status.get(ItemStatus.FAILED, 0)
 
     @property
     def cache_hit_ratio(self) -> float:
@@ -157,6 +168,9 @@ class RunReport:
             "failed": self.failed,
             "pending": self.pending,
             "by_status": self.by_status,
+            "documents": self.documents,
+            "documents_failed": self.documents_failed,
+            "documents_by_status": self.documents_by_status,
             "reused": self.reused,
             "attempts": self.attempts,
             "rate_limited": self.rate_limited,
@@ -189,13 +203,17 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
     if run is None:
         return None
     by_status: dict[str, int] = {}
+    documents: dict[str, int] = {}
     reused = waited_ms = 0
-    for status, count, reused_here, waited_here in session.execute(
-        select(Item.status, func.count(), func.count().filter(Item.reused.is_(True)),
+    for status, count, top_level, reused_here, waited_here in session.execute(
+        select(Item.status, func.count(), func.count().filter(Item.parent_id.is_(None)),
+               func.count().filter(Item.reused.is_(True)),
                func.coalesce(func.sum(Item.budget_wait_ms), 0))
         .where(Item.run_id == run_id).group_by(Item.status)
     ):
         by_status[status] = count
+        if top_level:
+            documents[status] = int(top_level)
         reused += int(reused_here)
         waited_ms += int(waited_here)
     recent = Attempt.started_at >= utcnow() - timedelta(minutes=1)
@@ -241,7 +259,7 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
         model=run.model, status=run.status, status_reason=run.status_reason,
         mode=run.mode, schedule=run.schedule,
         created_at=run.created_at, finished_at=run.finished_at,
-        total=total, by_status=by_status, reused=reused,
+        total=total, by_status=by_status, documents_by_status=documents, reused=reused,
         attempts=sum(by_outcome.values()), rate_limited=by_outcome.get("rate_limited", 0),
         input_tokens=tokens[0], cached_tokens=tokens[1], output_tokens=tokens[2],
         reasoning_tokens=tokens[3], cost_usd=cost,
@@ -279,6 +297,27 @@ def _percentile(ordered: Sequence[Decimal], share: float) -> Decimal:
 
 
 @dataclass(frozen=True)
+class FailedDocument:
+    """A document (or source) of a run that ended failed, and why."""
+
+    item_id: int
+    source: str
+    error_code: str | None
+    error_message: str | None
+
+
+def failed_documents(session: Session, run_id: int, *, limit: int) -> list[FailedDocument]:
+    """The first ``limit`` failed documents of a run, in item order (the views list these,
+    then point to ``docpipe results RUN --failed`` for the rest)."""
+    rows = session.execute(
+        select(Item.id, Item.source, Item.last_error_code, Item.last_error_message)
+        .where(Item.run_id == run_id, Item.parent_id.is_(None),
+               Item.status == ItemStatus.FAILED)
+        .order_by(Item.id).limit(limit))
+    return [FailedDocument(*row) for row in rows]
+
+
+@dataclass(frozen=True)
 class ItemResult:
     """One line of ``docpipe results``."""
 
@@ -293,8 +332,10 @@ class ItemResult:
     error_message: str | None
 
 
-def iter_item_results(session: Session, run_id: int) -> Iterator[ItemResult]:
-    """Every document of the run with its output or error, in item order, streamed.
+def iter_item_results(session: Session, run_id: int, *, failed_only: bool = False
+                      ) -> Iterator[ItemResult]:
+    """Every document of the run (or only its failed ones) with its output or error, in
+    item order, streamed.
 
     A long document is one line: its root's result (its chunks and reduces are not listed).
     """
@@ -309,6 +350,8 @@ def iter_item_results(session: Session, run_id: int) -> Iterator[ItemResult]:
         .order_by(Item.id)
         .execution_options(yield_per=500)
     )
+    if failed_only:
+        stmt = stmt.where(Item.status == ItemStatus.FAILED)
     for row in session.execute(stmt):
         yield ItemResult(*row)
 

@@ -167,6 +167,15 @@ def replay_items(session: Session, run_id: int, statuses: Sequence[str]) -> list
     return ids
 
 
+def replay_skipped(session: Session, run_id: int, statuses: Sequence[str]) -> dict[str, int]:
+    """The run's items in ``statuses`` that replay leaves as they are, by error code: those
+    of sources that were never read into a document (no request to send again)."""
+    return {code or "unknown": count for code, count in session.execute(
+        select(Item.last_error_code, func.count())
+        .where(Item.run_id == run_id, Item.status.in_(statuses), Item.document_id.is_(None))
+        .group_by(Item.last_error_code))}
+
+
 def resume_run(session: Session, run_id: int, *, budget_usd: Decimal | None = None) -> None:
     """Reopen a paused run so its items can be claimed again, with a new budget if given."""
     if budget_usd is not None:
