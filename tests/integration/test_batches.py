@@ -147,7 +147,7 @@ def test_a_429_line_is_rate_limited_as_live_and_waits_for_the_next_batch(
         "status_code": 429, "request_id": "req_1",
         "body": {"error": {"message": "Rate limit reached", "type": "requests",
                            "code": "rate_limit_exceeded"}}}}
-    batches._ingest(settings, batch_id, report.run_id, [line], tick)
+    batches._ingest(settings, batch_id, report.run_id, [(line, {})], tick)
     with session_scope() as s:
         item = s.get_one(Item, item.id)
         attempt = s.scalars(select(Attempt).where(Attempt.item_id == item.id)).one()
@@ -172,7 +172,7 @@ def test_a_truncated_answer_in_a_batch_line_gets_its_repair_in_the_next_batch(
                       "output_tokens_details": {"reasoning_tokens": 0}}}
     line = {"custom_id": f"item-{item.id}",
             "response": {"status_code": 200, "request_id": "req_1", "body": body}}
-    batches._ingest(settings, batch_id, report.run_id, [line], tick)
+    batches._ingest(settings, batch_id, report.run_id, [(line, {})], tick)
     with session_scope() as s:
         item = s.get_one(Item, item.id)
         attempt = s.scalars(select(Attempt).where(Attempt.item_id == item.id)).one()

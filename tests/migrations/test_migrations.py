@@ -17,12 +17,12 @@ from workers.db.migrations import (
     stored_revision,
     upgrade,
 )
-from workers.db.models import Base
+from workers.db.models import Base, document_results
 from workers.db.session import ensure_migrated
 from workers.errors import DatabaseNotMigrated
 
 TABLES = {"attachments", "batches", "documents", "runs", "items", "attempts", "results",
-          "worker_processes", "alembic_version"}
+          "worker_processes", "run_duplicates", "alembic_version"}
 
 
 def test_migrations_match_the_models(any_db_url: str) -> None:
@@ -33,6 +33,22 @@ def test_migrations_match_the_models(any_db_url: str) -> None:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
         assert set(inspect(engine).get_table_names()) == TABLES
+    finally:
+        engine.dispose()
+
+
+def test_the_document_results_view_has_the_columns_the_code_reads(any_db_url: str) -> None:
+    upgrade(any_db_url)
+    engine = create_engine(any_db_url)
+    try:
+        assert inspect(engine).get_view_names() == ["document_results"]
+        columns = [c["name"] for c in inspect(engine).get_columns("document_results")]
+        assert columns == [c.name for c in document_results.c]
+        with engine.connect() as connection:  # it runs, on an empty database too
+            assert connection.execute(text("SELECT * FROM document_results")).all() == []
+        downgrade(any_db_url, "0013")
+        assert inspect(engine).get_view_names() == []
+        assert "run_duplicates" not in inspect(engine).get_table_names()
     finally:
         engine.dispose()
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import typer
 
@@ -128,14 +130,16 @@ def results_cmd(
         "pipeline.")] = None,
     version: Annotated[str | None, typer.Option(
         help="With --pipeline: the results of this version instead of the latest.")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
+    fmt: Annotated[str | None, typer.Option(
+        "--format", "-f", help="jsonl, csv or parquet. Default: what the -o file's extension "
+        "says (.jsonl, .csv, .parquet), or jsonl to stdout.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
     failed: Annotated[bool, typer.Option(
         "--failed", help="With a run id: only its failed documents.")] = False,
 ) -> None:
-    """Export a run's documents (output or error), or a pipeline's results by version."""
-    if fmt not in exports.FORMATS:
-        raise fail("--format must be jsonl or csv")
+    """Export a run's documents, one row each (its duplicates too): status, output or
+    error, tokens, cost, calls and latency. Or a pipeline's results by version."""
+    chosen = exports.format_for(fmt, output)
     if (run_id is None) == (pipeline is None):
         raise fail("give a run id, or --pipeline NAME [--version V]")
     if failed and run_id is None:
@@ -148,16 +152,28 @@ def results_cmd(
         with session_scope() as session:
             if repo.get_run(session, run_id) is None:
                 raise RunNotFound(run_id)
-    stream = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout
+    with _destination(output, binary=chosen == "parquet") as stream, \
+            session_scope() as session:
+        if pipeline is not None:
+            exports.write_pipeline(stream, chosen, repo.iter_pipeline_results(
+                session, pipeline, version=version))
+        else:
+            assert run_id is not None
+            exports.write_run(stream, chosen, repo.iter_document_results(
+                session, run_id, failed_only=failed))
+
+
+@contextmanager
+def _destination(output: Path | None, *, binary: bool) -> Iterator[IO[Any]]:
+    """stdout, or ``output`` written whole or not at all (a partial file is removed)."""
+    if output is None:
+        yield sys.stdout
+        return
+    partial = output.with_name(output.name + ".partial")
     try:
-        with session_scope() as session:
-            if pipeline is not None:
-                exports.write_pipeline(stream, fmt, repo.iter_pipeline_results(
-                    session, pipeline, version=version))
-            else:
-                assert run_id is not None
-                exports.write_run(stream, fmt, repo.iter_item_results(
-                    session, run_id, failed_only=failed))
+        with (open(partial, "wb") if binary
+              else open(partial, "w", newline="", encoding="utf-8")) as stream:
+            yield stream
+        partial.replace(output)
     finally:
-        if output:
-            stream.close()
+        partial.unlink(missing_ok=True)

@@ -124,9 +124,8 @@ def _run_foreground(paths: list[str], pipeline_name: str, *, simulate: bool, wor
             repo.pause_run(session, run_id, repo.INTERRUPTED_REASON)
         raise _interrupted(run_id, simulate=simulate) from exc
     console.print(tables.summary(final))
-    if simulate:
-        console.print("[yellow]simulated: no model was called; costs are what the same "
-                      "tokens would cost[/yellow]")
+    if simulate or final.get("simulated"):
+        console.print(f"[yellow]{tables.SIMULATED}[/yellow]")
     return final
 
 

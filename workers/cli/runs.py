@@ -59,7 +59,8 @@ def ingest_cmd(
         console.print_json(data=report.as_dict())
     else:
         console.print(f"run {report.run_id}: {report.items} items queued, {report.duplicates} "
-                      f"duplicates skipped, {report.unreadable} unreadable")
+                      f"duplicates (not sent again: they share the first path's result), "
+                      f"{report.unreadable} unreadable")
     if wait:
         from workers.ops import monitor
 

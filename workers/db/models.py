@@ -10,14 +10,18 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
+    Column,
     DateTime,
     Dialect,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     Numeric,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -311,6 +315,22 @@ class Attempt(Base):
     #: The worst-case cost held against the run's budget while the call was in flight.
     reserved_usd: Mapped[Decimal] = mapped_column(Numeric(18, 9), default=Decimal(0),
                                                   server_default="0")
+    #: Answered by docpipe's simulator (its ``x-docpipe-simulator`` header), not a model.
+    simulated: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+
+class RunDuplicate(Base):
+    """A path of a run whose content another path of the run brought first: it gets no item
+    of its own (nothing is paid twice) and shares that item's result."""
+
+    __tablename__ = "run_duplicates"
+    __table_args__ = (UniqueConstraint("run_id", "source"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"))
+    source: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Result(Base):
@@ -331,3 +351,28 @@ class Result(Base):
     model: Mapped[str] = mapped_column(String(100))
     response_id: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+#: SQL views, made by the migrations (see ``migrations/versions``), outside ``Base.metadata``
+#: so that nothing ever creates them as tables: read-only, for queries.
+views = MetaData()
+
+#: One row per path a run was given: its document's status, output or error, and its calls'
+#: tokens, cost and latency summed over a long document's chunks and reduces. A duplicate
+#: path (``duplicate_of`` names the path it matched) carries that document's status and
+#: output, and none of its usage (paid once, on the first path's row). What
+#: ``docpipe results RUN`` exports; the README describes each column.
+document_results = Table(
+    "document_results", views,
+    Column("run_id", Integer), Column("item_id", Integer), Column("source", Text),
+    Column("duplicate_of", Text), Column("content_hash", String(64)),
+    Column("status", String(20)), Column("error_class", String(50)),
+    Column("error_code", String(100)), Column("error_message", Text),
+    Column("reused", Boolean), Column("calls", BigInteger),
+    Column("input_tokens", BigInteger), Column("cached_tokens", BigInteger),
+    Column("output_tokens", BigInteger), Column("reasoning_tokens", BigInteger),
+    Column("cost_usd", Numeric(18, 9)), Column("latency_ms", BigInteger),
+    Column("simulated", Boolean), Column("model", String(100)),
+    Column("pipeline", String(100)), Column("pipeline_version", String(32)),
+    Column("output", JSONType),
+)

@@ -396,6 +396,7 @@ def attempt_record(item: repo.ClaimedItem, call: CallResult, error: ItemError | 
         input_tokens=usage.input_tokens, cached_tokens=usage.cached_tokens,
         output_tokens=usage.output_tokens, reasoning_tokens=usage.reasoning_tokens,
         cost_usd=price_table(settings).cost(call.model, usage, tier=tier),
+        simulated=call.simulated,
     )
 
 

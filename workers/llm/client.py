@@ -50,6 +50,15 @@ class CallResult:
     error: ItemError | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def simulated(self) -> bool:
+        """Answered by docpipe's simulator, which says so in a header of its own."""
+        return self.headers.get(SIMULATOR_HEADER) == "1"
+
+
+#: The header docpipe's simulator adds to every answer (no OpenAI answer carries it).
+SIMULATOR_HEADER = "x-docpipe-simulator"
+
 
 class AsyncResponsesClient:
     """Calls ``POST /v1/responses`` and turns every outcome into a :class:`CallResult`: the

@@ -19,12 +19,17 @@
   .plots svg { width: 100%; height: auto; }
   pre { background: #f6f6f6; padding: .7rem; overflow-x: auto; font-size: 12px; }
   .source { max-width: 520px; overflow-wrap: anywhere; }
+  .simulated { background: #fff4d6; border-left: 4px solid #b36b00; padding: .5rem .8rem; }
 </style>
 </head>
 <body>
 <h1>Run ${report.run_id}: ${report.pipeline}
   <span class="status-${report.status}">${report.status}</span></h1>
 <p class="sub">docpipe run report, generated ${generated}</p>
+% if report.simulated_calls:
+<p class="simulated">Simulated: docpipe's simulator answered ${report.simulated_calls} of
+  ${report.attempts} calls, not a model. Costs are what the same tokens would cost.</p>
+% endif
 
 <h2>Summary</h2>
 <table>

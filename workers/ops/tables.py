@@ -15,7 +15,8 @@ from rich.table import Table
 
 from workers.llm.pricing import usd
 
-_SUMMARY_KEYS = ("pipeline", "pipeline_version", "total", "succeeded", "failed", "reused",
+_SUMMARY_KEYS = ("pipeline", "pipeline_version", "documents", "documents_failed", "duplicates",
+                 "total", "succeeded", "failed", "reused",
                  "attempts", "rate_limited", "input_tokens", "cached_tokens", "output_tokens")
 _PIPELINE_KEYS = ("name", "version", "model", "source", "description")
 
@@ -42,8 +43,19 @@ def runs(reports: Iterable[Mapping[str, Any]]) -> Table:
 
 
 def reasons(reports: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Why each paused run is paused."""
-    return [f"run {r['run_id']}: {r['status_reason']}" for r in reports if r.get("status_reason")]
+    """Why each paused run is paused, and which runs the simulator answered."""
+    lines = []
+    for r in reports:
+        if r.get("status_reason"):
+            lines.append(f"run {r['run_id']}: {r['status_reason']}")
+        if r.get("simulated"):
+            lines.append(f"run {r['run_id']}: {SIMULATED}")
+    return lines
+
+
+#: What every view of a run the simulator answered says.
+SIMULATED = ("simulated: docpipe's simulator answered, not a model; costs are what the same "
+             "tokens would cost")
 
 
 def _money(r: Mapping[str, Any], key: str) -> str:

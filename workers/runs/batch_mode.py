@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -200,14 +200,20 @@ def collect(settings: Settings, client: openai.OpenAI, report: TickReport,
         report.collected_batches += 1
 
 
-def _read_lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
+Line = tuple[dict[str, Any], Mapping[str, str]]
+
+
+def _read_lines(client: openai.OpenAI, file_id: str | None) -> list[Line]:
+    """A batch file's lines, each with the headers of the answer that brought the file."""
     if not file_id:
         return []
-    text = client.files.content(file_id).text
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    content = client.files.content(file_id)
+    response = getattr(content, "response", None)
+    headers: Mapping[str, str] = response.headers if response is not None else {}
+    return [(json.loads(line), headers) for line in content.text.splitlines() if line.strip()]
 
 
-def _ingest(settings: Settings, batch_id: int, run_id: int, lines: list[dict[str, Any]],
+def _ingest(settings: Settings, batch_id: int, run_id: int, lines: list[Line],
             report: TickReport) -> list[int]:
     """Take a batch's lines in; return the items to send live."""
     with session_scope() as session:
@@ -217,7 +223,7 @@ def _ingest(settings: Settings, batch_id: int, run_id: int, lines: list[dict[str
     # Another 24-hour batch could miss the deadline: what must be sent again goes live.
     go_live = deadline is not None and utcnow() + BATCH_WINDOW > deadline
     live: list[int] = []
-    for line in lines:
+    for line, headers in lines:
         try:
             item_id = int(str(line["custom_id"]).removeprefix("item-"))
         except (KeyError, ValueError):
@@ -226,7 +232,7 @@ def _ingest(settings: Settings, batch_id: int, run_id: int, lines: list[dict[str
         item = items.pop(item_id, None)
         if item is None:
             continue  # already taken in (a repeated collect after a crash)
-        outcome = _take_line(settings, item, batch_id, line, go_live=go_live)
+        outcome = _take_line(settings, item, batch_id, line, headers, go_live=go_live)
         if outcome == "sent_live":
             live.append(item.id)
         setattr(report, outcome, getattr(report, outcome) + 1)
@@ -260,11 +266,13 @@ def _cancelled(session: Any, run_id: int) -> bool:
 
 
 def _take_line(settings: Settings, item: repo.ClaimedItem, batch_id: int,
-               line: dict[str, Any], *, go_live: bool = False) -> str:
+               line: dict[str, Any], headers: Mapping[str, str], *, go_live: bool = False
+               ) -> str:
     """Store one line's answer or error through the steps of a live answer; return the
     report field it counts under."""
     pipeline = pipelines.get_pipeline(item.pipeline, settings.pipelines)
-    answer = processing.answer_of(item, pipeline, _call_of(item, line), None, reserve=None,
+    answer = processing.answer_of(item, pipeline, _call_of(item, line, headers), None,
+                                  reserve=None,
                                   settings=settings, batch_id=batch_id)
     with session_scope() as session:
         decision = processing.decide_answer(session, item, answer, cooldown=None,
@@ -280,7 +288,8 @@ def _take_line(settings: Settings, item: repo.ClaimedItem, batch_id: int,
     return outcome
 
 
-def _call_of(item: repo.ClaimedItem, line: dict[str, Any]) -> CallResult:
+def _call_of(item: repo.ClaimedItem, line: dict[str, Any], headers: Mapping[str, str]
+             ) -> CallResult:
     """A batch output line as the live client reports a call: its response's output text
     and usage, or its error classified as the live path classifies an HTTP error."""
     response = line.get("response") or {}
@@ -290,9 +299,9 @@ def _call_of(item: repo.ClaimedItem, line: dict[str, Any]) -> CallResult:
     parsed = _parse_response(body) if status == 200 else None
     if parsed is not None:
         return answered(parsed, model=item.model, started_at=utcnow(), latency_ms=0,
-                        http_status=200, request_id=request_id)
+                        http_status=200, request_id=request_id, headers=headers)
     return CallResult(
-        model=item.model, started_at=utcnow(), latency_ms=0,
+        model=item.model, started_at=utcnow(), latency_ms=0, headers=headers,
         http_status=status if isinstance(status, int) else None, request_id=request_id,
         error=_line_error(line, status, body, request_id) if status != 200 else
         PermanentAPIError(f"the batch answered with a response docpipe cannot read: "

@@ -127,7 +127,8 @@ class BatchService:
         stored = self.files.get(request.match_info["file_id"])
         if stored is None:
             return _not_found("file", request.match_info["file_id"])
-        return web.Response(body=stored.data, content_type="application/octet-stream")
+        return web.Response(body=stored.data, content_type="application/octet-stream",
+                            headers={"x-docpipe-simulator": "1"})
 
     async def create(self, request: web.Request) -> web.Response:
         if (denied := self.simulator.check_auth(request)) is not None:

@@ -65,6 +65,7 @@ from workers.db.repository.item_queries import (
 )
 from workers.db.repository.items import (
     add_budget_wait,
+    add_duplicates,
     add_failed_items,
     add_item_tree,
     add_items,
@@ -92,6 +93,7 @@ from workers.db.repository.reports import (
     ItemResult,
     RunReport,
     failed_documents,
+    iter_document_results,
     iter_item_results,
     iter_pipeline_results,
     iter_run_calls,
@@ -154,6 +156,7 @@ __all__ = [
     "RunReport",
     "Success",
     "add_budget_wait",
+    "add_duplicates",
     "add_failed_items",
     "add_item_tree",
     "add_items",
@@ -193,6 +196,7 @@ __all__ = [
     "interrupted_run",
     "items_by_id",
     "items_to_requeue",
+    "iter_document_results",
     "iter_item_results",
     "iter_pipeline_results",
     "iter_run_calls",

@@ -203,6 +203,8 @@ class AttemptRecord:
     reasoning_tokens: int = 0
     cost_usd: Decimal = field(default_factory=Decimal)
     worker: str | None = None
+    #: Answered by docpipe's simulator, not a model.
+    simulated: bool = False
     #: What :func:`begin_attempt` held against the run's budget for this call.
     reserved_usd: Decimal = field(default_factory=Decimal)
     #: The ``in_flight`` row from :func:`begin_attempt` to complete; None: a new row.

@@ -44,6 +44,7 @@ from workers.db.models import (
     Item,
     ItemStatus,
     Run,
+    RunDuplicate,
     RunMode,
     RunStatus,
     utcnow,
@@ -151,6 +152,31 @@ def add_failed_items(
     if rows:
         session.execute(insert_for(session, Item).values(rows))
     return len(rows)
+
+
+def add_duplicates(session: Session, run_id: int, documents: Sequence[tuple[int, str]]
+                   ) -> int:
+    """Record the (document id, source) pairs whose document the run already has under
+    another source: duplicates, which share that item's result. A source recorded before
+    (an ingest read again) is skipped. Returns how many were recorded."""
+    if not documents:
+        return 0
+    first = dict(session.execute(
+        select(Item.document_id, Item.source).where(
+            Item.run_id == run_id, Item.parent_id.is_(None),
+            any_in(session, Item.document_id, sorted({d for d, _ in documents}), Integer))
+    ).all())
+    now = utcnow()
+    rows = [{"run_id": run_id, "document_id": document_id, "source": source,
+             "created_at": now}
+            for document_id, source in documents if first.get(document_id) not in (None, source)]
+    if not rows:
+        return 0
+    inserted = session.execute(
+        insert_for(session, RunDuplicate).values(rows)
+        .on_conflict_do_nothing(index_elements=["run_id", "source"])
+        .returning(RunDuplicate.id))
+    return len(inserted.all())
 
 
 def mark_queued(session: Session, item_ids: Sequence[int]) -> None:

@@ -27,8 +27,10 @@ from workers.db.models import (
     ItemStatus,
     Result,
     Run,
+    RunDuplicate,
     RunMode,
     RunStatus,
+    document_results,
     utcnow,
 )
 
@@ -124,6 +126,10 @@ class RunReport:
     #: Top-level items (one per document or unreadable source) by status: what a user
     #: counts, where ``by_status`` also counts a long document's chunks and reduces.
     documents_by_status: dict[str, int] = field(default_factory=dict)
+    #: Paths whose content another path of the run brought first (no item of their own).
+    duplicates: int = 0
+    #: Calls docpipe's simulator answered, not a model.
+    simulated_calls: int = 0
 
     @property
     def succeeded(self) -> int:
@@ -171,6 +177,9 @@ class RunReport:
             "documents": self.documents,
             "documents_failed": self.documents_failed,
             "documents_by_status": self.documents_by_status,
+            "duplicates": self.duplicates,
+            "simulated": self.simulated_calls > 0,
+            "simulated_calls": self.simulated_calls,
             "reused": self.reused,
             "attempts": self.attempts,
             "rate_limited": self.rate_limited,
@@ -220,11 +229,12 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
     by_outcome: dict[str, int] = {}
     # input, cached, output and reasoning tokens; calls and tokens in the last minute
     tokens = [0, 0, 0, 0]
-    recent_calls = recent_tokens = 0
+    recent_calls = recent_tokens = simulated = 0
     cost = Decimal(0)
-    for outcome, count, *token_sums, cost_here, recent_here, recent_tokens_here in session.execute(
+    for (outcome, count, simulated_here, *token_sums, cost_here, recent_here,
+         recent_tokens_here) in session.execute(
         select(
-            Attempt.outcome, func.count(),
+            Attempt.outcome, func.count(), func.count().filter(Attempt.simulated.is_(True)),
             func.coalesce(func.sum(Attempt.input_tokens), 0),
             func.coalesce(func.sum(Attempt.cached_tokens), 0),
             func.coalesce(func.sum(Attempt.output_tokens), 0),
@@ -236,6 +246,7 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
         ).where(Attempt.run_id == run_id).group_by(Attempt.outcome)
     ):
         by_outcome[outcome] = count
+        simulated += int(simulated_here)
         tokens = [total + int(more) for total, more in zip(tokens, token_sums, strict=True)]
         cost += Decimal(str(cost_here))
         recent_calls += int(recent_here)
@@ -246,6 +257,8 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
         .group_by(Item.last_error_class, Item.last_error_code)
     )
     called, cost_per_item = _cost_per_item(session, run_id)
+    duplicates = session.scalar(select(func.count()).select_from(RunDuplicate)
+                                .where(RunDuplicate.run_id == run_id)) or 0
     total = sum(by_status.values())
     still_open = total - by_status.get(ItemStatus.SUCCEEDED, 0) \
         - by_status.get(ItemStatus.FAILED, 0)
@@ -260,6 +273,7 @@ def run_report(session: Session, run_id: int) -> RunReport | None:
         mode=run.mode, schedule=run.schedule,
         created_at=run.created_at, finished_at=run.finished_at,
         total=total, by_status=by_status, documents_by_status=documents, reused=reused,
+        duplicates=duplicates, simulated_calls=simulated,
         attempts=sum(by_outcome.values()), rate_limited=by_outcome.get("rate_limited", 0),
         input_tokens=tokens[0], cached_tokens=tokens[1], output_tokens=tokens[2],
         reasoning_tokens=tokens[3], cost_usd=cost,
@@ -354,6 +368,21 @@ def iter_item_results(session: Session, run_id: int, *, failed_only: bool = Fals
         stmt = stmt.where(Item.status == ItemStatus.FAILED)
     for row in session.execute(stmt):
         yield ItemResult(*row)
+
+
+def iter_document_results(session: Session, run_id: int, *, failed_only: bool = False
+                          ) -> Iterator[Any]:
+    """Each path of the run (a duplicate too), or only the failed ones, from the
+    ``document_results`` view: status, output or error, tokens, cost, calls and latency.
+    In item order, a duplicate after the path it matched; streamed."""
+    view = document_results
+    stmt = (select(*(column for column in view.c if column.name != "run_id"))
+            .where(view.c.run_id == run_id)
+            .order_by(view.c.item_id, view.c.duplicate_of.is_not(None), view.c.source)
+            .execution_options(yield_per=500))
+    if failed_only:
+        stmt = stmt.where(view.c.status == ItemStatus.FAILED)
+    yield from session.execute(stmt)
 
 
 @dataclass(frozen=True)
