@@ -226,8 +226,13 @@ class Pipeline:
 
     def reduce_request(self, parts: list[dict[str, Any]], *, cache_shards: int = 1
                        ) -> dict[str, Any]:
-        """The body of a reduce call: combine the results of consecutive parts into one."""
-        body = self.request(json.dumps(parts, ensure_ascii=False), cache_shards=cache_shards)
+        """The body of a reduce call: combine the results of consecutive parts into one.
+
+        The parts go as compact JSON: no longer than the answers the model wrote, so a
+        reduce's input is bounded by its parts' ``max_output_tokens``.
+        """
+        body = self.request(json.dumps(parts, ensure_ascii=False, separators=(",", ":")),
+                            cache_shards=cache_shards)
         body["instructions"] = f"{self.full_instructions}\n\n{REDUCE_NOTICE}"
         return body
 

@@ -76,3 +76,39 @@ def test_a_300_page_document_becomes_one_result(stack: Stack, tmp_path: Path,
                            timeout=60)
     assert again.reused == len(nodes) and again.cost_usd == 0
     assert stack.simulator.stats()["counters"]["ok"] == len(nodes), "nothing is paid twice"
+
+
+def test_the_estimate_bounds_what_long_documents_cost(stack: Stack, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "long.md").write_text(contract(120))
+    (corpus / "longer.md").write_text(contract(200))
+    (corpus / "copy.md").write_text(contract(120))
+    (corpus / "short.txt").write_text("A one-line memo about the quarterly budget.")
+    (corpus / "empty.txt").write_text("")
+    before = stack.cli("estimate", str(corpus), "--json")
+    assert (before["documents"], before["duplicates"], before["to_call"],
+            before["long_documents"]) == (4, 1, 3, 2)
+    assert [f["code"] for f in before["unreadable_files"]] == ["empty_file"]
+    assert before["unreadable_files"][0]["path"].endswith("empty.txt")
+    assert before["calls"] > 2 * before["to_call"] and before["reduce_input_tokens"] > 0
+
+    stack.start_workers(1)
+    # A budget of exactly the ceiling never pauses the run.
+    ingested = stack.cli("ingest", str(corpus), "--budget-usd", str(before["ceiling_usd"]),
+                         "--json")
+    report = stack.wait_for(ingested["run_id"], timeout=120)
+    assert report.failed == 1 and report.status_reason is None  # the empty file
+    assert stack.simulator.stats()["counters"]["ok"] == before["calls"], "every call counted"
+    assert float(report.cost_usd) <= before["ceiling_usd"]
+    assert report.output_tokens <= before["max_output_tokens"]
+    with session_scope(stack.database_url) as s:
+        items = {i.id: i for i in s.scalars(select(Item).where(
+            Item.run_id == ingested["run_id"]))}
+        attempts = list(s.scalars(select(Attempt).where(
+            Attempt.run_id == ingested["run_id"], Attempt.outcome == AttemptOutcome.OK)))
+    # Documents and chunks are counted exactly (overlap included); reduces stay in the bound.
+    leaves = sum(a.input_tokens for a in attempts if items[a.item_id].level == 0)
+    reduces = sum(a.input_tokens for a in attempts if items[a.item_id].level > 0)
+    assert leaves == before["input_tokens"]
+    assert 0 < reduces <= before["reduce_input_tokens"]

@@ -125,6 +125,7 @@ def estimate_cmd(paths: PathsArg, pipeline: PipelineOpt = "summarise",
 
     from workers.errors import ConfigurationError
     from workers.llm.pricing import price_table, usd
+    from workers.ops import tables
     from workers.runs.estimate import estimate
     from workers.settings import DEFAULT_DATABASE_FILE
 
@@ -141,12 +142,20 @@ def estimate_cmd(paths: PathsArg, pipeline: PipelineOpt = "summarise",
     if as_json:
         console.print_json(data=result.as_dict())
         return
-    console.print(f"{result.documents} documents ({result.duplicates} duplicates, "
-                  f"{result.already_done} already done for version {result.pipeline_version}) "
-                  f"and {result.unreadable} unreadable: {result.to_call} calls to "
-                  f"{result.model}")
-    console.print(f"input: {result.input_tokens:,} tokens (o200k_base, counted)   output: at "
-                  f"most {result.max_output_tokens:,} tokens (max_output_tokens each)")
+    console.print(f"{_count(result.documents, 'document')} ({result.duplicates} duplicates, "
+                  f"{result.already_done} already done for version {result.pipeline_version}),"
+                  f" {result.unreadable} unreadable{':' if result.unreadable else ''}")
+    for line in tables.unreadable(result.unreadable_files):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    long = f" ({result.long_documents} long, in chunks and reduces)" \
+        if result.long_documents else ""
+    console.print(f"to send: {_count(result.to_call, 'document')} in "
+                  f"{_count(result.calls, 'call')} to {result.model}{long}")
+    reduces = (f" + at most {result.reduce_input_tokens:,} for reduces"
+               if result.reduce_input_tokens else "")
+    console.print(f"input: {result.input_tokens:,} tokens (o200k_base, counted){reduces}   "
+                  f"output: at most {result.max_output_tokens:,} tokens (max_output_tokens "
+                  "a call)")
     if not result.priced:
         console.print(f"[yellow]no price for {result.model}: set DOCPIPE_PRICES[/yellow]")
         return
@@ -156,6 +165,10 @@ def estimate_cmd(paths: PathsArg, pipeline: PipelineOpt = "summarise",
                       f"{result.typical_output_tokens:.0f} tokens each)")
     console.print(f"at most: {usd(result.ceiling_usd)}, or {usd(result.ceiling_batch_usd)} "
                   "through the Batch API")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 @app.command("cancel")

@@ -6,7 +6,7 @@ decided here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -162,4 +162,14 @@ def failures(run_id: int, rows: Iterable[Any], total: int) -> list[str]:
     more = f"and {total - FAILED_SHOWN} more; " if total > FAILED_SHOWN else ""
     lines.append(f"  {more}`docpipe results {run_id} --failed` lists "
                  f"{'them all' if more else 'them'} with their messages")
+    return lines
+
+
+def unreadable(files: Sequence[Mapping[str, str]]) -> list[str]:
+    """The sources an estimate could not read (the first :data:`FAILED_SHOWN`), each with its
+    code and why, then where the rest are listed."""
+    lines = [f"  {f['path']}: {f['code']}: {f['message']}" for f in files[:FAILED_SHOWN]]
+    if len(files) > FAILED_SHOWN:
+        lines.append(f"  and {len(files) - FAILED_SHOWN} more; "
+                     "`docpipe estimate ... --json` lists them all")
     return lines

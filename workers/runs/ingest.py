@@ -196,7 +196,7 @@ def add_run_items(session: Session, run_id: int, documents: Sequence[tuple[int, 
     plans: dict[int, list[Node] | None] = {}
     for document_id, _, text in documents:
         if document_id not in plans:
-            plans[document_id] = _plan(text, pipeline)
+            plans[document_id] = plan_document(text, pipeline)
     created = repo.add_items(session, run_id, [(doc, source) for doc, source, _ in documents
                                                if plans[doc] is None])
     added, long_documents = len(created), 0
@@ -211,7 +211,7 @@ def add_run_items(session: Session, run_id: int, documents: Sequence[tuple[int, 
     return created, added, long_documents
 
 
-def _plan(text: str, pipeline: Pipeline) -> list[Node] | None:
+def plan_document(text: str, pipeline: Pipeline) -> list[Node] | None:
     """The chunk-and-reduce tree of a document too long for one call, else None."""
     if pipeline.max_input_tokens is None:
         return None
