@@ -15,8 +15,12 @@ from rich.console import Console
 
 from workers.settings import Settings, get_settings
 
+#: Help in Click's plain layout: it wraps option names, defaults and help text at the
+#: terminal's width, where Typer's rich panels cut them ("--limit-window-seco…").
+HELP_MARKUP: Any = None
 app = typer.Typer(help="docpipe: durable document pipelines on the OpenAI Responses API.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=HELP_MARKUP)
 console = Console()
 # Messages name paths and commands to copy: never break a line inside them.
 err = Console(stderr=True, soft_wrap=True)
@@ -26,21 +30,25 @@ EXIT_PAUSED = 3
 #: The run finished, and some of its documents failed.
 EXIT_DOCUMENTS_FAILED = 5
 
-PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="Pipeline name.")]
+PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", metavar="NAME",
+                                          help="Pipeline name.")]
+PathsArg = Annotated[list[str], typer.Argument(metavar="PATH",
+                                              help="Files, folders or glob patterns.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 BudgetOpt = Annotated[float | None, typer.Option(
-    "--budget-usd", min=0, help="Pause the run before a call that could take its spend past "
-    "this many dollars (calls in flight count at their worst case).")]
+    "--budget-usd", min=0, metavar="USD", help="Pause the run before a call that could take "
+    "its spend past this many dollars (calls in flight count at their worst case).")]
 ModeOpt = Annotated[str, typer.Option(
-    "--mode", help="live (standard tier), flex (half price, slower; refusals for lack of "
-    "capacity are retried) or batch (the Batch API: half price, within 24 hours; sent and "
-    "collected by beat).")]
+    "--mode", metavar="live|flex|batch", help="live (standard tier), flex (half price, "
+    "slower; refusals for lack of capacity are retried) or batch (the Batch API: half "
+    "price, within 24 hours; sent and collected by beat).")]
 DeadlineOpt = Annotated[float | None, typer.Option(
-    "--deadline-hours", min=0, help="Batch mode: the run must be done this many hours from "
-    "now. An item a new 24-hour batch could not bring back in time is sent live instead.")]
+    "--deadline-hours", min=0, metavar="HOURS", help="Batch mode: the run must be done this "
+    "many hours from now. An item a new 24-hour batch could not bring back in time is sent "
+    "live instead.")]
 LogFormatOpt = Annotated[str | None, typer.Option(
-    "--log-format", help="text or json (one object a line, with run, item and request ids); "
-    "sets DOCPIPE_LOG_FORMAT for the processes this command starts.")]
+    "--log-format", metavar="text|json", help="text or json (one object a line, with run, "
+    "item and request ids); sets DOCPIPE_LOG_FORMAT for the processes this command starts.")]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -46,7 +46,7 @@ def status_cmd(
     if as_json:
         console.print_json(data=reports[0] if run_id is not None else reports)
         return
-    console.print(tables.runs(reports))
+    console.print(tables.runs(reports, console))
     for line in tables.reasons(reports):
         console.print(line)
     if run_id is not None:
@@ -82,7 +82,7 @@ def _reports(run_id: int | None) -> list[dict[str, Any]]:
         return [report.as_dict() for report in found if report is not None]
 
 
-@app.command("report")
+@app.command("report", short_help="Write a run's report: one self-contained HTML page.")
 def report_cmd(
     run_id: Annotated[int, typer.Argument(help="Run id.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] =
@@ -99,7 +99,7 @@ def report_cmd(
                   f"report written to {output}")
 
 
-@app.command("limits")
+@app.command("limits", short_help="Rate-limit budgets, cooldowns and circuit breakers.")
 def limits_cmd(as_json: JsonOpt = False) -> None:
     """The fleet's rate-limit budgets, levels, cooldowns and circuit breakers."""
     current = settings()
@@ -122,7 +122,7 @@ def limits_cmd(as_json: JsonOpt = False) -> None:
     console.print(f"breaker for {snapshot.endpoint}: {snapshot.breaker}")
 
 
-@app.command("results")
+@app.command("results", short_help="Export a run's documents: jsonl, csv or parquet.")
 def results_cmd(
     run_id: Annotated[int | None, typer.Argument(help="Run id.")] = None,
     pipeline: Annotated[str | None, typer.Option(

@@ -18,6 +18,7 @@ from pipelines import get_pipeline
 from workers.cli.app import (
     BudgetOpt,
     ModeOpt,
+    PathsArg,
     PipelineOpt,
     app,
     checked_mode,
@@ -38,9 +39,10 @@ SIMULATOR_KEY = "sk-docpipe-simulator"
 
 @app.command("run")
 def run_cmd(
-    paths: Annotated[list[str], typer.Argument(help="Files, folders or glob patterns.")],
+    paths: PathsArg,
     pipeline: PipelineOpt = "summarise",
-    simulate: Annotated[bool, typer.Option(help="Answer with docpipe's simulator.")] = False,
+    simulate: Annotated[bool, typer.Option(
+        "--simulate", help="Answer with docpipe's simulator.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes to start.")] = 1,
     budget_usd: BudgetOpt = None,
     mode: ModeOpt = "live",
@@ -56,7 +58,7 @@ def run_cmd(
     raise _ended(report)
 
 
-@app.command("demo")
+@app.command("demo", short_help="Run the example documents through the simulator.")
 def demo_cmd(
     pipeline: PipelineOpt = "summarise",
     path: Annotated[Path, typer.Option(help="Documents to run.")] = EXAMPLES,

@@ -7,10 +7,11 @@ from typing import Annotated
 import typer
 
 from pipelines import get_pipeline, list_pipelines
-from workers.cli.app import JsonOpt, app, console, settings
+from workers.cli.app import HELP_MARKUP, JsonOpt, app, console, settings
 from workers.ops import tables
 
-pipelines_app = typer.Typer(help="The pipelines: built in, and from DOCPIPE_PIPELINES.")
+pipelines_app = typer.Typer(help="The pipelines: built in, and from DOCPIPE_PIPELINES.",
+                            rich_markup_mode=HELP_MARKUP)
 app.add_typer(pipelines_app, name="pipelines")
 
 
@@ -29,7 +30,7 @@ def pipelines_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     console.print(tables.pipelines(rows))
 
 
-@pipelines_app.command("show")
+@pipelines_app.command("show", short_help="Print a pipeline's request and its schema.")
 def pipelines_show(name: Annotated[str, typer.Argument(help="The pipeline's name.")]) -> None:
     """Print a pipeline's request as sent (a placeholder for the document) and its schema."""
     chosen = get_pipeline(name, settings().pipelines)

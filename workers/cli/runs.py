@@ -13,6 +13,7 @@ from workers.cli.app import (
     DeadlineOpt,
     JsonOpt,
     ModeOpt,
+    PathsArg,
     PipelineOpt,
     app,
     checked_mode,
@@ -29,10 +30,9 @@ from workers.cli.app import (
 from workers.errors import RunNotFound
 
 RunIdArg = Annotated[int, typer.Argument(help="Run id.")]
-PathsArg = Annotated[list[str], typer.Argument(help="Files, folders or glob patterns.")]
 
 
-@app.command("ingest")
+@app.command("ingest", short_help="Record a new run's documents and enqueue them.")
 def ingest_cmd(
     paths: PathsArg,
     pipeline: PipelineOpt = "summarise",
@@ -70,7 +70,7 @@ def ingest_cmd(
                         documents_failed=final.documents_failed, to=err if as_json else None)
 
 
-@app.command("reprocess")
+@app.command("reprocess", short_help="Run a pipeline's current version on stored documents.")
 def reprocess_cmd(
     pipeline: PipelineOpt = "summarise",
     only: Annotated[list[str] | None, typer.Option(
@@ -115,7 +115,7 @@ def reprocess_cmd(
                       f"skipped: {skipped}")
 
 
-@app.command("estimate")
+@app.command("estimate", short_help="Predict a run's calls, tokens and dollars.")
 def estimate_cmd(paths: PathsArg, pipeline: PipelineOpt = "summarise",
                  as_json: JsonOpt = False) -> None:
     """Predict the tokens and dollars of a run before anything is sent."""
@@ -171,7 +171,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-@app.command("cancel")
+@app.command("cancel", short_help="Stop a run: items not yet sent fail as cancelled.")
 def cancel_cmd(run_id: RunIdArg, as_json: JsonOpt = False) -> None:
     """Stop a run: items not yet sent fail as cancelled, its open batches are cancelled.
 
@@ -189,7 +189,7 @@ def cancel_cmd(run_id: RunIdArg, as_json: JsonOpt = False) -> None:
                   f"{len(done.batches_cancelled)}")
 
 
-@app.command("replay")
+@app.command("replay", short_help="Put a run's failed items back in the queue.")
 def replay_cmd(
     run_id: RunIdArg,
     status: Annotated[list[str], typer.Option(help="Item statuses to replay.")] = ["failed"],  # noqa: B006
@@ -215,13 +215,13 @@ def replay_cmd(
                       f"{run_id} --failed` lists them)", soft_wrap=True)
 
 
-@app.command("resume")
+@app.command("resume", short_help="Continue a paused or cut-off run.")
 def resume_cmd(
     run_id: RunIdArg,
     budget_usd: Annotated[float | None, typer.Option(
         "--budget-usd", min=0, help="A new budget for the run, in dollars.")] = None,
     simulate: Annotated[bool, typer.Option(
-        help="With no broker configured (one-machine mode): answer with docpipe's "
+        "--simulate", help="With no broker configured (one-machine mode): answer with docpipe's "
         "simulator, as `docpipe run --simulate` did.")] = False,
     as_json: JsonOpt = False,
 ) -> None:

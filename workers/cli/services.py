@@ -19,11 +19,11 @@ from workers.errors import ConfigurationError
 PROMETHEUS_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-@app.command("beat")
+@app.command("beat", short_help="Run Celery beat: the reconciler and the schedules.")
 def beat_cmd() -> None:
     """Run Celery beat: the reconciler every few seconds, and the configured schedules.
 
-    Run exactly one per fleet. Its state file (``DOCPIPE_BEAT_SCHEDULE_FILE``) survives
+    Run exactly one per fleet. Its state file (DOCPIPE_BEAT_SCHEDULE_FILE) survives
     restarts, so a restart neither skips nor repeats a nightly run.
     """
     current = migrated(settings())
@@ -34,19 +34,20 @@ def beat_cmd() -> None:
                       "--loglevel", "INFO"])
 
 
-@app.command("worker", context_settings={"allow_extra_args": True,
-                                         "ignore_unknown_options": True})
+@app.command("worker", short_help="Run docpipe's workers: Celery, a process per core.",
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker_cmd(
     ctx: typer.Context,
-    queues: Annotated[str, typer.Option("--queues", "-Q", help="Queues to consume.")] =
+    queues: Annotated[str, typer.Option(
+        "--queues", "-Q", metavar="QUEUE,...", help="Queues to consume, comma-separated.")] =
     "docpipe.live,docpipe.nightly,docpipe.control",
     beat: Annotated[bool, typer.Option(
-        help="Also run beat (the reconciler) in this worker: for one-machine setups. "
+        "--beat", help="Also run beat (the reconciler) in this worker: for one-machine setups. "
         "Run exactly one beat per fleet.")] = False,
 ) -> None:
-    """Run docpipe's workers: one process per core (``DOCPIPE_WORKER_PROCESSES``), each a
-    Celery worker whose event loop keeps ``DOCPIPE_WORKER_CONCURRENCY`` calls in flight.
-    Extra options go to ``celery worker``."""
+    """Run docpipe's workers: one process per core (DOCPIPE_WORKER_PROCESSES), each a
+    Celery worker whose event loop keeps DOCPIPE_WORKER_CONCURRENCY calls in flight.
+    Extra options go to celery worker."""
     current = migrated(settings())
     if current.openai_api_key is None:  # here, before any process starts to say it
         raise ConfigurationError("OPENAI_API_KEY is not set: workers cannot call the API; "
@@ -92,7 +93,7 @@ def _fresh_metrics_dir(base: Path | None) -> Path:
     return base
 
 
-@app.command("flower")
+@app.command("flower", short_help="Run Flower for docpipe's broker, with basic auth.")
 def flower_cmd(
     no_auth: Annotated[bool, typer.Option(
         "--no-auth", help="Run Flower with no login, allowed only on a loopback address.")]
@@ -118,7 +119,7 @@ def flower_cmd(
     raise typer.Exit(int(celery_app.start(plan.argv) or 0))
 
 
-@app.command("simulator")
+@app.command("simulator", short_help="Serve the Responses API simulator (a test tool).")
 def simulator_cmd(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8700,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
@@ -131,8 +132,8 @@ def simulator_cmd(
         help="Median latency in ms, or MEDIAN,P99 for a heavy (log-normal) tail.")] = "50",
     seed: Annotated[int, typer.Option(help="Random seed for latency and faults.")] = 0,
     latency_per_input: Annotated[bool, typer.Option(
-        help="Give the same document the same latency, whoever sends it in whatever order "
-        "(for comparing two clients on one corpus).")] = False,
+        "--latency-per-input", help="Give the same document the same latency, whoever sends "
+        "it in whatever order (for comparing two clients on one corpus).")] = False,
     fail_rate: Annotated[float, typer.Option(
         "--fail-rate", "--error-rate", help="Share of 5xx answers.")] = 0.0,
     rate_limit_rate: Annotated[float, typer.Option(help="Share of injected 429s.")] = 0.0,
@@ -142,7 +143,8 @@ def simulator_cmd(
     refuse_rate: Annotated[float, typer.Option(
         "--refuse-rate", "--refusal-rate", help="Share of refusals.")] = 0.0,
     truncate_rate: Annotated[float, typer.Option(help="Share of truncated outputs.")] = 0.0,
-    quota_exhausted: Annotated[bool, typer.Option(help="Answer insufficient_quota.")] = False,
+    quota_exhausted: Annotated[bool, typer.Option(
+        "--quota-exhausted", help="Answer insufficient_quota.")] = False,
     quota_after: Annotated[int | None, typer.Option(
         help="Answer insufficient_quota after N admitted calls.")] = None,
 ) -> None:

@@ -11,7 +11,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from workers.llm.pricing import usd
 
@@ -29,17 +32,43 @@ def pipelines(rows: Iterable[Mapping[str, Any]]) -> Table:
     return table
 
 
-def runs(reports: Iterable[Mapping[str, Any]]) -> Table:
-    """``docpipe status``: one row a run."""
-    table = Table("run", "pipeline", "status", "total", "succeeded", "failed", "pending",
-                  "attempts", "429s", "tokens in/cached/out", "cost $")
-    for r in reports:
-        table.add_row(str(r["run_id"]), r["pipeline"], r["status"], str(r["total"]),
-                      str(r["succeeded"]), str(r["failed"]), str(r["pending"]),
-                      str(r["attempts"]), str(r["rate_limited"]),
-                      f"{r['input_tokens']}/{r['cached_tokens']}/{r['output_tokens']}",
-                      f"{r['cost_usd']:.4f}")
-    return table
+_RUN_COLUMNS = ("run", "pipeline", "status", "documents", "succeeded", "failed", "pending",
+                "duplicates", "calls", "429s", "tokens in/cached/out", "cost $")
+
+
+def _run_row(r: Mapping[str, Any]) -> list[str]:
+    succeeded = r["documents_by_status"].get("succeeded", 0)
+    failed = r["documents_failed"]
+    return [str(r["run_id"]), r["pipeline"], r["status"], f"{r['documents']:,}",
+            f"{succeeded:,}", f"{failed:,}", f"{r['documents'] - succeeded - failed:,}",
+            f"{r['duplicates']:,}", f"{r['attempts']:,}", f"{r['rate_limited']:,}",
+            f"{r['input_tokens']:,}/{r['cached_tokens']:,}/{r['output_tokens']:,}",
+            f"{r['cost_usd']:.4f}"]
+
+
+def runs(reports: Iterable[Mapping[str, Any]], console: Console) -> RenderableType:
+    """``docpipe status``: a run a row, counting documents (a long document's chunks and
+    reduces are calls, not documents). Where the table would not fit the terminal, each run
+    takes a few lines that wrap between figures, so no number is ever cut."""
+    rows = [_run_row(r) for r in reports]
+    table = Table(*_RUN_COLUMNS)
+    for row in rows:
+        table.add_row(*row)
+    unbounded = console.options.update(width=10_000, max_width=10_000)
+    if Measurement.get(console, unbounded, table).maximum <= console.width:
+        return table
+    lines: list[RenderableType] = []
+    for run, pipeline, status, documents, succeeded, failed, pending, duplicates, calls, \
+            limited, tokens, cost in rows:
+            tokens_in, cached, out = tokens.split("/")
+            lines += [
+                Text.assemble((f"run {run}", "bold"), f"  {pipeline}  {status}"),
+                Text(f"  documents {documents}: succeeded {succeeded}, failed {failed}, "
+                     f"pending {pending}; duplicates {duplicates}"),
+                Text(f"  calls {calls} (429s {limited}); tokens in {tokens_in}, cached "
+                     f"{cached}, out {out}; cost ${cost}"),
+            ]
+    return Group(*lines)
 
 
 def reasons(reports: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -78,8 +107,9 @@ def run_details(r: Mapping[str, Any]) -> list[str]:
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r["attempts_by_outcome"].items()))
     return [
         f"attempts by class: {outcomes or 'none'}",
-        f"waited for rate limits: {r['budget_wait_seconds']:.1f}s   last minute: "
-        f"{r['requests_last_minute']} requests, {r['tokens_last_minute']} tokens",
+        f"waited for rate limits: {r['budget_wait_seconds']:.1f} s, summed over items (they "
+        "wait side by side)",
+        f"last minute: {r['requests_last_minute']} requests, {r['tokens_last_minute']} tokens",
         f"prompt cache: {r['cache_hit_ratio']:.1%} of input tokens cached",
         _spend(r),
         *(f"failed {error}: {count}" for error, count in sorted(r["errors"].items())),

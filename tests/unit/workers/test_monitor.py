@@ -19,7 +19,8 @@ def report(done: int, *, total: int = 100, attempts: int = 0, limited: int = 0,
         by_status={"succeeded": done, "queued": total - done}, reused=0, attempts=attempts,
         rate_limited=limited, input_tokens=1000, cached_tokens=250, output_tokens=300,
         reasoning_tokens=0, cost_usd=Decimal("0.5"), errors={"server_error:http_500": 2},
-        projected_cost_usd=Decimal("1.25"))
+        projected_cost_usd=Decimal("1.25"),
+        documents_by_status={"succeeded": done // 2, "failed": 1, "queued": 7}, duplicates=3)
 
 
 def test_rates_over_the_window() -> None:
@@ -50,5 +51,6 @@ def test_render_shows_what_the_issue_asks() -> None:
     text = console.export_text()
     for expected in ("run 3", "40/100", "2.5 items/s", "eta 0:24", "$0.5000 so far",
                      "$1.2500 projected", "6 of 60 calls (10.0%, 5.0% in the last 30s)",
-                     "server_error:http_500 2", "cached 250"):
+                     "server_error:http_500 2", "cached 250",
+                     "documents   28: succeeded 20  failed 1  pending 7  duplicates 3"):
         assert expected in text, expected

@@ -50,3 +50,31 @@ def test_failures_name_the_first_documents_then_the_command_for_the_rest() -> No
                          "their messages")
     assert tables.failures(7, rows[:1], 1)[0] == "1 document failed:"
     assert tables.failures(7, [], 0) == []
+
+
+def run_report(run_id: int, **values: object) -> dict[str, object]:
+    report: dict[str, object] = {
+        "run_id": run_id, "pipeline": "summarise-contracts-v2", "status": "finished",
+        "documents": 1_234_567, "documents_by_status": {"succeeded": 1_234_000, "failed": 560},
+        "documents_failed": 560, "duplicates": 16, "attempts": 1_300_123,
+        "rate_limited": 65_432, "input_tokens": 987_654_321, "cached_tokens": 123_456_789,
+        "output_tokens": 45_678_901, "cost_usd": 1234.56789}
+    return report | values
+
+
+def test_status_fits_80_columns_by_wrapping_never_cutting_a_number() -> None:
+    reports = [run_report(1), run_report(22, status="running")]
+    narrow = Console(width=80, record=True)
+    narrow.print(tables.runs(reports, narrow))
+    text = narrow.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 80
+    flat = " ".join(text.split())
+    for figure in ("1,234,567", "succeeded 1,234,000", "failed 560", "pending 7", "duplicates 16",
+                   "1,300,123", "429s 65,432", "987,654,321", "123,456,789", "45,678,901",
+                   "$1234.5679", "run 22", "running"):
+        assert figure in flat, figure
+    wide = Console(width=200, record=True)
+    table = tables.runs(reports, wide)
+    wide.print(table)
+    assert "1,234,567" in wide.export_text() and "…" not in wide.export_text()
+    assert len(table.rows) == 2  # type: ignore[attr-defined]
