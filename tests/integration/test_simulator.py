@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
+from jsonschema import Draft202012Validator
 
 from pipelines import EXTRACT, SUMMARISE
+from tests.support.schemas import CORPUS, TREE
 from tests.support.services import SimulatorProcess
+from workers.runtime.embedded import free_port
 from workers.simulator import input_key
 
 INVOICE = ("Invoice 77 from Acme Widgets Ltd to Globex Corporation. Date: 14 March 2025. "
@@ -123,13 +128,24 @@ class TestErrors:
         with pytest.raises(openai.BadRequestError) as info:
             client.responses.create(**body)
         assert info.value.code == "invalid_json_schema"
-        assert "'additionalProperties' must be supplied and be false" in info.value.message
+        assert info.value.param == "text.format.schema"
+        # The API's words (shared/reference/responses_api.md).
+        assert info.value.body["message"] == (  # type: ignore[index]
+            f"Invalid schema for response_format '{SUMMARISE.schema_name}': In context=(), "
+            "'additionalProperties' is required to be supplied and to be false.")
 
     def test_unknown_model_and_bad_key(self, simulator: SimulatorProcess) -> None:
         client = openai.OpenAI(api_key="sk-test", base_url=simulator.base_url, max_retries=0)
         with pytest.raises(openai.NotFoundError) as info:
             client.responses.create(**{**SUMMARISE.request("x"), "model": "nope-model"})
         assert info.value.code == "model_not_found"
+        # Names are not matched by prefix; snapshots and fine-tuned names are models.
+        with pytest.raises(openai.NotFoundError) as info:
+            client.responses.create(**{**SUMMARISE.request("x"), "model": "gpt-doesnotexist"})
+        assert info.value.code == "model_not_found"
+        for name in ("chatgpt-4o-latest", "gpt-4.1-mini-2025-04-14", "ft:gpt-4.1-mini:acme::x"):
+            assert client.responses.create(**{**SUMMARISE.request("x"), "model": name}
+                                           ).status == "completed"
         simulator.configure(api_key="sk-right")
         with pytest.raises(openai.AuthenticationError):
             client.responses.create(**SUMMARISE.request("x"))
@@ -154,6 +170,64 @@ class TestErrors:
         client.responses.create(**body)
         client.responses.create(**body)
         assert simulator.stats()["calls_by_input"][input_key(body)] == 2
+
+
+@pytest.fixture(scope="class")
+def shared_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
+    """One simulator for the whole corpus: nothing a schema does changes its state."""
+    sim = SimulatorProcess(port=free_port(),
+                           log_path=tmp_path_factory.mktemp("sim") / "simulator.log")
+    sim.start()
+    yield openai.OpenAI(api_key="sk-test", base_url=sim.base_url, max_retries=0)
+    sim.stop()
+
+
+class TestStrictSchemas:
+    """The simulator's own validator over HTTP: the corpus's verdicts, as the API answers."""
+
+    @pytest.mark.parametrize(("schema", "accepted"), [(s, ok) for _, s, ok in CORPUS],
+                             ids=[name for name, _, _ in CORPUS])
+    def test_the_corpus(self, shared_client: openai.OpenAI, schema: dict[str, Any],
+                        accepted: bool) -> None:
+        client = shared_client
+        body = SUMMARISE.request(INVOICE)
+        body["text"]["format"]["schema"] = schema
+        if accepted:
+            response = client.responses.create(**body)
+            if response.status == "incomplete":  # thousands of properties: cut off, as real
+                assert response.incomplete_details is not None
+                assert response.incomplete_details.reason == "max_output_tokens"
+                assert len(schema["properties"]) >= 4000
+                return
+            Draft202012Validator(schema).validate(json.loads(response.output_text))
+            return
+        with pytest.raises(openai.BadRequestError) as info:
+            client.responses.create(**body)
+        assert (info.value.code, info.value.param) == ("invalid_json_schema",
+                                                       "text.format.schema")
+        assert info.value.body["message"].startswith(  # type: ignore[index]
+            f"Invalid schema for response_format '{SUMMARISE.schema_name}': In context=(")
+        assert info.value.request_id and info.value.request_id.startswith("req_")
+
+    def test_a_recursive_schema_gets_a_finite_tree(self, client: openai.OpenAI) -> None:
+        body = SUMMARISE.request(INVOICE)
+        body["text"]["format"]["schema"] = TREE
+        tree = json.loads(client.responses.create(**body).output_text)
+        depth = 0
+        while tree.get("root", tree)["children"]:
+            tree, depth = tree.get("root", tree)["children"][0], depth + 1
+        assert 0 < depth < 10
+
+    def test_every_answer_has_a_request_id_and_an_unknown_route_a_json_404(
+            self, simulator: SimulatorProcess, client: openai.OpenAI) -> None:
+        counted = client.responses.input_tokens.with_raw_response.count(
+            model="gpt-4.1-mini", input="hello")
+        assert counted.headers["x-request-id"].startswith("req_")
+        with pytest.raises(openai.NotFoundError) as info:
+            client.post("/nowhere", cast_to=object, body={})
+        assert info.value.body == {"message": "Invalid URL (POST /v1/nowhere)",
+                                   "type": "invalid_request_error", "param": None, "code": None}
+        assert info.value.request_id and info.value.request_id.startswith("req_")
 
 
 class TestMedia:

@@ -122,7 +122,7 @@ def classify_status(status: int, *, code: str | None, kind: str | None, message:
         return AuthenticationFailedError(
             message, code=code or "invalid_api_key", http_status=status, request_id=request_id
         )
-    if status == 404:
+    if status == 404 or code == "model_not_found":  # seen as a 404 and as a 400
         return ModelNotFoundError(
             message, code=code or "not_found", http_status=status, request_id=request_id
         )

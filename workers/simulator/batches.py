@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from workers.simulator.wire import Responder
+from workers.simulator.wire import Responder, request_id
 from workers.simulator.wire import error as _error
 
 #: The API's limits on one batch input file.
@@ -206,7 +206,7 @@ class BatchService:
                 config.batch_fail_on and config.batch_fail_on in text))
             record = json.dumps({
                 "id": f"batch_req_{secrets.token_hex(12)}", "custom_id": custom_id,
-                "response": {"status_code": status, "request_id": f"req_{secrets.token_hex(16)}",
+                "response": {"status_code": status, "request_id": request_id(),
                              "body": payload}, "error": None})
             if status == 200:
                 batch.counts["completed"] += 1

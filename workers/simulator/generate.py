@@ -175,22 +175,51 @@ def generate(schema: dict[str, Any], text: str) -> Any:
     return _Generator(schema, TextFacts(text)).value(schema, None, None)
 
 
+#: How deep a recursive schema's value goes: past this many references on the way down, its
+#: arrays are empty and its nullable branches null, so a tree ends; past MAX_DEPTH levels,
+#: whatever is left is null.
+RECURSION_DEPTH = 3
+MAX_DEPTH = 32
+
+
 class _Generator:
     def __init__(self, schema: dict[str, Any], facts: TextFacts) -> None:
+        self.root = schema
         self.defs: dict[str, Any] = schema.get("$defs", {}) | schema.get("definitions", {})
         self.facts = facts
+        self.depth = 0
+        self.references = 0
 
     def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
-        while "$ref" in node:
+        seen = 0
+        while "$ref" in node and seen < 16:  # a chain of refs to refs, never a loop
             ref = node["$ref"]
-            node = self.defs[ref.rsplit("/", 1)[-1]] if ref != "#" else node
-            if ref == "#":
-                break
+            node = self.root if ref == "#" else self.defs.get(ref.rsplit("/", 1)[-1], {})
+            seen += 1
         return node
+
+    @property
+    def recursing(self) -> bool:
+        return self.references > RECURSION_DEPTH
 
     def value(self, node: dict[str, Any], name: str | None, context: dict[str, Any] | None
               ) -> Any:
+        if self.depth >= MAX_DEPTH:
+            return None
+        referenced = "$ref" in node
+        self.depth += 1
+        self.references += referenced
+        try:
+            return self._value(node, name, context)
+        finally:
+            self.depth -= 1
+            self.references -= referenced
+
+    def _value(self, node: dict[str, Any], name: str | None, context: dict[str, Any] | None
+               ) -> Any:
         node = self.resolve(node)
+        if self.recursing and self._allows_null(node):
+            return None
         if context and name in context:
             return self.fit(node, context[name])
         nullable = self._allows_null(node)
@@ -262,7 +291,10 @@ class _Generator:
         return options[0]
 
     def array(self, node: dict[str, Any], name: str | None) -> list[Any]:
-        items = self.resolve(node.get("items", {"type": "string"}))
+        if self.recursing and node.get("minItems", 0) == 0:
+            return []
+        declared = node.get("items", {"type": "string"})
+        items = self.resolve(declared)
         lowered = (name or "").lower()
         contexts: list[dict[str, Any]] | None = None
         if any(k in lowered for k in ("amount", "price", "total", "payment")):
@@ -273,7 +305,7 @@ class _Generator:
                         for n in self.facts.names]
         if items.get("type") == "object" or "properties" in items or "anyOf" in items:
             rows = contexts if contexts is not None else [{}]
-            values = [self.value(items, None, row) for row in rows]
+            values = [self.value(declared, None, row) for row in rows]
         elif contexts is not None:
             values = [self.fit(items, row.get("name", row.get("value"))) for row in contexts]
         elif "topic" in lowered or "tag" in lowered or "keyword" in lowered:
@@ -282,11 +314,11 @@ class _Generator:
             values = list(self.facts.dates[:5])
         else:
             values = self.facts.sentences[:5] if items.get("type") in ("string", None) \
-                else [self.value(items, None, None)]
+                else [self.value(declared, None, None)]
         low, high = node.get("minItems", 0), node.get("maxItems")
         values = values[:high] if high is not None else values
         while len(values) < low:
-            values.append(self.value(items, None, None))
+            values.append(self.value(declared, None, None))
         return values
 
     def hint(self, name: str | None, node: dict[str, Any]) -> Any:

@@ -23,14 +23,17 @@ from typing import Any
 
 from aiohttp import web
 
-from pipelines.schema import strict_violations
 from pipelines.tokens import chars_estimate, count_tokens, estimate_request_tokens
 from workers.simulator.batches import MAX_BATCH_FILE_BYTES, BatchService
 from workers.simulator.generate import generate
 from workers.simulator.inputs import document_text, input_key, media_error
 from workers.simulator.latency import draw_ms
 from workers.simulator.limits import Limits
+from workers.simulator.models import base_model
+from workers.simulator.strict import first_violation
+from workers.simulator.wire import api_errors
 from workers.simulator.wire import error as _error
+from workers.simulator.wire import request_id as new_request_id
 
 log = logging.getLogger("docpipe.simulator")
 
@@ -125,7 +128,8 @@ class Simulator:
             self.flex_rng = random.Random(f"{self.config.seed}:flex")
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BATCH_FILE_BYTES + 1024 * 1024)
+        app = web.Application(client_max_size=MAX_BATCH_FILE_BYTES + 1024 * 1024,
+                              middlewares=[api_errors])
         app.router.add_post("/v1/responses", self.responses)
         self.batches.add_routes(app)
         app.router.add_post("/v1/responses/input_tokens", self.input_tokens)
@@ -193,7 +197,7 @@ class Simulator:
         if not body.get("model"):
             return _error(400, "Missing required parameter: 'model'.", "invalid_request_error",
                           "missing_required_parameter", "model")
-        if not str(body["model"]).startswith(("gpt-", "o1", "o3", "o4", "sim-")):
+        if base_model(str(body["model"])) is None:
             return _error(404, f"The model `{body['model']}` does not exist or you do not have "
                           "access to it.", "invalid_request_error", "model_not_found")
         tier = body.get("service_tier")
@@ -212,15 +216,10 @@ class Simulator:
                 return _error(400, "Missing required parameter: 'text.format.schema'.",
                               "invalid_request_error", "missing_required_parameter",
                               "text.format.schema")
-            if fmt.get("strict"):
-                problems = strict_violations(fmt["schema"])
-                if problems:
-                    where, _, rule = problems[0].partition(": ")
-                    context = tuple(p for p in where.split("/") if p and p != "(root)")
-                    return _error(400, f"Invalid schema for response_format "
-                                  f"'{fmt.get('name', '')}': In context={context}, {rule}.",
-                                  "invalid_request_error", "invalid_json_schema",
-                                  "text.format.schema")
+            if fmt.get("strict") and (violation := first_violation(fmt["schema"])):
+                return _error(400, violation.message(str(fmt.get("name", ""))),
+                              "invalid_request_error", "invalid_json_schema",
+                              "text.format.schema")
         return media_error(body)
 
     async def input_tokens(self, request: web.Request) -> web.Response:
@@ -234,7 +233,7 @@ class Simulator:
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
         self.stats["requests"] += 1
-        request_id = f"req_{secrets.token_hex(16)}"
+        request_id = new_request_id()
         base_headers = {"x-request-id": request_id, "openai-version": "2020-10-01",
                         "x-docpipe-simulator": "1"}
         self.in_flight += 1

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from workers.llm.errors import is_quota_code, parse_duration, parse_retry_after
+from workers.errors import ModelNotFoundError, PermanentAPIError
+from workers.llm.errors import classify_status, is_quota_code, parse_duration, parse_retry_after
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -32,3 +33,12 @@ def test_quota_codes() -> None:
         assert is_quota_code(code)
     assert not is_quota_code("rate_limit_exceeded")
     assert not is_quota_code(None)
+
+
+@pytest.mark.parametrize("status", [404, 400])
+def test_model_not_found_by_its_code_whatever_the_status(status: int) -> None:
+    error = classify_status(status, code="model_not_found", kind="invalid_request_error",
+                            message="The requested model 'gpt-nope' does not exist.")
+    assert isinstance(error, ModelNotFoundError) and error.code == "model_not_found"
+    assert isinstance(classify_status(400, code="invalid_value", kind=None, message="x"),
+                      PermanentAPIError)
