@@ -100,11 +100,9 @@ def render(report: repo.RunReport, rates: Rates, waiting: str | None = None
     facts.add_column()
     rate = "–" if rates.per_second is None else f"{rates.per_second:.1f} items/s"
     facts.add_row("throughput", f"{rate}   eta {_duration(rates.eta_seconds)}")
-    succeeded = report.documents_by_status.get("succeeded", 0)
-    facts.add_row("documents", f"{report.documents}: succeeded {succeeded}  failed "
-                  f"{report.documents_failed}  pending "
-                  f"{report.documents - succeeded - report.documents_failed}  duplicates "
-                  f"{report.duplicates}")
+    facts.add_row("documents", f"{report.documents}: succeeded {report.documents_succeeded}  "
+                  f"failed {report.documents_failed}  pending {report.documents_pending}  "
+                  f"duplicates {report.duplicates}")
     facts.add_row("items", f"succeeded {report.succeeded}  failed {report.failed}  "
                   f"pending {report.pending}  reused {report.reused} (a long document's "
                   "chunks and reduces are items)")

@@ -36,38 +36,42 @@ _RUN_COLUMNS = ("run", "pipeline", "status", "documents", "succeeded", "failed",
                 "duplicates", "calls", "429s", "tokens in/cached/out", "cost $")
 
 
-def _run_row(r: Mapping[str, Any]) -> list[str]:
-    succeeded = r["documents_by_status"].get("succeeded", 0)
-    failed = r["documents_failed"]
-    return [str(r["run_id"]), r["pipeline"], r["status"], f"{r['documents']:,}",
-            f"{succeeded:,}", f"{failed:,}", f"{r['documents'] - succeeded - failed:,}",
-            f"{r['duplicates']:,}", f"{r['attempts']:,}", f"{r['rate_limited']:,}",
-            f"{r['input_tokens']:,}/{r['cached_tokens']:,}/{r['output_tokens']:,}",
-            f"{r['cost_usd']:.4f}"]
+def _figures(r: Mapping[str, Any]) -> dict[str, str]:
+    """A run's figures as ``status`` shows them, by name."""
+    return {"run": str(r["run_id"]), "pipeline": r["pipeline"], "status": r["status"],
+            "cost": f"{r['cost_usd']:.4f}",
+            **{key: f"{r[key]:,}" for key in (
+                "documents", "documents_succeeded", "documents_failed", "documents_pending",
+                "duplicates", "attempts", "rate_limited", "input_tokens", "cached_tokens",
+                "output_tokens")}}
 
 
 def runs(reports: Iterable[Mapping[str, Any]], console: Console) -> RenderableType:
     """``docpipe status``: a run a row, counting documents (a long document's chunks and
     reduces are calls, not documents). Where the table would not fit the terminal, each run
     takes a few lines that wrap between figures, so no number is ever cut."""
-    rows = [_run_row(r) for r in reports]
+    shown = [_figures(r) for r in reports]
     table = Table(*_RUN_COLUMNS)
-    for row in rows:
-        table.add_row(*row)
+    for f in shown:
+        table.add_row(f["run"], f["pipeline"], f["status"], f["documents"],
+                      f["documents_succeeded"], f["documents_failed"], f["documents_pending"],
+                      f["duplicates"], f["attempts"], f["rate_limited"],
+                      f"{f['input_tokens']}/{f['cached_tokens']}/{f['output_tokens']}",
+                      f["cost"])
     unbounded = console.options.update(width=10_000, max_width=10_000)
     if Measurement.get(console, unbounded, table).maximum <= console.width:
         return table
     lines: list[RenderableType] = []
-    for run, pipeline, status, documents, succeeded, failed, pending, duplicates, calls, \
-            limited, tokens, cost in rows:
-            tokens_in, cached, out = tokens.split("/")
-            lines += [
-                Text.assemble((f"run {run}", "bold"), f"  {pipeline}  {status}"),
-                Text(f"  documents {documents}: succeeded {succeeded}, failed {failed}, "
-                     f"pending {pending}; duplicates {duplicates}"),
-                Text(f"  calls {calls} (429s {limited}); tokens in {tokens_in}, cached "
-                     f"{cached}, out {out}; cost ${cost}"),
-            ]
+    for f in shown:
+        lines += [
+            Text.assemble((f"run {f['run']}", "bold"), f"  {f['pipeline']}  {f['status']}"),
+            Text(f"  documents {f['documents']}: succeeded {f['documents_succeeded']}, failed "
+                 f"{f['documents_failed']}, pending {f['documents_pending']}; duplicates "
+                 f"{f['duplicates']}"),
+            Text(f"  calls {f['attempts']} (429s {f['rate_limited']}); tokens in "
+                 f"{f['input_tokens']}, cached {f['cached_tokens']}, out "
+                 f"{f['output_tokens']}; cost ${f['cost']}"),
+        ]
     return Group(*lines)
 
 

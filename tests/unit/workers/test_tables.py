@@ -56,7 +56,8 @@ def run_report(run_id: int, **values: object) -> dict[str, object]:
     report: dict[str, object] = {
         "run_id": run_id, "pipeline": "summarise-contracts-v2", "status": "finished",
         "documents": 1_234_567, "documents_by_status": {"succeeded": 1_234_000, "failed": 560},
-        "documents_failed": 560, "duplicates": 16, "attempts": 1_300_123,
+        "documents_succeeded": 1_234_000, "documents_failed": 560, "documents_pending": 7,
+        "duplicates": 16, "attempts": 1_300_123,
         "rate_limited": 65_432, "input_tokens": 987_654_321, "cached_tokens": 123_456_789,
         "output_tokens": 45_678_901, "cost_usd": 1234.56789}
     return report | values

@@ -152,6 +152,15 @@ class RunReport:
         return self.documents_by_status.get(ItemStatus.FAILED, 0)
 
     @property
+    def documents_succeeded(self) -> int:
+        return self.documents_by_status.get(ItemStatus.SUCCEEDED, 0)
+
+    @property
+    def documents_pending(self) -> int:
+        """Documents not yet ended, either way."""
+        return self.documents - self.documents_succeeded - self.documents_failed
+
+    @property
     def cache_hit_ratio(self) -> float:
         """Share of input tokens served from the prompt cache."""
         return self.cached_tokens / self.input_tokens if self.input_tokens else 0.0
@@ -175,7 +184,9 @@ class RunReport:
             "pending": self.pending,
             "by_status": self.by_status,
             "documents": self.documents,
+            "documents_succeeded": self.documents_succeeded,
             "documents_failed": self.documents_failed,
+            "documents_pending": self.documents_pending,
             "documents_by_status": self.documents_by_status,
             "duplicates": self.duplicates,
             "simulated": self.simulated_calls > 0,
