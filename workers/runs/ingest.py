@@ -173,8 +173,9 @@ def _write_batch(report: IngestReport, documents: Sequence[SourceDocument],
         created, added, long_documents = add_run_items(
             session, report.run_id,
             [(ids[d.content_hash], d.source, d.text) for d in documents], pipeline)
-        report.duplicates += repo.add_duplicates(
-            session, report.run_id, [(ids[d.content_hash], d.source) for d in documents])
+        if added < len(documents):  # some documents the run already had: duplicates
+            report.duplicates += repo.add_duplicates(
+                session, report.run_id, [(ids[d.content_hash], d.source) for d in documents])
         report.long_documents += long_documents
         report.unreadable += repo.add_failed_items(
             session, report.run_id, [(f.source, f.code, f.reason) for f in failures]
