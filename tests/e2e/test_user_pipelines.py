@@ -35,7 +35,7 @@ def test_a_toml_pipeline_runs_end_to_end_and_its_prefix_is_cached(
     assert listed["summarise"]["source"] == "built-in"
     shown = json.loads(stack.cli("pipelines", "show", "invoices").stdout)
     assert shown["request"]["text"]["format"]["schema"] == INVOICE_SCHEMA
-    assert shown["request"]["reasoning"] == {"effort": "low"}
+    assert shown["request"]["temperature"] == 0 and "reasoning" not in shown["request"]
     assert shown["version"] == listed["invoices"]["version"]
 
     write_corpus(tmp_path / "corpus", 12)

@@ -9,8 +9,10 @@ from typing import Any
 import openai
 import pytest
 from jsonschema import Draft202012Validator
+from openai.types.responses import Response
 
 from pipelines import EXTRACT, SUMMARISE
+from tests.support.requests import CASES, Verdict, changed
 from tests.support.schemas import CORPUS, TREE
 from tests.support.services import SimulatorProcess
 from workers.runtime.embedded import free_port
@@ -228,6 +230,27 @@ class TestStrictSchemas:
         assert info.value.body == {"message": "Invalid URL (POST /v1/nowhere)",
                                    "type": "invalid_request_error", "param": None, "code": None}
         assert info.value.request_id and info.value.request_id.startswith("req_")
+
+
+class TestParameters:
+    """Parameters a model does not take, values out of range, fields the API does not know:
+    the request corpus's verdicts over HTTP, sent by the SDK."""
+
+    @pytest.mark.parametrize(("changes", "verdict"), [(c.changes, c.verdict) for c in CASES],
+                             ids=[c.name for c in CASES])
+    def test_the_corpus(self, shared_client: openai.OpenAI, changes: dict[str, Any],
+                        verdict: Verdict | None) -> None:
+        body = changed(SUMMARISE.request(INVOICE), changes)
+        if verdict is None:
+            response = shared_client.post("/responses", body=body, cast_to=Response)
+            assert response.status == "completed" and response.model == body["model"]
+            return
+        with pytest.raises(openai.APIStatusError) as info:
+            shared_client.post("/responses", body=body, cast_to=Response)
+        error = info.value
+        assert Verdict(error.status_code, str(error.code), error.param) == verdict
+        assert error.type == "invalid_request_error" and error.message
+        assert error.request_id and error.request_id.startswith("req_")
 
 
 class TestMedia:

@@ -76,7 +76,6 @@ description = "Invoice numbers, totals and lines."
 instructions = """Extract the invoice's number, total, currency and lines."""
 max_output_tokens = 800
 temperature = 0
-reasoning_effort = "low"
 schema_name = "Invoice"
 max_input_tokens = 8000
 image_detail = "low"

@@ -29,8 +29,7 @@ from workers.simulator.generate import generate
 from workers.simulator.inputs import document_text, input_key, media_error
 from workers.simulator.latency import draw_ms
 from workers.simulator.limits import Limits
-from workers.simulator.models import base_model
-from workers.simulator.strict import first_violation
+from workers.simulator.requests import refusal
 from workers.simulator.wire import api_errors
 from workers.simulator.wire import error as _error
 from workers.simulator.wire import request_id as new_request_id
@@ -184,42 +183,10 @@ class Simulator:
         return body
 
     def validate(self, body: dict[str, Any]) -> web.Response | None:
-        if "response_format" in body:
-            return _error(400, "Unsupported parameter: 'response_format'. In the Responses API, "
-                          "this parameter has moved to 'text.format'.", "invalid_request_error",
-                          "unsupported_parameter", "response_format")
-        for legacy, moved in (("max_tokens", None), ("reasoning_effort", "reasoning.effort")):
-            if legacy in body:
-                message = f"Unknown parameter: '{legacy}'." if moved is None else (
-                    f"Unsupported parameter: '{legacy}'. In the Responses API, this parameter "
-                    f"has moved to '{moved}'.")
-                return _error(400, message, "invalid_request_error", "unknown_parameter", legacy)
-        if not body.get("model"):
-            return _error(400, "Missing required parameter: 'model'.", "invalid_request_error",
-                          "missing_required_parameter", "model")
-        if base_model(str(body["model"])) is None:
-            return _error(404, f"The model `{body['model']}` does not exist or you do not have "
-                          "access to it.", "invalid_request_error", "model_not_found")
-        tier = body.get("service_tier")
-        if tier is not None and tier not in ("auto", "default", "flex", "scale", "priority"):
-            return _error(400, f"Invalid value: '{tier}'. Supported values are: 'auto', "
-                          "'default', 'flex', 'scale' and 'priority'.", "invalid_request_error",
-                          "invalid_value", "service_tier")
-        limit = body.get("max_output_tokens")
-        if limit is not None and (not isinstance(limit, int) or limit < 16):
-            return _error(400, "Invalid 'max_output_tokens': integer below minimum value. "
-                          f"Expected a value >= 16, but got {limit} instead.",
-                          "invalid_request_error", "integer_below_min_value", "max_output_tokens")
-        fmt = (body.get("text") or {}).get("format") or {}
-        if fmt.get("type") == "json_schema":
-            if "schema" not in fmt:
-                return _error(400, "Missing required parameter: 'text.format.schema'.",
-                              "invalid_request_error", "missing_required_parameter",
-                              "text.format.schema")
-            if fmt.get("strict") and (violation := first_violation(fmt["schema"])):
-                return _error(400, violation.message(str(fmt.get("name", ""))),
-                              "invalid_request_error", "invalid_json_schema",
-                              "text.format.schema")
+        """The API's error answer to an invalid request body, or None if it is valid."""
+        if (refused := refusal(body)) is not None:
+            return _error(refused.status, refused.message, refused.type, refused.code,
+                          refused.param)
         return media_error(body)
 
     async def input_tokens(self, request: web.Request) -> web.Response:

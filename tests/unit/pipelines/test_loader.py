@@ -21,10 +21,19 @@ def test_a_toml_pipeline_loads_with_its_request_shape(tmp_path: Path) -> None:
     body = pipeline.request("Invoice 7: total 12.00 EUR")
     assert body["text"]["format"] == {"type": "json_schema", "name": "Invoice", "strict": True,
                                       "schema": INVOICE_SCHEMA}
-    assert body["reasoning"] == {"effort": "low"} and body["temperature"] == 0
+    assert body["temperature"] == 0 and "reasoning" not in body
     assert body["max_output_tokens"] == 800
     assert body["instructions"].startswith("Extract the invoice's number")
     assert pipeline.max_input_tokens == 8000 and pipeline.image_detail == "low"
+
+
+def test_a_reasoning_pipeline_sends_its_effort(tmp_path: Path) -> None:
+    path = write_invoices(tmp_path)
+    path.write_text(path.read_text().replace('model = "gpt-4.1-mini"', 'model = "o4-mini"')
+                    .replace("temperature = 0", 'reasoning_effort = "low"'))
+    [pipeline] = load_file(path)
+    body = pipeline.request("Invoice 7: total 12.00 EUR")
+    assert body["reasoning"] == {"effort": "low"} and "temperature" not in body
 
 
 def test_an_inline_schema_and_instructions_from_a_file(tmp_path: Path) -> None:
