@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from pipelines.documents import Reading
 from pipelines.errors import OutputError
 from pipelines.media import Attachment, Detail, ScannedPdf, content_parts
+from pipelines.models import Refused, limits, refused_parameters, unknown_model_warning
 from pipelines.schema import strict_violations, to_strict_schema
 
 #: Anything in a document that looks like the data markers, so it cannot close them early.
@@ -46,6 +47,14 @@ REDUCE_NOTICE = (
 RESERVED_PARAMETERS = frozenset({"model", "instructions", "input", "text", "max_output_tokens",
                                  "temperature", "store", "prompt_cache_key", "stream",
                                  "previous_response_id", "response_format"})
+
+
+class RefusedByModel(ValueError):
+    """A field the pipeline's model refuses: the API would answer every call with a 400."""
+
+    def __init__(self, pipeline: str, refused: Refused) -> None:
+        super().__init__(f"pipeline {pipeline}: {refused.param}: {refused.reason}")
+        self.refused = refused
 
 
 def as_data(text: str) -> str:
@@ -125,6 +134,21 @@ class Pipeline:
         problems = strict_violations(self.schema)
         if problems:
             raise ValueError(f"pipeline {self.name}: schema is not strict: {'; '.join(problems)}")
+        sent = {"temperature": self.temperature, **self.parameters,
+                "max_output_tokens": self.max_output_tokens}
+        if refused := refused_parameters(self.model, sent):
+            raise RefusedByModel(self.name, refused[0])
+        model = limits(self.model)
+        if model and self.max_input_tokens and \
+                self.max_input_tokens + self.max_output_tokens > model.context_window:
+            raise RefusedByModel(self.name, Refused(
+                "max_input_tokens", f"{self.model} reads at most {model.context_window:,} "
+                "tokens, output included; lower max_input_tokens"))
+
+    @property
+    def model_warning(self) -> str | None:
+        """Why this pipeline's parameters could not be checked against its model, or None."""
+        return unknown_model_warning(self.model)
 
     @cached_property
     def schema(self) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipelines.builtin import BUILTIN_PIPELINES
-from pipelines.definitions import RESERVED_PARAMETERS, Pipeline
+from pipelines.definitions import RESERVED_PARAMETERS, Pipeline, RefusedByModel
 from pipelines.errors import PipelineError, PipelineNotFound
 from pipelines.schema import strict_violations
 
@@ -152,8 +152,18 @@ def _from_spec(path: Path, index: int, entry: Any) -> Pipeline:
             image_detail=spec.image_detail,
             html_whole_page=spec.html_whole_page, source=str(path),
         )
+    except RefusedByModel as exc:
+        field = _SPEC_FIELDS.get(exc.refused.param, f"parameters.{exc.refused.param}")
+        if exc.refused.param == "reasoning.effort" and spec.reasoning_effort is not None:
+            field = "reasoning_effort"
+        raise PipelineDefinitionError(f"{where}: {field}: {exc.refused.reason}") from exc
     except ValueError as exc:
         raise PipelineDefinitionError(f"{where}: {exc}") from exc
+
+
+#: The file's field for each request field a model may refuse (others are ``parameters.*``).
+_SPEC_FIELDS = {"temperature": "temperature", "max_output_tokens": "max_output_tokens",
+                "max_input_tokens": "max_input_tokens"}
 
 
 def _read_beside(path: Path, name: str | None, where: str) -> str:

@@ -116,3 +116,67 @@ def test_a_run_whose_documents_all_succeed_exits_0(tmp_path: Path) -> None:
                          timeout=180)
     assert result.returncode == 0
     assert "failed:" not in result.stdout
+
+
+def house_pipeline(folder: Path, model: str) -> None:
+    """A pipeline ``house`` on ``model``, found through DOCPIPE_PIPELINES."""
+    (folder / "house.toml").write_text(f'''
+name = "house"
+model = "{model}"
+instructions = "Summarise the document."
+[schema]
+type = "object"
+required = ["line"]
+additionalProperties = false
+properties = {{line = {{type = "string"}}}}
+''')
+
+
+def test_a_model_docpipe_does_not_know_warns_and_strict_refuses_it(tmp_path: Path) -> None:
+    env = fresh_env() | {"DOCPIPE_PIPELINES": str(tmp_path / "house.toml")}
+    house_pipeline(tmp_path, "my-azure-deployment")
+    run_docpipe("db", "upgrade", env=env, cwd=tmp_path)
+    (tmp_path / "a.txt").write_text("A memo about the quarterly accounts.", encoding="utf-8")
+
+    listed = run_docpipe("pipelines", "--json", env=env, cwd=tmp_path)
+    warnings = {p["name"]: p["warning"] for p in json.loads(listed.stdout)}
+    assert warnings["summarise"] is None and "my-azure-deployment" in warnings["house"]
+    estimated = run_docpipe("estimate", "a.txt", "-p", "house", env=env, cwd=tmp_path)
+    assert one_line(estimated.stderr) == (
+        "warning: pipeline house: model 'my-azure-deployment' is not one docpipe knows: its "
+        "parameters and limits are not checked before the first call (a typo is a "
+        "model_not_found pause then)")
+    for command in (["estimate"], ["ingest"], ["run", "--simulate"]):
+        result = run_docpipe(*command, "a.txt", "-p", "house", "--strict", env=env,
+                             cwd=tmp_path, check=False)
+        assert result.returncode == EXIT_USAGE, result.stderr
+        assert one_line(result.stderr).startswith(
+            f"docpipe: {tmp_path / 'house.toml'}: model: model 'my-azure-deployment' is not "
+            "one docpipe knows")
+        assert "--strict refuses it" in result.stderr
+    assert runs_in(tmp_path) == 0
+
+
+def test_a_budget_on_a_model_without_a_price_is_refused_with_the_setting_to_add(
+        tmp_path: Path) -> None:
+    env = fresh_env() | {"DOCPIPE_PIPELINES": str(tmp_path / "house.toml")}
+    house_pipeline(tmp_path, "ft:gpt-4.1-mini:acme::x1")  # a fine-tune: no shipped price
+    run_docpipe("db", "upgrade", env=env, cwd=tmp_path)
+    (tmp_path / "a.txt").write_text("A memo about the quarterly accounts.", encoding="utf-8")
+    for command in (["ingest"], ["run", "--simulate"]):
+        result = run_docpipe(*command, "a.txt", "-p", "house", "--budget-usd", "5", env=env,
+                             cwd=tmp_path, check=False)
+        assert result.returncode == EXIT_USAGE, result.stderr
+        line = one_line(result.stderr)
+        assert line.startswith("docpipe: --budget-usd cannot be enforced: docpipe has no "
+                               "price for model 'ft:gpt-4.1-mini:acme::x1'. Add it to "
+                               "DOCPIPE_PRICES"), line
+    assert runs_in(tmp_path) == 0
+
+    priced = env | {"DOCPIPE_PRICES": json.dumps({"ft:gpt-4.1-mini:acme::x1": {
+        "input": 0.8, "cached_input": 0.2, "output": 3.2}})}
+    run_docpipe("run", "--simulate", "a.txt", "-p", "house", "--budget-usd", "5", env=priced,
+                cwd=tmp_path, timeout=180)
+    status = json.loads(run_docpipe("status", "1", "--json", env=priced, cwd=tmp_path).stdout)
+    assert (status["succeeded"], status["failed"]) == (1, 0)
+    assert 0 < float(status["cost_usd"]) <= 5

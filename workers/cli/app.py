@@ -7,13 +7,16 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
 from workers.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from pipelines import Pipeline
 
 #: Help in Click's plain layout: it wraps option names, defaults and help text at the
 #: terminal's width, where Typer's rich panels cut them ("--limit-window-seco…").
@@ -46,6 +49,9 @@ DeadlineOpt = Annotated[float | None, typer.Option(
     "--deadline-hours", min=0, metavar="HOURS", help="Batch mode: the run must be done this "
     "many hours from now. An item a new 24-hour batch could not bring back in time is sent "
     "live instead.")]
+StrictOpt = Annotated[bool, typer.Option(
+    "--strict", help="Refuse a pipeline whose model docpipe does not know (its parameters "
+    "and limits cannot be checked), instead of warning.")]
 LogFormatOpt = Annotated[str | None, typer.Option(
     "--log-format", metavar="text|json", help="text or json (one object a line, with run, "
     "item and request ids); sets DOCPIPE_LOG_FORMAT for the processes this command starts.")]
@@ -55,6 +61,23 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one line naming what is wrong; return the exit to raise."""
     err.print(f"[red]docpipe:[/red] {message}")
     return typer.Exit(code)
+
+
+def checked_pipeline(name: str, current: Settings, *, strict: bool = False,
+                     budget_usd: float | None = None) -> Pipeline:
+    """The pipeline called ``name``, checked before anything starts: a model docpipe does
+    not know warns (``--strict`` refuses it), and a budget needs the model's price."""
+    from pipelines import get_pipeline
+    from workers.llm.pricing import price_table
+
+    chosen = get_pipeline(name, current.pipelines)
+    if chosen.model_warning is not None:
+        if strict:
+            raise fail(f"{chosen.source}: model: {chosen.model_warning}; --strict refuses it")
+        err.print(f"[yellow]warning:[/yellow] pipeline {chosen.name}: {chosen.model_warning}")
+    if budget_usd is not None:
+        price_table(current).require(chosen.model)
+    return chosen
 
 
 def checked_mode(mode: str, *, allowed: tuple[str, ...] = ("live", "flex", "batch"),

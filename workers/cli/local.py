@@ -20,8 +20,10 @@ from workers.cli.app import (
     ModeOpt,
     PathsArg,
     PipelineOpt,
+    StrictOpt,
     app,
     checked_mode,
+    checked_pipeline,
     console,
     fail,
     migrated,
@@ -46,12 +48,14 @@ def run_cmd(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes to start.")] = 1,
     budget_usd: BudgetOpt = None,
     mode: ModeOpt = "live",
+    strict: StrictOpt = False,
 ) -> None:
     """Ingest, process and report in one go, on this machine."""
     # A batch takes up to 24 hours: start it with `ingest --mode batch` and let beat collect.
     from workers.runs.ingest import check_inputs
 
     check_inputs(paths)  # before any service starts
+    checked_pipeline(pipeline, settings(), strict=strict, budget_usd=budget_usd)
     report = _run_foreground(paths, pipeline, simulate=simulate, workers=workers,
                              budget_usd=money(budget_usd),
                              mode=checked_mode(mode, allowed=("live", "flex")))

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from pipelines import get_pipeline
 from workers.cli.app import (
     BudgetOpt,
     DeadlineOpt,
@@ -15,8 +14,10 @@ from workers.cli.app import (
     ModeOpt,
     PathsArg,
     PipelineOpt,
+    StrictOpt,
     app,
     checked_mode,
+    checked_pipeline,
     console,
     deadline,
     err,
@@ -40,6 +41,7 @@ def ingest_cmd(
     budget_usd: BudgetOpt = None,
     mode: ModeOpt = "live",
     deadline_hours: DeadlineOpt = None,
+    strict: StrictOpt = False,
     wait: Annotated[bool, typer.Option(
         "--wait", help="Then show the run's progress until it finishes or pauses (exit 3 if "
         "paused). Workers must be running.")] = False,
@@ -47,7 +49,7 @@ def ingest_cmd(
 ) -> None:
     """Record documents and items for a new run and enqueue them; print the run id."""
     current = migrated(settings())
-    chosen = get_pipeline(pipeline, current.pipelines)
+    chosen = checked_pipeline(pipeline, current, strict=strict, budget_usd=budget_usd)
     from workers.runs.ingest import ingest
     from workers.runtime.publish import send_items
 
@@ -84,6 +86,7 @@ def reprocess_cmd(
     budget_usd: BudgetOpt = None,
     mode: ModeOpt = "live",
     deadline_hours: DeadlineOpt = None,
+    strict: StrictOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pipeline over the stored documents its current version has no result for."""
@@ -93,9 +96,11 @@ def reprocess_cmd(
     chosen_reasons = tuple(only or REASONS)
     if unknown := sorted(set(chosen_reasons) - set(REASONS)):
         raise fail(f"--only takes {', '.join(REASONS)}; not {unknown}")
+    from workers.llm.pricing import price_table
+
     current = migrated(settings())
-    chosen = get_pipeline(pipeline, current.pipelines)
-    report = reprocess(chosen, publish=send_items, queue=queue,
+    chosen = checked_pipeline(pipeline, current, strict=strict, budget_usd=budget_usd)
+    report = reprocess(chosen, publish=send_items, queue=queue, prices=price_table(current),
                        only=chosen_reasons,  # type: ignore[arg-type]
                        since=since.replace(tzinfo=UTC) if since and since.tzinfo is None
                        else since, where=where, budget_usd=money(budget_usd),
@@ -117,10 +122,10 @@ def reprocess_cmd(
 
 @app.command("estimate", short_help="Predict a run's calls, tokens and dollars.")
 def estimate_cmd(paths: PathsArg, pipeline: PipelineOpt = "summarise",
-                 as_json: JsonOpt = False) -> None:
+                 strict: StrictOpt = False, as_json: JsonOpt = False) -> None:
     """Predict the tokens and dollars of a run before anything is sent."""
     current = settings()
-    chosen = get_pipeline(pipeline, current.pipelines)
+    chosen = checked_pipeline(pipeline, current, strict=strict)
     from sqlalchemy.exc import OperationalError
 
     from workers.errors import ConfigurationError

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines import Pipeline
+from pipelines.models import limits
 from workers.db import repository as repo
 from workers.db.models import RunMode
 from workers.db.session import session_scope
 from workers.errors import BadOutputError
 from workers.settings import Settings
 
-#: A truncation repair doubles max_output_tokens, up to this.
+#: A truncation repair doubles max_output_tokens, up to this (or the model's own limit).
 MAX_REPAIR_OUTPUT_TOKENS = 32_768
 
 
@@ -41,6 +42,9 @@ def request_body(item: repo.ClaimedItem, pipeline: Pipeline, settings: Settings
         body["service_tier"] = "flex"
     if item.last_error_class == BadOutputError.error_class and \
             item.last_error_code == "truncated":
-        body["max_output_tokens"] = min(2 * int(body["max_output_tokens"]),
-                                        MAX_REPAIR_OUTPUT_TOKENS)
+        model = limits(pipeline.model)
+        most = min(MAX_REPAIR_OUTPUT_TOKENS, model.max_output_tokens) if model \
+            else MAX_REPAIR_OUTPUT_TOKENS
+        body["max_output_tokens"] = max(int(body["max_output_tokens"]),
+                                        min(2 * int(body["max_output_tokens"]), most))
     return body

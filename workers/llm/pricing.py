@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-from workers.errors import Usage
+from workers.errors import ConfigurationError, Usage
 from workers.settings import Settings
 
 _MILLION = Decimal(1_000_000)
@@ -88,6 +88,22 @@ class PriceTable:
         matches = [name for name in self.prices if model.startswith(name + "-")]
         return self.prices[max(matches, key=len)] if matches else None
 
+    def require(self, model: str) -> Price:
+        """The price of ``model``, for a run with a budget: a budget on a model without a
+        price would never be reached, so such a run is refused with the setting to add.
+
+        Raises:
+            ConfigurationError: the table has no price for ``model``.
+        """
+        price = self.price_for(model)
+        if price is None:
+            raise ConfigurationError(
+                f"--budget-usd cannot be enforced: docpipe has no price for model {model!r}. "
+                f"Add it to DOCPIPE_PRICES, e.g. DOCPIPE_PRICES='{{\"{model}\": {{\"input\": "
+                '0.4, "cached_input": 0.1, "output": 1.6}}\' (USD per 1M tokens), or run '
+                "without a budget")
+        return price
+
     def cost(self, model: str, usage: Usage, *, tier: Tier = Tier.DEFAULT) -> Decimal:
         """Dollars one call cost: uncached input, cached input and output (reasoning included).
 
@@ -103,14 +119,15 @@ class PriceTable:
         return total / _MILLION
 
 
-_SHIPPED = PriceTable()
+#: The shipped prices alone, without ``DOCPIPE_PRICES``.
+SHIPPED_PRICES = PriceTable()
 _tables: dict[str, PriceTable] = {}
 
 
 def price_table(settings: Settings) -> PriceTable:
     """The shipped prices with ``DOCPIPE_PRICES`` on top (built once per distinct setting)."""
     if not settings.prices:
-        return _SHIPPED
+        return SHIPPED_PRICES
     key = repr(sorted(settings.prices.items()))
     table = _tables.get(key)
     if table is None:
@@ -121,9 +138,9 @@ def price_table(settings: Settings) -> PriceTable:
 
 def price_for(model: str) -> Price | None:
     """The shipped price of ``model``; see :meth:`PriceTable.price_for`."""
-    return _SHIPPED.price_for(model)
+    return SHIPPED_PRICES.price_for(model)
 
 
 def cost_usd(model: str, usage: Usage, *, tier: Tier = Tier.DEFAULT) -> Decimal:
     """What a call cost at the shipped prices; see :meth:`PriceTable.cost`."""
-    return _SHIPPED.cost(model, usage, tier=tier)
+    return SHIPPED_PRICES.cost(model, usage, tier=tier)

@@ -29,6 +29,7 @@ from pipelines.documents import (
 from workers.db import repository as repo
 from workers.db.session import session_scope
 from workers.errors import IngestCutOff, NoSuchInput
+from workers.llm.pricing import price_table
 from workers.settings import Settings
 
 log = logging.getLogger("docpipe.ingest")
@@ -69,10 +70,13 @@ def ingest(
 
     Raises:
         NoSuchInput: a path matches no file (no run is created).
+        ConfigurationError: a budget on a model docpipe has no price for (no run either).
         IngestCutOff: from what stopped it, once the run exists.
     """
     paths = list(paths)
     check_inputs(paths)
+    if budget_usd is not None:
+        price_table(settings).require(pipeline.model)
     with session_scope() as session:
         run = repo.create_run(session, pipeline=pipeline.name, version=pipeline.version,
                               model=pipeline.model, queue=queue, budget_usd=budget_usd,

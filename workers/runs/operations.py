@@ -18,6 +18,7 @@ from pipelines import get_pipeline
 from workers.db import repository as repo
 from workers.db.session import session_scope
 from workers.errors import ConfigurationError, RunNotFound
+from workers.llm.pricing import price_table
 from workers.runs import reconcile
 from workers.runs.ingest import IngestReport, finish_ingest
 from workers.settings import Settings
@@ -108,7 +109,7 @@ def resume(run_id: int, *, settings: Settings, publish: Publisher,
     Raises:
         RunNotFound: no run has this id.
         ConfigurationError: the ingest must be finished, but its pipeline has changed or its
-            paths' folder is gone.
+            paths' folder is gone; or a new budget on a model docpipe has no price for.
     """
     with session_scope() as session:
         run = repo.get_run(session, run_id)
@@ -116,6 +117,8 @@ def resume(run_id: int, *, settings: Settings, publish: Publisher,
             raise RunNotFound(run_id)
         ingested_at, sources = run.ingested_at, run.sources
         name, version, queue, mode = run.pipeline, run.pipeline_version, run.queue, run.mode
+        if budget_usd is not None:
+            price_table(settings).require(run.model)
         repo.resume_run(session, run_id, budget_usd=budget_usd)
     ingested, cut_short = None, False
     if ingested_at is None and sources is not None:

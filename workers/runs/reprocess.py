@@ -26,6 +26,7 @@ from pipelines import Pipeline
 from workers.db import repository as repo
 from workers.db.session import session_scope
 from workers.errors import ScheduleBusy
+from workers.llm.pricing import SHIPPED_PRICES, PriceTable
 from workers.runs.ingest import BATCH_SIZE, Publisher, add_run_items
 
 Reason = Literal["missing", "outdated", "failed"]
@@ -69,7 +70,8 @@ def reprocess(pipeline: Pipeline, *, publish: Publisher, queue: str,
               only: Collection[Reason] = REASONS, since: datetime | None = None,
               where: str | None = None, budget_usd: Decimal | None = None,
               schedule: str | None = None, mode: str = "live",
-              deadline_at: datetime | None = None) -> ReprocessReport:
+              deadline_at: datetime | None = None,
+              prices: PriceTable = SHIPPED_PRICES) -> ReprocessReport:
     """Create and enqueue a run of ``pipeline`` over the stored documents that need it.
 
     ``since`` keeps documents first stored at or after it; ``where`` keeps sources that match
@@ -78,7 +80,10 @@ def reprocess(pipeline: Pipeline, *, publish: Publisher, queue: str,
 
     Raises:
         ScheduleBusy: the schedule's previous run has not finished.
+        ConfigurationError: a budget on a model ``prices`` has no price for.
     """
+    if budget_usd is not None:
+        prices.require(pipeline.model)
     report = ReprocessReport(pipeline.name, pipeline.version)
     chosen: list[tuple[int, str]] = []
     with session_scope() as session:

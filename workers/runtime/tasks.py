@@ -155,6 +155,7 @@ def reconcile_runs() -> int:
 @app.task(name=TaskName.START_SCHEDULED, ignore_result=True)
 def start_scheduled(name: str) -> int | None:
     """Start schedule ``name``'s reprocessing run, unless its previous run is unfinished."""
+    from workers.llm.pricing import price_table
     from workers.runs import reprocess as reprocessing
 
     settings = get_settings()
@@ -168,6 +169,7 @@ def start_scheduled(name: str) -> int | None:
         report = reprocessing.reprocess(
             pipeline, publish=send_items, queue=spec.queue, only=spec.only, since=since,
             where=spec.where, budget_usd=spec.budget_usd, schedule=name, mode=spec.mode,
+            prices=price_table(settings),
             deadline_at=None if spec.deadline_hours is None
             else utcnow() + timedelta(hours=spec.deadline_hours))
     except ScheduleBusy as exc:
