@@ -2,7 +2,8 @@
 
 - :class:`RetryableError`: call again after a backoff (transient) or a wait (rate limited).
 - :class:`PauseRunError`: every item of the run would fail the same way (quota, bad key,
-  unknown model); pause the run until someone fixes it, never retry in a loop.
+  unknown model, a request the pipeline builds wrong, a pipeline the workers do not know);
+  pause the run until someone fixes it, never retry in a loop.
 - :class:`ItemFailedError`: this item cannot succeed (bad request, bad output, unreadable
   document); fail it with its code and go on.
 
@@ -198,7 +199,7 @@ class PauseRunError(ItemError):
     """Every item would fail the same way: pause the run with a message that says what to fix."""
 
     error_class = "pause"
-    #: What the user should do; ``{run}`` becomes the run id.
+    #: What the user should do; ``{run}`` becomes the run id, ``{pipeline}`` its pipeline.
     hint = ""
 
 
@@ -207,6 +208,31 @@ class PipelineBrokenError(PauseRunError):
 
     error_class = "pipeline"
     hint = "fix the pipeline file, then `docpipe resume {run}`"
+
+
+class PipelineUnknownError(PauseRunError):
+    """The workers know no pipeline of the run's name: their ``DOCPIPE_PIPELINES`` is not
+    the one the run was started with."""
+
+    error_class = "pipeline"
+    hint = ("start the workers with DOCPIPE_PIPELINES naming the file or folder that "
+            "defines the pipeline, as the CLI's did, then `docpipe resume {run}`")
+
+
+class RequestRefusedError(PauseRunError):
+    """A 400 for a field of the pipeline's own request (its schema, a parameter its model
+    does not take, an unknown field): every item of the run would get the same answer."""
+
+    error_class = "request_refused"
+
+    def __init__(self, message: str, *, param: str | None, code: str | None = None,
+                 http_status: int | None = None, request_id: str | None = None) -> None:
+        super().__init__(message, code=code, http_status=http_status, request_id=request_id)
+        #: The request field the API named, e.g. ``reasoning.effort``.
+        self.param = param
+        field = f"{param} in" if param else "the request of"
+        self.hint = (f"fix {field} pipeline {{pipeline}} (`docpipe pipelines show "
+                     "{pipeline}` prints the request it sends), then `docpipe resume {run}`")
 
 
 class QuotaExhaustedError(PauseRunError):
@@ -227,7 +253,8 @@ class ModelNotFoundError(PauseRunError):
     """404: the model does not exist or the key has no access to it."""
 
     error_class = "model_not_found"
-    hint = "use a model this key can access, then `docpipe resume {run}`"
+    hint = ("set the model of pipeline {pipeline} to one this key can access, then "
+            "`docpipe resume {run}`")
 
 
 class BudgetExhaustedError(PauseRunError):
@@ -265,3 +292,9 @@ class DocumentUnreadableError(ItemFailedError):
     """The source could not be turned into text."""
 
     error_class = "document"
+
+
+#: Pauses caused by the pipeline's own definition (its request, its model, its file, the
+#: workers' list of pipelines): the fix may change the pipeline, and so its version.
+PIPELINE_PAUSES = frozenset({RequestRefusedError.error_class, ModelNotFoundError.error_class,
+                             PipelineBrokenError.error_class})

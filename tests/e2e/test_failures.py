@@ -225,7 +225,9 @@ def test_the_breaker_stops_the_fleet_hammering_a_failing_endpoint(stack: Stack, 
 
 
 @pytest.mark.parametrize("status,code,error", [
-    (400, "invalid_json_schema", "permanent:invalid_json_schema"),
+    # A 400 for the document's own input (an image it cannot take); one for the pipeline's
+    # own request (its schema, its parameters) pauses the run instead (below).
+    (400, "invalid_image_format", "permanent:invalid_image_format"),
     (403, "unsupported_country_region_territory", "permanent:unsupported_country_region_territory"),
     (422, None, "permanent:http_422"),
 ])
@@ -248,6 +250,10 @@ def test_client_errors_fail_fast(stack: Stack, tmp_path: Path, status: int, code
     ({"status": 404, "code": "model_not_found", "type": "invalid_request_error",
       "message": "The model `gpt-4.1-mini` does not exist or you do not have access to it."},
      "model_not_found", "model"),
+    ({"status": 400, "code": "invalid_json_schema", "type": "invalid_request_error",
+      "param": "text.format.schema", "message": "Invalid schema for response_format "
+      "'Summary': In context=(), 'oneOf' is not permitted."},
+     "request_refused", "fix text.format.schema in pipeline summarise"),
 ])
 def test_auth_and_missing_model_pause_the_run(stack: Stack, tmp_path: Path,
                                               force: dict[str, Any], error_class: str,

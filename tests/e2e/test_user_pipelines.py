@@ -72,3 +72,72 @@ def test_a_pipeline_file_broken_mid_run_pauses_the_run(stack: Stack, tmp_path: P
         assert run is not None and run.status_reason is not None
         assert "unknown_field" in run.status_reason and "fix the pipeline file" in \
             run.status_reason
+
+
+def test_a_request_the_api_refuses_pauses_the_run_and_resume_takes_the_fix(
+        stack: Stack, tmp_path: Path) -> None:
+    """A pipeline whose request the API refuses (metadata values must be strings: the lint
+    does not check metadata, the API does) pauses its run at the first answer, naming the
+    field; the fixed file and the printed `docpipe resume` finish the run."""
+    folder = tmp_path / "house-pipelines"
+    folder.mkdir()
+    path = write_invoices(folder)
+    good = path.read_text()
+    path.write_text(good + "parameters = {metadata = {batch = 7}}\n")
+    stack.settings |= {"pipelines": str(folder)}
+    write_corpus(tmp_path / "corpus", 40)
+    refused_before = stack.simulator.stats()["counters"].get("status_400", 0)
+    ingested = stack.ingest(tmp_path / "corpus", pipeline="invoices")
+    run_id = ingested["run_id"]
+    stack.start_workers(1)
+    paused = stack.wait_for(run_id, status="paused", timeout=90)
+
+    with session_scope(stack.database_url) as s:
+        run = s.get(Run, run_id)
+        assert run is not None and run.status_reason is not None
+        reason = run.status_reason
+    assert reason.startswith("request_refused (invalid_type): Invalid type for "
+                             "'metadata.batch': expected a string"), reason
+    assert reason.endswith(
+        "To continue: fix metadata.batch in pipeline invoices (`docpipe pipelines show "
+        f"invoices` prints the request it sends), then `docpipe resume {run_id}`."), reason
+    # Items were not spent on the same answer: none failed, and only the calls already on
+    # the wire when the first answer came (at most the worker's concurrency) were refused.
+    refused = stack.simulator.stats()["counters"].get("status_400", 0) - refused_before
+    assert 1 <= refused <= 8, refused
+    assert paused.failed == 0 and paused.succeeded == 0
+
+    path.write_text(good)
+    resumed = stack.cli("resume", str(run_id))
+    assert "its pipeline was fixed" in resumed.stdout
+    report = stack.wait_for(run_id, timeout=120)
+    assert (report.succeeded, report.failed) == (40, 0)
+
+
+def test_workers_without_the_pipeline_pause_the_run_and_say_what_to_set(
+        stack: Stack, tmp_path: Path) -> None:
+    folder = tmp_path / "house-pipelines"
+    folder.mkdir()
+    write_invoices(folder)
+    write_corpus(tmp_path / "corpus", 10)
+    stack.settings |= {"pipelines": str(folder)}
+    ingested = stack.ingest(tmp_path / "corpus", pipeline="invoices")
+    run_id = ingested["run_id"]
+    stack.settings.pop("pipelines")  # the workers are started without it
+    stack.start_workers(1)
+    paused = stack.wait_for(run_id, status="paused", timeout=90)
+    assert paused.failed == 0
+    with session_scope(stack.database_url) as s:
+        run = s.get(Run, run_id)
+        assert run is not None and run.status_reason is not None
+        reason = run.status_reason
+    assert reason.startswith("pipeline (pipeline_not_found): the workers have no pipeline "
+                             "named 'invoices'"), reason
+    assert "start the workers with DOCPIPE_PIPELINES naming the file or folder that defines " \
+        f"the pipeline, as the CLI's did, then `docpipe resume {run_id}`" in reason
+
+    stack.stop_workers()
+    stack.settings |= {"pipelines": str(folder)}
+    stack.start_workers(1)
+    stack.cli("resume", str(run_id))
+    assert stack.wait_for(run_id, timeout=120).succeeded == 10

@@ -17,6 +17,7 @@ from workers.errors import (
     PermanentAPIError,
     QuotaExhaustedError,
     RateLimitedError,
+    RequestRefusedError,
     TransientError,
     Usage,
 )
@@ -103,8 +104,15 @@ def test_auth_model_and_bad_request(simulator: SimulatorProcess) -> None:
     client = client_for(simulator)
     missing = client.create({**SUMMARISE.request(TEXT), "model": "no-such-model"}).error
     assert isinstance(missing, ModelNotFoundError) and missing.code == "model_not_found"
+    # A field of the pipeline's own request: every item would meet it, so the run pauses.
     bad = client.create({**SUMMARISE.request(TEXT), "max_output_tokens": 1}).error
-    assert isinstance(bad, PermanentAPIError) and bad.code == "integer_below_min_value"
+    assert isinstance(bad, RequestRefusedError) and bad.code == "integer_below_min_value"
+    assert bad.param == "max_output_tokens" and bad.message.startswith("Invalid 'max_output")
+    # The document's own input: only its item fails.
+    body = SUMMARISE.request(TEXT)
+    body["input"][0]["content"].append({"type": "input_image", "image_url": "not-a-data-url"})
+    own = client.create(body).error
+    assert type(own) is PermanentAPIError and own.code == "invalid_image_url"
 
 
 def test_timeout_and_refused_connection_are_transient(simulator: SimulatorProcess) -> None:

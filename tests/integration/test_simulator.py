@@ -15,6 +15,8 @@ from pipelines import EXTRACT, SUMMARISE
 from tests.support.requests import CASES, Verdict, changed
 from tests.support.schemas import CORPUS, TREE
 from tests.support.services import SimulatorProcess
+from workers.errors import PermanentAPIError
+from workers.llm.errors import classify
 from workers.runtime.embedded import free_port
 from workers.simulator import input_key
 
@@ -74,6 +76,69 @@ class TestResponses:
         assert raw.headers["x-ratelimit-limit-requests"] == "100"
         assert int(raw.headers["x-ratelimit-remaining-requests"]) == 99
         assert raw.headers["x-ratelimit-reset-requests"].endswith(("ms", "s"))
+
+
+class TestRateLimitHeaders:
+    """The x-ratelimit-* headers come on every answer for a known model, as the API sends
+    them: from the model table when no limits are configured."""
+
+    def test_every_answer_for_a_known_model_carries_its_limits(
+            self, simulator: SimulatorProcess, client: openai.OpenAI) -> None:
+        raw = client.responses.with_raw_response.create(**SUMMARISE.request("hello there"))
+        assert raw.headers["x-ratelimit-limit-requests"] == "30000"  # gpt-4.1-mini's
+        assert raw.headers["x-ratelimit-limit-tokens"] == "150000000"
+        assert int(raw.headers["x-ratelimit-remaining-requests"]) == 29999
+        other = client.responses.with_raw_response.create(
+            **{**SUMMARISE.request("hello there"), "model": "gpt-4.1"})
+        assert other.headers["x-ratelimit-limit-requests"] == "10000"  # its own bucket
+        assert int(other.headers["x-ratelimit-remaining-requests"]) == 9999
+
+        refusals: list[openai.APIStatusError] = []
+        for body in ({**SUMMARISE.request("x"), "temperature": 3},):
+            with pytest.raises(openai.BadRequestError) as bad:
+                client.responses.create(**body)
+            refusals.append(bad.value)
+        simulator.configure(quota_exhausted=True)
+        with pytest.raises(openai.RateLimitError) as quota:
+            client.responses.create(**SUMMARISE.request("x"))
+        refusals.append(quota.value)
+        simulator.configure(quota_exhausted=False, error_rate=1.0)
+        with pytest.raises(openai.InternalServerError) as failed:
+            client.responses.create(**SUMMARISE.request("x"))
+        refusals.append(failed.value)
+        for error in refusals:
+            assert error.response.headers["x-ratelimit-limit-requests"] == "30000", error
+            assert "x-ratelimit-reset-tokens" in error.response.headers
+
+        # No organisation's limits without a key, and no model's for an unknown model.
+        simulator.configure(error_rate=0.0, api_key="sk-right")
+        with pytest.raises(openai.AuthenticationError) as denied:
+            client.responses.create(**SUMMARISE.request("x"))
+        simulator.configure(api_key=None)
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.responses.create(**{**SUMMARISE.request("x"), "model": "gpt-nope"})
+        for error in (denied.value, missing.value):
+            assert not any(h.startswith("x-ratelimit") for h in error.response.headers)
+
+    def test_a_request_larger_than_the_tpm_budget_is_too_large_not_a_wait(
+            self, simulator: SimulatorProcess, client: openai.OpenAI) -> None:
+        simulator.configure(tpm=1000)
+        body = {**SUMMARISE.request("a short memo"), "max_output_tokens": 2000}
+        with pytest.raises(openai.RateLimitError) as info:
+            client.responses.create(**body)
+        error = info.value
+        assert error.code == "rate_limit_exceeded" and error.type == "tokens"
+        message = error.body["message"]  # type: ignore[index]
+        assert message.startswith("Request too large for gpt-4.1-mini in organization "
+                                  "org-simulator on tokens per min (TPM): Limit 1000, "
+                                  "Requested ")
+        assert "must be reduced in order to run successfully" in message
+        assert "retry-after" not in error.response.headers
+        classified = classify(error)
+        assert type(classified) is PermanentAPIError
+        assert classified.code == "request_too_large"
+        # A request within the budget goes.
+        assert client.responses.create(**{**body, "max_output_tokens": 100}).status
 
 
 class TestErrors:

@@ -253,8 +253,13 @@ def resume_cmd(
     if as_json:
         console.print_json(data={"run_id": run_id, "requeued": resumed.requeued,
                                  "ingested": ingested.as_dict() if ingested else None,
-                                 "cut_short": resumed.cut_short})
+                                 "cut_short": resumed.cut_short,
+                                 "repinned": resumed.repinned})
         return
+    if resumed.repinned is not None:
+        old, new = resumed.repinned
+        console.print(f"run {run_id}: its pipeline was fixed ({old} is now {new}): the items "
+                      "not done yet are sent with the new request")
     if ingested is not None:
         console.print(f"run {run_id}: its ingest is finished: {ingested.items} more items, "
                       f"{ingested.unreadable} more unreadable")

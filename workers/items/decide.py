@@ -70,6 +70,7 @@ class Known:
         cooldown: Seconds the fleet waits after a 429, as the limiter set it.
         has_parent: The item is a part of a long document, with reduces above it.
         run_id: The item's run, named in a pause's hint.
+        pipeline: The run's pipeline, named in a pause's hint.
     """
 
     error: ItemError | None
@@ -80,6 +81,7 @@ class Known:
     cooldown: float | None = None
     has_parent: bool = False
     run_id: int = 0
+    pipeline: str = ""
 
 
 @dataclass(frozen=True)
@@ -167,9 +169,17 @@ def decide(known: Known, policy: Policy, *, rng: random.Random | None = None) ->
     if isinstance(error, PauseRunError):
         reason = f"{error.error_class} ({error.code}): {clip(error.message, 500)}"
         if error.hint:
-            reason += f" To continue: {error.hint.format(run=known.run_id)}."
+            reason += (f" To continue: "
+                       f"{error.hint.format(run=known.run_id, pipeline=known.pipeline)}.")
         return PauseRun(error, reason)
     return _fail(known, error, error.message)
+
+
+def pause_reason_class(reason: str | None) -> str | None:
+    """The error class a :class:`PauseRun` reason begins with (``quota``, ``pipeline``...),
+    or None for a reason no decision wrote (cancelled, interrupted)."""
+    head = (reason or "").split(" (", 1)[0]
+    return head if head and " (" in (reason or "") and head.isidentifier() else None
 
 
 def _fail(known: Known, error: ItemError, message: str) -> FailWith:

@@ -38,6 +38,7 @@ from workers.errors import (
     ItemFailedError,
     PermanentAPIError,
     PipelineBrokenError,
+    PipelineUnknownError,
     QuarantinedError,
     Usage,
 )
@@ -162,8 +163,8 @@ def prepare(item: repo.ClaimedItem, settings: Settings) -> Ready | ItemError | N
             code="memory_limit" if lost and lost[0] == "memory_limit" else "worker_lost")
     try:
         pipeline = pipelines.get_pipeline(item.pipeline, settings.pipelines)
-    except PipelineNotFound as exc:
-        return ItemFailedError(exc.message, code=exc.code)
+    except PipelineNotFound as exc:  # the workers' DOCPIPE_PIPELINES is not the CLI's
+        return PipelineUnknownError(f"the workers have {exc.message}", code=exc.code)
     except PipelineDefinitionError as exc:
         return PipelineBrokenError(exc.message, code=exc.code)
     if pipeline.version != item.pipeline_version:

@@ -29,7 +29,8 @@ def known_of(session: Session, item: repo.ClaimedItem, error: ItemError | None, 
             capacity_refused = counted
     return Known(error=error, attempts=item.attempts, rate_limited=rate_limited,
                  capacity_refused=capacity_refused, repairing=repairing, cooldown=cooldown,
-                 has_parent=item.parent_id is not None, run_id=item.run_id)
+                 has_parent=item.parent_id is not None, run_id=item.run_id,
+                 pipeline=item.pipeline)
 
 
 def write_failure(session: Session, item: repo.ClaimedItem, failed: FailWith) -> None:

@@ -23,6 +23,7 @@ from workers.errors import (
     PermanentAPIError,
     QuotaExhaustedError,
     RateLimitedError,
+    RequestRefusedError,
     TransientError,
 )
 
@@ -41,6 +42,10 @@ QUOTA_CODES = frozenset(
         "project_usage_limit_exceeded",
     }
 )
+#: Codes that refuse the request the pipeline builds, whatever field they name.
+_PIPELINE_CODES = frozenset({"invalid_json_schema", "unsupported_parameter",
+                             "unsupported_value", "unknown_parameter",
+                             "invalid_function_parameters"})
 _QUOTA_SUFFIXES = ("_spend_limit_exceeded", "_usage_limit_exceeded")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6,
@@ -94,30 +99,40 @@ def classify(exc: openai.OpenAIError) -> ItemError:
     if not isinstance(exc, openai.APIStatusError):
         return PermanentAPIError(f"{exc.__class__.__name__}: {exc}", code="client_error")
 
+    # The API's own words, not the SDK's "Error code: 400 - {...}" around them.
+    body = exc.body if isinstance(exc.body, Mapping) else {}
+    message = body.get("message") if isinstance(body.get("message"), str) else exc.message
     return classify_status(exc.status_code, code=exc.code or None, kind=exc.type,
-                           message=exc.message, request_id=exc.request_id,
+                           message=str(message), param=exc.param, request_id=exc.request_id,
                            headers=exc.response.headers)
 
 
+def refused_for_the_pipeline(status: int, code: str | None, param: str | None) -> bool:
+    """Whether a 400 refuses the pipeline's own request, not the document in it.
+
+    The API names the field it refuses in ``param``. A field other than the input (the
+    schema, a parameter, the model's limits) is the same in every request of the run, as
+    are the codes of a parameter the model does not take or an invalid schema; the input's
+    refusals (an image, a file, a document too long) are the document's own.
+    """
+    if status != 400:
+        return False
+    if code in _PIPELINE_CODES:
+        return True
+    return bool(param) and not str(param).startswith("input")
+
+
 def classify_status(status: int, *, code: str | None, kind: str | None, message: str,
-                    request_id: str | None = None, headers: Mapping[str, str] | None = None
-                    ) -> ItemError:
+                    param: str | None = None, request_id: str | None = None,
+                    headers: Mapping[str, str] | None = None) -> ItemError:
     """The docpipe error for an HTTP error answer, live or in a Batch API line."""
     headers = headers or {}
     if is_quota_code(code) or is_quota_code(kind):
         return QuotaExhaustedError(
             message, code=code or kind, http_status=status, request_id=request_id
         )
-    if status == 429 and (code in _CAPACITY_CODES or "resource unavailable" in message.lower()):
-        return CapacityUnavailableError(
-            message, code=code or "resource_unavailable", retry_after=parse_retry_after(headers),
-            http_status=status, request_id=request_id,
-        )
     if status == 429:
-        return RateLimitedError(
-            message, code=code or "rate_limit_exceeded", retry_after=parse_retry_after(headers),
-            http_status=status, request_id=request_id,
-        )
+        return _too_many(code, message, headers, request_id)
     if status == 401:
         return AuthenticationFailedError(
             message, code=code or "invalid_api_key", http_status=status, request_id=request_id
@@ -126,6 +141,9 @@ def classify_status(status: int, *, code: str | None, kind: str | None, message:
         return ModelNotFoundError(
             message, code=code or "not_found", http_status=status, request_id=request_id
         )
+    if refused_for_the_pipeline(status, code, param):
+        return RequestRefusedError(message, param=param, code=code or "invalid_request",
+                                   http_status=status, request_id=request_id)
     if status in (408, 409) or status >= 500:
         return TransientError(
             message, code=code or f"http_{status}", retry_after=parse_retry_after(headers),
@@ -133,4 +151,23 @@ def classify_status(status: int, *, code: str | None, kind: str | None, message:
         )
     return PermanentAPIError(
         message, code=code or f"http_{status}", http_status=status, request_id=request_id
+    )
+
+
+def _too_many(code: str | None, message: str, headers: Mapping[str, str],
+              request_id: str | None) -> ItemError:
+    """A 429 that is not about quota: no flex capacity, a single request larger than the
+    whole per-minute budget (waiting cannot help), or a rate limit."""
+    lowered = message.lower()
+    if code in _CAPACITY_CODES or "resource unavailable" in lowered:
+        return CapacityUnavailableError(
+            message, code=code or "resource_unavailable", retry_after=parse_retry_after(headers),
+            http_status=429, request_id=request_id,
+        )
+    if "request too large" in lowered or "must be reduced" in lowered:
+        return PermanentAPIError(message, code="request_too_large", http_status=429,
+                                 request_id=request_id)
+    return RateLimitedError(
+        message, code=code or "rate_limit_exceeded", retry_after=parse_retry_after(headers),
+        http_status=429, request_id=request_id,
     )

@@ -317,7 +317,8 @@ def _line_error(line: dict[str, Any], status: Any, body: dict[str, Any],
     return classify_status(
         int(status) if isinstance(status, int) else 500,
         code=detail.get("code") or None, kind=detail.get("type") or None,
-        message=str(detail.get("message") or f"HTTP {status}"), request_id=request_id)
+        message=str(detail.get("message") or f"HTTP {status}"),
+        param=detail.get("param") or None, request_id=request_id)
 
 
 def _apply(session: Session, item: repo.ClaimedItem, decision: Decision, *, go_live: bool

@@ -14,10 +14,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipelines import get_pipeline
+from pipelines import Pipeline, get_pipeline
 from workers.db import repository as repo
+from workers.db.models import RunStatus
 from workers.db.session import session_scope
-from workers.errors import ConfigurationError, RunNotFound
+from workers.errors import PIPELINE_PAUSES, ConfigurationError, RunNotFound
+from workers.items.decide import pause_reason_class
 from workers.llm.pricing import price_table
 from workers.runs import reconcile
 from workers.runs.ingest import IngestReport, finish_ingest
@@ -99,12 +101,19 @@ class Resumed:
     #: A reprocess run cut off before all its documents had items: started with those it
     #: has (a new ``docpipe reprocess`` selects the rest).
     cut_short: bool = False
+    #: The run paused for its pipeline's own request, and the pipeline was fixed since:
+    #: (the version it ran, the version it runs now) for the items not done yet.
+    repinned: tuple[str, str] | None = None
 
 
 def resume(run_id: int, *, settings: Settings, publish: Publisher,
            budget_usd: Decimal | None = None) -> Resumed:
     """Continue a paused run (with a new budget if given), finish its ingest if that was
     cut off, and re-send what has no message.
+
+    A run paused for its pipeline's own request (a parameter or schema the API refused, a
+    model it does not have, a file that did not load) takes the pipeline as fixed since:
+    its items not done yet are sent with the new version's request.
 
     Raises:
         RunNotFound: no run has this id.
@@ -117,9 +126,18 @@ def resume(run_id: int, *, settings: Settings, publish: Publisher,
             raise RunNotFound(run_id)
         ingested_at, sources = run.ingested_at, run.sources
         name, version, queue, mode = run.pipeline, run.pipeline_version, run.queue, run.mode
-        if budget_usd is not None:
-            price_table(settings).require(run.model)
+        model = run.model
+        paused_for = pause_reason_class(run.status_reason) \
+            if run.status == RunStatus.PAUSED else None
+    fixed = _fixed_pipeline(name, version, paused_for, settings)
+    if budget_usd is not None:
+        price_table(settings).require(fixed.model if fixed else model)
+    with session_scope() as session:
+        if fixed is not None:
+            repo.repin_run(session, run_id, version=fixed.version, model=fixed.model)
         repo.resume_run(session, run_id, budget_usd=budget_usd)
+    repinned = (version, fixed.version) if fixed is not None else None
+    version = fixed.version if fixed is not None else version
     ingested, cut_short = None, False
     if ingested_at is None and sources is not None:
         ingested = _finish_ingest(run_id, sources, name, version, settings=settings,
@@ -132,7 +150,17 @@ def resume(run_id: int, *, settings: Settings, publish: Publisher,
             repo.finish_run_if_done(session, run_id)
     requeued = reconcile.requeue(run_id, settings=settings, publish=publish,
                                  queued_grace_seconds=0, immediate=True)
-    return Resumed(run_id, requeued, ingested, cut_short)
+    return Resumed(run_id, requeued, ingested, cut_short, repinned)
+
+
+def _fixed_pipeline(name: str, version: str, paused_for: str | None, settings: Settings
+                    ) -> Pipeline | None:
+    """The run's pipeline as fixed since the run paused for its own request, model or file;
+    None when the pause had another cause or the pipeline is unchanged."""
+    if paused_for not in PIPELINE_PAUSES:
+        return None
+    pipeline = get_pipeline(name, settings.pipelines)
+    return pipeline if pipeline.version != version else None
 
 
 def _finish_ingest(run_id: int, sources: dict[str, Any], name: str, version: str, *,

@@ -58,17 +58,18 @@ class Limits:
         self.tokens = Bucket(self.tpm, self.window) if self.tpm else None
 
     def admit(self, tokens: int) -> tuple[str, float] | None:
-        """Charge one request of ``tokens``; None if admitted, else (kind, seconds to wait)."""
+        """Charge one request of ``tokens``; None if admitted, else (kind, seconds to wait):
+        infinite for a request larger than the per-minute budget itself."""
         now = time.monotonic()
         for bucket in (self.requests, self.tokens):
             if bucket:
                 bucket.refill(now)
         if self.requests and self.requests.level < 1:
             return "requests", self.requests.seconds_until(1)
+        if self.tokens and tokens > self.tokens.capacity:
+            return "tokens", math.inf  # more than a minute's budget: never admitted
         # A request larger than a short window holds goes once the bucket is full.
         if self.tokens and self.tokens.level < min(tokens, self.tokens.holds):
-            if tokens > self.tokens.capacity:
-                return "tokens", math.inf
             return "tokens", self.tokens.seconds_until(min(tokens, self.tokens.holds))
         if self.requests:
             self.requests.level -= 1

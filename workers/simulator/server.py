@@ -29,6 +29,7 @@ from workers.simulator.generate import generate
 from workers.simulator.inputs import document_text, input_key, media_error
 from workers.simulator.latency import draw_ms
 from workers.simulator.limits import Limits
+from workers.simulator.models import MODELS, base_model
 from workers.simulator.requests import refusal
 from workers.simulator.wire import api_errors
 from workers.simulator.wire import error as _error
@@ -104,6 +105,8 @@ class Simulator:
         # could meet no refusal at all.
         self.flex_rng = random.Random(f"{config.seed}:flex")
         self.limits = Limits(config.rpm, config.tpm, config.limit_window_seconds)
+        #: Each model's own limits, from the model table, when none are configured.
+        self.model_limits: dict[str, Limits] = {}
         self.stats: Counter[str] = Counter()
         #: Requests being answered now.
         self.in_flight = 0
@@ -122,6 +125,7 @@ class Simulator:
         if {"rpm", "tpm", "limit_window_seconds"} & changes.keys():
             self.limits = Limits(self.config.rpm, self.config.tpm,
                                  self.config.limit_window_seconds)
+            self.model_limits.clear()
         if "seed" in changes:
             self.rng = random.Random(self.config.seed)
             self.flex_rng = random.Random(f"{self.config.seed}:flex")
@@ -160,6 +164,22 @@ class Simulator:
         return web.json_response(asdict(self.config) | {"api_key": None})
 
     # -- the API ---------------------------------------------------------------------------
+
+    def limits_for(self, model: Any) -> Limits | None:
+        """The limits a request for ``model`` is charged to: the configured ones, shared by
+        every model, or else the model's own from the model table; None for a model the API
+        does not know (its answer carries no ``x-ratelimit-*`` headers)."""
+        if self.config.rpm or self.config.tpm:
+            return self.limits
+        base = base_model(str(model))
+        if base is None:
+            return None
+        found = self.model_limits.get(base)
+        if found is None:
+            known = MODELS[base]
+            found = self.model_limits[base] = Limits(known.rpm, known.tpm,
+                                                     self.config.limit_window_seconds)
+        return found
 
     def check_auth(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization", "")
@@ -221,22 +241,23 @@ class Simulator:
             return body
         key = input_key(body)
         self.calls_by_input[key] += 1
+        limits = self.limits_for(body.get("model")) or Limits(None, None)
         if (invalid := self.validate(body)) is not None:
-            invalid.headers.update(headers)
+            invalid.headers.update(headers | limits.headers())
             return invalid
-        if (refused := self._refused(body, headers)) is not None:
+        if (refused := self._refused(body, headers | limits.headers())) is not None:
             return refused
         max_output = int(body.get("max_output_tokens") or 4096)
         charge = chars_estimate(body) + max_output
-        if (limited := self._over_limit(body, charge, headers)) is not None:
+        if (limited := self._over_limit(body, limits, charge, headers)) is not None:
             return limited
         self.stats["admitted"] += 1
-        if (failed := await self._fault(request, body, headers)) is not None:
+        if (failed := await self._fault(request, body, headers | limits.headers())) is not None:
             return failed
         await self._latency(key)
         payload = self._completed(body, estimate_request_tokens(body), max_output)
-        self._settle(payload["usage"], charge, key)
-        headers |= self.limits.headers()
+        self._settle(limits, payload["usage"], charge, key)
+        headers |= limits.headers()
         headers["openai-processing-ms"] = str(int(self.config.latency_ms))
         if self.config.bloat_on and self.config.bloat_on in document_text(body):
             return await self._bloated(request, payload, headers)
@@ -267,16 +288,16 @@ class Simulator:
                           "invalid_request_error", "resource_unavailable", headers=headers)
         return None
 
-    def _over_limit(self, body: dict[str, Any], charge: int, headers: dict[str, str]
-                    ) -> web.Response | None:
+    def _over_limit(self, body: dict[str, Any], limits: Limits, charge: int,
+                    headers: dict[str, str]) -> web.Response | None:
         """The 429 of a request the buckets (or an injected rate limit) refuse."""
         config = self.config
-        refused = self.limits.admit(charge)
+        refused = limits.admit(charge)
         injected = config.rate_limit_rate and self.rng.random() < config.rate_limit_rate
         if refused is None and injected:
             refused = ("requests", config.rate_limit_retry_ms / 1000
                        if config.rate_limit_retry_ms else 0.2 + self.rng.random())
-        return self._rate_limited(body, refused, charge, headers) if refused else None
+        return self._rate_limited(body, limits, refused, charge, headers) if refused else None
 
     async def _fault(self, request: web.Request, body: dict[str, Any], headers: dict[str, str]
                      ) -> web.Response | None:
@@ -300,14 +321,13 @@ class Simulator:
             message = ("The server had an error while processing your request. Sorry about that!"
                        if status == 500 else "The engine is currently overloaded, please try "
                        "again later.")
-            headers |= self.limits.headers()
             return _error(status, message, "server_error", None, headers=headers)
         return None
 
-    def _settle(self, usage: dict[str, Any], charge: int, key: str) -> None:
+    def _settle(self, limits: Limits, usage: dict[str, Any], charge: int, key: str) -> None:
         """True the admission charge up (or down) to what the call really used; count it."""
         used = usage["input_tokens"] + usage["output_tokens"]
-        if (bucket := self.limits.tokens) is not None:
+        if (bucket := limits.tokens) is not None:
             bucket.level = min(bucket.capacity, bucket.level + charge - used)
         self.stats["ok"] += 1
         self.stats["ok_tokens"] += used
@@ -342,25 +362,30 @@ class Simulator:
             if self.config.latency_per_input and key is not None else self.rng
         return draw_ms(self.config.latency_ms, self.config.latency_sigma, rng)
 
-    def _rate_limited(self, body: dict[str, Any], refused: tuple[str, float], charge: int,
-                      headers: dict[str, str]) -> web.Response:
+    def _rate_limited(self, body: dict[str, Any], limits: Limits, refused: tuple[str, float],
+                      charge: int, headers: dict[str, str]) -> web.Response:
         kind, wait = refused
         self.stats["rate_limited"] += 1
         model = body.get("model")
-        bucket = self.limits.requests if kind == "requests" else self.limits.tokens
+        bucket = limits.requests if kind == "requests" else limits.tokens
         limit = int(bucket.capacity) if bucket else 0
         used = int(bucket.capacity - bucket.level) if bucket else 0
-        wait = wait if math.isfinite(wait) else 60.0
         label = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
+        headers = headers | limits.headers()
+        if not math.isfinite(wait):  # larger than the whole budget: waiting cannot help
+            self.stats["too_large"] += 1
+            return _error(429, f"Request too large for {model} in organization org-simulator "
+                          f"on {label}: Limit {limit}, Requested {charge}. The input or output "
+                          "tokens must be reduced in order to run successfully. Visit "
+                          "https://platform.openai.com/account/rate-limits to learn more.",
+                          kind, "rate_limit_exceeded", headers=headers)
         requested = 1 if kind == "requests" else charge
         human = f"{wait * 1000:.0f}ms" if wait < 1 else f"{wait:.2f}s"
         message = (f"Rate limit reached for {model} in organization org-simulator on {label}: "
                    f"Limit {limit}, Used {used}, Requested {requested}. Please try again in "
                    f"{human}. Visit https://platform.openai.com/account/rate-limits to learn more.")
-        headers = headers | self.limits.headers() | {
-            "retry-after": str(max(1, math.ceil(wait))),
-            "retry-after-ms": str(max(1, int(wait * 1000))),
-        }
+        headers |= {"retry-after": str(max(1, math.ceil(wait))),
+                    "retry-after-ms": str(max(1, int(wait * 1000)))}
         return _error(429, message, kind, "rate_limit_exceeded", headers=headers)
 
     def answer(self, body: dict[str, Any]) -> dict[str, Any]:

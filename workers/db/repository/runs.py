@@ -190,6 +190,13 @@ def resume_run(session: Session, run_id: int, *, budget_usd: Decimal | None = No
     )
 
 
+def repin_run(session: Session, run_id: int, *, version: str, model: str) -> None:
+    """Give a paused run its pipeline's fixed version: the items it has not finished are
+    sent with the new request (results already stored keep the version that made them)."""
+    session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.PAUSED)
+                    .values(pipeline_version=version, model=model))
+
+
 def cancel_run(session: Session, run_id: int) -> list[str]:
     """Stop a run: it pauses as ``cancelled``, and items not yet sent fail as ``cancelled``.
 

@@ -19,9 +19,11 @@ from workers.errors import (
     ModelNotFoundError,
     PermanentAPIError,
     PipelineBrokenError,
+    PipelineUnknownError,
     QuarantinedError,
     QuotaExhaustedError,
     RateLimitedError,
+    RequestRefusedError,
     TransientError,
 )
 from workers.items.decide import (
@@ -37,6 +39,7 @@ from workers.items.decide import (
     Succeed,
     alone_from,
     decide,
+    pause_reason_class,
 )
 
 POLICY = Policy(max_attempts=3, max_rate_limited_attempts=5, retry_base_seconds=1.0,
@@ -81,6 +84,23 @@ CASES: list[tuple[str, Known, str, str | None]] = [
     ("the budget", Known(BudgetExhaustedError("over", code="budget_exhausted"), run_id=3),
      "PauseRun", "docpipe resume 3 --budget-usd"),
     ("a broken pipeline file", Known(PipelineBrokenError("bad yaml")), "PauseRun", None),
+    ("a model the key cannot use", Known(ModelNotFoundError("no such model"), run_id=2,
+                                         pipeline="house"),
+     "PauseRun", "set the model of pipeline house to one this key can access, then "
+     "`docpipe resume 2`"),
+    ("the pipeline's own request refused",
+     Known(RequestRefusedError("Unsupported parameter: 'reasoning.effort' is not supported "
+                               "with this model.", param="reasoning.effort",
+                               code="unsupported_parameter"), run_id=9, pipeline="invoices"),
+     "PauseRun", "request_refused (unsupported_parameter): Unsupported parameter: "
+     "'reasoning.effort' is not supported with this model. To continue: fix reasoning.effort "
+     "in pipeline invoices (`docpipe pipelines show invoices` prints the request it sends), "
+     "then `docpipe resume 9`."),
+    ("a pipeline the workers do not know",
+     Known(PipelineUnknownError("the workers have no pipeline named 'house'",
+                                code="pipeline_not_found"), run_id=4),
+     "PauseRun", "start the workers with DOCPIPE_PIPELINES naming the file or folder that "
+     "defines the pipeline, as the CLI's did, then `docpipe resume 4`"),
     ("a 400", Known(PermanentAPIError("bad schema", code="invalid_json_schema")), "FailWith",
      "invalid_json_schema"),
     ("a poison document", Known(QuarantinedError("lost 3 times", code="worker_lost")),
@@ -187,3 +207,12 @@ def test_only_an_items_last_chance_runs_alone(max_worker_losses: int) -> None:
     assert 1 <= alone <= max_worker_losses
     assert alone == max_worker_losses - 1 or max_worker_losses == 1
     assert alone_from(3) == 2 and alone_from(2) == 1
+
+
+def test_a_pause_reason_names_its_error_class() -> None:
+    decision = decide(Known(RequestRefusedError("no", param="top_p", code="unknown_parameter"),
+                            run_id=1, pipeline="p"), POLICY)
+    assert isinstance(decision, PauseRun)
+    assert pause_reason_class(decision.reason) == "request_refused"
+    assert pause_reason_class("cancelled") is None and pause_reason_class(None) is None
+    assert pause_reason_class("interrupted by Ctrl-C (docpipe run)") is None

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from workers.errors import ModelNotFoundError, PermanentAPIError
+from tests.support.requests import CASES, Verdict
+from workers.errors import (
+    ModelNotFoundError,
+    PauseRunError,
+    PermanentAPIError,
+    RequestRefusedError,
+)
 from workers.llm.errors import classify_status, is_quota_code, parse_duration, parse_retry_after
 
 
@@ -42,3 +48,31 @@ def test_model_not_found_by_its_code_whatever_the_status(status: int) -> None:
     assert isinstance(error, ModelNotFoundError) and error.code == "model_not_found"
     assert isinstance(classify_status(400, code="invalid_value", kind=None, message="x"),
                       PermanentAPIError)
+
+
+_PIPELINE_REFUSALS = [c for c in CASES if c.verdict is not None and c.verdict.status == 400
+                      and not str(c.verdict.param).startswith("input")]
+
+
+@pytest.mark.parametrize("verdict", [c.verdict for c in _PIPELINE_REFUSALS],
+                         ids=[c.name for c in _PIPELINE_REFUSALS])
+def test_a_400_for_the_pipelines_own_request_pauses_the_run(verdict: Verdict) -> None:
+    error = classify_status(verdict.status, code=verdict.code, kind="invalid_request_error",
+                            message="refused", param=verdict.param)
+    assert isinstance(error, RequestRefusedError), error
+    assert isinstance(error, PauseRunError) and error.param == verdict.param
+    assert error.code == verdict.code
+
+
+@pytest.mark.parametrize(("code", "param"), [
+    ("context_length_exceeded", "input"),
+    ("invalid_image_format", "input[0].content[1].image_url"),
+    ("invalid_value", "input[0].role"),
+    ("invalid_prompt", None),
+    (None, None),
+])
+def test_a_400_for_the_document_fails_only_its_item(code: str | None,
+                                                    param: str | None) -> None:
+    error = classify_status(400, code=code, kind="invalid_request_error", message="refused",
+                            param=param)
+    assert type(error) is PermanentAPIError
