@@ -49,6 +49,34 @@ RESERVED_PARAMETERS = frozenset({"model", "instructions", "input", "text", "max_
                                  "previous_response_id", "response_format"})
 
 
+#: Tools the API runs itself: their calls come back done, beside the answer.
+HOSTED_TOOLS = frozenset({"web_search", "web_search_preview", "file_search",
+                          "code_interpreter"})
+
+
+def tool_problem(index: int, tool: Any) -> str | None:
+    """Why docpipe cannot run a pipeline with ``tool``, or None if the API runs it alone.
+
+    A function (or custom, shell, computer) tool is run by the caller: the model answers
+    with a call, and only a second request with its result gets the answer. docpipe makes
+    one request per document, so it refuses such tools at load rather than record the call
+    as an empty answer. An MCP server is run by the API unless it asks for approval.
+    """
+    kind = tool.get("type") if isinstance(tool, Mapping) else None
+    where = f"tools[{index}]"
+    if kind in HOSTED_TOOLS:
+        return None
+    if kind == "mcp":
+        if tool.get("require_approval") == "never":
+            return None
+        return (f"{where}: an MCP tool must set require_approval = \"never\": docpipe "
+                "sends one request per document and cannot approve calls")
+    return (f"{where}: {kind!r} tools are run by the caller, who sends their results back in "
+            "a second request; docpipe sends one request per document and does not run "
+            f"them (tools the API runs itself: {', '.join(sorted(HOSTED_TOOLS))}, and MCP "
+            "servers that need no approval)")
+
+
 class RefusedByModel(ValueError):
     """A field the pipeline's model refuses: the API would answer every call with a 400."""
 
@@ -134,6 +162,10 @@ class Pipeline:
         problems = strict_violations(self.schema)
         if problems:
             raise ValueError(f"pipeline {self.name}: schema is not strict: {'; '.join(problems)}")
+        tools = self.parameters.get("tools") or []
+        for index, tool in enumerate(tools if isinstance(tools, list) else [tools]):
+            if problem := tool_problem(index, tool):
+                raise ValueError(f"pipeline {self.name}: {problem}")
         sent = {"temperature": self.temperature, **self.parameters,
                 "max_output_tokens": self.max_output_tokens}
         if refused := refused_parameters(self.model, sent):

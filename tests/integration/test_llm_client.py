@@ -161,3 +161,33 @@ def test_flex_capacity_refusal_is_not_a_rate_limit(simulator: SimulatorProcess) 
     simulator.configure(flex_unavailable_rate=0.0)
     answered = client_for(simulator).create(flex)
     assert answered.error is None
+
+
+def test_tools_the_api_runs_leave_their_calls_beside_the_answer(
+        simulator: SimulatorProcess) -> None:
+    body = {**SUMMARISE.request(TEXT), "tools": [{"type": "web_search"},
+                                                 {"type": "file_search",
+                                                  "vector_store_ids": ["vs_1"]}]}
+    result = client_for(simulator).create(body)
+    assert result.error is None, result.error
+    assert SUMMARISE.validate_output(result.output_text)["summary"]
+
+
+def test_a_call_of_a_function_tool_is_a_tool_call_never_an_empty_answer(
+        simulator: SimulatorProcess) -> None:
+    lookup = {"type": "function", "name": "lookup_customer", "strict": True,
+              "parameters": {"type": "object", "properties": {"name": {"type": "string"}},
+                             "required": ["name"], "additionalProperties": False}}
+    client = client_for(simulator)
+    for choice in ("required", {"type": "function", "name": "lookup_customer"}):
+        called = client.create({**SUMMARISE.request(TEXT), "tools": [lookup],
+                                "tool_choice": choice}).error
+        assert isinstance(called, BadOutputError) and called.code == "tool_call", called
+        assert "the model called lookup_customer instead of answering" in called.message
+    # The document names the function: the model calls it unless told not to.
+    text = f"{TEXT} Please lookup_customer for Globex."
+    named = client.create({**SUMMARISE.request(text), "tools": [lookup]}).error
+    assert isinstance(named, BadOutputError) and named.code == "tool_call"
+    answered = client.create({**SUMMARISE.request(text), "tools": [lookup],
+                              "tool_choice": "none"})
+    assert answered.error is None and SUMMARISE.validate_output(answered.output_text)

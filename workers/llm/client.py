@@ -145,7 +145,8 @@ def output_text(response: Response) -> str:
     """The JSON text of a completed response.
 
     Raises:
-        BadOutputError: refusal, truncation (``max_output_tokens``) or content filter.
+        BadOutputError: refusal, truncation (``max_output_tokens``), content filter, or a
+            call of a tool the caller must run, with no answer (``tool_call``).
         TransientError: the response failed with a server error.
         PermanentAPIError: the response failed for another reason.
     """
@@ -166,7 +167,10 @@ def output_text(response: Response) -> str:
             code="truncated",
         )
     texts: list[str] = []
+    calls: list[str] = []
     for item in response.output:
+        if item.type in _CALLER_RUN:
+            calls.append(getattr(item, "name", None) or item.type)
         if item.type != "message":
             continue
         for part in item.content:
@@ -174,7 +178,17 @@ def output_text(response: Response) -> str:
                 raise BadOutputError(f"the model refused: {part.refusal}", code="refusal")
             if part.type == "output_text":
                 texts.append(part.text)
+    if calls and not texts:  # a call for the caller to run, not an empty answer
+        raise BadOutputError(f"the model called {', '.join(calls)} instead of answering: "
+                             "docpipe does not run tools the caller must run",
+                             code="tool_call")
     return "".join(texts)
+
+
+#: Output items that ask the caller to run something and send its result back.
+_CALLER_RUN = frozenset({"function_call", "custom_tool_call", "computer_call",
+                         "local_shell_call", "shell_call", "apply_patch_call",
+                         "mcp_approval_request"})
 
 
 _sdks: PerProcess[None, openai.OpenAI] = PerProcess()

@@ -1,11 +1,15 @@
 """The Files and Batch APIs of the simulator: uploads, batches on /v1/responses, results.
 
-A batch waits ``batch_delay_seconds``, then answers every line as ``POST /v1/responses``
-would (same validation, generated output and usage). Lines whose document contains
-``batch_fail_on`` get a 500 in the error file; lines containing ``batch_expire_on`` are left
-unprocessed and reported as ``batch_expired``, which makes the batch ``expired``, as the API
-does when the 24-hour window passes. A batch cancelled before it runs ends ``cancelled``
-with no lines answered.
+A batch first validates its input file as the Batch API documents it: every line a JSON
+object with a ``custom_id`` unique in the file, ``method`` POST, the batch's endpoint as
+``url``, a ``body`` object, and one model for the whole file. A file that breaks any of this
+fails the batch (status ``failed``, its ``errors`` naming each line), and no line is
+answered. A valid batch waits ``batch_delay_seconds``, then answers every line as
+``POST /v1/responses`` would (same validation, generated output and usage). Lines whose
+document contains ``batch_fail_on`` get a 500 in the error file; lines containing
+``batch_expire_on`` are left unprocessed and reported as ``batch_expired``, which makes the
+batch ``expired``, as the API does when the 24-hour window passes. A batch cancelled
+before it runs ends ``cancelled`` with no lines answered.
 """
 
 from __future__ import annotations
@@ -118,12 +122,16 @@ class BatchService:
         return web.json_response(stored.as_json())
 
     async def file_info(self, request: web.Request) -> web.Response:
+        if (denied := self.simulator.check_auth(request)) is not None:
+            return denied
         stored = self.files.get(request.match_info["file_id"])
         if stored is None:
             return _not_found("file", request.match_info["file_id"])
         return web.json_response(stored.as_json())
 
     async def file_content(self, request: web.Request) -> web.Response:
+        if (denied := self.simulator.check_auth(request)) is not None:
+            return denied
         stored = self.files.get(request.match_info["file_id"])
         if stored is None:
             return _not_found("file", request.match_info["file_id"])
@@ -133,7 +141,17 @@ class BatchService:
     async def create(self, request: web.Request) -> web.Response:
         if (denied := self.simulator.check_auth(request)) is not None:
             return denied
-        body = await request.json()
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            return _error(400, "We could not parse the JSON body of your request.",
+                          "invalid_request_error", None)
+        for required in ("input_file_id", "endpoint", "completion_window"):
+            if required not in body:
+                return _error(400, f"Missing required parameter: '{required}'.",
+                              "invalid_request_error", "missing_required_parameter", required)
         stored = self.files.get(str(body.get("input_file_id")))
         if stored is None or stored.purpose != "batch":
             return _error(400, f"Invalid 'input_file_id': '{body.get('input_file_id')}'. A "
@@ -142,14 +160,14 @@ class BatchService:
         if body.get("endpoint") != "/v1/responses" or body.get("completion_window") != "24h":
             return _error(400, "Only endpoint '/v1/responses' and completion_window '24h' are "
                           "simulated.", "invalid_request_error", "invalid_value", "endpoint")
-        lines = [line for line in stored.data.decode().splitlines() if line.strip()]
+        lines = [line for line in stored.data.decode(errors="replace").splitlines()
+                 if line.strip()]
         if len(lines) > MAX_BATCH_LINES:
             return _error(400, f"The batch has {len(lines)} requests; at most "
                           f"{MAX_BATCH_LINES} are allowed.", "invalid_request_error",
                           "too_many_requests", "input_file_id")
         batch = Batch(f"batch_{secrets.token_hex(12)}", stored.id, body["endpoint"],
                       body.get("metadata"))
-        batch.counts["total"] = len(lines)
         self.batches[batch.id] = batch
         self.simulator.stats["batches_created"] += 1
         task = asyncio.get_running_loop().create_task(self._run(batch, lines))
@@ -158,12 +176,16 @@ class BatchService:
         return web.json_response(batch.as_json())
 
     async def retrieve(self, request: web.Request) -> web.Response:
+        if (denied := self.simulator.check_auth(request)) is not None:
+            return denied
         batch = self.batches.get(request.match_info["batch_id"])
         if batch is None:
             return _not_found("batch", request.match_info["batch_id"])
         return web.json_response(batch.as_json())
 
     async def cancel(self, request: web.Request) -> web.Response:
+        if (denied := self.simulator.check_auth(request)) is not None:
+            return denied
         batch = self.batches.get(request.match_info["batch_id"])
         if batch is None:
             return _not_found("batch", request.match_info["batch_id"])
@@ -174,6 +196,11 @@ class BatchService:
 
     async def _run(self, batch: Batch, lines: list[str]) -> None:
         config = self.simulator.config
+        requests, batch.errors = line_requests(lines, batch.endpoint)
+        if batch.errors:
+            batch.status, batch.times["failed"] = "failed", int(time.time())
+            return
+        batch.counts["total"] = len(requests)
         batch.status, batch.times["in_progress"] = "in_progress", int(time.time())
         ends = time.monotonic() + config.batch_delay_seconds
         while time.monotonic() < ends and batch.status != "cancelling":
@@ -184,18 +211,11 @@ class BatchService:
         outputs: list[str] = []
         errors: list[str] = []
         expired = False
-        for number, line in enumerate(lines, start=1):
-            try:
-                request = json.loads(line)
-                custom_id, body = str(request["custom_id"]), dict(request["body"])
-            except (ValueError, KeyError, TypeError):
-                batch.errors.append({"code": "invalid_json_line", "line": number,
-                                     "message": "This line is not a valid request.",
-                                     "param": None})
-                continue
+        for custom_id, body in requests:
             text = json.dumps(body)
             if config.batch_expire_on and config.batch_expire_on in text:
                 expired = True
+                batch.counts["failed"] += 1  # in the error file: the counts add up
                 errors.append(json.dumps({
                     "id": f"batch_req_{secrets.token_hex(12)}", "custom_id": custom_id,
                     "response": None, "error": {
@@ -242,6 +262,58 @@ class BatchService:
                             ("\n".join(lines) + "\n").encode())
         self.files[stored.id] = stored
         return stored.id
+
+
+def line_requests(lines: list[str], endpoint: str
+                  ) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]]]:
+    """The ``(custom_id, body)`` of each line of a batch input file, and the errors that fail
+    the batch: one per line that breaks the file's rules, as ``errors.data`` lists them."""
+    requests: list[tuple[str, dict[str, Any]]] = []
+    errors: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    model: str | None = None
+
+    def refuse(number: int, code: str, message: str, param: str | None = None) -> None:
+        errors.append({"code": code, "line": number, "message": message, "param": param})
+
+    for number, line in enumerate(lines, start=1):
+        try:
+            request = json.loads(line)
+        except ValueError:
+            refuse(number, "invalid_json_line", "This line is not parseable as valid JSON.")
+            continue
+        if not isinstance(request, dict):
+            refuse(number, "invalid_json_line", "This line is not a JSON object.")
+            continue
+        missing = [k for k in ("custom_id", "method", "url", "body") if k not in request]
+        if missing:
+            refuse(number, "missing_required_parameter",
+                   f"Missing required parameter: '{missing[0]}'.", missing[0])
+            continue
+        custom_id, body = str(request["custom_id"]), request["body"]
+        if custom_id in seen:
+            refuse(number, "duplicate_custom_id", "The custom_id for this request is a "
+                   "duplicate of another request. The custom_id parameter must be unique for "
+                   "each request in a batch.", "custom_id")
+        elif request["method"] != "POST":
+            refuse(number, "invalid_method", f"Invalid method '{request['method']}': batch "
+                   "requests must use POST.", "method")
+        elif request["url"] != endpoint:
+            refuse(number, "invalid_url", f"The URL provided for this request "
+                   f"('{request['url']}') does not match the endpoint of the batch "
+                   f"('{endpoint}').", "url")
+        elif not isinstance(body, dict):
+            refuse(number, "invalid_request", "The body of this request must be a JSON "
+                   "object.", "body")
+        elif model is not None and body.get("model") != model:
+            refuse(number, "mismatched_model", f"The model '{body.get('model')}' of this "
+                   f"request does not match the model '{model}' of the batch's other "
+                   "requests: a batch may use only one model.", "body.model")
+        else:
+            model = model or body.get("model")
+            requests.append((custom_id, body))
+        seen.add(custom_id)
+    return requests, errors
 
 
 def _not_found(kind: str, name: str) -> web.Response:

@@ -31,6 +31,7 @@ from workers.simulator.latency import draw_ms
 from workers.simulator.limits import Limits
 from workers.simulator.models import MODELS, base_model
 from workers.simulator.requests import refusal
+from workers.simulator.tools import function_call, hosted_calls
 from workers.simulator.wire import api_errors
 from workers.simulator.wire import error as _error
 from workers.simulator.wire import request_id as new_request_id
@@ -337,7 +338,7 @@ class Simulator:
                        headers: dict[str, str]) -> web.StreamResponse:
         """Stream ``payload`` with its output text padded to ``bloat_mb`` megabytes."""
         marker = "@@bloat-8f3c@@"
-        payload["output"][0]["content"][0]["text"] = marker
+        payload["output"][-1]["content"][0]["text"] = marker
         head, tail = json.dumps(payload).encode().split(marker.encode())
         chunk, chunks = b"x" * (1024 * 1024), self.config.bloat_mb
         response = web.StreamResponse(headers=headers | {"content-type": "application/json"})
@@ -419,6 +420,14 @@ class Simulator:
             cut = max(1, len(text) * min(max_output, output_tokens) // max(output_tokens, 1) // 2)
             part["text"] = text[:cut]
             output_tokens = min(max_output, output_tokens)
+        message: dict[str, Any] = {
+            "id": f"msg_{secrets.token_hex(24)}", "type": "message",
+            "status": "completed" if status == "completed" else "incomplete",
+            "role": "assistant", "content": [part]}
+        output = [*hosted_calls(body, document), message]
+        if (call := function_call(body, document)) is not None:
+            status, incomplete, output = "completed", None, [call]
+            output_tokens = count_tokens(call["arguments"])
         cached = self._cached_tokens(body)
         now = int(time.time())
         return {
@@ -432,13 +441,7 @@ class Simulator:
             "instructions": body.get("instructions"),
             "max_output_tokens": body.get("max_output_tokens"),
             "model": body["model"],
-            "output": [{
-                "id": f"msg_{secrets.token_hex(24)}",
-                "type": "message",
-                "status": "completed" if status == "completed" else "incomplete",
-                "role": "assistant",
-                "content": [part],
-            }],
+            "output": output,
             "parallel_tool_calls": True,
             "previous_response_id": None,
             "reasoning": {"effort": None, "summary": None},
@@ -447,8 +450,8 @@ class Simulator:
             "store": bool(body.get("store", True)),
             "temperature": body.get("temperature", 1.0),
             "text": {"format": fmt, "verbosity": "medium"},
-            "tool_choice": "auto",
-            "tools": [],
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools", []),
             "top_p": 1.0,
             "truncation": "disabled",
             "usage": {

@@ -73,3 +73,29 @@ def test_an_unknown_model_loads_with_a_warning(tmp_path: Path) -> None:
     [unknown] = load_file(_invoices(tmp_path, model='"my-azure-deployment"'))
     assert unknown.model_warning is not None
     assert "'my-azure-deployment' is not one docpipe knows" in unknown.model_warning
+
+
+@pytest.mark.parametrize(("tools", "reason"), [
+    ('[{type = "function", name = "lookup", parameters = {type = "object"}}]',
+     "tools[0]: 'function' tools are run by the caller, who sends their results back in a "
+     "second request; docpipe sends one request per document and does not run them"),
+    ('[{type = "web_search"}, {type = "computer_use_preview"}]',
+     "tools[1]: 'computer_use_preview' tools are run by the caller"),
+    ('[{type = "mcp", server_label = "crm", server_url = "https://crm.example/mcp"}]',
+     'tools[0]: an MCP tool must set require_approval = "never"'),
+])
+def test_a_tool_docpipe_cannot_run_fails_the_load_with_the_reason(
+        tmp_path: Path, tools: str, reason: str) -> None:
+    path = _invoices(tmp_path, tools=tools)
+    with pytest.raises(PipelineDefinitionError) as info:
+        load_file(path)
+    assert f"{path}: pipeline invoices: {reason}" in str(info.value), info.value
+
+
+def test_tools_the_api_runs_itself_load(tmp_path: Path) -> None:
+    [pipeline] = load_file(_invoices(tmp_path, tools=(
+        '[{type = "web_search"}, {type = "file_search", vector_store_ids = ["vs_1"]}, '
+        '{type = "mcp", server_label = "crm", server_url = "https://crm.example/mcp", '
+        'require_approval = "never"}]')))
+    assert [t["type"] for t in pipeline.request("x")["tools"]] == ["web_search", "file_search",
+                                                                  "mcp"]
