@@ -65,10 +65,11 @@ def events(stack: Stack) -> Iterator[Events]:
 
 
 def run_refused(stack: Stack, events: Events, tmp_path: Path, *, documents: int) -> Any:
-    """A run of ``documents`` whose every call the API refuses (a 400), to its end."""
+    """A run of ``documents`` whose every call the API refuses (a 400 for each document's
+    own input: one for the pipeline's request would pause the run instead), to its end."""
     write_corpus(tmp_path / "corpus", documents)
-    stack.simulator.configure(force_error={"status": 400, "code": "invalid_json_schema",
-                                           "type": "invalid_request_error",
+    stack.simulator.configure(force_error={"status": 400, "code": "context_length_exceeded",
+                                           "type": "invalid_request_error", "param": "input",
                                            "message": "simulated 400"})
     stack.start_workers(1)
     # The worker's own events arrive only once the receiver is bound: no task is missed.
@@ -95,7 +96,7 @@ def test_a_failed_item_is_a_failed_task_in_celerys_events(stack: Stack, events: 
     for task in tasks:
         item_id = int(str(task.args).strip("[](),"))  # type: ignore[attr-defined]
         assert item_id in item_ids
-        assert f"item failed: {item_id} (invalid_json_schema)" in str(
+        assert f"item failed: {item_id} (context_length_exceeded)" in str(
             task.exception)  # type: ignore[attr-defined]
     # An expected failure: one line in the worker's log, no traceback.
     assert "Traceback" not in stack.workers[0].log()
@@ -116,7 +117,7 @@ def test_a_group_whose_items_failed_is_one_failed_task_naming_each(
     carried = sorted(int(v) for v in str(task.args).strip("[](),").split(",") if v.strip())
     assert carried == item_ids, "its args show the item ids it carried"
     for item_id in item_ids:
-        assert f"{item_id} (invalid_json_schema)" in str(task.exception)
+        assert f"{item_id} (context_length_exceeded)" in str(task.exception)
 
 
 def test_a_task_returned_before_its_answers_succeeds_once_when_they_are_written(

@@ -169,8 +169,9 @@ def decide(known: Known, policy: Policy, *, rng: random.Random | None = None) ->
     if isinstance(error, PauseRunError):
         reason = f"{error.error_class} ({error.code}): {clip(error.message, 500)}"
         if error.hint:
-            reason += (f" To continue: "
-                       f"{error.hint.format(run=known.run_id, pipeline=known.pipeline)}.")
+            stop = "" if reason.endswith((".", "!", "?", "…")) else "."
+            hint = error.hint.format(run=known.run_id, pipeline=known.pipeline)
+            reason += f"{stop} To continue: {hint}."
         return PauseRun(error, reason)
     return _fail(known, error, error.message)
 

@@ -26,6 +26,8 @@ from aiohttp import web
 from workers.simulator.wire import Responder, request_id
 from workers.simulator.wire import error as _error
 
+#: What an upload may be for, as ``POST /v1/files`` takes it.
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 #: The API's limits on one batch input file.
 MAX_BATCH_LINES = 50_000
 MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024
@@ -42,8 +44,7 @@ class StoredFile:
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "object": "file", "bytes": len(self.data),
                 "created_at": self.created_at, "filename": self.filename,
-                "purpose": self.purpose, "status": "processed", "expires_at": None,
-                "status_details": None}
+                "purpose": self.purpose, "status": "processed"}
 
 
 @dataclass
@@ -62,10 +63,14 @@ class Batch:
     errors: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0,
                                                            "output_tokens": 0})
+    #: The model of the file's requests, once it is validated.
+    model: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "object": "batch", "endpoint": self.endpoint,
+        """The batch as the API shows it: a field it has no value for yet is left out (the
+        specification types them as strings and integers, not null), metadata aside."""
+        shown = {
+            "id": self.id, "object": "batch", "endpoint": self.endpoint, "model": self.model,
             "errors": {"object": "list", "data": self.errors} if self.errors else None,
             "input_file_id": self.input_file_id, "completion_window": "24h",
             "status": self.status, "output_file_id": self.output_file_id,
@@ -84,6 +89,7 @@ class Batch:
                       "output_tokens_details": {"reasoning_tokens": 0},
                       "total_tokens": sum(self.usage.values())},
         }
+        return {k: v for k, v in shown.items() if v is not None or k == "metadata"}
 
 
 class BatchService:
@@ -111,6 +117,10 @@ class BatchService:
         if not isinstance(upload, web.FileField):
             return _error(400, "Missing required parameter: 'file'.", "invalid_request_error",
                           "missing_required_parameter", "file")
+        if purpose not in PURPOSES:
+            return _error(400, f"Invalid value: '{purpose}'. Supported values are: "
+                          f"{', '.join(repr(p) for p in PURPOSES)}.", "invalid_request_error",
+                          "invalid_value", "purpose")
         data = upload.file.read()
         if purpose == "batch" and len(data) > MAX_BATCH_FILE_BYTES:
             return _error(400, f"File is too large: {len(data)} bytes; batch input files may "
@@ -201,6 +211,7 @@ class BatchService:
             batch.status, batch.times["failed"] = "failed", int(time.time())
             return
         batch.counts["total"] = len(requests)
+        batch.model = str(requests[0][1].get("model")) if requests else None
         batch.status, batch.times["in_progress"] = "in_progress", int(time.time())
         ends = time.monotonic() + config.batch_delay_seconds
         while time.monotonic() < ends and batch.status != "cancelling":

@@ -461,7 +461,6 @@ class Simulator:
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": input_tokens + output_tokens,
             },
-            "user": None,
             "metadata": {},
             "background": False,
             "prompt_cache_key": body.get("prompt_cache_key"),
