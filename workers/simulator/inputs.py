@@ -9,17 +9,15 @@ from typing import Any
 
 from aiohttp import web
 
-from pipelines.media import (
-    MAX_IMAGE_BYTES,
-    MAX_PDF_BYTES,
-    MAX_PDF_PAGES,
-    decode_data_url,
-    pdf_pages,
-)
+from workers.simulator.usage import decode_data_url, pdf_pages
 from workers.simulator.wire import error as _error
 
 #: The API's cap on a request's images and files together.
 MAX_MEDIA_PAYLOAD = 50 * 1024 * 1024
+#: The API's caps on one image, and on one PDF: 20 MB; 100 pages and 32 MB.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_PDF_PAGES = 100
+MAX_PDF_BYTES = 32 * 1024 * 1024
 _IMAGE_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP",
                   "image/gif": "GIF"}
 _UNSUPPORTED_IMAGE = ("You uploaded an unsupported image. Please make sure your image is below "
@@ -85,8 +83,8 @@ def media_error(body: dict[str, Any]) -> web.Response | None:
                                   f"{where}.filename")
                 try:
                     _, data = decode_data_url(str(part.get("file_data", "")))
-                    pages = pdf_pages(data)[0] if data.startswith(b"%PDF") else -1
-                except Exception:
+                    pages = pdf_pages(data)[0]
+                except ValueError:
                     pages = -1
                 if pages < 0:
                     return _error(400, f"Invalid '{where}.file_data': the file could not be "

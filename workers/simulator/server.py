@@ -23,7 +23,6 @@ from typing import Any
 
 from aiohttp import web
 
-from pipelines.tokens import chars_estimate, count_tokens, estimate_request_tokens
 from workers.simulator.batches import MAX_BATCH_FILE_BYTES, BatchService
 from workers.simulator.generate import generate
 from workers.simulator.inputs import document_text, input_key, media_error
@@ -32,6 +31,7 @@ from workers.simulator.limits import Limits
 from workers.simulator.models import MODELS, base_model
 from workers.simulator.requests import refusal
 from workers.simulator.tools import function_call, hosted_calls
+from workers.simulator.usage import admission_estimate, count, input_tokens
 from workers.simulator.wire import api_errors
 from workers.simulator.wire import error as _error
 from workers.simulator.wire import request_id as new_request_id
@@ -217,7 +217,7 @@ class Simulator:
         if isinstance(body, web.Response):
             return body
         return web.json_response({"object": "response.input_tokens",
-                                  "input_tokens": estimate_request_tokens(body)})
+                                  "input_tokens": input_tokens(body)})
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
         self.stats["requests"] += 1
@@ -249,14 +249,14 @@ class Simulator:
         if (refused := self._refused(body, headers | limits.headers())) is not None:
             return refused
         max_output = int(body.get("max_output_tokens") or 4096)
-        charge = chars_estimate(body) + max_output
+        charge = admission_estimate(body) + max_output
         if (limited := self._over_limit(body, limits, charge, headers)) is not None:
             return limited
         self.stats["admitted"] += 1
         if (failed := await self._fault(request, body, headers | limits.headers())) is not None:
             return failed
         await self._latency(key)
-        payload = self._completed(body, estimate_request_tokens(body), max_output)
+        payload = self._completed(body, input_tokens(body), max_output)
         self._settle(limits, payload["usage"], charge, key)
         headers |= limits.headers()
         headers["openai-processing-ms"] = str(int(self.config.latency_ms))
@@ -391,7 +391,7 @@ class Simulator:
 
     def answer(self, body: dict[str, Any]) -> dict[str, Any]:
         """The response object for a valid request, as ``POST /v1/responses`` answers it."""
-        return self._completed(body, estimate_request_tokens(body),
+        return self._completed(body, input_tokens(body),
                                int(body.get("max_output_tokens") or 4096))
 
     def _completed(self, body: dict[str, Any], input_tokens: int, max_output: int
@@ -409,7 +409,7 @@ class Simulator:
         status, incomplete = "completed", None
         part: dict[str, Any] = {"type": "output_text", "text": text, "annotations": [],
                                 "logprobs": []}
-        output_tokens = count_tokens(text)
+        output_tokens = count(text)
         roll = self.rng.random()
         if roll < config.refusal_rate:
             part = {"type": "refusal", "refusal": "I'm sorry, I cannot assist with that request."}
@@ -427,7 +427,7 @@ class Simulator:
         output = [*hosted_calls(body, document), message]
         if (call := function_call(body, document)) is not None:
             status, incomplete, output = "completed", None, [call]
-            output_tokens = count_tokens(call["arguments"])
+            output_tokens = count(call["arguments"])
         cached = self._cached_tokens(body)
         now = int(time.time())
         return {
@@ -471,7 +471,7 @@ class Simulator:
         """Emulate prompt caching: a shared prefix of 1,024+ tokens seen recently is cached."""
         fmt = (body.get("text") or {}).get("format") or {}
         prefix = json.dumps([body.get("instructions"), fmt.get("schema")], sort_keys=True)
-        tokens = count_tokens(prefix)
+        tokens = count(prefix)
         if tokens < CACHE_MIN_TOKENS:
             return 0
         key = hashlib.sha256(f"{body.get('prompt_cache_key')}|{prefix}".encode()).hexdigest()
