@@ -112,6 +112,8 @@ CASES: list[Case] = [
          Verdict(400, "unsupported_parameter", "response_format")),
     Case("reasoning-effort-top-level", {"reasoning_effort": "low"},
          Verdict(400, "unknown_parameter", "reasoning_effort")),
+    # The simulator's own limit: it answers JSON, never server-sent events.
+    Case("stream", {"stream": True}, Verdict(400, "unsupported_value", "stream")),
     # Models.
     Case("unknown-model", {"model": "gpt-doesnotexist"}, Verdict(404, "model_not_found", None)),
     Case("prefix-of-a-model", {"model": "gpt-4.1-min"}, Verdict(404, "model_not_found", None)),

@@ -89,7 +89,23 @@ def ingest(
     except KeyboardInterrupt as exc:
         raise IngestCutOff(run_id, interrupted=True) from exc
     except Exception as exc:
-        raise IngestCutOff(run_id, interrupted=False) from exc
+        raise IngestCutOff(run_id, interrupted=_by_ctrl_c(exc)) from exc
+
+
+def _by_ctrl_c(error: BaseException) -> bool:
+    """Whether Ctrl-C is behind ``error``: a KeyboardInterrupt that landed mid-query can be
+    replaced, as it unwinds, by the driver's error from cleaning the connection up."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        todo += [current.__cause__, current.__context__]
+    return False
 
 
 def finish_ingest(run_id: int, paths: Iterable[str], pipeline: Pipeline, *,

@@ -54,6 +54,9 @@ def refusal(body: dict[str, Any]) -> Refusal | None:
     found = _moved(body) or _unknown(body)
     if found:
         return found
+    if body.get("stream") is True:  # the API would answer server-sent events
+        return Refusal(400, "This simulator does not stream: send stream=false.",
+                       "unsupported_value", "stream")
     name = body.get("model")
     if not name:
         return Refusal(400, "Missing required parameter: 'model'.",
