@@ -9,7 +9,9 @@ A dated snapshot (``gpt-4.1-mini-2025-04-14``) and a fine-tuned model
 (``ft:gpt-4.1-mini:acme::x``) are their base model. A name the table does not know is not
 refused (a new model, a deployment behind ``OPENAI_BASE_URL``); its parameters cannot be
 checked, so loading it warns (:func:`unknown_model_warning`). Prices are the workers'
-(``workers.llm.pricing``, ``DOCPIPE_PRICES``).
+(``workers.llm.pricing``, ``DOCPIPE_PRICES``). The simulator keeps a table of its own
+(``workers/simulator/models.py``), so a mistake in this one meets the simulator's refusal in
+the tests instead of being shared by both.
 """
 
 from __future__ import annotations
