@@ -91,11 +91,8 @@ def test_a_request_the_api_refuses_pauses_the_run_and_resume_takes_the_fix(
     run_id = ingested["run_id"]
     stack.start_workers(1)
     paused = stack.wait_for(run_id, status="paused", timeout=90)
-
-    with session_scope(stack.database_url) as s:
-        run = s.get(Run, run_id)
-        assert run is not None and run.status_reason is not None
-        reason = run.status_reason
+    reason = paused.status_reason
+    assert reason is not None
     assert reason.startswith("request_refused (invalid_type): Invalid type for "
                              "'metadata.batch': expected a string"), reason
     assert reason.endswith(
@@ -127,10 +124,8 @@ def test_workers_without_the_pipeline_pause_the_run_and_say_what_to_set(
     stack.start_workers(1)
     paused = stack.wait_for(run_id, status="paused", timeout=90)
     assert paused.failed == 0
-    with session_scope(stack.database_url) as s:
-        run = s.get(Run, run_id)
-        assert run is not None and run.status_reason is not None
-        reason = run.status_reason
+    reason = paused.status_reason
+    assert reason is not None
     assert reason.startswith("pipeline (pipeline_not_found): the workers have no pipeline "
                              "named 'invoices'"), reason
     assert "start the workers with DOCPIPE_PIPELINES naming the file or folder that defines " \

@@ -65,11 +65,9 @@ def refusal(body: dict[str, Any]) -> Refusal | None:
     if known is None:
         return Refusal(404, f"The model `{name}` does not exist or you do not have access "
                        "to it.", "model_not_found")
-    for check in (_sampling, _reasoning):
-        if found := check(body, known, str(name)):
-            return found
-    return (_metadata(body) or _service_tier(body) or _max_output(body, known)
-            or _input(body.get("input")) or _text_format(body) or _tools(body.get("tools")))
+    return (_sampling(body, known) or _reasoning(body, known, str(name)) or _metadata(body)
+            or _service_tier(body) or _max_output(body, known) or _input(body.get("input"))
+            or _text_format(body) or _tools(body.get("tools")))
 
 
 def _moved(body: dict[str, Any]) -> Refusal | None:
@@ -114,7 +112,7 @@ def _listed(values: tuple[str, ...]) -> str:
     return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])}, and {quoted[-1]}"
 
 
-def _sampling(body: dict[str, Any], known: Model, name: str) -> Refusal | None:
+def _sampling(body: dict[str, Any], known: Model) -> Refusal | None:
     """``temperature`` and ``top_p``: numbers in range, and only on sampling models."""
     for param, most in (("temperature", 2), ("top_p", 1)):
         value = body.get(param)

@@ -246,14 +246,14 @@ class Simulator:
         if (invalid := self.validate(body)) is not None:
             invalid.headers.update(headers | limits.headers())
             return invalid
-        if (refused := self._refused(body, headers | limits.headers())) is not None:
+        if (refused := self._refused(body, headers, limits)) is not None:
             return refused
         max_output = int(body.get("max_output_tokens") or 4096)
         charge = admission_estimate(body) + max_output
         if (limited := self._over_limit(body, limits, charge, headers)) is not None:
             return limited
         self.stats["admitted"] += 1
-        if (failed := await self._fault(request, body, headers | limits.headers())) is not None:
+        if (failed := await self._fault(request, body, headers, limits)) is not None:
             return failed
         await self._latency(key)
         payload = self._completed(body, input_tokens(body), max_output)
@@ -264,9 +264,14 @@ class Simulator:
             return await self._bloated(request, payload, headers)
         return web.json_response(payload, headers=headers)
 
-    def _refused(self, body: dict[str, Any], headers: dict[str, str]) -> web.Response | None:
+    def _refused(self, body: dict[str, Any], headers: dict[str, str], limits: Limits
+                 ) -> web.Response | None:
         """Refusals before any budget is charged: a forced error, no quota, no flex capacity."""
         config = self.config
+        if not (config.force_error or config.quota_exhausted or config.quota_after is not None
+                or config.flex_unavailable_rate):
+            return None
+        headers = headers | limits.headers()
         if config.force_error:
             forced = config.force_error
             return _error(int(forced.get("status", 400)), str(forced.get("message", "forced")),
@@ -300,8 +305,8 @@ class Simulator:
                        if config.rate_limit_retry_ms else 0.2 + self.rng.random())
         return self._rate_limited(body, limits, refused, charge, headers) if refused else None
 
-    async def _fault(self, request: web.Request, body: dict[str, Any], headers: dict[str, str]
-                     ) -> web.Response | None:
+    async def _fault(self, request: web.Request, body: dict[str, Any], headers: dict[str, str],
+                     limits: Limits) -> web.Response | None:
         """An injected fault of an admitted call: a reset, a hang, or a 5xx."""
         config = self.config
         roll = self.rng.random()
@@ -322,7 +327,8 @@ class Simulator:
             message = ("The server had an error while processing your request. Sorry about that!"
                        if status == 500 else "The engine is currently overloaded, please try "
                        "again later.")
-            return _error(status, message, "server_error", None, headers=headers)
+            return _error(status, message, "server_error", None,
+                          headers=headers | limits.headers())
         return None
 
     def _settle(self, limits: Limits, usage: dict[str, Any], charge: int, key: str) -> None:
