@@ -44,24 +44,18 @@ class Events:
 def events(stack: Stack) -> Iterator[Events]:
     """Celery's event state as Flower would hold it, from a receiver on the stack's broker."""
     state = Events()
-    seen = state.seen
-    stop = threading.Event()
     app = Celery(broker=stack.broker_url)
-
-    def capture() -> None:
-        with Connection(stack.broker_url) as connection:
-            receiver = app.events.Receiver(connection, handlers={"*": seen.append})
-            while not stop.is_set():
-                try:
-                    receiver.capture(limit=50, timeout=0.5)
-                except TimeoutError:
-                    continue
-
-    thread = threading.Thread(target=capture, daemon=True)
+    connection = Connection(stack.broker_url)
+    receiver = app.events.Receiver(connection, handlers={"*": state.seen.append})
+    # One capture for the whole test, as Flower holds one: each capture() subscribes to the
+    # events afresh and unsubscribes when it returns, and an event published between two
+    # is lost (Redis pub/sub keeps nothing for an absent subscriber).
+    thread = threading.Thread(target=receiver.capture, daemon=True)
     thread.start()
     yield state
-    stop.set()
+    receiver.should_stop = True  # seen within the consumer's one-second drain
     thread.join(timeout=10)
+    connection.release()
 
 
 def run_refused(stack: Stack, events: Events, tmp_path: Path, *, documents: int) -> Any:
