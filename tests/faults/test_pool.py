@@ -101,5 +101,5 @@ def test_a_document_that_blows_the_memory_limit_is_quarantined(stack: Stack,
     assert [(a.outcome, a.error_code) for a in calls] == \
         [(AttemptOutcome.LOST, "memory_limit")] * 2
     assert_accounted_for(stack, run_id)
-    wait_until(lambda: "passed its memory limit" in stack.workers[0].log(), timeout=5,
+    wait_until(lambda: "passed its memory limit" in stack.workers[0].log(), timeout=30,
                what="the limit in the worker's log")
